@@ -1,0 +1,163 @@
+"""Job records and their state machine: the only place that knows which state change is legal.
+
+    pending ──► submitting ──► generating ──► completed
+       ▲  │          │  │            │
+       │  │          │  └──────┐     └──────► failed ──(retry)──► pending
+       │  └► cancelled ◄───────┼──(resume)──► pending
+       └─────────────────── submitting (the submit certainly did not create a task)
+
+``submitting`` is written to the checkpoint *before* the paid request leaves the process. A row found
+in ``submitting`` after a crash may or may not exist at the provider; it is reconciled through the
+provider's idempotency lookup, never submitted again blindly.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import IllegalTransition
+from .request import VideoRequest
+
+__all__ = ["RESULT_COLUMNS", "TERMINAL", "Job", "State", "idempotency_key"]
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    GENERATING = "generating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
+
+_LEGAL: dict[State, frozenset[State]] = {
+    State.PENDING: frozenset({State.SUBMITTING, State.CANCELLED, State.FAILED}),
+    # -> pending: the submit certainly created no task (or lookup says none exists): try again later.
+    # -> failed: permanent rejection of the submit.
+    # -> completed/failed directly: reconciliation found the task already finished.
+    State.SUBMITTING: frozenset(
+        {State.GENERATING, State.PENDING, State.FAILED, State.COMPLETED}
+    ),
+    State.GENERATING: frozenset({State.COMPLETED, State.FAILED}),
+    State.COMPLETED: frozenset(),
+    State.FAILED: frozenset({State.PENDING}),  # explicit retry: a new, separately paid submission
+    State.CANCELLED: frozenset({State.PENDING}),  # resume
+}
+
+# Columns the results DataFrame adds after the user's own columns, in this order. Input columns with
+# these names are refused (they would be overwritten).
+RESULT_COLUMNS = (
+    "status",
+    "video_url",
+    "task_id",
+    "error",
+    "attempts",
+    "submitted_at",
+    "completed_at",
+    "elapsed_s",
+    "key",
+    "error_kind",
+    "video_id",
+    "video_duration",
+    "expires_at",
+)
+
+# Fields a transition may set; everything in a job besides key/index/request/state.
+RESULT_FIELDS = (
+    "attempts",
+    "generation",
+    "task_id",
+    "submitted_at",
+    "completed_at",
+    "video_url",
+    "video_id",
+    "video_duration",
+    "expires_at",
+    "error_kind",
+    "error",
+)
+
+
+def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
+    """The provider-side idempotency key of one submission of one row in one run.
+
+    Stable across crashes and resumes (same run, row and generation), different for an explicit
+    retry of a failed row (new generation). Short and plain so every provider accepts it.
+    """
+    digest = hashlib.sha256(f"{run_id}\x1f{row_key}\x1f{generation}".encode()).hexdigest()
+    return "vb-" + digest[:32]
+
+
+@dataclass(eq=False)
+class Job:
+    """One row's request and where it stands."""
+
+    key: str
+    index: int
+    request: VideoRequest
+    state: State = State.PENDING
+    attempts: int = 0  # submit requests sent (each may cost money)
+    generation: int = 0  # bumped by an explicit retry of a failed row
+    task_id: str | None = None
+    submitted_at: float | None = None  # epoch seconds when the provider accepted the task
+    completed_at: float | None = None
+    video_url: str | None = None
+    video_id: str | None = None
+    video_duration: float | None = None
+    expires_at: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    updated_at: float = field(default_factory=time.time)
+
+    def idempotency_key(self, run_id: str) -> str:
+        return idempotency_key(run_id, self.key, self.generation)
+
+    def can_move_to(self, new: State) -> bool:
+        return new in _LEGAL[self.state]
+
+    def transition(self, new: State, **fields: Any) -> dict[str, Any]:
+        """Move to ``new`` and set ``fields``; returns the journal record describing the change.
+
+        Raises IllegalTransition (and changes nothing) if the state machine forbids the move.
+        """
+        new = State(new)
+        if new not in _LEGAL[self.state]:
+            raise IllegalTransition(
+                f"row {self.key!r}: cannot go from {self.state.value} to {new.value}"
+            )
+        unknown = set(fields) - set(RESULT_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown job fields: {sorted(unknown)}")
+        if new is State.PENDING and self.state is State.FAILED:
+            # A retry starts a fresh submission with its own idempotency key.
+            fields.setdefault("generation", self.generation + 1)
+            for name in ("task_id", "submitted_at", "completed_at", "video_url", "video_id",
+                         "video_duration", "expires_at", "error_kind", "error"):
+                fields.setdefault(name, None)
+        self.state = new
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.updated_at = time.time()
+        return {"k": self.key, "s": new.value, "t": self.updated_at, **fields}
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Replay a journal record (no legality check: the record was legal when written)."""
+        self.state = State(record["s"])
+        for name in RESULT_FIELDS:
+            if name in record:
+                setattr(self, name, record[name])
+        self.updated_at = record.get("t", self.updated_at)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def __repr__(self) -> str:
+        return f"Job(key={self.key!r}, state={self.state.value}, attempts={self.attempts})"

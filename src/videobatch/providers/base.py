@@ -1,0 +1,146 @@
+"""The one small interface every video provider implements; the runner sees nothing else.
+
+A provider turns a ``VideoRequest`` into a paid task and reports on it. It never sees checkpoints,
+rows or retries: the runner owns those. Errors are raised as ``videobatch.errors.ProviderError``
+subclasses so the runner can tell "retry" from "give up on this row" from "stop the run".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from ..errors import Problem, ProviderError
+from ..models import UNIT_PRICE_USD, resolve_model
+from ..request import VideoRequest
+
+__all__ = ["Limits", "PollHint", "Provider", "TaskState", "TaskStatus", "Video"]
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "queued"  # accepted, holding a slot, not started
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def done(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+
+
+@dataclass(frozen=True)
+class Video:
+    url: str
+    id: str | None = None
+    duration: float | None = None  # seconds
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """What the provider says about one task."""
+
+    task_id: str
+    state: TaskState
+    videos: tuple[Video, ...] = ()
+    message: str | None = None  # why it failed, in the provider's words
+    created_at: float | None = None  # epoch seconds
+    expires_at: float | None = None  # when result URLs stop working
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the provider account tolerates."""
+
+    max_parallel: int = 5  # tasks that may be in flight at once (queued or running)
+    max_rps: float | None = None  # API requests per second (None: no stated limit)
+
+
+@dataclass(frozen=True)
+class PollHint:
+    """How long a task usually takes, so polling neither floods the API nor leaves slots idle.
+
+    Before any task has finished, the runner first polls ``first_poll`` seconds after submitting,
+    then every ``min_interval`` growing by ``growth`` up to ``max_interval``. Once tasks finish it
+    learns their real durations and aims polls at them.
+    """
+
+    first_poll: float = 5.0
+    min_interval: float = 1.0
+    max_interval: float = 30.0
+    growth: float = 1.5
+
+
+class Provider(ABC):
+    """Base class of providers. Subclass it and register the class (see ``videobatch.providers``)."""
+
+    name: ClassVar[str]
+    limits: Limits = Limits()
+    poll_hint: PollHint = PollHint()
+    # Set True when status_many() is cheaper than one status() per task (e.g. a list endpoint).
+    batch_polling: bool = False
+
+    def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
+        """Pre-flight: problems with rows this provider would reject (row numbers 1-based).
+
+        Called before anything is submitted, so a bad row costs nothing. Raise ConfigError for
+        problems with the provider set-up itself (e.g. missing credentials).
+        """
+        return []
+
+    @abstractmethod
+    async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
+        """Create a paid task. ``idempotency_key`` must reach the provider so ``find`` can see it.
+
+        A provider that reports "this idempotency key was already used" must not raise: it
+        returns ``await self.find(idempotency_key)``'s answer instead (the task exists; adopt it).
+        """
+
+    @abstractmethod
+    async def status(self, task_id: str) -> TaskStatus:
+        """The current status of one task."""
+
+    @abstractmethod
+    async def find(self, idempotency_key: str) -> TaskStatus | None:
+        """The task created with this idempotency key, or None if the provider has none."""
+
+    async def status_many(
+        self, task_ids: Sequence[str]
+    ) -> Mapping[str, TaskStatus | ProviderError]:
+        """Status of several tasks; errors are returned per task, not raised."""
+        answers = await asyncio.gather(*(self.status(t) for t in task_ids), return_exceptions=True)
+        out: dict[str, TaskStatus | ProviderError] = {}
+        for task_id, answer in zip(task_ids, answers, strict=True):
+            if isinstance(answer, TaskStatus | ProviderError):
+                out[task_id] = answer
+            elif isinstance(answer, BaseException):
+                raise answer
+        return out
+
+    def estimate_cost(self, request: VideoRequest) -> float | None:
+        """Estimated price of one request in USD, or None if unknown."""
+        spec = resolve_model(request.model)
+        if spec is None:
+            return None
+        return spec.units_for(request.mode, request.duration) * UNIT_PRICE_USD
+
+    def describe(self) -> dict[str, Any]:
+        """Settings that change what is generated (stored in the checkpoint). Never secrets."""
+        return {"provider": self.name}
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} max_parallel={self.limits.max_parallel}>"
+
