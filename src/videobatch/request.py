@@ -138,7 +138,7 @@ class VideoRequest(BaseModel):
     def summary(self, width: int = 60) -> str:
         """A one-line description for dry runs and logs."""
         text = self.prompt if len(self.prompt) <= width else self.prompt[: width - 1] + "…"
-        extra = f" +image" if self.image else ""
+        extra = " +image" if self.image else ""
         return f"{self.model} {self.mode} {self.duration}s {self.aspect_ratio}{extra}: {text}"
 
 

@@ -48,6 +48,7 @@ class TaskStatus:
     videos: tuple[Video, ...] = ()
     message: str | None = None  # why it failed, in the provider's words
     created_at: float | None = None  # epoch seconds
+    finished_at: float | None = None  # epoch seconds the provider says the task ended, if it says
     expires_at: float | None = None  # when result URLs stop working
     idempotency_key: str | None = None
 
@@ -132,7 +133,7 @@ class Provider(ABC):
         """Settings that change what is generated (stored in the checkpoint). Never secrets."""
         return {"provider": self.name}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most providers hold nothing
         """Release connections."""
 
     async def __aenter__(self) -> Self:

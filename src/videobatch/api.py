@@ -1,0 +1,262 @@
+"""The Python entry points: ``run`` (blocking), ``arun`` (async) and ``Batch`` (start now, look later).
+
+All of them work inside a running event loop (Jupyter) and outside it:
+- outside a loop, ``run`` drives the batch on the calling thread with ``asyncio.run``;
+- inside one (a notebook cell), ``run`` drives it on a private thread with its own loop and blocks
+  the cell; ``Batch.start()`` schedules it on the notebook's own loop and returns at once.
+Input is validated and the checkpoint opened when the ``Batch`` is built: bad rows or a mismatched
+checkpoint fail before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .errors import AccountError, AuthError, ConfigError, InputError
+from .events import Observer
+from .inputs import Prompts, load_prompts
+from .jobs import Job, State
+from .progress import TqdmProgress
+from .providers import Provider, get_provider
+from .request import REQUEST_FIELDS
+from .results import results_frame
+from .runner import Runner, RunOutcome, RunSettings
+from .store import Checkpoint, Store
+
+__all__ = ["Batch", "arun", "run"]
+
+PromptsLike = Any  # str | PathLike | DataFrame | list[str | dict] | Prompts
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options that name a request field are run-wide defaults; the rest go to the provider."""
+    defaults = {k: v for k, v in options.items() if k in REQUEST_FIELDS}
+    provider_options = {k: v for k, v in options.items() if k not in REQUEST_FIELDS}
+    return defaults, provider_options
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Batch:
+    """A batch of rows bound to a provider and (optionally) a checkpoint.
+
+    ``Batch(prompts, provider="local", checkpoint="run.parquet", duration=10).start()`` returns at
+    once; ``results()`` shows the current state; ``wait()`` blocks (or, inside a running event loop,
+    returns an awaitable: ``await batch.wait()``); ``cancel()`` stops it resumably.
+    Extra keyword options naming a request field (``model``, ``duration``, ...) are run-wide defaults
+    for empty cells; any other option goes to the provider (``latency=``, ``base_url=``, ...).
+    """
+
+    def __init__(
+        self,
+        prompts: PromptsLike,
+        provider: str | Provider = "local",
+        *,
+        concurrency: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        progress: bool = True,
+        timeout: float | None = 3600.0,
+        max_attempts: int = 5,
+        observers: Sequence[Observer] = (),
+        **options: Any,
+    ) -> None:
+        defaults, provider_options = _split_options(options)
+        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None)
+        self._owns_provider = not isinstance(provider, Provider)
+        self.provider = get_provider(provider, **provider_options)
+        problems = self.provider.check(self.prompts.requests)
+        if problems:
+            raise InputError(problems, source=self.prompts.source)
+        if concurrency is not None and concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        self.settings = RunSettings(concurrency=concurrency, timeout=timeout,
+                                    max_attempts=max_attempts)
+        self.store: Store
+        if checkpoint is None:
+            self.store = Store()
+            self.jobs = [Job(key=k, index=i, request=r) for i, (k, r) in
+                         enumerate(zip(self.prompts.keys, self.prompts.requests, strict=True))]
+        else:
+            self.store, self.jobs = Checkpoint.open(
+                checkpoint,
+                frame=self.prompts.frame,
+                keys=self.prompts.keys,
+                requests=self.prompts.requests,
+                fingerprint=self.prompts.fingerprint(),
+                settings=self.provider.describe(),
+                force=force,
+            )
+        self._progress = progress
+        self._observers = list(observers)
+        self._runner: Runner | None = None
+        self._task: asyncio.Future[RunOutcome] | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_result: RunOutcome | BaseException | None = None
+        self.outcome: RunOutcome | None = None
+
+    # ------------------------------------------------------------------ running
+    async def _run(self) -> RunOutcome:
+        observers = list(self._observers)
+        if self._progress:
+            observers.append(TqdmProgress(len(self.jobs)))
+        self._runner = Runner(self.jobs, self.provider, self.store, self.settings, observers)
+        try:
+            self.outcome = await self._runner.run()
+        finally:
+            if self._owns_provider:
+                await self.provider.aclose()
+        return self.outcome
+
+    def start(self) -> Batch:
+        """Start in the background and return at once (on the running loop, or on a thread)."""
+        if self.running:
+            return self
+        if _in_running_loop():
+            self._task = asyncio.ensure_future(self._run())
+        else:
+            self._start_thread()
+        return self
+
+    def _start_thread(self) -> None:
+        self._thread_result = None
+        self._thread = threading.Thread(target=self._thread_main, name="videobatch", daemon=True)
+        self._thread.start()
+
+    def _thread_main(self) -> None:
+        try:
+            self._thread_result = asyncio.run(self._run())
+        except BaseException as exc:  # handed to the waiting thread
+            self._thread_result = exc
+
+    @property
+    def running(self) -> bool:
+        if self._task is not None and not self._task.done():
+            return True
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> Any:
+        """Block until done and return the results DataFrame.
+
+        Inside a running event loop this returns an awaitable instead: ``df = await batch.wait()``.
+        Not started yet: starts it first.
+        """
+        if _in_running_loop():
+            return self._wait_async()
+        if not self.running and self.outcome is None:
+            return self._finish(asyncio.run(self._run()))
+        self._join()
+        return self._finish(self.outcome)
+
+    async def _wait_async(self) -> pd.DataFrame:
+        if self._task is None and not self.running and self.outcome is None:
+            self.start()
+        if self._task is not None:
+            return self._finish(await self._task)
+        if self._thread is not None:  # started on a thread before this loop existed
+            await asyncio.to_thread(self._thread.join)
+        return self._finish(self._thread_outcome())
+
+    def _join(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except KeyboardInterrupt:
+            # Ctrl-C / notebook interrupt: stop cleanly, keep the checkpoint resumable, re-raise.
+            self.cancel()
+            thread.join()
+            raise
+        self._thread_outcome()
+
+    def _thread_outcome(self) -> RunOutcome:
+        result = self._thread_result
+        if isinstance(result, BaseException):
+            raise result
+        assert result is not None
+        self.outcome = result
+        return result
+
+    def _finish(self, outcome: RunOutcome | None) -> pd.DataFrame:
+        df = self.results()
+        stopped = outcome.stopped_by if outcome else None
+        if isinstance(stopped, AuthError | AccountError):
+            stopped.results = df  # type: ignore[attr-defined]
+            raise stopped
+        return df
+
+    def cancel(self) -> None:
+        """Stop submitting, leave in-flight rows resumable, flush the checkpoint."""
+        if self._runner is not None:
+            self._runner.cancel()
+
+    def retry_failed(self, kinds: Sequence[str] | None = None) -> int:
+        """Put failed rows back to pending (optionally only these error kinds); returns how many.
+
+        Each retried row is a new, separately paid submission. Call ``start()``/``wait()`` again.
+        """
+        if self.running:
+            raise ConfigError("the batch is still running; wait() or cancel() first")
+        n = 0
+        for job in self.jobs:
+            if job.state is State.FAILED and (kinds is None or job.error_kind in kinds):
+                self.store.append(job.transition(State.PENDING))
+                n += 1
+        self.outcome = None
+        return n
+
+    # ------------------------------------------------------------------ looking
+    def results(self) -> pd.DataFrame:
+        """The results DataFrame as it stands now (input columns, then result columns)."""
+        return results_frame(self.prompts.frame, self.jobs)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in State}
+        for job in self.jobs:
+            out[job.state.value] += 1
+        return out
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
+        return f"<Batch {len(self.jobs)} rows via {self.provider.name!r}: {counts}>"
+
+
+def run(prompts: PromptsLike, provider: str | Provider = "local", **kwargs: Any) -> pd.DataFrame:
+    """Generate a video for every row and return the results DataFrame (blocks until done).
+
+    Works in scripts and inside Jupyter. Keyword arguments are those of ``Batch``. Raises
+    ``InputError`` for bad rows (nothing submitted), ``CheckpointError`` for a checkpoint made from
+    other rows, ``AuthError``/``AccountError`` when the provider stops the run (``.results`` holds
+    the DataFrame so far). Ctrl-C stops cleanly (the checkpoint resumes) and raises
+    KeyboardInterrupt.
+    """
+    batch = Batch(prompts, provider, **kwargs)
+    if _in_running_loop():
+        batch._start_thread()  # this thread's loop is busy running the caller
+        batch._join()
+        return batch._finish(batch.outcome)
+    result: pd.DataFrame = batch.wait()
+    return result
+
+
+async def arun(prompts: PromptsLike, provider: str | Provider = "local",
+               **kwargs: Any) -> pd.DataFrame:
+    """``run`` for async code: ``df = await videobatch.arun(rows, ...)``."""
+    batch = Batch(prompts, provider, **kwargs)
+    waiting: Awaitable[pd.DataFrame] = batch.wait()
+    return await waiting
+

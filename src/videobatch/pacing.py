@@ -1,0 +1,106 @@
+"""Pacing of provider requests: parallel-task slots, a request-rate limiter and retry backoff.
+
+- ``Slots``: how many tasks may be in flight. Its limit starts at the provider's parallel-task
+  limit and adapts: a "slots busy" answer lowers it to what is really free; quiet successes raise it
+  back one at a time (additive increase, like TCP).
+- ``RateLimiter``: a token bucket over every API request (submits, polls, lookups).
+- ``backoff``: exponential delay with full jitter, never shorter than the provider's Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+__all__ = ["RateLimiter", "Slots", "backoff"]
+
+
+def backoff(
+    failures: int,
+    *,
+    base: float = 1.0,
+    cap: float = 60.0,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failure (1-based).
+
+    Full jitter (uniform between 0 and the exponential bound) spreads retries of many rows apart;
+    ``retry_after``, when the provider sent one, is the floor.
+    """
+    bound = min(cap, base * (2 ** max(0, failures - 1)))
+    delay = (rng or random).uniform(bound / 2, bound)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class RateLimiter:
+    """Token bucket: at most ``rate`` requests per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float | None, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate or 1.0)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.rate:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    def penalize(self, seconds: float) -> None:
+        """The provider said "too fast": spend the next ``seconds`` worth of tokens."""
+        if self.rate:
+            self._tokens = min(self._tokens, 0.0) - seconds * self.rate
+
+
+class Slots:
+    """An adjustable semaphore for in-flight provider tasks.
+
+    ``limit`` is the effective concurrency; ``ceiling`` the most we ever try. ``shrink`` is called
+    when the provider says every slot is taken; ``grow`` after a task ends without trouble.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        if ceiling < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.in_use = 0
+        self._cond = asyncio.Condition()
+        self._last_shrink = 0.0
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_use -= 1
+            self._cond.notify(1)
+
+    async def shrink(self) -> None:
+        """Every provider slot is busy: the real limit is what the *other* holders have."""
+        async with self._cond:
+            self.limit = max(1, min(self.limit, self.in_use - 1))
+            self._last_shrink = time.monotonic()
+
+    async def grow(self, quiet_for: float = 5.0) -> None:
+        """One more slot, if none was refused during the last ``quiet_for`` seconds."""
+        if self.limit >= self.ceiling or time.monotonic() - self._last_shrink < quiet_for:
+            return
+        async with self._cond:
+            self.limit = min(self.ceiling, self.limit + 1)
+            self._cond.notify(1)

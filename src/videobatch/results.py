@@ -1,0 +1,77 @@
+"""The results DataFrame: the user's columns, then one result column per job field, in input order.
+
+Also ``results(checkpoint)``: the same table read back from any checkpoint, running nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .jobs import RESULT_COLUMNS, Job
+
+__all__ = ["results", "results_frame", "write_results"]
+
+
+def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
+    """``frame`` (the user's input, index kept) with the result columns appended."""
+    def stamp(values: list[float | None]) -> pd.Series:
+        return pd.to_datetime(pd.Series(values, index=frame.index, dtype="float64"), unit="s",
+                              utc=True)
+
+    submitted = [j.submitted_at for j in jobs]
+    completed = [j.completed_at for j in jobs]
+    columns: dict[str, object] = {
+        "status": [j.state.value for j in jobs],
+        "video_url": [j.video_url for j in jobs],
+        "task_id": [j.task_id for j in jobs],
+        "error": [j.error for j in jobs],
+        "attempts": [j.attempts for j in jobs],
+        "submitted_at": stamp(submitted),
+        "completed_at": stamp(completed),
+        "elapsed_s": [
+            (c - s) if (c is not None and s is not None) else None
+            for s, c in zip(submitted, completed, strict=True)
+        ],
+        "key": [j.key for j in jobs],
+        "error_kind": [j.error_kind for j in jobs],
+        "video_id": [j.video_id for j in jobs],
+        "video_duration": [j.video_duration for j in jobs],
+        "expires_at": stamp([j.expires_at for j in jobs]),
+    }
+    assert tuple(columns) == RESULT_COLUMNS
+    out = frame.copy()
+    for name, values in columns.items():
+        out[name] = values if isinstance(values, pd.Series) else pd.Series(values, index=frame.index)
+    out["elapsed_s"] = out["elapsed_s"].astype("float64")
+    out["attempts"] = out["attempts"].astype("int64")
+    return out
+
+
+def results(checkpoint: str | os.PathLike[str]) -> pd.DataFrame:
+    """The results DataFrame stored in a checkpoint, without running anything."""
+    from .store import load
+
+    loaded = load(checkpoint)
+    return results_frame(loaded.frame, loaded.jobs)
+
+
+def write_results(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write results by extension: .parquet, .csv or .jsonl (to a temp file, then renamed)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    elif suffix == ".csv":
+        df.to_csv(tmp, index=False)
+    elif suffix in (".jsonl", ".ndjson"):
+        df.to_json(tmp, orient="records", lines=True, date_format="iso")
+    else:
+        raise ValueError(f"unknown results format {suffix!r}: use .parquet, .csv or .jsonl")
+    os.replace(tmp, path)
+    return path

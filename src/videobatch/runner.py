@@ -1,0 +1,381 @@
+"""The asyncio engine that drives every row from pending to completed/failed through a provider.
+
+- One worker per parallel slot takes the next row, submits it and waits for its task to end, then
+  takes the next: a slot is held from submit until the task ends, so slots stay full.
+- Rows already in flight from an earlier (crashed) run go first: ``generating`` rows are polled,
+  ``submitting`` rows are looked up by their idempotency key before anything is sent again.
+- Every transition goes to the store *before* the side effect it announces (``submitting`` before the
+  paid request leaves the process).
+- Transient failures are retried with jittered backoff (honouring Retry-After); permanent ones fail
+  the row; auth errors stop the run; account errors stop submitting while in-flight rows finish.
+- ``cancel()`` stops everything promptly: rows in flight keep their state for the next run to
+  reconcile, rows not started become ``cancelled`` (and ``pending`` again on resume).
+
+The runner knows the provider only through ``videobatch.providers.base.Provider``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    AccountError,
+    AuthError,
+    NotFoundError,
+    ProviderError,
+    RateLimited,
+    SlotsBusy,
+    TransientError,
+)
+from .events import Event, EventKind, Observer, Progress, notify
+from .jobs import Job, State
+from .pacing import RateLimiter, Slots, backoff
+from .polling import Poller, PollSchedule
+from .providers.base import Provider, TaskState, TaskStatus
+from .store import Store
+
+__all__ = ["RunOutcome", "RunSettings", "Runner"]
+
+log = logging.getLogger("videobatch")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    concurrency: int | None = None  # at most the provider's parallel-task limit
+    max_attempts: int = 5  # submits per row that may fail transiently before the row fails
+    timeout: float | None = 3600.0  # seconds a row may take from acceptance to its end
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    snapshot_every: float = 30.0  # seconds between checkpoint snapshots
+
+
+@dataclass
+class RunOutcome:
+    counts: Counter[State]
+    elapsed: float
+    cancelled: bool = False
+    stopped_by: ProviderError | None = None  # auth or account error that stopped the run
+    polls: int = 0
+    submits: int = 0
+
+
+@dataclass
+class _Stop:
+    fatal: ProviderError | None = None  # stops everything
+    no_submit: ProviderError | None = None  # stops new submissions only
+    cancelled: bool = False
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Runner:
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        provider: Provider,
+        store: Store,
+        settings: RunSettings | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.jobs = list(jobs)
+        self.provider = provider
+        self.store = store
+        self.settings = settings or RunSettings()
+        self.observers = list(observers)
+        ceiling = provider.limits.max_parallel
+        if self.settings.concurrency:
+            ceiling = min(ceiling, self.settings.concurrency)
+        self.progress = Progress(total=len(self.jobs), slots_limit=ceiling)
+        self.progress.counts.update(j.state for j in self.jobs)
+        self._ceiling = ceiling
+        self._submits = 0
+        self._stop: _Stop | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ control
+    def cancel(self) -> None:
+        """Stop the run soon; safe to call from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._cancel_now()
+        else:
+            loop.call_soon_threadsafe(self._cancel_now)
+
+    def _cancel_now(self) -> None:
+        if self._stop is not None and not self._stop.cancelled:
+            self._stop.cancelled = True
+            self._stop.event.set()
+            for worker in self._workers:
+                worker.cancel()
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> RunOutcome:
+        self._loop = asyncio.get_running_loop()
+        self._stop = stop = _Stop()
+        self._slots = Slots(self._ceiling)
+        self._limiter = RateLimiter(self.provider.limits.max_rps)
+        self._poller = Poller(self.provider, self._limiter, PollSchedule(self.provider.poll_hint),
+                              on_fatal=self._fatal)
+        for job in self.jobs:  # resume: rows cancelled last time are wanted again
+            if job.state is State.CANCELLED:
+                self._move(job, State.PENDING)
+        in_flight = [j for j in self.jobs if j.state in (State.SUBMITTING, State.GENERATING)]
+        pending = [j for j in self.jobs if j.state is State.PENDING]
+        self._queue: deque[Job] = deque(in_flight + pending)
+        self._emit("start")
+        snapshots = asyncio.create_task(self._snapshot_loop(), name="videobatch-snapshots")
+        n_workers = min(self._ceiling, len(self._queue))
+        self._workers = [asyncio.create_task(self._worker(), name=f"videobatch-worker-{i}")
+                         for i in range(n_workers)]
+        try:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Our caller was cancelled (Ctrl-C): stop the workers and leave a resumable state.
+            self._cancel_now()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            await self._finish(snapshots)
+            raise
+        await self._finish(snapshots)
+        return RunOutcome(
+            counts=Counter(j.state for j in self.jobs),
+            elapsed=self.progress.elapsed,
+            cancelled=stop.cancelled,
+            stopped_by=stop.fatal or stop.no_submit,
+            polls=self._poller.polls,
+            submits=self._submits,
+        )
+
+    async def _finish(self, snapshots: asyncio.Task[None]) -> None:
+        snapshots.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await snapshots
+        await self._poller.aclose()
+        assert self._stop is not None
+        if self._stop.cancelled or self._stop.fatal:
+            for job in self.jobs:
+                if job.state is State.PENDING and self._stop.cancelled:
+                    self._move(job, State.CANCELLED)
+        self._emit("finish")
+        await self.store.close(self.jobs)
+
+    async def _snapshot_loop(self) -> None:
+        """fsync the journal every second; fold it into a snapshot every ``snapshot_every`` s."""
+        every = self.settings.snapshot_every
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, every))
+            self.store.sync()
+            if time.monotonic() - last >= every:
+                await self.store.snapshot(self.jobs)
+                last = time.monotonic()
+
+    # ------------------------------------------------------------------ one worker
+    async def _worker(self) -> None:
+        stop = self._stop
+        assert stop is not None
+        while self._queue and not stop.fatal and not stop.cancelled:
+            job = self._queue.popleft()
+            if job.state is State.PENDING and stop.no_submit:
+                continue
+            await self._slots.acquire()
+            self._emit("slots")
+            try:
+                await self._drive(job)
+            except ProviderError as exc:
+                self._fatal(exc)
+            finally:
+                await self._slots.release()
+                self._emit("slots")
+
+    async def _drive(self, job: Job) -> None:
+        if job.state is State.SUBMITTING:
+            await self._reconcile(job)
+        if job.state is State.PENDING:
+            await self._submit(job)
+        if job.state is State.GENERATING:
+            await self._await_result(job)
+
+    # ------------------------------------------------------------------ submit
+    async def _submit(self, job: Job) -> None:
+        stop = self._stop
+        assert stop is not None
+        transient = 0  # failures that count against max_attempts
+        pushback = 0  # rate-limit / slots-busy answers in a row
+        key = job.idempotency_key(self.store.run_id)
+        while job.state is State.PENDING:
+            if stop.no_submit or stop.fatal or stop.cancelled:
+                return
+            await self._limiter.acquire()
+            self._move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
+            self._submits += 1
+            try:
+                status = await self.provider.submit(job.request, key)
+            except (RateLimited, SlotsBusy) as exc:
+                exc.for_row(job.key)
+                pushback += 1
+                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                if isinstance(exc, SlotsBusy):
+                    await self._slots.shrink()
+                else:
+                    self._limiter.penalize(exc.retry_after or 1.0)
+                delay = backoff(pushback, base=max(1.0, self.settings.backoff_base),
+                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
+                self._emit("retry", job, error=exc, delay=delay)
+                await self._sleep_unless_stopped(delay)
+                continue
+            except TransientError as exc:
+                exc.for_row(job.key)
+                if exc.maybe_accepted:
+                    found = await self._lookup(job, key)
+                    if found is not None:
+                        self._adopt(job, found)
+                        return
+                transient += 1
+                if transient >= self.settings.max_attempts:
+                    self._move(job, State.FAILED, error_kind=exc.kind,
+                               error=f"gave up after {transient} attempts: {exc}")
+                    return
+                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                delay = backoff(transient, base=self.settings.backoff_base,
+                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
+                self._emit("retry", job, error=exc, delay=delay)
+                await self._sleep_unless_stopped(delay)
+                continue
+            except AccountError as exc:
+                # Nothing was created; the row waits for a resumed run once the account is fixed.
+                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
+                stop.no_submit = stop.no_submit or exc
+                return
+            except AuthError:
+                self._move(job, State.PENDING)
+                raise
+            except ProviderError as exc:  # rejected: this row, for good
+                self._move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+                return
+            self._adopt(job, status)
+
+    async def _lookup(self, job: Job, key: str) -> TaskStatus | None:
+        """Ask the provider whether a submit under ``key`` created a task (retrying transients)."""
+        failures = 0
+        while True:
+            await self._limiter.acquire()
+            try:
+                return await self.provider.find(key)
+            except NotFoundError:
+                return None
+            except TransientError as exc:
+                failures += 1
+                delay = backoff(failures, base=self.settings.backoff_base,
+                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
+                self._emit("retry", job, error=exc.for_row(job.key), delay=delay)
+                await asyncio.sleep(delay)
+
+    async def _reconcile(self, job: Job) -> None:
+        """A row left ``submitting`` by a crash: adopt its task if the provider has one."""
+        found = await self._lookup(job, job.idempotency_key(self.store.run_id))
+        if found is None:
+            self._move(job, State.PENDING)
+        else:
+            self._adopt(job, found)
+
+    def _adopt(self, job: Job, status: TaskStatus) -> None:
+        accepted = status.created_at or time.time()
+        if job.state is not State.GENERATING:
+            self._move(job, State.GENERATING, task_id=status.task_id, submitted_at=accepted,
+                       error_kind=None, error=None)
+        if status.state.done:
+            self._finish_job(job, status)
+
+    # ------------------------------------------------------------------ wait for the result
+    async def _await_result(self, job: Job) -> None:
+        assert job.task_id is not None
+        accepted = job.submitted_at or time.time()
+        timeout = self.settings.timeout
+        remaining = None if timeout is None else max(0.0, accepted + timeout - time.time())
+        try:
+            status = await asyncio.wait_for(self._poller.wait(job.task_id, accepted), remaining)
+        except TimeoutError:
+            self._move(job, State.FAILED, error_kind="timeout",
+                       error=f"no result {timeout:.0f}s after the provider accepted task "
+                             f"{job.task_id}; it may still finish at the provider")
+            return
+        except NotFoundError as exc:
+            self._move(job, State.FAILED, error_kind=exc.kind,
+                       error=f"the provider no longer knows task {job.task_id}: {exc.message}")
+            return
+        except AuthError:
+            raise
+        except ProviderError as exc:
+            self._move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+            return
+        self._finish_job(job, status)
+
+    def _finish_job(self, job: Job, status: TaskStatus) -> None:
+        done_at = status.finished_at or time.time()
+        if status.state is TaskState.SUCCEEDED and status.videos:
+            video = status.videos[0]
+            self._move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,
+                       video_id=video.id, video_duration=video.duration,
+                       expires_at=status.expires_at, error_kind=None, error=None)
+            self._grow_slots()
+        elif status.state is TaskState.SUCCEEDED:
+            self._move(job, State.FAILED, completed_at=done_at, error_kind="no_video",
+                       error=f"task {status.task_id} succeeded without a video")
+        else:
+            self._move(job, State.FAILED, completed_at=done_at, error_kind="generation_failed",
+                       error=status.message or "the provider reports the task failed")
+
+    def _grow_slots(self) -> None:
+        if self._slots.limit < self._slots.ceiling:
+            asyncio.get_running_loop().create_task(self._slots.grow())
+
+    # ------------------------------------------------------------------ helpers
+    def _fatal(self, exc: ProviderError) -> None:
+        stop = self._stop
+        assert stop is not None
+        if stop.fatal is None:
+            stop.fatal = exc
+            stop.event.set()
+            for worker in self._workers:
+                if worker is not asyncio.current_task():
+                    worker.cancel()
+
+    async def _sleep_unless_stopped(self, delay: float) -> None:
+        stop = self._stop
+        assert stop is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.event.wait(), delay)
+
+    def _move(self, job: Job, new: State, **fields: Any) -> None:
+        old = job.state
+        record = job.transition(new, **fields)
+        self.store.append(record)
+        counts = self.progress.counts
+        counts[old] -= 1
+        counts[new] += 1
+        if job.terminal:
+            self.progress.done_this_run += 1
+            if job.completed_at and job.submitted_at:
+                self.progress.finished_durations.append(job.completed_at - job.submitted_at)
+        self._emit("transition", job, old=old, new=new)
+
+    def _emit(self, kind: EventKind, job: Job | None = None, **extra: Any) -> None:
+        if not self.observers:
+            return
+        if kind == "slots":
+            self.progress.slots_in_use = self._slots.in_use
+            self.progress.slots_limit = self._slots.limit
+        notify(self.observers, Event(kind, self.progress, job, **extra))

@@ -1,0 +1,415 @@
+"""Durability of a run: an append-only journal of job transitions plus an atomic parquet snapshot.
+
+Layout for ``checkpoint=run.parquet``::
+
+    run.parquet              snapshot: the input columns, each job's state, run metadata
+    run.parquet.journal.<n>  transitions since snapshot segment n, one JSON object per line
+
+Loading = snapshot + replay of journal segments numbered >= the snapshot's ``journal_seq``.
+
+Crash safety:
+- ``append`` issues one ``write(2)`` per record before returning, so a record survives the process
+  being killed (``kill -9``) at any later instant. ``submitting`` records (the intent to pay) are
+  also fsync'ed, so they survive power loss too; other records are fsync'ed at the next snapshot or
+  ``sync()``. A lost non-submitting record is harmless: the row falls back to an earlier state and is
+  reconciled with the provider by its idempotency key.
+- A snapshot goes to a temporary file, is fsync'ed, then renamed over the old one (and the directory
+  fsync'ed). Appends switch to a new journal segment *before* the snapshot is built, so no record
+  can fall between the snapshot and the journal. Old segments are deleted only after the rename.
+- A torn last journal line (crash during a write) is ignored on load.
+
+The checkpoint holds rows, requests and results, never provider credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CheckpointError
+from .jobs import RESULT_FIELDS, Job, State
+from .request import VideoRequest
+
+__all__ = ["Checkpoint", "LoadedCheckpoint", "MemoryStore", "Store"]
+
+FORMAT = 1
+_META_KEY = b"videobatch"
+_PREFIX = "_vb_"
+_KEY_COL = _PREFIX + "key"
+_REQUEST_COL = _PREFIX + "request"
+_STATE_COL = _PREFIX + "state"
+_FLOAT_FIELDS = ("submitted_at", "completed_at", "video_duration", "expires_at")
+_INT_FIELDS = ("attempts", "generation")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """Where a run keeps its jobs. The base class keeps nothing (a run without a checkpoint)."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Record one transition. Durable against a killed process when this returns."""
+
+    def sync(self) -> None:
+        """Make every appended record durable against power loss."""
+
+    async def snapshot(self, jobs: Sequence[Job]) -> None:
+        """Fold the journal into a fresh snapshot."""
+
+    async def close(self, jobs: Sequence[Job]) -> None:
+        """Final snapshot; the store is not used afterwards."""
+
+    @property
+    def location(self) -> str | None:
+        return None
+
+
+MemoryStore = Store
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read from disk without the original input (for results/status/retry)."""
+
+    frame: pd.DataFrame  # the user's input columns
+    jobs: list[Job]
+    meta: dict[str, Any]
+
+
+class Checkpoint(Store):
+    """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
+
+    def __init__(
+        self, path: Path, frame: pd.DataFrame, jobs: list[Job], meta: dict[str, Any]
+    ) -> None:
+        super().__init__(meta["run_id"])
+        self.path = path
+        self.meta = meta
+        self._static = _static_table(frame, jobs)
+        self._fd: int | None = None
+        self._seq = int(meta.get("journal_seq", 0))
+        self._lock = asyncio.Lock()
+        self._dirty = False
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        frame: pd.DataFrame,
+        keys: Sequence[str],
+        requests: Sequence[VideoRequest],
+        fingerprint: str,
+        settings: dict[str, Any],
+        force: bool = False,
+    ) -> tuple[Checkpoint, list[Job]]:
+        """Resume the checkpoint at ``path`` for these rows, or create it.
+
+        A checkpoint made from other rows or settings is refused (CheckpointError) unless ``force``:
+        then rows whose key and request are unchanged keep their state, changed rows start afresh
+        (with a new idempotency key), rows no longer in the input are dropped.
+        """
+        path = Path(path)
+        jobs = [Job(key=k, index=i, request=r) for i, (k, r) in enumerate(zip(keys, requests,
+                                                                               strict=True))]
+        if not path.exists() and not _segments(path):
+            meta = {
+                "format": FORMAT,
+                "run_id": uuid.uuid4().hex,
+                "fingerprint": fingerprint,
+                "settings": settings,
+                "created_at": time.time(),
+                "journal_seq": 0,
+            }
+            store = cls(path, frame, jobs, meta)
+            store._write_snapshot_sync(jobs)
+            return store, jobs
+
+        old = load(path)
+        old_meta = old.meta
+        if old_meta.get("fingerprint") != fingerprint or old_meta.get("settings") != settings:
+            diff = _describe_difference(old, keys, requests, old_meta.get("settings"), settings)
+            if not force:
+                raise CheckpointError(
+                    f"checkpoint {path} was made from different rows or settings: {diff}.\n"
+                    "Use --force (force=True) to keep the finished rows whose request is unchanged "
+                    "and run the rest, or choose another checkpoint path."
+                )
+        by_key = {j.key: j for j in old.jobs}
+        for job in jobs:
+            prev = by_key.get(job.key)
+            if prev is None:
+                continue
+            if _dumps(prev.request.model_dump(mode="json")) == _dumps(
+                job.request.model_dump(mode="json")
+            ):
+                for name in RESULT_FIELDS:
+                    setattr(job, name, getattr(prev, name))
+                job.state = prev.state
+                job.updated_at = prev.updated_at
+            else:
+                # Same key, new request: a new submission that must not collide with the old one.
+                job.generation = prev.generation + 1
+        meta = {**old_meta, "fingerprint": fingerprint, "settings": settings}
+        store = cls(path, frame, jobs, meta)
+        store._write_snapshot_sync(jobs)
+        return store, jobs
+
+    # ---------------------------------------------------------------- journal
+    def _segment_path(self, seq: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.journal.{seq}")
+
+    def _journal_fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(
+                self._segment_path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+        return self._fd
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = (_dumps(record) + "\n").encode()
+        fd = self._journal_fd()
+        os.write(fd, data)
+        self._dirty = True
+        if record.get("s") == State.SUBMITTING:
+            os.fsync(fd)
+
+    def sync(self) -> None:
+        if self._fd is not None and self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+
+    # ---------------------------------------------------------------- snapshot
+    async def snapshot(self, jobs: Sequence[Job]) -> None:
+        async with self._lock:
+            table, old_seq = self._rotate_and_build(jobs)
+            await asyncio.to_thread(self._commit, table, old_seq)
+
+    async def close(self, jobs: Sequence[Job]) -> None:
+        await self.snapshot(jobs)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write_snapshot_sync(self, jobs: Sequence[Job]) -> None:
+        table, old_seq = self._rotate_and_build(jobs)
+        self._commit(table, old_seq)
+
+    def _rotate_and_build(self, jobs: Sequence[Job]) -> tuple[pa.Table, int]:
+        # Runs on the event loop without awaiting: no record can be appended meanwhile.
+        old_seq = self._seq
+        if self._fd is not None:
+            self.sync()
+            os.close(self._fd)
+            self._fd = None
+        self._seq += 1
+        self.meta["journal_seq"] = self._seq
+        self.meta["updated_at"] = time.time()
+        table = _join(self._static, _dynamic_table(jobs))
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[_META_KEY] = _dumps(self.meta).encode()
+        return table.replace_schema_metadata(schema_meta), old_seq
+
+    def _commit(self, table: pa.Table, old_seq: int) -> None:
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+        for seq in _segments(self.path):
+            if seq <= old_seq:
+                self._segment_path(seq).unlink(missing_ok=True)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint {str(self.path)!r} run={self.run_id[:8]}>"
+
+
+# -------------------------------------------------------------------- table building
+def _static_table(frame: pd.DataFrame, jobs: Sequence[Job]) -> pa.Table:
+    """The columns that never change during a run: the user's input, keys and requests."""
+    user = frame.reset_index(drop=True)
+    try:
+        table = pa.Table.from_pandas(user, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Mixed-type object columns: keep them as text rather than refuse the run.
+        table = pa.Table.from_pandas(user.astype(
+            {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
+    keys = pa.array([j.key for j in jobs], pa.string())
+    requests = pa.array(
+        [_dumps(j.request.model_dump(mode="json", exclude_defaults=True)) for j in jobs],
+        pa.string(),
+    )
+    return table.append_column(_KEY_COL, keys).append_column(_REQUEST_COL, requests)
+
+
+def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
+    cols: dict[str, pa.Array] = {_STATE_COL: pa.array([j.state.value for j in jobs], pa.string())}
+    for name in RESULT_FIELDS:
+        values = [getattr(j, name) for j in jobs]
+        if name in _INT_FIELDS:
+            typ: pa.DataType = pa.int64()
+        elif name in _FLOAT_FIELDS:
+            typ = pa.float64()
+        else:
+            typ = pa.string()
+        cols[_PREFIX + name] = pa.array(values, typ)
+    return pa.table(cols)
+
+
+def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
+    for name, column in zip(dynamic.column_names, dynamic.columns, strict=True):
+        static = static.append_column(name, column)
+    return static
+
+
+# -------------------------------------------------------------------- loading
+def _segments(path: Path) -> list[int]:
+    prefix = path.name + ".journal."
+    out = []
+    if path.parent.exists():
+        for entry in path.parent.iterdir():
+            if entry.name.startswith(prefix) and entry.name[len(prefix):].isdigit():
+                out.append(int(entry.name[len(prefix):]))
+    return sorted(out)
+
+
+def load(path: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Read a checkpoint (snapshot + journal replay) without any input or provider."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path}" + (" (only journal files: the snapshot was deleted)"
+                                          if _segments(path) else "")
+        )
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CheckpointError(f"checkpoint {path} is not readable: {exc}") from None
+    raw_meta = (table.schema.metadata or {}).get(_META_KEY)
+    if raw_meta is None:
+        raise CheckpointError(f"{path} is a parquet file but not a videobatch checkpoint")
+    meta: dict[str, Any] = json.loads(raw_meta)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format {meta.get('format')}; this videobatch reads {FORMAT}"
+        )
+    ours = [c for c in table.column_names if c.startswith(_PREFIX)]
+    user_cols = [c for c in table.column_names if not c.startswith(_PREFIX)]
+    data = {c: table.column(c).to_pylist() for c in ours}
+    frame = table.select(user_cols).to_pandas()
+    jobs = []
+    for i, key in enumerate(data[_KEY_COL]):
+        request = VideoRequest.model_construct(**_request_fields(data[_REQUEST_COL][i]))
+        job = Job(key=key, index=i, request=request, state=State(data[_STATE_COL][i]))
+        for name in RESULT_FIELDS:
+            value = data[_PREFIX + name][i]
+            if value is not None:
+                setattr(job, name, value)
+        jobs.append(job)
+    _replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
+    return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta)
+
+
+def _request_fields(text: str) -> dict[str, Any]:
+    fields = {name: f.default for name, f in VideoRequest.model_fields.items()}
+    fields.update(json.loads(text))
+    return fields
+
+
+def _replay(path: Path, from_seq: int, by_key: dict[str, Job]) -> None:
+    for seq in _segments(path):
+        if seq < from_seq:
+            continue
+        segment = path.with_name(f"{path.name}.journal.{seq}")
+        lines = segment.read_bytes().split(b"\n")
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines) - 1:  # torn final write: the process died mid-record
+                    break
+                raise CheckpointError(
+                    f"journal {segment} line {n + 1} is corrupt; move the file aside to resume "
+                    "from the snapshot (rows it covered will be reconciled with the provider)"
+                ) from None
+            job = by_key.get(record.get("k"))
+            if job is not None:
+                job.apply(record)
+
+
+def _describe_difference(
+    old: LoadedCheckpoint,
+    keys: Sequence[str],
+    requests: Sequence[VideoRequest],
+    old_settings: Any,
+    settings: dict[str, Any],
+) -> str:
+    old_req = {j.key: _dumps(j.request.model_dump(mode="json")) for j in old.jobs}
+    new_req = {k: _dumps(r.model_dump(mode="json")) for k, r in zip(keys, requests, strict=True)}
+    changed = [k for k in new_req if k in old_req and old_req[k] != new_req[k]]
+    added = [k for k in new_req if k not in old_req]
+    removed = [k for k in old_req if k not in new_req]
+    parts = []
+    for label, ks in (("changed", changed), ("new", added), ("no longer in the input", removed)):
+        if ks:
+            parts.append(f"{len(ks)} row(s) {label} (e.g. {', '.join(map(repr, ks[:3]))})")
+    if old_settings != settings:
+        parts.append(f"settings differ (checkpoint: {old_settings}, now: {settings})")
+    if not parts:
+        parts.append("the rows are the same but in a different order")
+    return "; ".join(parts)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterable[dict[str, Any]]:
+    """Every journal record still on disk (for diagnostics and tests)."""
+    p = Path(path)
+    for seq in _segments(p):
+        for line in p.with_name(f"{p.name}.journal.{seq}").read_bytes().splitlines():
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    return

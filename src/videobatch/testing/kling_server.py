@@ -1,0 +1,415 @@
+"""A Kling-compatible HTTP server for tests and benchmarks, with fault injection and counters.
+
+It speaks Kling's video API (``/v1/videos/text2video`` and ``/image2video``: create, get by
+task_id, get by ``?external_task_id=``, list by ``?pageNum&pageSize``), checks the JWT like Kling
+(HS256 with the configured secret, ``iss``/``exp``/``nbf``; 401 with codes 1000-1004), validates
+bodies (1201 naming the field), enforces a parallel-task limit (1303), a request rate (1302) and
+unique ``external_task_id`` per account, and serves small real MP4 files as results. Faults are
+injected per ``videobatch.testing.faults``. Test endpoints: ``GET /_test/counters``,
+``POST /_test/config`` (settings and fault rules), ``POST /_test/reset``.
+
+Command line::
+
+    python -m videobatch.testing.kling_server --port 8123 --latency 2 --max-parallel 10 \\
+        --faults "rate_limit=0.05,lost=0.02,fail=0.05"
+
+From Python::
+
+    with running_server(latency=0.2, max_parallel=3) as server:      # thread in this process
+        ... server.url, server.counters(), server.configure(lost="next:1")
+    with running_server(process=True) as server: ...                 # survives a killed client
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .faults import Faults, parse_rules
+from .kling_sim import KINDS, Account, SimConfig, SimError
+
+__all__ = ["KlingApp", "ServerHandle", "create_app", "main", "running_server"]
+
+_SETTINGS = {f.name for f in fields(SimConfig)}
+
+
+class _DroppedResponse(Response):
+    """Starts a 200 answer, sends a few bytes, then the connection is closed mid-body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"code": 0, "mess', "more_body": True})
+        # Returning without finishing makes the server close the connection.
+
+
+class KlingApp:
+    """The server's state (config, account, faults) and its Starlette routes."""
+
+    def __init__(self, config: SimConfig | None = None,
+                 faults: str | dict[str, Any] | None = None) -> None:
+        self.config = config or SimConfig()
+        self.faults = Faults(parse_rules(faults), seed=self.config.seed)
+        self.account = Account(self.config)
+        self.files = Path(tempfile.mkdtemp(prefix="kling-files-"))
+        self.app = Starlette(routes=[
+            Route("/v1/videos/{kind}", self.create, methods=["POST"]),
+            Route("/v1/videos/{kind}", self.query, methods=["GET"]),
+            Route("/v1/videos/{kind}/{task_id}", self.get_one, methods=["GET"]),
+            Route("/files/{task_id}.mp4", self.download, methods=["GET"]),
+            Route("/_test/counters", self.counters, methods=["GET"]),
+            Route("/_test/config", self.configure, methods=["POST"]),
+            Route("/_test/reset", self.reset, methods=["POST"]),
+        ])
+
+    # -- envelope ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(data: Any) -> JSONResponse:
+        return JSONResponse({"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex,
+                             "data": data})
+
+    @staticmethod
+    def _error(error: SimError) -> JSONResponse:
+        headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
+        return JSONResponse({"code": error.code, "message": error.message,
+                             "request_id": uuid.uuid4().hex}, status_code=error.status,
+                            headers=headers)
+
+    def _auth(self, request: Request) -> SimError | None:
+        header = request.headers.get("authorization", "").strip()
+        if not header:
+            return SimError(1001, reason="auth_1001")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return SimError(1002, reason="auth_1002")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # short test secrets
+                claims = jwt.decode(token.strip(), self.config.secret_key, algorithms=["HS256"],
+                                    options={"require": ["iss", "exp", "nbf"],
+                                             "verify_exp": False, "verify_nbf": False})
+        except jwt.InvalidSignatureError:
+            return SimError(1000, "Authentication failed: signature mismatch", reason="auth_1000")
+        except jwt.PyJWTError:
+            return SimError(1002, reason="auth_1002")
+        if claims.get("iss") != self.config.access_key:
+            return SimError(1000, "Authentication failed: unknown access key", reason="auth_1000")
+        now = time.time()
+        if float(claims["nbf"]) > now:
+            return SimError(1003, reason="auth_1003")
+        if float(claims["exp"]) <= now:
+            return SimError(1004, reason="auth_1004")
+        return None
+
+    def _gate(self, request: Request, scope: str) -> Response | None:
+        """Auth, rate and injected 'before' faults; a response if the request stops here."""
+        self.account.counters.requests += 1
+        if request.path_params["kind"] not in KINDS:
+            return self._error(self.account.reject(SimError(1202, reason="bad_path")))
+        error = self._auth(request)
+        if error is not None:
+            return self._error(self.account.reject(error))
+        try:
+            self.account.take_token()
+        except SimError as exc:
+            return self._error(exc)
+        fault = self.faults.pick("before", scope)
+        if fault is None:
+            return None
+        error = {
+            "rate_limit": SimError(1302, retry_after=1),
+            "rate_limit_bare": SimError(1302),
+            "server_error": SimError(5000),
+            "policy": SimError(1301, "Failure to pass the risk control system"),
+        }.get(fault) or SimError(int(fault[5:]))
+        error.reason = f"fault_{fault}"
+        return self._error(self.account.reject(error))
+
+    async def _after(self, scope: str, response: Response) -> Response:
+        fault = self.faults.pick("after", scope)
+        if fault == "garbage":
+            return Response(b'{"code": 0, "data": {"task_id": ', media_type="application/json")
+        if fault == "slow":
+            await asyncio.sleep(self.config.slow_seconds)
+        elif fault == "lost":
+            return _DroppedResponse()
+        elif fault == "lost_500":
+            return self._error(SimError(5000))
+        return response
+
+    # -- routes --------------------------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        stop = self._gate(request, "create")
+        if stop is not None:
+            return stop
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(self.account.reject(SimError(
+                1200, "Invalid request parameters: the body is not JSON", reason="invalid")))
+        base = str(request.base_url).rstrip("/")
+        try:
+            task = self.account.create(request.path_params["kind"], body, base)
+        except SimError as exc:
+            return self._error(exc)
+        if self.faults.pick("task", "task"):
+            task.fails = True
+            task.fail_message = "Video generation failed (simulated)"
+        return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
+
+    async def get_one(self, request: Request) -> Response:
+        stop = self._gate(request, "query")
+        if stop is not None:
+            return stop
+        self.account.counters.polls_single += 1
+        try:
+            task = self.account.get(request.path_params["kind"], request.path_params["task_id"])
+        except SimError as exc:
+            return self._error(exc)
+        base = str(request.base_url).rstrip("/")
+        return await self._after("query", self._ok(task.to_json(time.monotonic(), base)))
+
+    async def query(self, request: Request) -> Response:
+        stop = self._gate(request, "query")
+        if stop is not None:
+            return stop
+        kind, params = request.path_params["kind"], request.query_params
+        base, now = str(request.base_url).rstrip("/"), time.monotonic()
+        try:
+            if "external_task_id" in params:
+                self.account.counters.polls_external += 1
+                data: Any = self.account.get_external(kind, params["external_task_id"]).to_json(
+                    now, base)
+            elif "task_id" in params:
+                self.account.counters.polls_single += 1
+                data = self.account.get(kind, params["task_id"]).to_json(now, base)
+            else:
+                self.account.counters.polls_list += 1
+                try:
+                    number = int(params.get("pageNum", "1"))
+                    size = int(params.get("pageSize", "30"))
+                except ValueError:
+                    number = size = 0
+                data = [t.to_json(now, base) for t in self.account.page(kind, number, size)]
+        except SimError as exc:
+            return self._error(exc)
+        return await self._after("query", self._ok(data))
+
+    async def download(self, request: Request) -> Response:
+        task = self.account.tasks.get(request.path_params["task_id"])
+        if task is None or task.status(time.monotonic()) != "succeed":
+            return JSONResponse({"error": "no such video"}, status_code=404)
+        path = self.files / f"{task.task_id}.mp4"
+        if not path.exists():
+            from ..render import render_clip  # the project's own tiny-MP4 renderer
+
+            await run_in_threadpool(
+                render_clip, path, str(task.body.get("prompt") or task.task_id),
+                seconds=self.config.video_seconds,
+                aspect_ratio=str(task.body.get("aspect_ratio") or "16:9"))
+        self.account.counters.downloads += 1
+        return FileResponse(path, media_type="video/mp4")
+
+    async def counters(self, request: Request) -> Response:
+        return JSONResponse({**self.account.snapshot(), "faults_injected": self.faults.injected,
+                             "faults": self.faults.describe()})
+
+    async def configure(self, request: Request) -> Response:
+        """Body: settings (``SimConfig`` field names), fault rules ``{kind[@scope]: value}``,
+        ``faults`` (a spec string or mapping) and ``replace_faults`` (drop the old rules)."""
+        try:
+            changes = dict(await request.json())
+            settings = {k: v for k, v in changes.items() if k in _SETTINGS}
+            rules = parse_rules(changes.pop("faults", None))
+            rules += parse_rules({k: v for k, v in changes.items()
+                                  if k not in _SETTINGS and k != "replace_faults"})
+            self.config.update(settings)
+            self.faults.set(rules, replace=bool(changes.get("replace_faults")))
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        config = {k: v for k, v in asdict(self.config).items() if k != "secret_key"}
+        return JSONResponse({"config": config, "faults": self.faults.describe()})
+
+    async def reset(self, request: Request) -> Response:
+        """Forget all tasks and counters, and drop every fault rule."""
+        self.account = Account(self.config)
+        self.faults = Faults(seed=self.config.seed)
+        return JSONResponse({"reset": True})
+
+
+def create_app(config: SimConfig | None = None,
+               faults: str | dict[str, Any] | None = None) -> Starlette:
+    return KlingApp(config, faults).app
+
+
+# -- running it --------------------------------------------------------------------------------
+
+
+class ServerHandle:
+    """A running server: its ``url``, its counters, and run-time configuration."""
+
+    def __init__(self, url: str, config: SimConfig) -> None:
+        self.url = url
+        self.config = config
+
+    def counters(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
+        return data
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change settings and fault rules, e.g. ``configure(max_parallel=2, lost="next:1")``;
+        rules whose names are not identifiers go in ``faults={"code_1102@create": 1}``."""
+        response = httpx.post(f"{self.url}/_test/config", json=changes, timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_test/reset", timeout=10).raise_for_status()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _uvicorn(app: Starlette, log_level: str) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
+                                         lifespan="off", timeout_keep_alive=30,
+                                         timeout_graceful_shutdown=1))
+
+
+@contextlib.contextmanager
+def running_server(*, process: bool = False, faults: str | dict[str, Any] | None = None,
+                   log_level: str = "critical", **settings: Any) -> Iterator[ServerHandle]:
+    """Start a server on a free loopback port; stop it on exit.
+
+    ``settings`` are ``SimConfig`` fields. ``process=True`` runs it as a separate Python process
+    (for tests that kill the client process: the server outlives it); otherwise a thread here.
+    """
+    config = SimConfig()
+    config.update(settings)
+    if process:
+        with _server_process(config, faults, log_level) as handle:
+            yield handle
+        return
+    sock = _bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = _uvicorn(create_app(config, faults), log_level)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name="kling-test-server")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the Kling test server did not start")
+            time.sleep(0.01)
+        yield ServerHandle(url, config)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def _server_process(config: SimConfig, faults: str | dict[str, Any] | None,
+                    log_level: str) -> Iterator[ServerHandle]:
+    argv = [sys.executable, "-m", "videobatch.testing.kling_server", "--port", "0",
+            "--config-json", json.dumps(asdict(config)), "--log-level", log_level]
+    if faults:
+        argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("kling test server: "):
+            raise RuntimeError(f"the Kling test server did not start (said {line!r})")
+        yield ServerHandle(line.split()[-1], config)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m videobatch.testing.kling_server``: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m videobatch.testing.kling_server",
+                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
+    add("--latency", type=float, help="seconds from create to the end of a task")
+    add("--jitter", type=float, help="± fraction of the latency")
+    add("--max-parallel", type=int, help="parallel-task limit (1303 beyond)")
+    add("--rps", type=float, help="API requests per second (1302 beyond)")
+    add("--no-retry-after", action="store_true", help="send 1302 without Retry-After")
+    add("--access-key")
+    add("--secret-key")
+    add("--max-tasks", type=int, help="resource pack size in tasks (1102 beyond)")
+    add("--slow-seconds", type=float, help="how late a 'slow' fault answers")
+    add("--seed", type=int)
+    add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
+    add("--config-json", help="SimConfig fields as JSON (used by running_server)")
+    add("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    config = SimConfig()
+    if args.config_json:
+        config.update(json.loads(args.config_json))
+    for name in ("latency", "jitter", "max_parallel", "rps", "access_key", "secret_key",
+                 "max_tasks", "slow_seconds", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    if args.no_retry_after:
+        config.retry_after = False
+    spec: str | None = args.faults
+    faults: str | dict[str, Any] | None = spec
+    if spec and spec.lstrip().startswith("{"):
+        faults = json.loads(spec)
+    sock = _bind(args.host, args.port)
+    print(f"kling test server: http://{args.host}:{sock.getsockname()[1]}", flush=True)
+    _uvicorn(create_app(config, faults), args.log_level).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

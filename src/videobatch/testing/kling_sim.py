@@ -1,0 +1,308 @@
+"""The simulated Kling account behind the test server: tasks, their lifecycle, limits and counters.
+
+No HTTP here: ``kling_server`` turns requests into calls on ``Account`` and ``SimError`` into
+Kling's error envelope. Time is read from the monotonic clock; task states are computed from it
+when asked (``submitted`` for the first ``queue_share`` of a task's latency, then ``processing``,
+then ``succeed`` or ``failed``), so no background work runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..models import known_models, resolve_model
+from .faults import CODES
+
+__all__ = ["Account", "SimConfig", "SimError", "SimTask"]
+
+KINDS = ("text2video", "image2video")
+RATIOS = ("16:9", "9:16", "1:1")
+MODES = ("std", "pro")
+DURATIONS = ("5", "10")
+MAX_TEXT = 2500
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class SimConfig:
+    """Everything the server can be told at start (and most of it at run time)."""
+
+    access_key: str = "test-access-key"
+    secret_key: str = "test-secret-key-0123456789abcdef"  # noqa: S105 (a test double's key)
+    latency: float = 0.5  # seconds from create to the end of a task
+    jitter: float = 0.2  # ± fraction of latency, uniform
+    queue_share: float = 0.2  # share of the latency spent "submitted"
+    max_parallel: int = 5  # tasks in flight at once (1303 beyond)
+    rps: float | None = None  # API requests per second (1302 beyond); None: unlimited
+    retry_after: bool = True  # send Retry-After with the rate limit's 1302
+    allowed_models: tuple[str, ...] | None = None  # others get 1103; None: all
+    max_tasks: int | None = None  # resource pack size in tasks (1102 beyond); None: unlimited
+    slow_seconds: float = 3.0  # how late a "slow" answer comes
+    video_seconds: float = 1.0  # length of the MP4 files served
+    blocked_marker: str = "[blocked]"  # prompts containing it get 1301
+    fail_marker: str = "[fail]"  # prompts containing it end failed
+    seed: int = 0
+
+    def update(self, values: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for name, value in values.items():
+            if name not in names:
+                raise ValueError(f"unknown server setting {name!r}")
+            if name == "allowed_models" and value is not None:
+                value = tuple(value)
+            setattr(self, name, value)
+
+
+class SimError(Exception):
+    """An error answer: HTTP status, Kling business code, message, optional Retry-After."""
+
+    def __init__(self, code: int, message: str | None = None, *,
+                 retry_after: float | None = None, reason: str | None = None) -> None:
+        status, default = CODES[code]
+        self.status, self.code = status, code
+        self.message = message or default
+        self.retry_after = retry_after
+        self.reason = reason or str(code)
+        super().__init__(self.message)
+
+
+@dataclass
+class SimTask:
+    task_id: str
+    kind: str
+    body: dict[str, Any]
+    external_task_id: str | None
+    created_ms: int
+    started: float  # monotonic
+    processing_at: float
+    done_at: float
+    fails: bool
+    fail_message: str = ""
+
+    def status(self, now: float) -> str:
+        if now >= self.done_at:
+            return "failed" if self.fails else "succeed"
+        return "processing" if now >= self.processing_at else "submitted"
+
+    def to_json(self, now: float, files_url: str) -> dict[str, Any]:
+        status = self.status(now)
+        updated = self.created_ms + int(1000 * (min(now, self.done_at) - self.started))
+        data: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_status": status,
+            "task_status_msg": self.fail_message if status == "failed" else "",
+            "task_info": {"external_task_id": self.external_task_id} if self.external_task_id
+            else {},
+            "created_at": self.created_ms,
+            "updated_at": updated,
+        }
+        if status == "succeed":
+            data["task_result"] = {"videos": [{
+                "id": f"v-{self.task_id}",
+                "url": f"{files_url}/files/{self.task_id}.mp4",
+                "duration": self.body.get("duration", "5"),
+            }]}
+        return data
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    accepted: int = 0
+    duplicates: int = 0  # creates repeating an external_task_id already used
+    paid_duplicates: int = 0  # accepted tasks with the same content as an earlier accepted one
+    polls_single: int = 0
+    polls_external: int = 0
+    polls_list: int = 0
+    peak_parallel: int = 0
+    downloads: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class Account:
+    """One Kling account: its tasks, its limits, and what happened to it."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.tasks: dict[str, SimTask] = {}
+        self.by_external: dict[str, str] = {}
+        self.counters = Counters()
+        self._contents: set[str] = set()
+        self._active: list[SimTask] = []
+        self._ids = itertools.count(1)
+        self._rng = random.Random(config.seed)
+        self._tokens = float("inf")  # a full bucket, capped at the first request
+        self._refilled = time.monotonic()
+
+    # -- limits ---------------------------------------------------------------------------------
+
+    def reject(self, error: SimError) -> SimError:
+        self.counters.rejected[error.reason] = self.counters.rejected.get(error.reason, 0) + 1
+        return error
+
+    def take_token(self) -> None:
+        """Spend one request of the rate budget, or raise 1302 (a token bucket, burst = rps)."""
+        rps = self.config.rps
+        if not rps:
+            return
+        now = time.monotonic()
+        burst = max(1.0, rps)
+        self._tokens = min(burst, self._tokens + (now - self._refilled) * rps)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return
+        wait = (1.0 - self._tokens) / rps
+        raise self.reject(SimError(1302, retry_after=max(1, math.ceil(wait))
+                                   if self.config.retry_after else None, reason="rate_limit"))
+
+    def running(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        self._active = [t for t in self._active if t.done_at > now]
+        return len(self._active)
+
+    # -- create ---------------------------------------------------------------------------------
+
+    def validate(self, kind: str, body: Any) -> None:
+        """Raise 1201 naming the field, as Kling does, for a body it would refuse."""
+        def bad(name: str, why: str) -> SimError:
+            return self.reject(SimError(1201, f"Invalid parameters: {name} {why}",
+                                        reason="invalid"))
+
+        if not isinstance(body, dict):
+            raise bad("body", "must be a JSON object")
+        model = body.get("model_name", "kling-v1")
+        spec = resolve_model(model) if isinstance(model, str) else None
+        if spec is None or spec.name != model:
+            raise bad("model_name", f"{model!r} is not one of {', '.join(known_models())}")
+        for name in ("prompt", "negative_prompt"):
+            value = body.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+                raise bad(name, "must be a string of at most 2500 characters")
+        if kind == "text2video" and not body.get("prompt"):
+            raise bad("prompt", "is required")
+        if body.get("duration", "5") not in DURATIONS:
+            raise bad("duration", f"must be one of the strings {DURATIONS}")
+        if body.get("mode", "std") not in MODES:
+            raise bad("mode", f"must be one of {MODES}")
+        if body.get("aspect_ratio", "16:9") not in RATIOS:
+            raise bad("aspect_ratio", f"must be one of {RATIOS}")
+        cfg = body.get("cfg_scale")
+        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, int | float)
+                                or not 0 <= cfg <= 1):
+            raise bad("cfg_scale", "must be a number from 0 to 1")
+        camera = body.get("camera_control")
+        if camera is not None and not (isinstance(camera, dict) and "type" in camera):
+            raise bad("camera_control", "must be an object with a type")
+        ext = body.get("external_task_id")
+        if ext is not None and (not isinstance(ext, str) or not ext):
+            raise bad("external_task_id", "must be a non-empty string")
+        if kind == "image2video":
+            if not (body.get("image") or body.get("image_tail")):
+                raise bad("image", "or image_tail is required")
+            for name in ("image", "image_tail"):
+                value = body.get(name)
+                if value is not None and not _image_ok(value):
+                    raise bad(name, "must be an http(s) URL or base64 (no data: prefix), ≤ 10 MB")
+
+    def create(self, kind: str, body: dict[str, Any], files_url: str) -> SimTask:
+        cfg = self.config
+        self.validate(kind, body)
+        prompt = str(body.get("prompt") or "")
+        if cfg.blocked_marker and cfg.blocked_marker in prompt:
+            raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
+                                       "prompt contains blocked content", reason="policy"))
+        ext = body.get("external_task_id")
+        if ext and ext in self.by_external:
+            self.counters.duplicates += 1
+            raise self.reject(SimError(1201, f"Invalid parameters: external_task_id {ext!r} "
+                                       "already exists (it must be unique per account)",
+                                       reason="duplicate"))
+        model = body.get("model_name", "kling-v1")
+        if cfg.allowed_models is not None and model not in cfg.allowed_models:
+            raise self.reject(SimError(1103, f"No permission to use model {model}",
+                                       reason="model_denied"))
+        if cfg.max_tasks is not None and self.counters.accepted >= cfg.max_tasks:
+            raise self.reject(SimError(1102, reason="balance"))
+        now = time.monotonic()
+        if self.running(now) >= cfg.max_parallel:
+            raise self.reject(SimError(1303, reason="parallel_limit"))
+        latency = max(0.0, cfg.latency * (1 + cfg.jitter * self._rng.uniform(-1, 1)))
+        task = SimTask(
+            task_id=f"{800000000000000000 + next(self._ids)}",
+            kind=kind, body=body, external_task_id=ext,
+            created_ms=int(time.time() * 1000), started=now,
+            processing_at=now + latency * cfg.queue_share, done_at=now + latency,
+            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt),
+        )
+        if task.fails:
+            task.fail_message = "Video generation failed (marked prompt)"
+        self.tasks[task.task_id] = task
+        if ext:
+            self.by_external[ext] = task.task_id
+        self._active.append(task)
+        self.counters.accepted += 1
+        self.counters.peak_parallel = max(self.counters.peak_parallel, len(self._active))
+        content = hashlib.sha256(json.dumps(
+            {k: v for k, v in body.items() if k not in ("external_task_id", "callback_url")},
+            sort_keys=True).encode()).hexdigest()
+        if content in self._contents:
+            self.counters.paid_duplicates += 1
+        self._contents.add(content)
+        return task
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def get(self, kind: str, task_id: str) -> SimTask:
+        task = self.tasks.get(task_id)
+        if task is None or task.kind != kind:
+            raise self.reject(SimError(1203, reason="not_found"))
+        return task
+
+    def get_external(self, kind: str, external_task_id: str) -> SimTask:
+        return self.get(kind, self.by_external.get(external_task_id, ""))
+
+    def page(self, kind: str, number: int, size: int) -> list[SimTask]:
+        if not (1 <= number <= 1000 and 1 <= size <= 500):
+            raise self.reject(SimError(1201, "Invalid parameters: pageNum must be 1-1000 and "
+                                       "pageSize 1-500", reason="invalid"))
+        newest = [t for t in reversed(self.tasks.values()) if t.kind == kind]
+        return newest[(number - 1) * size:number * size]
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        states: dict[str, int] = {}
+        for task in self.tasks.values():
+            states[task.status(now)] = states.get(task.status(now), 0) + 1
+        c = self.counters
+        return {
+            "requests": c.requests, "accepted": c.accepted, "duplicates": c.duplicates,
+            "paid_duplicates": c.paid_duplicates, "rejected": dict(c.rejected),
+            "polls_single": c.polls_single, "polls_external": c.polls_external,
+            "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
+            "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
+            "downloads": c.downloads, "tasks": states,
+            "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
+        }
+
+
+def _image_ok(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    if value.startswith(("http://", "https://")):
+        return True
+    if value.startswith("data:"):
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) <= MAX_IMAGE_BYTES
+    except (binascii.Error, ValueError):
+        return False

@@ -1,0 +1,103 @@
+"""An in-memory provider whose behaviour per row is scripted by markers in the prompt.
+
+Markers: ``[transient:N]`` first N submits fail before reaching the provider; ``[lost]`` the first
+submit is accepted but its answer is lost; ``[reject]`` permanent rejection; ``[genfail]`` the task
+ends failed; ``[slots:N]`` first N submits answer "slots busy"; ``[rate:N]`` first N answer "too fast";
+``[auth]`` credentials refused; ``[account]`` balance exhausted; ``[pollflaky:N]`` first N polls fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+
+from videobatch.errors import (
+    AccountError,
+    AuthError,
+    NotFoundError,
+    RateLimited,
+    RejectedError,
+    SlotsBusy,
+    TransientError,
+)
+from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from videobatch.request import VideoRequest
+
+
+def _marker(prompt: str, name: str) -> int:
+    m = re.search(r"\[" + name + r"(?::(\d+))?\]", prompt)
+    if not m:
+        return 0
+    return int(m.group(1) or 1)
+
+
+class ScriptedProvider(Provider):
+    name = "scripted"
+
+    def __init__(self, *, latency: float = 0.05, max_parallel: int = 4, max_rps: float | None = None) -> None:
+        self.latency = latency
+        self.limits = Limits(max_parallel=max_parallel, max_rps=max_rps)
+        self.poll_hint = PollHint(first_poll=latency, min_interval=0.01, max_interval=0.05, growth=1.5)
+        self.tasks: dict[str, dict] = {}
+        self.by_key: dict[str, str] = {}
+        self.submit_calls: Counter[str] = Counter()  # per idempotency key, every call that reached us
+        self.accepted: Counter[str] = Counter()  # per idempotency key, tasks created
+        self.polls = 0
+        self.active_peak = 0
+
+    def _active(self) -> int:
+        now = time.monotonic()
+        return sum(1 for t in self.tasks.values() if t["ready"] > now)
+
+    async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
+        await asyncio.sleep(0)
+        p = request.prompt
+        n = self.submit_calls[idempotency_key]
+        if _marker(p, "transient") > n:
+            self.submit_calls[idempotency_key] += 1
+            raise TransientError("connection refused", maybe_accepted=False)
+        self.submit_calls[idempotency_key] += 1
+        if _marker(p, "auth"):
+            raise AuthError("bad key")
+        if _marker(p, "account"):
+            raise AccountError("resource pack exhausted")
+        if _marker(p, "reject"):
+            raise RejectedError("content policy")
+        if _marker(p, "slots") >= self.submit_calls[idempotency_key]:
+            raise SlotsBusy("parallel limit", retry_after=0.01)
+        if _marker(p, "rate") >= self.submit_calls[idempotency_key]:
+            raise RateLimited("too fast", retry_after=0.01)
+        if idempotency_key in self.by_key:
+            return await self.find(idempotency_key)  # type: ignore[return-value]
+        task_id = f"t{len(self.tasks)}"
+        self.tasks[task_id] = {"key": idempotency_key, "prompt": p, "ready": time.monotonic() + self.latency,
+                               "created": time.time(), "polls": 0}
+        self.by_key[idempotency_key] = task_id
+        self.accepted[idempotency_key] += 1
+        self.active_peak = max(self.active_peak, self._active())
+        if _marker(p, "lost") and self.accepted[idempotency_key] == 1:
+            raise TransientError("answer lost", maybe_accepted=True)
+        return TaskStatus(task_id, TaskState.QUEUED, created_at=self.tasks[task_id]["created"])
+
+    async def status(self, task_id: str) -> TaskStatus:
+        self.polls += 1
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFoundError(f"no task {task_id}")
+        task["polls"] += 1
+        if _marker(task["prompt"], "pollflaky") >= task["polls"]:
+            raise TransientError("poll timed out")
+        if time.monotonic() < task["ready"]:
+            return TaskStatus(task_id, TaskState.RUNNING, created_at=task["created"])
+        if _marker(task["prompt"], "genfail"):
+            return TaskStatus(task_id, TaskState.FAILED, message="generation failed", created_at=task["created"])
+        return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(Video(f"https://cdn.test/{task_id}.mp4", task_id, 5.0),),
+                          created_at=task["created"], expires_at=task["created"] + 30 * 86400)
+
+    async def find(self, idempotency_key: str) -> TaskStatus | None:
+        task_id = self.by_key.get(idempotency_key)
+        if task_id is None:
+            return None
+        return await self.status(task_id)

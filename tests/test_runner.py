@@ -1,0 +1,172 @@
+"""The runner against a scripted in-memory provider: retries, permanent failures, slots, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fakes import ScriptedProvider
+from videobatch.errors import AccountError, AuthError
+from videobatch.jobs import Job, State
+from videobatch.request import VideoRequest
+from videobatch.runner import Runner, RunSettings
+from videobatch.store import Store
+
+
+def make_jobs(prompts: list[str]) -> list[Job]:
+    return [Job(key=f"r{i}", index=i, request=VideoRequest(prompt=p)) for i, p in enumerate(prompts)]
+
+
+def go(jobs, provider, **settings):
+    runner = Runner(jobs, provider, Store(), RunSettings(backoff_base=0.01, backoff_cap=0.05, **settings))
+    return asyncio.run(runner.run())
+
+
+def test_all_rows_complete_and_slots_never_exceed_limit():
+    provider = ScriptedProvider(max_parallel=3)
+    jobs = make_jobs([f"clip {i}" for i in range(20)])
+    outcome = go(jobs, provider)
+    assert outcome.counts[State.COMPLETED] == 20
+    assert all(j.video_url and j.task_id and j.attempts == 1 for j in jobs)
+    assert provider.active_peak <= 3
+    assert max(provider.accepted.values()) == 1
+
+
+def test_transient_errors_are_retried_then_succeed():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a [transient:2]"])
+    go(jobs, provider)
+    assert jobs[0].state is State.COMPLETED
+    assert jobs[0].attempts == 3
+    assert sum(provider.accepted.values()) == 1
+
+
+def test_transient_errors_give_up_after_max_attempts():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a [transient:9]"])
+    go(jobs, provider, max_attempts=3)
+    assert jobs[0].state is State.FAILED
+    assert jobs[0].error_kind == "transient"
+    assert "3 attempts" in (jobs[0].error or "")
+    assert sum(provider.accepted.values()) == 0
+
+
+def test_permanent_rejection_is_not_retried():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a [reject]", "fine"])
+    go(jobs, provider)
+    assert jobs[0].state is State.FAILED and jobs[0].error_kind == "rejected"
+    assert jobs[0].error == "content policy"
+    assert sum(provider.submit_calls.values()) == 2  # one each: the rejected row was not retried
+    assert jobs[1].state is State.COMPLETED
+
+
+def test_generation_failure_fails_the_row_with_the_reason():
+    jobs = make_jobs(["a [genfail]"])
+    go(jobs, ScriptedProvider())
+    assert jobs[0].state is State.FAILED
+    assert jobs[0].error_kind == "generation_failed" and jobs[0].error == "generation failed"
+
+
+def test_lost_answer_is_reconciled_not_resubmitted():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a [lost]", "b [lost]"])
+    go(jobs, provider)
+    assert [j.state for j in jobs] == [State.COMPLETED, State.COMPLETED]
+    assert all(n == 1 for n in provider.submit_calls.values())  # found by key, never sent again
+    assert all(n == 1 for n in provider.accepted.values())
+
+
+def test_slots_busy_and_rate_limits_back_off_without_failing():
+    provider = ScriptedProvider(max_parallel=4)
+    jobs = make_jobs(["a [slots:3]", "b [rate:3]", "c"])
+    go(jobs, provider, max_attempts=2)  # pushback does not count against max_attempts
+    assert all(j.state is State.COMPLETED for j in jobs)
+    assert jobs[0].attempts == 4
+
+
+def test_flaky_polls_do_not_fail_the_row():
+    jobs = make_jobs(["a [pollflaky:3]"])
+    go(jobs, ScriptedProvider(latency=0.0))
+    assert jobs[0].state is State.COMPLETED
+
+
+def test_auth_error_stops_the_run_and_leaves_rows_pending():
+    provider = ScriptedProvider(max_parallel=1)
+    jobs = make_jobs(["a [auth]", "b", "c"])
+    outcome = go(jobs, provider)
+    assert isinstance(outcome.stopped_by, AuthError)
+    assert jobs[0].state is State.PENDING
+    assert sum(provider.accepted.values()) == 0
+
+
+def test_account_error_stops_submitting_but_in_flight_rows_finish():
+    provider = ScriptedProvider(max_parallel=2, latency=0.1)
+    jobs = make_jobs(["a", "b [account]", "c", "d"])
+    outcome = go(jobs, provider)
+    assert isinstance(outcome.stopped_by, AccountError)
+    assert jobs[0].state is State.COMPLETED
+    assert jobs[1].state is State.PENDING and jobs[1].error_kind == "account"
+    assert {jobs[2].state, jobs[3].state} <= {State.PENDING, State.COMPLETED}
+
+
+def test_timeout_fails_a_row_that_never_finishes():
+    jobs = make_jobs(["slow"])
+    go(jobs, ScriptedProvider(latency=5.0), timeout=0.2)
+    assert jobs[0].state is State.FAILED and jobs[0].error_kind == "timeout"
+    assert jobs[0].task_id in (jobs[0].error or "")
+
+
+def test_cancel_leaves_in_flight_rows_resumable_and_pending_rows_cancelled():
+    provider = ScriptedProvider(max_parallel=2, latency=10.0)
+    jobs = make_jobs([f"clip {i}" for i in range(6)])
+    runner = Runner(jobs, provider, Store(), RunSettings())
+
+    async def scenario():
+        task = asyncio.create_task(runner.run())
+        while sum(provider.accepted.values()) < 2:
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        return await asyncio.wait_for(task, 5)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.cancelled
+    states = [j.state for j in jobs]
+    assert states.count(State.GENERATING) == 2
+    assert states.count(State.CANCELLED) == 4
+
+    # Resume with the same jobs: in-flight tasks are polled (not resubmitted), cancelled rows run.
+    provider.latency = 0.0
+    provider.poll_hint = ScriptedProvider(latency=0.0).poll_hint
+    for t in provider.tasks.values():
+        t["ready"] = time.monotonic()
+    go(jobs, provider)
+    assert all(j.state is State.COMPLETED for j in jobs)
+    assert max(provider.accepted.values()) == 1 and len(provider.accepted) == 6
+
+
+def test_submitting_rows_are_reconciled_by_idempotency_key():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a", "b"])
+    store = Store(run_id="run1")
+    # Row a: the submit reached the provider before the crash; row b: it never left the process.
+    asyncio.run(provider.submit(jobs[0].request, jobs[0].idempotency_key("run1")))
+    for j in jobs:
+        j.transition(State.SUBMITTING, attempts=1)
+    asyncio.run(Runner(jobs, provider, store, RunSettings()).run())
+    assert all(j.state is State.COMPLETED for j in jobs)
+    assert provider.submit_calls[jobs[0].idempotency_key("run1")] == 1
+    assert provider.submit_calls[jobs[1].idempotency_key("run1")] == 1
+    assert jobs[0].attempts == 1
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.02])
+def test_runner_keeps_all_slots_busy(latency):
+    provider = ScriptedProvider(max_parallel=5, latency=latency)
+    jobs = make_jobs([f"clip {i}" for i in range(40)])
+    go(jobs, provider)
+    assert all(j.state is State.COMPLETED for j in jobs)
+    if latency:
+        assert provider.active_peak == 5
