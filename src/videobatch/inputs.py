@@ -1,5 +1,5 @@
-"""Read a CSV/DataFrame/list of prompts, validate every row with pydantic, assign stable row keys;
-report all bad rows at once (by row number, CSV line and column) before anything is submitted.
+"""Read CSV/DataFrame/list, validate every row with pydantic, assign stable row keys;
+report all bad rows at once (by row number, CSV line and column), before anything is submitted.
 
 ``load_prompts`` is the only entry point. It returns ``Prompts``: the user's table untouched, one
 validated ``VideoRequest`` per row and one stable key per row (the ``id`` column, else a hash of the
@@ -50,6 +50,10 @@ _HINTS = {
     "camera_control": 'a JSON object such as {"type": "simple", "config": {"zoom": 5}}',
 }
 
+_OTHER_FORMATS = {
+    ".xlsx": "read_excel", ".xlsm": "read_excel", ".xls": "read_excel", ".ods": "read_excel",
+    ".parquet": "read_parquet", ".feather": "read_feather", ".json": "read_json",
+}
 _NO_HEADER = (
     "the file has no header line: the first line must name the columns, e.g. id,prompt,duration"
 )
@@ -164,7 +168,10 @@ def _check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
         wrong = [p for p in _problems_from(exc, row=None, field_errors_only=True)
                  if p.column in cleaned]
         if wrong:
-            raise ConfigError("defaults: " + "; ".join(str(p) for p in wrong)) from None
+            raise ConfigError("defaults: " + "; ".join(
+                f"{p.column}: {p.message}" + (f" (allowed: {p.allowed})" if p.allowed else "")
+                for p in wrong
+            )) from None
     return cleaned
 
 
@@ -173,14 +180,20 @@ def _check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _read_csv(name: str) -> tuple[pd.DataFrame, str]:
     """The CSV at ``name`` as a DataFrame (header names stripped), and its text."""
-    text = _decode(_read_bytes(name), name)
+    raw = _read_bytes(name)
+    reader = _OTHER_FORMATS.get(os.path.splitext(name)[1].lower())
+    if reader:
+        raise _table_error(name, f"this is not a CSV file: save it as CSV (UTF-8), or load it with "
+                                 f"pandas.{reader}(path) and pass the DataFrame")
+    text = _decode(raw, name)
     header, first_rows = _scan(text, limit=1)
     if header is None and first_rows is not None:
         raise _table_error(name, _NO_HEADER)
     if header is not None:
         _check_header([cell.strip() for cell in header], name)
-        if first_rows:  # pandas would silently drop extra cells of the first row: refuse them
-            _check_widths(first_rows, len(header), name)
+        if first_rows and first_rows[0][1] > len(header):
+            # pandas would silently drop the first row's extra cells: refuse every such row
+            _check_widths(_scan(text)[1] or first_rows, len(header), name)
     try:
         frame = pd.read_csv(
             io.StringIO(text), dtype=_text_columns(header), keep_default_na=False,
@@ -310,8 +323,9 @@ def _frame_from_list(items: Sequence[Any]) -> pd.DataFrame:
             rows.append(dict(item))
         else:
             problems.append(Problem(
-                row, None, f"item is of type {type(item).__name__}; each item must be a prompt text or "
-                           "a dict of columns such as {'prompt': 'a red fox', 'duration': 10}"))
+                row, None, f"item is of type {type(item).__name__}; each item must be a prompt "
+                           "text or a dict of columns such as {'prompt': 'a red fox', "
+                           "'duration': 10}"))
     if problems:
         raise InputError(problems, source="list")
     return pd.DataFrame(rows)
@@ -395,11 +409,11 @@ def _missing_prompt(columns: list[Any]) -> Problem:
     message = f"there is no 'prompt' column (columns found: {shown or 'none'})"
     close = [n for n in names if n.strip().lower() in ("prompt", "prompts")]
     close += [n for n in difflib.get_close_matches("prompt", names, n=2) if n not in close]
-    if close:
-        message += f"; did you mean {close[0]!r}? Column names are matched exactly"
-    elif len(names) == 1 and (";" in names[0] or "\t" in names[0]):
+    if len(names) == 1 and (";" in names[0] or "\t" in names[0]):
         sep = "';'" if ";" in names[0] else "a tab"
         message += f"; the header seems to be separated by {sep}: save the file with commas"
+    elif close:
+        message += f"; did you mean {close[0]!r}? Column names are matched exactly"
     return Problem(None, "prompt", message, allowed="a column named exactly 'prompt'")
 
 
@@ -495,8 +509,9 @@ def _locate(problems: list[Problem], frame: pd.DataFrame, csv_text: str | None) 
     index = frame.index
     if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
         return problems
+    labels = index.tolist()
     return [
-        p if p.row is None else replace(p, message=f"{p.message} [index {index[p.row - 1]!r}]")
+        p if p.row is None else replace(p, message=f"{p.message} [index {labels[p.row - 1]!r}]")
         for p in problems
     ]
 

@@ -141,7 +141,7 @@ class KlingProvider(Provider):
     Options (strings are accepted, as from ``-P key=value``): ``access_key``, ``secret_key``
     (default: env KLING_ACCESS_KEY / KLING_SECRET_KEY), ``base_url`` (env KLING_BASE_URL, default
     the official API), ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
-    ``timeout`` (HTTP seconds), ``callback_url``, ``first_poll`` / ``poll_interval`` /
+    ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``, ``first_poll`` / ``poll_interval`` /
     ``max_poll_interval`` (seconds), ``list_threshold`` (use the list endpoint from this many
     tasks on), ``page_size``, and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests).
     """
@@ -158,6 +158,7 @@ class KlingProvider(Provider):
         max_parallel: int | str = 5,
         max_rps: float | str | None = 5.0,
         timeout: float | str = 30.0,
+        http_timeout: float | str | None = None,
         callback_url: str | None = None,
         first_poll: float | str = 30.0,
         poll_interval: float | str = 5.0,
@@ -174,7 +175,9 @@ class KlingProvider(Provider):
                 f"kling base_url {url!r} is not an http(s) URL; set {BASE_URL_ENV} or base_url="
             )
         self.base_url = url
-        self.timeout = float(_number("timeout", timeout, float, 0.001))
+        # ``http_timeout`` is the name to use through run()/the CLI, whose own ``timeout`` is per row.
+        self.timeout = float(_number("http_timeout", timeout if http_timeout is None
+                                     else http_timeout, float, 0.001))
         rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
         self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
         interval = float(_number("poll_interval", poll_interval, float, 0.001))

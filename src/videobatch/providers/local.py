@@ -9,9 +9,11 @@ small MP4 (``videobatch.render``), so downloads, previews and verification work 
 Layout of ``root`` (default ``$VIDEOBATCH_LOCAL_DIR``, else ``~/.cache/videobatch/local``)::
 
     tasks/<task_id>.json   one accepted task; task_id = "lt-" + sha256(idempotency_key)[:20]
+    active/<ready_ns>.<task_id>   one entry per unfinished task: the account's busy slots
     tmp/                   task files being written (never read)
     videos/<task_id>.mp4   the rendered clip (videos/placeholder.mp4 when render=False)
     submissions.log        one JSON line per submit call that reached the "server"
+    account.lock           serialises the slot check and task creation across processes
 
 Faults are injected deterministically from the idempotency key (and the attempt number for
 transient errors), so a test run is reproducible: ``failure_rate`` (task ends ``failed``),
@@ -34,11 +36,17 @@ task file and the ``tasks/`` directory). Rendered videos are always fsynced (``r
 are few and slow anyway. Log lines are a single ``os.write`` on an ``O_APPEND`` descriptor, so lines
 from concurrent processes never interleave.
 
-Speed: a task is read from disk at most once per process and cached; finished statuses are cached;
-the slot index is a heap of unfinished tasks. Each task file's mtime is set to its ``ready_at``, so
-loading the index (at first use, and whenever another process has added tasks: the ``tasks/``
-directory's mtime changed) needs one ``stat`` per file, not a parse. Tasks of a killed earlier
-process thus keep their slots until they finish, as on a real account.
+Slots: the account's slot index lives on disk, in ``active/``: after the task file is linked into
+place, the temp file is renamed to ``active/<ready_at in ns>.<task_id>`` (no extra file is
+created). A submit lists that small directory under an ``flock`` on ``account.lock``, counts the
+entries not yet due, removes the due ones, and creates its task while still holding the lock. So
+every instance and process sharing a root sees one exact count, tasks of a killed earlier process
+keep their slots until they finish (as on a real account), and first use needs no scan of
+``tasks/``. (A crash in the microseconds between link and rename leaves a task without a slot
+entry; without ``fcntl``, e.g. on Windows, the cross-process check is best-effort.)
+
+Speed: a task is read from disk at most once per process and cached, finished statuses are
+cached, hot paths use plain string paths; a submit is about ten syscalls.
 """
 
 from __future__ import annotations
@@ -47,13 +55,13 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import heapq
 import itertools
 import json
 import os
 import re
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,6 +70,15 @@ from ..errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, Trans
 from ..render import ASPECT_RATIOS, render_clip
 from ..request import VideoRequest
 from .base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+
+_lock_file: Callable[[int, bool], None] | None
+try:
+    import fcntl
+
+    def _lock_file(fd: int, lock: bool) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX if lock else fcntl.LOCK_UN)
+except ImportError:  # pragma: no cover - Windows: no cross-process lock
+    _lock_file = None
 
 __all__ = ["LocalProvider", "default_root", "read_submissions", "submission_counts", "task_id_for"]
 
@@ -244,19 +261,18 @@ class LocalProvider(Provider):
         )
 
         self._tasks_dir = self.root / "tasks"
+        self._active_dir = self.root / "active"
         self._tmp_dir = self.root / "tmp"
         self._videos_dir = self.root / "videos"
-        self._log_path = self.root / "submissions.log"
         # Hot paths build plain strings: pathlib costs more than the syscalls here.
         self._tasks_str = str(self._tasks_dir)
+        self._active_str = str(self._active_dir)
         self._tmp_str = str(self._tmp_dir)
+        self._clock: Callable[[], float] = time.time  # the "server's" clock; tests replace it
         self._ready = False
-        self._log_fd: int | None = None
-        self._log_closer: weakref.finalize[[int], LocalProvider] | None = None
+        self._fds: dict[str, int] = {}  # "log" / "lock" -> open descriptor
+        self._closers: list[weakref.finalize[[int], LocalProvider]] = []
         self._tmp_seq = itertools.count()
-        self._dir_mtime = -1
-        self._heap: list[tuple[float, str]] = []  # (ready_at, task_id) of unfinished tasks
-        self._active: set[str] = set()
         self._tasks: dict[str, _Task] = {}
         self._done: dict[str, TaskStatus] = {}
         self._attempts: dict[str, int] = {}
@@ -289,34 +305,36 @@ class LocalProvider(Provider):
                 status_code=400,
             )
 
-        now = time.time()
-        self._refresh_index(now)
-        if len(self._heap) >= self.max_parallel:
-            retry_after = max(0.01, self._heap[0][0] - now)
-            self._log(key, task_id, attempt, "slots_busy", request)
-            raise SlotsBusy(
-                f"all {self.max_parallel} parallel task slots of the local account are busy",
-                retry_after=retry_after, status_code=429,
-            )
-
         latency = self.latency * (1 + self.jitter * (2 * _fraction(key, "jitter") - 1))
-        task = _Task(
-            task_id=task_id,
-            idempotency_key=key,
-            prompt=request.prompt,
-            aspect_ratio=request.aspect_ratio,
-            duration=request.duration,
-            created_at=now,
-            ready_at=now + latency,
-            fails=_fraction(key, "fail") < self.failure_rate,
-        )
-        try:
-            self._create(task, request)
-        except FileExistsError:  # another process created it between our check and our link
+        fails = _fraction(key, "fail") < self.failure_rate
+        with self._account_lock():
+            now = self._clock()
+            busy, earliest = self._busy_slots(now)
+            if busy >= self.max_parallel:
+                self._log(key, task_id, attempt, "slots_busy", request)
+                raise SlotsBusy(
+                    f"all {self.max_parallel} parallel task slots of the local account are busy",
+                    retry_after=max(0.01, earliest - now), status_code=429,
+                )
+            task = _Task(
+                task_id=task_id,
+                idempotency_key=key,
+                prompt=request.prompt,
+                aspect_ratio=request.aspect_ratio,
+                duration=request.duration,
+                created_at=now,
+                ready_at=now + latency,
+                fails=fails,
+            )
+            try:
+                self._create(task, request)
+            except FileExistsError:  # another process created it since our check
+                created = False
+            else:
+                created = True
+        if not created:
             return await self._duplicate(key, task_id, attempt, request)
         self._tasks[task_id] = task
-        if task.ready_at > now:
-            self._hold_slot(task_id, task.ready_at)
 
         lost = bool(self.lost_answer_rate) and _fraction(key, "lost") < self.lost_answer_rate
         self._log(key, task_id, attempt, "accepted", request, answer_lost=lost)
@@ -329,7 +347,7 @@ class LocalProvider(Provider):
 
     async def status(self, task_id: str) -> TaskStatus:
         self._ensure_ready()
-        return await self._status(self._load(task_id), time.time())
+        return await self._status(self._load(task_id), self._clock())
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         self._ensure_ready()
@@ -337,17 +355,17 @@ class LocalProvider(Provider):
             task = self._load(task_id_for(idempotency_key))
         except NotFoundError:
             return None
-        return await self._status(task, time.time())
+        return await self._status(task, self._clock())
 
     def describe(self) -> dict[str, Any]:
         return {"provider": self.name, "seconds": self.seconds, "fps": self.fps,
                 "render": self.render}
 
     async def aclose(self) -> None:
-        if self._log_closer is not None:
-            self._log_closer()  # closes the descriptor once, detaches the finalizer
-        self._log_closer = None
-        self._log_fd = None
+        for closer in self._closers:
+            closer()  # closes the descriptor once, detaches the finalizer
+        self._closers.clear()
+        self._fds.clear()
 
     def __repr__(self) -> str:
         return (
@@ -377,11 +395,10 @@ class LocalProvider(Provider):
     def _ensure_ready(self) -> None:
         if self._ready:
             return
-        for d in (self._tasks_dir, self._tmp_dir, self._videos_dir):
+        for d in (self._tasks_dir, self._active_dir, self._tmp_dir, self._videos_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._sweep_tmp()
         self._ready = True
-        self._refresh_index(time.time())
 
     def _sweep_tmp(self) -> None:
         """Remove temp task files orphaned by a crashed writer (old enough to be nobody's)."""
@@ -392,30 +409,45 @@ class LocalProvider(Provider):
                     if entry.stat().st_mtime < cutoff and entry.stat().st_ctime < cutoff:
                         os.unlink(entry.path)
 
-    def _hold_slot(self, task_id: str, ready_at: float) -> None:
-        if task_id not in self._active:
-            self._active.add(task_id)
-            heapq.heappush(self._heap, (ready_at, task_id))
+    def _fd(self, name: str, path: Path, flags: int) -> int:
+        """A descriptor kept open for the provider's life (closed by aclose or at collection)."""
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(path, flags | os.O_CREAT, 0o644)
+            self._closers.append(weakref.finalize(self, os.close, fd))
+        return fd
 
-    def _refresh_index(self, now: float) -> None:
-        """Bring the slot index up to date: pick up other processes' tasks, drop finished ones."""
-        mtime = os.stat(self._tasks_str).st_mtime_ns
-        if mtime != self._dir_mtime:
-            self._dir_mtime = mtime
-            with os.scandir(self._tasks_str) as it:
-                for entry in it:
-                    if not entry.name.endswith(".json"):
-                        continue
-                    with contextlib.suppress(OSError):
-                        ready_at = entry.stat().st_mtime  # set to ready_at at creation
-                        if ready_at > now:
-                            self._hold_slot(entry.name[:-5], ready_at)
-        while self._heap and self._heap[0][0] <= now:
-            _, done = heapq.heappop(self._heap)
-            self._active.discard(done)
+    @contextlib.contextmanager
+    def _account_lock(self) -> Iterator[None]:
+        """Serialise slot accounting and task creation across every process using this root."""
+        if _lock_file is None:
+            yield
+            return
+        fd = self._fd("lock", self.root / "account.lock", os.O_RDWR)
+        _lock_file(fd, True)
+        try:
+            yield
+        finally:
+            _lock_file(fd, False)
+
+    def _busy_slots(self, now: float) -> tuple[int, float]:
+        """(unfinished tasks of the account, when the earliest of them finishes); prunes due ones."""
+        busy, earliest = 0, float("inf")
+        for name in os.listdir(self._active_str):
+            try:
+                ready_at = int(name.partition(".")[0]) / 1e9
+            except ValueError:
+                continue
+            if ready_at > now:
+                busy += 1
+                earliest = min(earliest, ready_at)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self._active_str, name))
+        return busy, earliest
 
     def _create(self, task: _Task, request: VideoRequest) -> None:
-        """Write the task file atomically; FileExistsError if the task already exists."""
+        """Write the task file atomically and take its slot; FileExistsError if it exists."""
         data = json.dumps({
             "task_id": task.task_id,
             "idempotency_key": task.idempotency_key,
@@ -424,7 +456,7 @@ class LocalProvider(Provider):
             "ready_at": task.ready_at,
             "fails": task.fails,
         }, ensure_ascii=False).encode("utf-8")
-        tmp = os.path.join(self._tmp_str, f"{task.task_id}.{os.getpid()}.{next(self._tmp_seq)}.tmp")
+        tmp = os.path.join(self._tmp_str, f"{task.task_id}.{os.getpid()}.{next(self._tmp_seq)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
@@ -435,16 +467,13 @@ class LocalProvider(Provider):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            ready_ns = int(task.ready_at * 1e9)
-            os.utime(tmp, ns=(ready_ns, ready_ns))
-            os.link(tmp, self._task_path(task.task_id))
+            os.link(tmp, self._task_path(task.task_id))  # the moment the task is accepted
+            if task.ready_at > task.created_at:
+                ready_ns = int(task.ready_at * 1e9)
+                os.rename(tmp, os.path.join(self._active_str, f"{ready_ns}.{task.task_id}"))
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        # Our own link changed the directory's mtime: remember it so we do not rescan for it.
-        # (If another process linked in the same instant we miss its task until the next change;
-        # slot accounting across live processes is best-effort, as with any remote counter.)
-        self._dir_mtime = os.stat(self._tasks_str).st_mtime_ns
         if self.fsync:
             dir_fd = os.open(self._tasks_str, os.O_RDONLY)
             try:
@@ -537,16 +566,13 @@ class LocalProvider(Provider):
         **extra: Any,
     ) -> None:
         entry: dict[str, Any] = {
-            "t": time.time(), "pid": os.getpid(), "idempotency_key": key, "task_id": task_id,
+            "t": self._clock(), "pid": os.getpid(), "idempotency_key": key, "task_id": task_id,
             "attempt": attempt, "outcome": outcome, "prompt": _excerpt(request.prompt),
         }
         entry.update((k, v) for k, v in extra.items() if v)
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._log_fd is None:
-            fd = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._log_fd = fd
-            self._log_closer = weakref.finalize(self, os.close, fd)
-        os.write(self._log_fd, line)  # one write on O_APPEND: the line lands whole
+        fd = self._fd("log", self.root / "submissions.log", os.O_WRONLY | os.O_APPEND)
+        os.write(fd, line)  # one write on O_APPEND: the line lands whole
 
 
 def _consume_exception(job: asyncio.Task[None]) -> None:

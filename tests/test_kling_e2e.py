@@ -1,0 +1,182 @@
+"""End to end: ``videobatch.run`` and the CLI against the Kling-compatible server on loopback.
+
+The invariants under test: never pay twice (the server counts accepted tasks and same-content
+repeats), never lose a completed row (kill -9 of the client, then resume), stay under the parallel
+limit, and fail before submitting anything when the credentials are missing or wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import videobatch
+from videobatch.errors import AuthError, ConfigError
+from videobatch.testing import ServerHandle, SimConfig, running_server
+
+AK, SK = SimConfig.access_key, SimConfig.secret_key
+FAULT_MIX = ("rate_limit=0.03,rate_limit_bare=0.02,server_error=0.03,garbage=0.03,slow=0.02,"
+             "lost=0.04,lost_500=0.03,fail=0.04")
+FAST = {"first_poll": 0.15, "poll_interval": 0.05, "max_poll_interval": 0.5, "max_rps": 100}
+
+
+def kling_options(server: ServerHandle, **extra: Any) -> dict[str, Any]:
+    return {"base_url": server.url, "access_key": AK, "secret_key": SK, "progress": False,
+            **FAST, **extra}
+
+
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "videobatch", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env or os.environ.copy())
+
+
+def cli_env(**keys: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    env.update({k: v for k, v in keys.items() if v is not None})
+    return env
+
+
+def fast_flags(server: ServerHandle, max_parallel: int) -> list[str]:
+    flags = ["--provider", "kling", "--base-url", server.url, "-q",
+             "-P", f"max_parallel={max_parallel}"]
+    for key, value in FAST.items():
+        flags += ["-P", f"{key}={value}"]
+    return flags
+
+
+def test_hundred_rows_under_a_fault_mix(tmp_path):
+    rows = [f"scene {i}: a lighthouse at dusk" for i in range(100)]
+    blocked = {7, 41, 88}
+    marked = {13, 64}
+    for i in blocked:
+        rows[i] += " [blocked]"
+    for i in marked:
+        rows[i] += " [fail]"
+    with running_server(latency=0.2, jitter=0.3, max_parallel=10, slow_seconds=1.0,
+                        faults=FAULT_MIX, seed=4) as server:
+        df = videobatch.run(rows, "kling", checkpoint=tmp_path / "run.parquet",
+                            **kling_options(server, max_parallel=5, http_timeout=0.5))
+        counters = server.counters()
+
+    assert set(df["status"]) <= {"completed", "failed"}
+    failed = df[df["status"] == "failed"]
+    for i, row in failed.iterrows():
+        if i in blocked:
+            assert row["error_kind"] == "rejected"
+            assert "content policy" in row["error"]
+        else:  # the task ended failed, in the server's words
+            assert "Video generation failed" in row["error"], row["error"]
+    assert blocked | marked <= set(failed.index)
+    done = df[df["status"] == "completed"]
+    assert done["video_url"].str.startswith(server.url).all()
+    assert done["expires_at"].notna().all()
+
+    # Never paid twice: each non-blocked row became exactly one task.
+    assert counters["accepted"] == 100 - len(blocked)
+    assert counters["paid_duplicates"] == 0
+    assert counters["peak_parallel"] <= 5  # the client's limit (the server would allow 10)
+    assert sum(counters["faults_injected"].values()) > 10  # the mix really happened
+
+
+def test_cli_run_against_the_server(tmp_path):
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(12)],
+                  "prompt": [f"a paper boat, take {i}" for i in range(12)],
+                  "duration": ["5"] * 6 + ["10"] * 6}).to_csv(prompts, index=False)
+    with running_server(latency=0.2, jitter=0.2, max_parallel=3) as server:
+        done = cli(str(prompts), *fast_flags(server, 3),
+                   env=cli_env(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=SK))
+        counters = server.counters()
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = pd.read_csv(tmp_path / "prompts.results.csv")
+    assert (results["status"] == "completed").all()
+    assert set(results["video_duration"]) == {5.0, 10.0}
+    assert counters["accepted"] == 12
+    assert counters["peak_parallel"] <= 3
+    for text in (done.stdout, done.stderr, (tmp_path / "prompts.results.csv").read_text()):
+        assert AK not in text
+        assert SK not in text
+
+
+def test_kill_minus_nine_then_resume(tmp_path):
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame({"prompt": [f"river {i} at dawn" for i in range(40)]}).to_csv(prompts,
+                                                                               index=False)
+    checkpoint = tmp_path / "prompts.checkpoint.parquet"
+    env = cli_env(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=SK)
+    with running_server(process=True, latency=0.6, jitter=0.3, max_parallel=5,
+                        faults="lost=0.1,garbage=0.05") as server:
+        argv = [sys.executable, "-m", "videobatch", str(prompts), *fast_flags(server, 5)]
+        client = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while server.counters()["succeeded"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.send_signal(signal.SIGKILL)
+        client.wait(timeout=10)
+        assert client.returncode == -signal.SIGKILL
+        before = videobatch.results(checkpoint)
+        assert before["status"].isin(["completed", "generating", "submitting"]).any()
+        assert (before["status"] != "completed").any()  # really killed mid-run
+        kept = before[before["status"] == "completed"][["key", "task_id", "video_url"]]
+
+        resumed = cli(str(prompts), *fast_flags(server, 5), env=env)
+        counters = server.counters()
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = videobatch.results(checkpoint)
+    assert (after["status"] == "completed").all()
+    merged = kept.merge(after, on="key", suffixes=("_before", ""))
+    assert len(merged) == len(kept)  # no completed row lost ...
+    assert (merged["task_id_before"] == merged["task_id"]).all()  # ... nor redone
+    assert (merged["video_url_before"] == merged["video_url"]).all()
+    assert counters["accepted"] == 40  # every row exactly one paid task
+    assert counters["paid_duplicates"] == 0
+    assert counters["peak_parallel"] <= 5
+
+
+def test_missing_keys_fail_before_anything_is_sent(monkeypatch, tmp_path):
+    monkeypatch.delenv("KLING_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("KLING_SECRET_KEY", raising=False)
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame({"prompt": ["a", "b"]}).to_csv(prompts, index=False)
+    with running_server() as server:
+        with pytest.raises(ConfigError, match="KLING_ACCESS_KEY"):
+            videobatch.run(["a", "b"], "kling", base_url=server.url, progress=False)
+        with pytest.raises(ConfigError, match="KLING_SECRET_KEY"):
+            videobatch.run(["a", "b"], "kling", base_url=server.url, access_key=AK,
+                           progress=False)
+        missing = cli(str(prompts), "--provider", "kling", "--base-url", server.url,
+                      env=cli_env(KLING_ACCESS_KEY=AK))
+        counters = server.counters()
+    assert missing.returncode == 2
+    assert "KLING_SECRET_KEY" in missing.stderr
+    assert counters["requests"] == 0
+
+
+def test_wrong_keys_stop_the_run_and_nothing_is_paid(tmp_path):
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame({"prompt": [f"p{i}" for i in range(6)]}).to_csv(prompts, index=False)
+    wrong = "a-wrong-secret-key-0123456789abcdef"
+    with running_server(latency=0.2) as server:
+        with pytest.raises(AuthError, match="KLING_SECRET_KEY") as caught:
+            videobatch.run([f"p{i}" for i in range(6)], "kling",
+                           **kling_options(server, secret_key=wrong))
+        partial = caught.value.results  # type: ignore[attr-defined]
+        refused = cli(str(prompts), *fast_flags(server, 5),
+                      env=cli_env(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=wrong))
+        counters = server.counters()
+    assert not (partial["status"] == "completed").any()
+    assert refused.returncode == 2
+    assert "KLING_SECRET_KEY" in refused.stdout + refused.stderr
+    assert wrong not in refused.stdout + refused.stderr
+    assert counters["accepted"] == 0

@@ -1,0 +1,463 @@
+"""The offline ``local`` provider behaves like a durable hosted account, faults included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pytest
+
+from videobatch.errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
+from videobatch.providers import TaskState, get_provider
+from videobatch.providers.local import (
+    LocalProvider,
+    read_submissions,
+    submission_counts,
+    task_id_for,
+)
+from videobatch.render import probe
+from videobatch.request import VideoRequest
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def req(prompt: str = "a lighthouse at dusk", **kw: Any) -> VideoRequest:
+    return VideoRequest(prompt=prompt, **kw)
+
+
+class Clock:
+    """A hand-driven clock for the simulated server (starts at the real time)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def provider(root: Path, clock: Clock | None = None, **options: Any) -> LocalProvider:
+    options.setdefault("jitter", 0)
+    p = LocalProvider(root=root, **options)
+    if clock is not None:
+        p._clock = clock
+    return p
+
+
+def path_of(url: str) -> Path:
+    parsed = urlparse(url)
+    assert parsed.scheme == "file"
+    return Path(url2pathname(parsed.path))
+
+
+def outcomes(root: Path) -> list[str]:
+    return [e["outcome"] for e in read_submissions(root)]
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_task_goes_queued_running_succeeded_with_a_real_mp4(tmp_path: Path):
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=1.0, seconds=1, fps=6)
+
+    async def scenario() -> None:
+        st = await p.submit(req(aspect_ratio="9:16"), "row-1")
+        assert st.state is TaskState.QUEUED
+        assert st.task_id == task_id_for("row-1")
+        assert st.idempotency_key == "row-1"
+        assert (await p.status(st.task_id)).state is TaskState.QUEUED
+        clock.advance(0.05)
+        assert (await p.status(st.task_id)).state is TaskState.QUEUED  # first 10 %
+        clock.advance(0.5)
+        assert (await p.status(st.task_id)).state is TaskState.RUNNING
+        clock.advance(0.5)
+        done = await p.status(st.task_id)
+        assert done.state is TaskState.SUCCEEDED
+        assert done.finished_at == pytest.approx(st.created_at + 1.0)  # type: ignore[operator]
+        assert done.expires_at == pytest.approx(st.created_at + 30 * 24 * 3600)  # type: ignore[operator]
+        (video,) = done.videos
+        assert video.id == st.task_id
+        assert video.duration == 5.0  # what was asked for
+        info = probe(path_of(video.url))
+        assert (info["width"], info["height"]) == (54, 96)
+        assert info["frames"] == 6
+        assert await p.status(st.task_id) is done  # cached, rendered once
+        await p.aclose()
+
+    run(scenario())
+    assert (tmp_path / "videos" / f"{task_id_for('row-1')}.mp4").is_file()
+    assert json.loads((tmp_path / "tasks" / f"{task_id_for('row-1')}.json").read_text())[
+        "request"
+    ]["aspect_ratio"] == "9:16"
+
+
+def test_real_time_end_to_end(tmp_path: Path):
+    p = provider(tmp_path, latency=0.05, render=True)
+
+    async def scenario() -> None:
+        st = await p.submit(req(), "k")
+        await asyncio.sleep(0.08)
+        done = await p.status(st.task_id)
+        assert done.state is TaskState.SUCCEEDED
+        assert path_of(done.videos[0].url).is_file()
+
+    run(scenario())
+
+
+def test_concurrent_status_calls_render_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import videobatch.providers.local as local
+
+    renders: list[Path] = []
+    real = local.render_clip
+
+    def counting(path: Path, *a: Any, **kw: Any) -> Path:
+        renders.append(path)
+        time.sleep(0.05)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(local, "render_clip", counting)
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=0.1)
+
+    async def scenario() -> None:
+        st = await p.submit(req(), "k")
+        clock.advance(1)
+        answers = await asyncio.gather(*(p.status(st.task_id) for _ in range(5)))
+        assert {a.state for a in answers} == {TaskState.SUCCEEDED}
+        assert len({a.videos[0].url for a in answers}) == 1
+
+    run(scenario())
+    assert len(renders) == 1
+
+
+def test_render_false_points_at_a_shared_placeholder(tmp_path: Path):
+    p = provider(tmp_path, latency=0, render="false")
+
+    async def scenario() -> list[str]:
+        urls = []
+        for key in ("a", "b"):
+            st = await p.submit(req(), key)
+            urls.append((await p.status(st.task_id)).videos[0].url)
+        return urls
+
+    urls = run(scenario())
+    assert urls[0] == urls[1]
+    assert path_of(urls[0]).name == "placeholder.mp4"
+    assert [f.name for f in (tmp_path / "videos").iterdir()] == ["placeholder.mp4"]
+
+
+# -- lookup and idempotency ----------------------------------------------------------------------
+
+
+def test_find_by_key_and_unknown_tasks(tmp_path: Path):
+    p = provider(tmp_path, latency=5)
+
+    async def scenario() -> None:
+        st = await p.submit(req(), "row-7")
+        found = await p.find("row-7")
+        assert found is not None
+        assert found.task_id == st.task_id
+        assert found.idempotency_key == "row-7"
+        assert await p.find("never-submitted") is None
+        with pytest.raises(NotFoundError):
+            await p.status(task_id_for("never-submitted"))
+        with pytest.raises(NotFoundError):
+            await p.status("../../etc/passwd")
+
+    run(scenario())
+
+
+def test_duplicate_submit_returns_the_same_task_and_is_logged(tmp_path: Path):
+    p = provider(tmp_path, latency=5)
+
+    async def scenario() -> None:
+        first = await p.submit(req(), "row-1")
+        again = await p.submit(req(), "row-1")
+        assert again.task_id == first.task_id
+        assert again.created_at == first.created_at
+
+    run(scenario())
+    assert outcomes(tmp_path) == ["accepted", "duplicate"]
+    assert submission_counts(tmp_path) == {"row-1": 1}
+    entry = read_submissions(tmp_path)[0]
+    assert entry["task_id"] == task_id_for("row-1")
+    assert entry["prompt"] == "a lighthouse at dusk"
+    assert len(list((tmp_path / "tasks").iterdir())) == 1
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+def test_failure_rate_one_ends_failed(tmp_path: Path):
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=0.1, failure_rate="1")
+
+    async def scenario() -> None:
+        st = await p.submit(req(), "k")
+        clock.advance(0.2)
+        done = await p.status(st.task_id)
+        assert done.state is TaskState.FAILED
+        assert done.message == "simulated generation failure"
+        assert done.videos == ()
+
+    run(scenario())
+    assert not list((tmp_path / "videos").iterdir())
+
+
+def test_failure_rate_is_deterministic_per_key(tmp_path: Path):
+    clock = Clock()
+    keys = [f"k{i}" for i in range(200)]
+
+    async def failed(root: Path) -> set[str]:
+        p = provider(root, clock, latency=0.1, failure_rate=0.3, max_parallel=1000, render=False)
+        out = set()
+        for k in keys:
+            await p.submit(req(), k)
+        clock.advance(1)
+        for k in keys:
+            st = await p.find(k)
+            assert st is not None
+            if st.state is TaskState.FAILED:
+                out.add(k)
+        return out
+
+    a, b = run(failed(tmp_path / "a")), run(failed(tmp_path / "b"))
+    assert a == b
+    assert 30 < len(a) < 90
+
+
+def test_reject_marker_raises_rejected(tmp_path: Path):
+    p = provider(tmp_path, latency=0.1)
+
+    async def scenario() -> None:
+        with pytest.raises(RejectedError, match="content policy"):
+            await p.submit(req("a scene [reject] here"), "bad")
+        assert await p.find("bad") is None
+
+    run(scenario())
+    assert outcomes(tmp_path) == ["rejected"]
+    assert submission_counts(tmp_path) == {}
+
+
+def test_max_parallel_enforced_with_slots_busy(tmp_path: Path):
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=10, max_parallel=2)
+
+    async def scenario() -> None:
+        await p.submit(req(), "a")
+        clock.advance(1)
+        await p.submit(req(), "b")
+        with pytest.raises(SlotsBusy) as info:
+            await p.submit(req(), "c")
+        assert info.value.maybe_accepted is False
+        assert info.value.retry_after == pytest.approx(9.0)
+        # a duplicate of a running task is answered, not refused
+        assert (await p.submit(req(), "a")).task_id == task_id_for("a")
+        clock.advance(9.5)  # "a" finished, "b" still running
+        assert (await p.submit(req(), "c")).state is TaskState.QUEUED
+        with pytest.raises(SlotsBusy):
+            await p.submit(req(), "d")
+
+    run(scenario())
+    assert outcomes(tmp_path) == [
+        "accepted", "accepted", "slots_busy", "duplicate", "accepted", "slots_busy",
+    ]
+    assert p.limits.max_parallel == 2
+
+
+def test_a_new_instance_sees_the_tasks_and_slots_of_an_earlier_one(tmp_path: Path):
+    """A second LocalProvider on the same root stands for a new process after a crash."""
+    clock = Clock()
+    first = provider(tmp_path, clock, latency=10, max_parallel=3)
+    run(first.submit(req(), "a"))
+    run(first.submit(req(), "b"))
+    del first  # "killed": nothing closed cleanly
+
+    second = provider(tmp_path, clock, latency=10, max_parallel=3)
+
+    async def scenario() -> None:
+        found = await second.find("a")
+        assert found is not None
+        assert found.state is TaskState.QUEUED
+        assert (await second.submit(req(), "b")).task_id == task_id_for("b")  # duplicate
+        await second.submit(req(), "c")
+        with pytest.raises(SlotsBusy):  # a and b still hold their slots
+            await second.submit(req(), "d")
+
+    run(scenario())
+    assert submission_counts(tmp_path) == {"a": 1, "b": 1, "c": 1}
+
+
+def test_live_instances_share_one_slot_count(tmp_path: Path):
+    clock = Clock()
+    one = provider(tmp_path, clock, latency=10, max_parallel=3)
+    two = provider(tmp_path, clock, latency=10, max_parallel=3)
+
+    async def scenario() -> None:
+        await one.submit(req(), "a")
+        await two.submit(req(), "b")  # two's first use
+        await one.submit(req(), "c")  # made after two looked
+        with pytest.raises(SlotsBusy):
+            await two.submit(req(), "d")
+        found = await two.find("c")
+        assert found is not None
+
+    run(scenario())
+
+
+async def _attempts_until_accepted(p: LocalProvider, keys: list[str]) -> dict[str, int]:
+    tries: dict[str, int] = {}
+    for key in keys:
+        for attempt in range(1, 30):
+            try:
+                await p.submit(req(), key)
+            except TransientError as exc:
+                refused = exc
+            else:
+                tries[key] = attempt
+                break
+            assert refused.maybe_accepted is False
+            assert await p.find(key) is None  # nothing was created
+    return tries
+
+
+def test_transient_errors_are_deterministic_and_retryable(tmp_path: Path):
+    keys = [f"k{i}" for i in range(40)]
+    p = provider(tmp_path, latency=5, transient_rate=0.5, max_parallel=1000)
+    tries = run(_attempts_until_accepted(p, keys))
+    assert len(tries) == 40  # every key got through eventually
+    assert any(n > 1 for n in tries.values())  # some needed retries
+    assert any(n == 1 for n in tries.values())
+    assert submission_counts(tmp_path) == dict.fromkeys(keys, 1)
+    log = read_submissions(tmp_path)
+    assert sum(e["outcome"] == "transient" for e in log) == sum(tries.values()) - 40
+
+    # the same keys fail on the same attempts in a fresh account
+    q = provider(tmp_path / "again", latency=5, transient_rate=0.5, max_parallel=1000)
+    assert run(_attempts_until_accepted(q, keys)) == tries
+
+
+def test_lost_answer_creates_the_task_then_raises(tmp_path: Path):
+    p = provider(tmp_path, latency=5, lost_answer_rate=1)
+
+    async def scenario() -> None:
+        with pytest.raises(TransientError, match="answer lost") as info:
+            await p.submit(req(), "k")
+        assert info.value.maybe_accepted is True
+        found = await p.find("k")  # reconcile, as the runner must
+        assert found is not None
+        assert found.task_id == task_id_for("k")
+        # a blind resubmit would not pay again either: it is answered as a duplicate
+        assert (await p.submit(req(), "k")).task_id == found.task_id
+
+    run(scenario())
+    log = read_submissions(tmp_path)
+    assert [e["outcome"] for e in log] == ["accepted", "duplicate"]
+    assert log[0]["answer_lost"] is True
+    assert submission_counts(tmp_path) == {"k": 1}
+
+
+def test_lost_answer_rate_is_a_fraction(tmp_path: Path):
+    p = provider(tmp_path, latency=0, lost_answer_rate=0.25, render=False, max_parallel=1000)
+
+    async def scenario() -> int:
+        lost = 0
+        for i in range(200):
+            try:
+                await p.submit(req(), f"k{i}")
+            except TransientError:
+                lost += 1
+        return lost
+
+    lost = run(scenario())
+    assert 25 < lost < 80
+    assert len(submission_counts(tmp_path)) == 200
+
+
+def test_submit_delay_is_spent(tmp_path: Path):
+    p = provider(tmp_path, latency=0, render=False, submit_delay="0.05")
+    t = time.perf_counter()
+    run(p.submit(req(), "k"))
+    assert time.perf_counter() - t >= 0.05
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def test_string_options_are_coerced(tmp_path: Path):
+    p = get_provider(
+        "local", root=str(tmp_path), latency="0.5", jitter="0.1", failure_rate="0.2",
+        max_parallel="7", render="no", seconds="1.5", fps="10", submit_delay="0",
+        transient_rate="0", lost_answer_rate="0.0", fsync="yes",
+    )
+    assert isinstance(p, LocalProvider)
+    assert (p.latency, p.jitter, p.failure_rate) == (0.5, 0.1, 0.2)
+    assert p.max_parallel == 7
+    assert p.limits.max_parallel == 7
+    assert p.limits.max_rps is None
+    assert p.render is False
+    assert p.fsync is True
+    assert (p.seconds, p.fps) == (1.5, 10)
+    assert p.describe() == {"provider": "local", "seconds": 1.5, "fps": 10, "render": False}
+    assert p.poll_hint.first_poll == pytest.approx(0.45)
+    assert p.poll_hint.min_interval == pytest.approx(0.01)
+    assert p.poll_hint.max_interval == pytest.approx(0.125)
+    assert "local" in repr(p)
+    assert str(tmp_path) in repr(p)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("latency", "fast"), ("max_parallel", "2.5"), ("max_parallel", 0), ("render", "maybe"),
+     ("failure_rate", 1.5), ("jitter", -0.1)],
+)
+def test_bad_options_are_config_errors(tmp_path: Path, option: str, value: object):
+    with pytest.raises(ConfigError, match=option):
+        get_provider("local", root=tmp_path, **{option: value})
+
+
+def test_unknown_option_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="bad option"):
+        get_provider("local", root=tmp_path, latnecy=1)
+
+
+def test_default_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "env-root"))
+    p = LocalProvider(latency=0, render=False)
+    assert p.root == tmp_path / "env-root"
+    run(p.submit(req(), "k"))
+    assert submission_counts() == {"k": 1}
+    assert not (tmp_path / "unused").exists()
+
+
+def test_constructing_does_not_touch_the_disk(tmp_path: Path):
+    LocalProvider(root=tmp_path / "acct")
+    assert not (tmp_path / "acct").exists()
+
+
+def test_submit_and_status_are_fast(tmp_path: Path):
+    """A generous floor; the real figure (>10k cycles/s on tmpfs) is in the module's report."""
+    p = provider(tmp_path, latency=0, render=False, max_parallel=1000)
+
+    async def cycles(n: int) -> float:
+        await p.status((await p.submit(req(), "warm")).task_id)
+        t = time.perf_counter()
+        for i in range(n):
+            st = await p.submit(req(), f"k{i}")
+            assert (await p.status(st.task_id)).state is TaskState.SUCCEEDED
+        return n / (time.perf_counter() - t)
+
+    assert run(cycles(500)) > 300

@@ -1,0 +1,144 @@
+"""The checkpoint: real parquet + journal files, resume, torn writes, mismatch detection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pandas as pd
+import pytest
+
+from videobatch.errors import CheckpointError
+from videobatch.inputs import load_prompts
+from videobatch.jobs import State
+from videobatch.results import results
+from videobatch.store import Checkpoint, iter_records, load
+
+
+def open_ckpt(path, rows, force=False, settings=None):
+    prompts = load_prompts(rows)
+    return Checkpoint.open(path, frame=prompts.frame, keys=prompts.keys, requests=prompts.requests,
+                           fingerprint=prompts.fingerprint(), settings=settings or {"provider": "local"},
+                           force=force)
+
+
+ROWS = [{"id": "a", "prompt": "a fox", "campaign": "x"}, {"id": "b", "prompt": "a crow", "campaign": "y"}]
+
+
+def test_new_checkpoint_has_input_and_pending_rows(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    assert path.exists()
+    df = results(path)
+    assert list(df["campaign"]) == ["x", "y"]
+    assert list(df["status"]) == ["pending", "pending"]
+    assert list(df["key"]) == ["a", "b"]
+
+
+def test_journal_records_survive_without_snapshot(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    store.append(jobs[0].transition(State.GENERATING, task_id="t1", submitted_at=10.0))
+    store.append(jobs[0].transition(State.COMPLETED, video_url="file:///v.mp4", completed_at=12.0))
+    # no snapshot, no close: as if the process had been killed here
+    loaded = load(path)
+    job = loaded.jobs[0]
+    assert (job.state, job.task_id, job.video_url, job.attempts) == (State.COMPLETED, "t1", "file:///v.mp4", 1)
+    assert loaded.jobs[1].state is State.PENDING
+
+
+def test_resume_keeps_states_and_run_id(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[1].transition(State.SUBMITTING, attempts=1))
+    store2, jobs2 = open_ckpt(path, ROWS)
+    assert store2.run_id == store.run_id
+    assert jobs2[1].state is State.SUBMITTING and jobs2[1].attempts == 1
+    assert jobs2[1].idempotency_key(store2.run_id) == jobs[1].idempotency_key(store.run_id)
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    segment = next(tmp_path.glob("run.parquet.journal.*"))
+    with segment.open("ab") as fh:
+        fh.write(b'{"k": "b", "s": "subm')  # the process died in the middle of a write
+    loaded = load(path)
+    assert loaded.jobs[0].state is State.SUBMITTING
+    assert loaded.jobs[1].state is State.PENDING
+
+
+def test_corrupt_middle_line_is_reported(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    segment = next(tmp_path.glob("run.parquet.journal.*"))
+    segment.write_bytes(b"garbage\n" + segment.read_bytes())
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load(path)
+
+
+def test_snapshot_folds_journal_and_removes_old_segments(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    asyncio.run(store.snapshot(jobs))
+    assert list(iter_records(path)) == []
+    store.append(jobs[0].transition(State.GENERATING, task_id="t1", submitted_at=1.0))
+    asyncio.run(store.close(jobs))
+    assert not list(tmp_path.glob(".run.parquet.*.tmp"))
+    loaded = load(path)
+    assert loaded.jobs[0].state is State.GENERATING and loaded.jobs[0].task_id == "t1"
+
+
+def test_different_rows_are_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "run.parquet"
+    open_ckpt(path, ROWS)
+    changed = [ROWS[0], {"id": "b", "prompt": "a raven", "campaign": "y"}, {"id": "c", "prompt": "new"}]
+    with pytest.raises(CheckpointError) as err:
+        open_ckpt(path, changed)
+    msg = str(err.value)
+    assert "1 row(s) changed" in msg and "'b'" in msg and "1 row(s) new" in msg and "--force" in msg
+
+
+def test_different_settings_are_refused(tmp_path):
+    path = tmp_path / "run.parquet"
+    open_ckpt(path, ROWS)
+    with pytest.raises(CheckpointError, match="settings differ"):
+        open_ckpt(path, ROWS, settings={"provider": "kling"})
+
+
+def test_force_keeps_unchanged_rows_and_restarts_changed_ones(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    for j in jobs:
+        store.append(j.transition(State.SUBMITTING, attempts=1))
+        store.append(j.transition(State.GENERATING, task_id="t-" + j.key, submitted_at=1.0))
+        store.append(j.transition(State.COMPLETED, video_url="u-" + j.key, completed_at=2.0))
+    changed = [ROWS[0], {"id": "b", "prompt": "a raven", "campaign": "y"}, {"id": "c", "prompt": "new"}]
+    store2, jobs2 = open_ckpt(path, changed, force=True)
+    assert jobs2[0].state is State.COMPLETED and jobs2[0].video_url == "u-a"
+    assert jobs2[1].state is State.PENDING and jobs2[1].generation == 1  # new idempotency key
+    assert jobs2[1].idempotency_key(store2.run_id) != jobs[1].idempotency_key(store.run_id)
+    assert jobs2[2].state is State.PENDING
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "x.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(path)
+    with pytest.raises(CheckpointError, match="not a videobatch checkpoint"):
+        load(path)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CheckpointError, match="not readable"):
+        load(tmp_path / "junk.parquet")
+
+
+def test_journal_lines_are_plain_json(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    segment = next(tmp_path.glob("run.parquet.journal.*"))
+    record = json.loads(segment.read_text().splitlines()[0])
+    assert record["k"] == "a" and record["s"] == "submitting"
