@@ -93,7 +93,8 @@ class ScriptedProvider(Provider):
             return TaskStatus(task_id, TaskState.RUNNING, created_at=task["created"])
         if _marker(task["prompt"], "genfail"):
             return TaskStatus(task_id, TaskState.FAILED, message="generation failed", created_at=task["created"])
-        return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(Video(f"https://cdn.test/{task_id}.mp4", task_id, 5.0),),
+        video = Video(f"https://cdn.test/{task_id}.mp4", task_id, 5.0)
+        return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(video,),
                           created_at=task["created"], expires_at=task["created"] + 30 * 86400)
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -332,6 +337,134 @@ async def _attempts_until_accepted(p: LocalProvider, keys: list[str]) -> dict[st
             assert refused.maybe_accepted is False
             assert await p.find(key) is None  # nothing was created
     return tries
+
+
+CHILD = textwrap.dedent("""
+    import asyncio, os, signal, sys
+    from videobatch.errors import SlotsBusy
+    from videobatch.providers.local import LocalProvider
+    from videobatch.request import VideoRequest
+
+    root, prefix, n, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    in_accept = sys.argv[5] == "in_accept"
+
+    async def main():
+        p = LocalProvider(root=root, latency=30, max_parallel=5, render=False)
+        log = p._log
+
+        def dying_log(key, task_id, attempt, outcome, *args, **kw):
+            if outcome == "accepted" and key == f"{prefix}{kill_after}":
+                os.kill(os.getpid(), signal.SIGKILL)  # task linked, not yet logged
+            log(key, task_id, attempt, outcome, *args, **kw)
+
+        p._log = dying_log
+        for i in range(n):
+            if i == kill_after and not in_accept:
+                os.kill(os.getpid(), signal.SIGKILL)
+            try:
+                await p.submit(VideoRequest(prompt="p"), f"{prefix}{i}")
+            except SlotsBusy:
+                pass
+
+    asyncio.run(main())
+""")
+
+
+def spawn(
+    root: Path, prefix: str, n: int, kill_after: int = -1, mode: str = "between"
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), prefix, str(n), str(kill_after), mode],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def test_tasks_survive_a_killed_client_process(tmp_path: Path):
+    child = spawn(tmp_path, "row-", 10, kill_after=3)
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    p = provider(tmp_path, latency=30, max_parallel=5)
+
+    async def scenario() -> None:
+        for i in range(3):
+            found = await p.find(f"row-{i}")
+            assert found is not None
+            assert found.state is TaskState.QUEUED
+        assert await p.find("row-3") is None
+        await p.submit(req(), "row-3")
+        await p.submit(req(), "row-4")
+        with pytest.raises(SlotsBusy):  # the dead process's three tasks still hold slots
+            await p.submit(req(), "row-5")
+
+    run(scenario())
+    assert submission_counts(tmp_path) == {f"row-{i}": 1 for i in range(5)}
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_kill_between_accepting_and_logging_is_recovered(tmp_path: Path):
+    child = spawn(tmp_path, "row-", 10, kill_after=2, mode="in_accept")
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert submission_counts(tmp_path) == {"row-0": 1, "row-1": 1}  # row-2 paid, not logged
+    p = provider(tmp_path, latency=30, max_parallel=3)
+
+    async def scenario() -> None:
+        found = await p.find("row-2")  # first use repairs the log
+        assert found is not None
+        with pytest.raises(SlotsBusy):  # and row-2 holds its slot
+            await p.submit(req(), "row-3")
+
+    run(scenario())
+    assert submission_counts(tmp_path) == {"row-0": 1, "row-1": 1, "row-2": 1}
+    assert read_submissions(tmp_path)[-2]["recovered"] is True
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+class Crash(BaseException):
+    """Stands for the process dying at that line."""
+
+
+@pytest.mark.parametrize("where", ["before_log", "before_slot"])
+def test_recovery_logs_each_accepted_task_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+):
+    clock = Clock()
+    first = provider(tmp_path, clock, latency=10, max_parallel=2)
+    real_log = first._log
+
+    def crash_log(key: str, task_id: str, attempt: int | None, outcome: str, *a: Any, **k: Any):
+        if outcome == "accepted" and where == "before_log":
+            raise Crash
+        real_log(key, task_id, attempt, outcome, *a, **k)
+
+    def crash_settle(*a: Any) -> None:
+        raise Crash
+
+    monkeypatch.setattr(first, "_log", crash_log)
+    if where == "before_slot":
+        monkeypatch.setattr(first, "_settle", crash_settle)
+    with pytest.raises(Crash):
+        run(first.submit(req(), "k"))
+    assert len(list((tmp_path / "tmp").iterdir())) == 1
+
+    second = provider(tmp_path, clock, latency=10, max_parallel=2)
+    found = run(second.find("k"))
+    assert found is not None
+    assert found.task_id == task_id_for("k")
+    assert submission_counts(tmp_path) == {"k": 1}
+    assert [e.get("recovered", False) for e in read_submissions(tmp_path)] == [
+        where == "before_log"
+    ]
+    assert not list((tmp_path / "tmp").iterdir())
+    assert [n.name.split(".")[1] for n in (tmp_path / "active").iterdir()] == [task_id_for("k")]
+    third = provider(tmp_path, clock, latency=10, max_parallel=2)
+    assert run(third.find("k")) is not None
+    assert submission_counts(tmp_path) == {"k": 1}  # recovery is not repeated
+
+
+def test_concurrent_processes_never_exceed_the_slots(tmp_path: Path):
+    children = [spawn(tmp_path, f"p{j}-", 30) for j in range(3)]
+    assert [c.wait(timeout=60) for c in children] == [0, 0, 0]
+    assert sum(submission_counts(tmp_path).values()) == 5
+    assert outcomes(tmp_path).count("slots_busy") == 85
 
 
 def test_transient_errors_are_deterministic_and_retryable(tmp_path: Path):

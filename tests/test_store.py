@@ -16,10 +16,7 @@ from videobatch.store import Checkpoint, iter_records, load
 
 
 def open_ckpt(path, rows, force=False, settings=None):
-    prompts = load_prompts(rows)
-    return Checkpoint.open(path, frame=prompts.frame, keys=prompts.keys, requests=prompts.requests,
-                           fingerprint=prompts.fingerprint(), settings=settings or {"provider": "local"},
-                           force=force)
+    return Checkpoint.open(path, load_prompts(rows), settings=settings or {"provider": "local"}, force=force)
 
 
 ROWS = [{"id": "a", "prompt": "a fox", "campaign": "x"}, {"id": "b", "prompt": "a crow", "campaign": "y"}]
@@ -27,7 +24,7 @@ ROWS = [{"id": "a", "prompt": "a fox", "campaign": "x"}, {"id": "b", "prompt": "
 
 def test_new_checkpoint_has_input_and_pending_rows(tmp_path):
     path = tmp_path / "run.parquet"
-    store, jobs = open_ckpt(path, ROWS)
+    open_ckpt(path, ROWS)
     assert path.exists()
     df = results(path)
     assert list(df["campaign"]) == ["x", "y"]

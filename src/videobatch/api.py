@@ -91,13 +91,7 @@ class Batch:
                          enumerate(zip(self.prompts.keys, self.prompts.requests, strict=True))]
         else:
             self.store, self.jobs = Checkpoint.open(
-                checkpoint,
-                frame=self.prompts.frame,
-                keys=self.prompts.keys,
-                requests=self.prompts.requests,
-                fingerprint=self.prompts.fingerprint(),
-                settings=self.provider.describe(),
-                force=force,
+                checkpoint, self.prompts, settings=self.provider.describe(), force=force
             )
         self._progress = progress
         self._observers = list(observers)
@@ -195,7 +189,7 @@ class Batch:
         df = self.results()
         stopped = outcome.stopped_by if outcome else None
         if isinstance(stopped, AuthError | AccountError):
-            stopped.results = df  # type: ignore[attr-defined]
+            stopped.results = df
             raise stopped
         return df
 

@@ -108,6 +108,8 @@ class ProviderError(VideobatchError):
     """
 
     kind = "provider_error"
+    # When the error stopped a run: the results DataFrame as it stood (set by videobatch.run).
+    results: Any = None
 
     def __init__(
         self,

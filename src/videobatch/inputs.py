@@ -87,6 +87,7 @@ class Prompts:
     keys: list[str]  # one stable key per row
     source: str  # the CSV path as given, "DataFrame" or "list"
     _fingerprint: str | None = field(default=None, init=False, compare=False)
+    _json_cache: list[str] | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not len(self.frame) == len(self.requests) == len(self.keys):
@@ -98,6 +99,13 @@ class Prompts:
     def __repr__(self) -> str:
         return f"Prompts({len(self)} rows from {self.source!r})"
 
+    def request_json(self) -> list[str]:
+        """Each row's request as canonical JSON (computed once; the checkpoint stores these)."""
+        if self._json_cache is None:
+            object.__setattr__(self, "_json_cache", [_request_json(r) for r in self.requests])
+        assert self._json_cache is not None
+        return self._json_cache
+
     def fingerprint(self) -> str:
         """sha256 hex over every row's key and canonical request JSON, in order.
 
@@ -105,9 +113,8 @@ class Prompts:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            for key, request in zip(self.keys, self.requests, strict=True):
-                row = f'[{canonical_json(key)},{_request_json(request)}]\n'
-                digest.update(row.encode())
+            for key, request in zip(self.keys, self.request_json(), strict=True):
+                digest.update(f"[{canonical_json(key)},{request}]\n".encode())
             object.__setattr__(self, "_fingerprint", digest.hexdigest())
         assert self._fingerprint is not None
         return self._fingerprint

@@ -95,7 +95,7 @@ def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
     return "vb-" + digest[:32]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     """One row's request and where it stands."""
 

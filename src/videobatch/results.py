@@ -55,7 +55,7 @@ def results(checkpoint: str | os.PathLike[str]) -> pd.DataFrame:
     """The results DataFrame stored in a checkpoint, without running anything."""
     from .store import load
 
-    loaded = load(checkpoint)
+    loaded = load(checkpoint, requests=False)
     return results_frame(loaded.frame, loaded.jobs)
 
 

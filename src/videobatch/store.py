@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CheckpointError
+from .inputs import Prompts
 from .jobs import RESULT_FIELDS, Job, State
 from .request import VideoRequest
 
@@ -91,18 +92,20 @@ class LoadedCheckpoint:
     frame: pd.DataFrame  # the user's input columns
     jobs: list[Job]
     meta: dict[str, Any]
+    request_json: list[str]  # each row's request as canonical JSON
 
 
 class Checkpoint(Store):
     """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
 
     def __init__(
-        self, path: Path, frame: pd.DataFrame, jobs: list[Job], meta: dict[str, Any]
+        self, path: Path, frame: pd.DataFrame, jobs: list[Job], request_json: Sequence[str],
+        meta: dict[str, Any],
     ) -> None:
         super().__init__(meta["run_id"])
         self.path = path
         self.meta = meta
-        self._static = _static_table(frame, jobs)
+        self._static = _static_table(frame, jobs, request_json)
         self._fd: int | None = None
         self._seq = int(meta.get("journal_seq", 0))
         self._lock = asyncio.Lock()
@@ -113,11 +116,8 @@ class Checkpoint(Store):
     def open(
         cls,
         path: str | os.PathLike[str],
+        prompts: Prompts,
         *,
-        frame: pd.DataFrame,
-        keys: Sequence[str],
-        requests: Sequence[VideoRequest],
-        fingerprint: str,
         settings: dict[str, Any],
         force: bool = False,
     ) -> tuple[Checkpoint, list[Job]]:
@@ -128,8 +128,10 @@ class Checkpoint(Store):
         (with a new idempotency key), rows no longer in the input are dropped.
         """
         path = Path(path)
-        jobs = [Job(key=k, index=i, request=r) for i, (k, r) in enumerate(zip(keys, requests,
-                                                                               strict=True))]
+        fingerprint = prompts.fingerprint()
+        request_json = prompts.request_json()
+        jobs = [Job(key=k, index=i, request=r)
+                for i, (k, r) in enumerate(zip(prompts.keys, prompts.requests, strict=True))]
         if not path.exists() and not _segments(path):
             meta = {
                 "format": FORMAT,
@@ -139,28 +141,25 @@ class Checkpoint(Store):
                 "created_at": time.time(),
                 "journal_seq": 0,
             }
-            store = cls(path, frame, jobs, meta)
+            store = cls(path, prompts.frame, jobs, request_json, meta)
             store._write_snapshot_sync(jobs)
             return store, jobs
 
-        old = load(path)
-        old_meta = old.meta
-        if old_meta.get("fingerprint") != fingerprint or old_meta.get("settings") != settings:
-            diff = _describe_difference(old, keys, requests, old_meta.get("settings"), settings)
-            if not force:
-                raise CheckpointError(
-                    f"checkpoint {path} was made from different rows or settings: {diff}.\n"
-                    "Use --force (force=True) to keep the finished rows whose request is unchanged "
-                    "and run the rest, or choose another checkpoint path."
-                )
-        by_key = {j.key: j for j in old.jobs}
-        for job in jobs:
-            prev = by_key.get(job.key)
+        old = load(path, requests=False)
+        same = old.meta.get("fingerprint") == fingerprint and old.meta.get("settings") == settings
+        if not same and not force:
+            diff = _describe_difference(old, prompts.keys, request_json, settings)
+            raise CheckpointError(
+                f"checkpoint {path} was made from different rows or settings: {diff}.\n"
+                "Use --force (force=True) to keep the finished rows whose request is unchanged "
+                "and run the rest, or choose another checkpoint path."
+            )
+        old_rows = {j.key: (j, text) for j, text in zip(old.jobs, old.request_json, strict=True)}
+        for job, text in zip(jobs, request_json, strict=True):
+            prev, prev_text = old_rows.get(job.key, (None, None))
             if prev is None:
                 continue
-            if _dumps(prev.request.model_dump(mode="json")) == _dumps(
-                job.request.model_dump(mode="json")
-            ):
+            if prev_text == text:
                 for name in RESULT_FIELDS:
                     setattr(job, name, getattr(prev, name))
                 job.state = prev.state
@@ -168,8 +167,8 @@ class Checkpoint(Store):
             else:
                 # Same key, new request: a new submission that must not collide with the old one.
                 job.generation = prev.generation + 1
-        meta = {**old_meta, "fingerprint": fingerprint, "settings": settings}
-        store = cls(path, frame, jobs, meta)
+        meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
+        store = cls(path, prompts.frame, jobs, request_json, meta)
         store._write_snapshot_sync(jobs)
         return store, jobs
 
@@ -255,7 +254,7 @@ class Checkpoint(Store):
 
 
 # -------------------------------------------------------------------- table building
-def _static_table(frame: pd.DataFrame, jobs: Sequence[Job]) -> pa.Table:
+def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequence[str]) -> pa.Table:
     """The columns that never change during a run: the user's input, keys and requests."""
     user = frame.reset_index(drop=True)
     try:
@@ -265,10 +264,7 @@ def _static_table(frame: pd.DataFrame, jobs: Sequence[Job]) -> pa.Table:
         table = pa.Table.from_pandas(user.astype(
             {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
     keys = pa.array([j.key for j in jobs], pa.string())
-    requests = pa.array(
-        [_dumps(j.request.model_dump(mode="json", exclude_defaults=True)) for j in jobs],
-        pa.string(),
-    )
+    requests = pa.array(request_json, pa.string())
     return table.append_column(_KEY_COL, keys).append_column(_REQUEST_COL, requests)
 
 
@@ -303,8 +299,12 @@ def _segments(path: Path) -> list[int]:
     return sorted(out)
 
 
-def load(path: str | os.PathLike[str]) -> LoadedCheckpoint:
-    """Read a checkpoint (snapshot + journal replay) without any input or provider."""
+def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
+    """Read a checkpoint (snapshot + journal replay) without any input or provider.
+
+    ``requests=False`` skips rebuilding each row's ``VideoRequest`` (jobs then share a blank
+    placeholder request): enough for results and for resuming, where the input supplies them.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
@@ -323,27 +323,31 @@ def load(path: str | os.PathLike[str]) -> LoadedCheckpoint:
         raise CheckpointError(
             f"checkpoint {path} has format {meta.get('format')}; this videobatch reads {FORMAT}"
         )
-    ours = [c for c in table.column_names if c.startswith(_PREFIX)]
     user_cols = [c for c in table.column_names if not c.startswith(_PREFIX)]
-    data = {c: table.column(c).to_pylist() for c in ours}
     frame = table.select(user_cols).to_pandas()
+    keys = table.column(_KEY_COL).to_pylist()
+    request_json = table.column(_REQUEST_COL).to_pylist()
+    states = table.column(_STATE_COL).to_pylist()
+    fields = {name: table.column(_PREFIX + name).to_pylist() for name in RESULT_FIELDS}
     jobs = []
-    for i, key in enumerate(data[_KEY_COL]):
-        request = VideoRequest.model_construct(**_request_fields(data[_REQUEST_COL][i]))
-        job = Job(key=key, index=i, request=request, state=State(data[_STATE_COL][i]))
-        for name in RESULT_FIELDS:
-            value = data[_PREFIX + name][i]
+    for i, key in enumerate(keys):
+        request = _request_from(request_json[i]) if requests else _PLACEHOLDER
+        job = Job(key, i, request, State(states[i]))
+        for name, values in fields.items():
+            value = values[i]
             if value is not None:
                 setattr(job, name, value)
         jobs.append(job)
     _replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
-    return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta)
+    return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta, request_json=request_json)
 
 
-def _request_fields(text: str) -> dict[str, Any]:
-    fields = {name: f.default for name, f in VideoRequest.model_fields.items()}
-    fields.update(json.loads(text))
-    return fields
+_PLACEHOLDER = VideoRequest.model_construct(prompt="")
+
+
+def _request_from(text: str) -> VideoRequest:
+    # Written by us from a validated request: trusted, so no second validation.
+    return VideoRequest.model_construct(**json.loads(text))
 
 
 def _replay(path: Path, from_seq: int, by_key: dict[str, Job]) -> None:
@@ -370,14 +374,10 @@ def _replay(path: Path, from_seq: int, by_key: dict[str, Job]) -> None:
 
 
 def _describe_difference(
-    old: LoadedCheckpoint,
-    keys: Sequence[str],
-    requests: Sequence[VideoRequest],
-    old_settings: Any,
-    settings: dict[str, Any],
+    old: LoadedCheckpoint, keys: Sequence[str], request_json: Sequence[str], settings: dict[str, Any]
 ) -> str:
-    old_req = {j.key: _dumps(j.request.model_dump(mode="json")) for j in old.jobs}
-    new_req = {k: _dumps(r.model_dump(mode="json")) for k, r in zip(keys, requests, strict=True)}
+    old_req = dict(zip((j.key for j in old.jobs), old.request_json, strict=True))
+    new_req = dict(zip(keys, request_json, strict=True))
     changed = [k for k in new_req if k in old_req and old_req[k] != new_req[k]]
     added = [k for k in new_req if k not in old_req]
     removed = [k for k in old_req if k not in new_req]
@@ -385,6 +385,7 @@ def _describe_difference(
     for label, ks in (("changed", changed), ("new", added), ("no longer in the input", removed)):
         if ks:
             parts.append(f"{len(ks)} row(s) {label} (e.g. {', '.join(map(repr, ks[:3]))})")
+    old_settings = old.meta.get("settings")
     if old_settings != settings:
         parts.append(f"settings differ (checkpoint: {old_settings}, now: {settings})")
     if not parts:

@@ -42,8 +42,14 @@ created). A submit lists that small directory under an ``flock`` on ``account.lo
 entries not yet due, removes the due ones, and creates its task while still holding the lock. So
 every instance and process sharing a root sees one exact count, tasks of a killed earlier process
 keep their slots until they finish (as on a real account), and first use needs no scan of
-``tasks/``. (A crash in the microseconds between link and rename leaves a task without a slot
-entry; without ``fcntl``, e.g. on Windows, the cross-process check is best-effort.)
+``tasks/``. (Without ``fcntl``, e.g. on Windows, the cross-process check is best-effort.)
+
+Crashes inside the "server": here the server runs in the client's process, so a ``kill -9`` can
+land between accepting a task (the link) and logging it. Each step is ordered so the temp file
+survives until the task is logged and holds its slot; the next instance to start on the root
+finds such an orphan (it is the same inode as the task file) and adds the missing "accepted"
+line (marked ``recovered``) and slot entry. So ``submission_counts`` counts every paid task
+exactly once even across kills, which is what the never-pay-twice tests rely on.
 
 Speed: a task is read from disk at most once per process and cached, finished statuses are
 cached, hot paths use plain string paths; a submit is about ten syscalls.
@@ -291,7 +297,7 @@ class LocalProvider(Provider):
         self._attempts[key] = attempt
 
         if self.transient_rate and _fraction(key, "transient", str(attempt)) < self.transient_rate:
-            self._log(key, task_id, attempt, "transient", request)
+            self._log(key, task_id, attempt, "transient", request.prompt)
             raise TransientError(
                 "simulated transient failure: service unavailable, nothing was created",
                 maybe_accepted=False, status_code=503,
@@ -299,7 +305,7 @@ class LocalProvider(Provider):
         if self._exists(task_id):
             return await self._duplicate(key, task_id, attempt, request)
         if REJECT_MARKER in request.prompt.lower():
-            self._log(key, task_id, attempt, "rejected", request)
+            self._log(key, task_id, attempt, "rejected", request.prompt)
             raise RejectedError(
                 "content policy: prompt contains a blocked term", provider_code="local-reject",
                 status_code=400,
@@ -307,11 +313,12 @@ class LocalProvider(Provider):
 
         latency = self.latency * (1 + self.jitter * (2 * _fraction(key, "jitter") - 1))
         fails = _fraction(key, "fail") < self.failure_rate
+        lost = bool(self.lost_answer_rate) and _fraction(key, "lost") < self.lost_answer_rate
         with self._account_lock():
             now = self._clock()
             busy, earliest = self._busy_slots(now)
             if busy >= self.max_parallel:
-                self._log(key, task_id, attempt, "slots_busy", request)
+                self._log(key, task_id, attempt, "slots_busy", request.prompt)
                 raise SlotsBusy(
                     f"all {self.max_parallel} parallel task slots of the local account are busy",
                     retry_after=max(0.01, earliest - now), status_code=429,
@@ -326,18 +333,10 @@ class LocalProvider(Provider):
                 ready_at=now + latency,
                 fails=fails,
             )
-            try:
-                self._create(task, request)
-            except FileExistsError:  # another process created it since our check
-                created = False
-            else:
-                created = True
-        if not created:
+            created = self._accept(task, request, attempt, lost)
+        if not created:  # another process created it since our check
             return await self._duplicate(key, task_id, attempt, request)
         self._tasks[task_id] = task
-
-        lost = bool(self.lost_answer_rate) and _fraction(key, "lost") < self.lost_answer_rate
-        self._log(key, task_id, attempt, "accepted", request, answer_lost=lost)
         if lost:
             raise TransientError("answer lost", maybe_accepted=True)
         return TaskStatus(
@@ -379,7 +378,7 @@ class LocalProvider(Provider):
         self, key: str, task_id: str, attempt: int, request: VideoRequest
     ) -> TaskStatus:
         """The key was used before: adopt the existing task, as the interface asks."""
-        self._log(key, task_id, attempt, "duplicate", request)
+        self._log(key, task_id, attempt, "duplicate", request.prompt)
         found = await self.find(key)
         if found is None:  # cannot happen: tasks are never deleted
             raise NotFoundError(f"task {task_id} vanished", provider_code="local-not-found")
@@ -397,17 +396,52 @@ class LocalProvider(Provider):
             return
         for d in (self._tasks_dir, self._active_dir, self._tmp_dir, self._videos_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self._sweep_tmp()
+        self._recover()
         self._ready = True
 
-    def _sweep_tmp(self) -> None:
-        """Remove temp task files orphaned by a crashed writer (old enough to be nobody's)."""
-        cutoff = time.time() - 60
-        with contextlib.suppress(OSError), os.scandir(self._tmp_dir) as it:
-            for entry in it:
-                with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < cutoff and entry.stat().st_ctime < cutoff:
-                        os.unlink(entry.path)
+    def _recover(self) -> None:
+        """Finish what a killed process left half-done in ``tmp/`` (runs at first use).
+
+        Under the account lock no live writer is mid-way, so every file in ``tmp/`` is an orphan.
+        One that is linked into ``tasks/`` belongs to an accepted task whose process died before
+        logging it or taking its slot: the missing "accepted" line (``recovered: true``) and slot
+        entry are added, so the log still counts every paid task exactly once. Others (died before
+        the link: nothing was accepted) are deleted. Without a lock, only old files are touched.
+        """
+        with self._account_lock():
+            try:
+                names = os.listdir(self._tmp_str)
+            except OSError:
+                return
+            logged: set[str] | None = None
+            now, cutoff = self._clock(), time.time() - 60
+            for name in names:
+                tmp = os.path.join(self._tmp_str, name)
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    st = os.stat(tmp)
+                    if _lock_file is None and st.st_mtime > cutoff:
+                        continue
+                    task_id = name.partition(".")[0]
+                    try:
+                        final = os.stat(self._task_path(task_id))
+                    except FileNotFoundError:
+                        linked = False
+                    else:
+                        linked = (final.st_ino, final.st_dev) == (st.st_ino, st.st_dev)
+                    if not linked:
+                        os.unlink(tmp)
+                        continue
+                    with open(tmp, "rb") as f:
+                        data = json.loads(f.read())
+                    task = _Task.from_json(data)
+                    if logged is None:
+                        logged = {str(e.get("idempotency_key"))
+                                  for e in read_submissions(self.root)
+                                  if e.get("outcome") == "accepted"}
+                    if task.idempotency_key not in logged:
+                        self._log(task.idempotency_key, task_id, None, "accepted", task.prompt,
+                                  recovered=True)
+                    self._settle(tmp, task, now)
 
     def _fd(self, name: str, path: Path, flags: int) -> int:
         """A descriptor kept open for the provider's life (closed by aclose or at collection)."""
@@ -446,8 +480,14 @@ class LocalProvider(Provider):
                     os.unlink(os.path.join(self._active_str, name))
         return busy, earliest
 
-    def _create(self, task: _Task, request: VideoRequest) -> None:
-        """Write the task file atomically and take its slot; FileExistsError if it exists."""
+    def _accept(self, task: _Task, request: VideoRequest, attempt: int, lost: bool) -> bool:
+        """Create the task (False if it already exists), log it, take its slot. Under the lock.
+
+        Order matters for crash safety: the complete file is linked into ``tasks/`` (the moment
+        of acceptance), then the "accepted" line is logged, then the temp file is moved into
+        ``active/`` (or removed). A process killed after the link leaves its temp file behind,
+        which ``_recover`` uses to add the missing log line and slot.
+        """
         data = json.dumps({
             "task_id": task.task_id,
             "idempotency_key": task.idempotency_key,
@@ -457,8 +497,8 @@ class LocalProvider(Provider):
             "fails": task.fails,
         }, ensure_ascii=False).encode("utf-8")
         tmp = os.path.join(self._tmp_str, f"{task.task_id}.{os.getpid()}.{next(self._tmp_seq)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)
                 while view:
@@ -468,18 +508,30 @@ class LocalProvider(Provider):
             finally:
                 os.close(fd)
             os.link(tmp, self._task_path(task.task_id))  # the moment the task is accepted
-            if task.ready_at > task.created_at:
-                ready_ns = int(task.ready_at * 1e9)
-                os.rename(tmp, os.path.join(self._active_str, f"{ready_ns}.{task.task_id}"))
-        finally:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, FileExistsError):
+                return False
+            raise
         if self.fsync:
             dir_fd = os.open(self._tasks_str, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        self._log(task.idempotency_key, task.task_id, attempt, "accepted", task.prompt,
+                  answer_lost=lost)
+        self._settle(tmp, task, task.created_at)
+        return True
+
+    def _settle(self, tmp: str, task: _Task, now: float) -> None:
+        """Turn an accepted task's temp file into its slot entry (or drop it if already done)."""
+        if task.ready_at > now:
+            ready_ns = int(task.ready_at * 1e9)
+            os.rename(tmp, os.path.join(self._active_str, f"{ready_ns}.{task.task_id}"))
+        else:
+            os.unlink(tmp)
 
     def _load(self, task_id: str) -> _Task:
         task = self._tasks.get(task_id)
@@ -548,7 +600,7 @@ class LocalProvider(Provider):
             self._renders[name] = job
         try:
             await asyncio.shield(job)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # disk full, encoder error: the "server" failed, try again later
             raise TransientError(f"local provider could not render {path.name}: {exc}") from exc
         finally:
             if job.done() and self._renders.get(name) is job:
@@ -562,12 +614,12 @@ class LocalProvider(Provider):
         render_clip(path, prompt, seconds=self.seconds, fps=self.fps, aspect_ratio=aspect)
 
     def _log(
-        self, key: str, task_id: str, attempt: int, outcome: str, request: VideoRequest,
+        self, key: str, task_id: str, attempt: int | None, outcome: str, prompt: str,
         **extra: Any,
     ) -> None:
         entry: dict[str, Any] = {
             "t": self._clock(), "pid": os.getpid(), "idempotency_key": key, "task_id": task_id,
-            "attempt": attempt, "outcome": outcome, "prompt": _excerpt(request.prompt),
+            "attempt": attempt, "outcome": outcome, "prompt": _excerpt(prompt),
         }
         entry.update((k, v) for k, v in extra.items() if v)
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
