@@ -170,3 +170,39 @@ def test_runner_keeps_all_slots_busy(latency):
     assert all(j.state is State.COMPLETED for j in jobs)
     if latency:
         assert provider.active_peak == 5
+
+
+def test_acting_observers_annotate_rows_durably_and_are_drained(tmp_path):
+    from videobatch.inputs import load_prompts
+    from videobatch.results import results
+    from videobatch.store import Checkpoint
+
+    class Downloader:
+        def __init__(self):
+            self.pending = []
+            self.drained = None
+
+        def bind(self, context):
+            self.context = context
+
+        def __call__(self, event):
+            if event.kind == "transition" and event.new is State.COMPLETED:
+                self.pending.append(asyncio.get_running_loop().create_task(self.fetch(event.job)))
+
+        async def fetch(self, job):
+            await asyncio.sleep(0.01)
+            self.context.annotate(job, local_path=f"/videos/{job.key}.mp4", bytes=123)
+
+        async def drain(self, cancelled):
+            await asyncio.gather(*self.pending)
+            self.drained = cancelled
+
+    path = tmp_path / "run.parquet"
+    store, jobs = Checkpoint.open(path, load_prompts(["a", "b"]), settings={})
+    observer = Downloader()
+    asyncio.run(Runner(jobs, ScriptedProvider(latency=0.0), store, RunSettings(), [observer]).run())
+    assert observer.drained is False
+    df = results(path)
+    assert list(df.columns[-2:]) == ["local_path", "bytes"]
+    assert list(df["bytes"]) == [123, 123]
+    assert df["local_path"].str.startswith("/videos/").all()

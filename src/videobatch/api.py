@@ -22,7 +22,7 @@ from .errors import AccountError, AuthError, ConfigError, InputError
 from .events import Observer
 from .inputs import Prompts, load_prompts
 from .jobs import Job, State
-from .progress import TqdmProgress
+from .progress import make_progress
 from .providers import Provider, get_provider
 from .request import REQUEST_FIELDS
 from .results import results_frame
@@ -67,7 +67,7 @@ class Batch:
         concurrency: int | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         force: bool = False,
-        progress: bool = True,
+        progress: bool | str = True,
         timeout: float | None = 3600.0,
         max_attempts: int = 5,
         observers: Sequence[Observer] = (),
@@ -105,7 +105,7 @@ class Batch:
     async def _run(self) -> RunOutcome:
         observers = list(self._observers)
         if self._progress:
-            observers.append(TqdmProgress(len(self.jobs)))
+            observers.append(make_progress(self, self._progress))
         self._runner = Runner(self.jobs, self.provider, self.store, self.settings, observers)
         try:
             self.outcome = await self._runner.run()

@@ -21,7 +21,7 @@ __all__ = ["Event", "EventKind", "Observer", "Progress"]
 
 log = logging.getLogger("videobatch")
 
-EventKind = Literal["start", "transition", "retry", "slots", "finish"]
+EventKind = Literal["start", "transition", "retry", "slots", "annotate", "finish"]
 
 
 @dataclass
@@ -71,6 +71,13 @@ class Event:
 
 
 Observer = Callable[[Event], None]
+"""Any callable taking an Event. It may also have two optional methods:
+
+- ``bind(context)``: called once before the run starts with a ``videobatch.runner.RunContext``,
+  through which an acting observer (downloads, webhooks) records extra result columns;
+- ``async drain(cancelled)``: awaited after the last row ends and before the final checkpoint, so
+  work the observer started (a download in flight) can finish and be recorded.
+"""
 
 
 def notify(observers: list[Observer], event: Event) -> None:

@@ -115,6 +115,8 @@ class Job:
     error_kind: str | None = None
     error: str | None = None
     updated_at: float = field(default_factory=time.time)
+    # Extra result columns written by observers (downloads, webhooks): name -> JSON-able value.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def idempotency_key(self, run_id: str) -> str:
         return idempotency_key(run_id, self.key, self.generation)
@@ -147,8 +149,20 @@ class Job:
         self.updated_at = time.time()
         return {"k": self.key, "s": new.value, "t": self.updated_at, **fields}
 
+    def annotate(self, **extras: Any) -> dict[str, Any]:
+        """Set extra result columns (no state change); returns the journal record."""
+        clash = set(extras) & (set(RESULT_COLUMNS) | set(RESULT_FIELDS))
+        if clash:
+            raise ValueError(f"extra result columns may not reuse core names: {sorted(clash)}")
+        self.extras.update(extras)
+        return {"k": self.key, "x": extras, "t": time.time()}
+
     def apply(self, record: dict[str, Any]) -> None:
         """Replay a journal record (no legality check: the record was legal when written)."""
+        if "x" in record:
+            self.extras.update(record["x"])
+        if "s" not in record:
+            return
         self.state = State(record["s"])
         for name in RESULT_FIELDS:
             if name in record:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .events import Event
 from .jobs import State
 
-__all__ = ["TqdmProgress", "summary"]
+__all__ = ["TqdmProgress", "make_progress", "summary"]
 
 _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
           State.CANCELLED)
@@ -48,6 +48,13 @@ class TqdmProgress:
         if event.kind == "finish":
             self.bar.refresh()
             self.bar.close()
+
+
+def make_progress(batch: Any, mode: bool | str = True) -> TqdmProgress:
+    """The progress observer for a batch: ``True``/``"auto"``/``"tqdm"`` give a tqdm bar."""
+    if mode not in (True, "auto", "tqdm"):
+        raise ValueError(f"progress must be True, False, 'auto' or 'tqdm', got {mode!r}")
+    return TqdmProgress(len(batch.jobs))
 
 
 def summary(

@@ -17,7 +17,10 @@ __all__ = ["results", "results_frame", "write_results"]
 
 
 def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
-    """``frame`` (the user's input, index kept) with the result columns appended."""
+    """``frame`` (the user's input, index kept) with the result columns appended.
+
+    Then any extra columns observers recorded with ``Job.annotate`` (e.g. ``local_path``).
+    """
     def stamp(values: list[float | None]) -> pd.Series:
         return pd.to_datetime(pd.Series(values, index=frame.index, dtype="float64"), unit="s",
                               utc=True)
@@ -48,6 +51,10 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
         out[name] = values if isinstance(values, pd.Series) else pd.Series(values, index=frame.index)
     out["elapsed_s"] = out["elapsed_s"].astype("float64")
     out["attempts"] = out["attempts"].astype("int64")
+    # Extra columns written by observers (downloads, webhooks), in order of first appearance.
+    extra_names = list(dict.fromkeys(name for j in jobs for name in j.extras))
+    for name in extra_names:
+        out[name] = pd.Series([j.extras.get(name) for j in jobs], index=frame.index)
     return out
 
 

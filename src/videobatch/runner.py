@@ -41,7 +41,7 @@ from .polling import Poller, PollSchedule
 from .providers.base import Provider, TaskState, TaskStatus
 from .store import Store
 
-__all__ = ["RunOutcome", "RunSettings", "Runner"]
+__all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]
 
 log = logging.getLogger("videobatch")
 
@@ -72,6 +72,29 @@ class _Stop:
     no_submit: ProviderError | None = None  # stops new submissions only
     cancelled: bool = False
     event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RunContext:
+    """What an observer may do during a run besides watching (see ``videobatch.events.Observer``)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    @property
+    def run_id(self) -> str:
+        return self._runner.store.run_id
+
+    @property
+    def progress(self) -> Progress:
+        return self._runner.progress
+
+    def annotate(self, job: Job, **extras: Any) -> None:
+        """Record extra result columns for ``job`` durably (e.g. ``local_path`` after a download)."""
+        self._runner.store.append(job.annotate(**extras))
+        self._runner._emit("annotate", job)
+
+    def cancel(self) -> None:
+        self._runner.cancel()
 
 
 class Runner:
@@ -135,6 +158,11 @@ class Runner:
         in_flight = [j for j in self.jobs if j.state in (State.SUBMITTING, State.GENERATING)]
         pending = [j for j in self.jobs if j.state is State.PENDING]
         self._queue: deque[Job] = deque(in_flight + pending)
+        context = RunContext(self)
+        for observer in self.observers:
+            bind = getattr(observer, "bind", None)
+            if bind is not None:
+                bind(context)
         self._emit("start")
         snapshots = asyncio.create_task(self._snapshot_loop(), name="videobatch-snapshots")
         n_workers = min(self._ceiling, len(self._queue))
@@ -164,10 +192,17 @@ class Runner:
             await snapshots
         await self._poller.aclose()
         assert self._stop is not None
-        if self._stop.cancelled or self._stop.fatal:
+        if self._stop.cancelled:
             for job in self.jobs:
-                if job.state is State.PENDING and self._stop.cancelled:
+                if job.state is State.PENDING:
                     self._move(job, State.CANCELLED)
+        for observer in self.observers:
+            drain = getattr(observer, "drain", None)
+            if drain is not None:
+                try:
+                    await drain(self._stop.cancelled)
+                except Exception:
+                    log.exception("observer %r failed while finishing; continuing", observer)
         self._emit("finish")
         await self.store.close(self.jobs)
 

@@ -51,6 +51,7 @@ _PREFIX = "_vb_"
 _KEY_COL = _PREFIX + "key"
 _REQUEST_COL = _PREFIX + "request"
 _STATE_COL = _PREFIX + "state"
+_EXTRAS_COL = _PREFIX + "extras"
 _FLOAT_FIELDS = ("submitted_at", "completed_at", "video_duration", "expires_at")
 _INT_FIELDS = ("attempts", "generation")
 
@@ -162,6 +163,7 @@ class Checkpoint(Store):
             if prev_text == text:
                 for name in RESULT_FIELDS:
                     setattr(job, name, getattr(prev, name))
+                job.extras = prev.extras
                 job.state = prev.state
                 job.updated_at = prev.updated_at
             else:
@@ -270,6 +272,9 @@ def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequen
 
 def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
     cols: dict[str, pa.Array] = {_STATE_COL: pa.array([j.state.value for j in jobs], pa.string())}
+    # Extras keep their insertion order: it is the order of the results' extra columns.
+    extras = [json.dumps(j.extras, ensure_ascii=False) if j.extras else None for j in jobs]
+    cols[_EXTRAS_COL] = pa.array(extras, pa.string())
     for name in RESULT_FIELDS:
         values = [getattr(j, name) for j in jobs]
         if name in _INT_FIELDS:
@@ -329,6 +334,7 @@ def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckp
     request_json = table.column(_REQUEST_COL).to_pylist()
     states = table.column(_STATE_COL).to_pylist()
     fields = {name: table.column(_PREFIX + name).to_pylist() for name in RESULT_FIELDS}
+    extras = table.column(_EXTRAS_COL).to_pylist()
     jobs = []
     for i, key in enumerate(keys):
         request = _request_from(request_json[i]) if requests else _PLACEHOLDER
@@ -337,6 +343,8 @@ def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckp
             value = values[i]
             if value is not None:
                 setattr(job, name, value)
+        if extras[i]:
+            job.extras = json.loads(extras[i])
         jobs.append(job)
     _replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
     return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta, request_json=request_json)
