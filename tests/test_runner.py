@@ -206,3 +206,23 @@ def test_acting_observers_annotate_rows_durably_and_are_drained(tmp_path):
     assert list(df.columns[-2:]) == ["local_path", "bytes"]
     assert list(df["bytes"]) == [123, 123]
     assert df["local_path"].str.startswith("/videos/").all()
+
+
+def test_failed_rows_can_be_retried_while_the_run_goes_on():
+    provider = ScriptedProvider(max_parallel=2, latency=0.05)
+    jobs = make_jobs(["a [genfail]", "b", "c", "d"])
+    runner = Runner(jobs, provider, Store(), RunSettings())
+
+    async def scenario():
+        task = asyncio.create_task(runner.run())
+        while jobs[0].state is not State.FAILED:
+            await asyncio.sleep(0.005)
+        provider.tasks[jobs[0].task_id]["prompt"] = "a"  # not that the script cares: a new task is made
+        runner.retry()
+        return await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert jobs[0].generation == 1  # a new submission with its own idempotency key
+    assert len(provider.accepted) == 5
+    assert jobs[0].state is State.FAILED  # the script fails it again: it is still marked [genfail]
+    assert all(j.state is State.COMPLETED for j in jobs[1:])

@@ -201,17 +201,18 @@ class Batch:
     def retry_failed(self, kinds: Sequence[str] | None = None) -> int:
         """Put failed rows back to pending (optionally only these error kinds); returns how many.
 
-        Each retried row is a new, separately paid submission. Call ``start()``/``wait()`` again.
+        Each retried row is a new, separately paid submission. While the batch runs, the rows join
+        the running batch; otherwise call ``start()``/``wait()`` again.
         """
-        if self.running:
-            raise ConfigError("the batch is still running; wait() or cancel() first")
-        n = 0
-        for job in self.jobs:
-            if job.state is State.FAILED and (kinds is None or job.error_kind in kinds):
-                self.store.append(job.transition(State.PENDING))
-                n += 1
+        chosen = [j for j in self.jobs
+                  if j.state is State.FAILED and (kinds is None or j.error_kind in kinds)]
+        if self.running and self._runner is not None:
+            self._runner.retry([j.key for j in chosen])
+            return len(chosen)
+        for job in chosen:
+            self.store.append(job.transition(State.PENDING))
         self.outcome = None
-        return n
+        return len(chosen)
 
     # ------------------------------------------------------------------ looking
     def results(self) -> pd.DataFrame:

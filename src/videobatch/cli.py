@@ -7,6 +7,7 @@ configuration (nothing submitted) · 130 interrupted (run the same command again
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -42,6 +43,11 @@ it resumes: finished rows are kept, rows already accepted by the provider are pi
 """
 
 EPILOG = """\
+commands on a checkpoint:
+  python -m videobatch status CHECKPOINT      counts, failures by reason, what is still running
+  python -m videobatch retry CHECKPOINT       run failed rows again (new paid requests)
+  python -m videobatch download CHECKPOINT DIR   fetch finished videos that are not on disk yet
+
 examples:
   python -m videobatch data/prompts.csv --out results.csv
   python -m videobatch prompts.csv --dry-run --duration 10
@@ -124,7 +130,21 @@ def _default_path(prompts: str, suffix: str) -> Path:
     return p.with_name(p.stem + suffix)
 
 
+# Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
+SUBCOMMANDS = {
+    "status": "videobatch.commands:status_main",
+    "retry": "videobatch.commands:retry_main",
+    "download": "videobatch.commands:download_main",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module, _, attr = SUBCOMMANDS[argv[0]].partition(":")
+        command: Any = getattr(importlib.import_module(module), attr)
+        code: int = command(argv[1:])
+        return code
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -165,11 +165,9 @@ class Runner:
                 bind(context)
         self._emit("start")
         snapshots = asyncio.create_task(self._snapshot_loop(), name="videobatch-snapshots")
-        n_workers = min(self._ceiling, len(self._queue))
-        self._workers = [asyncio.create_task(self._worker(), name=f"videobatch-worker-{i}")
-                         for i in range(n_workers)]
+        self._spawn_workers()
         try:
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await self._all_workers_done()
         except asyncio.CancelledError:
             # Our caller was cancelled (Ctrl-C): stop the workers and leave a resumable state.
             self._cancel_now()
@@ -185,6 +183,40 @@ class Runner:
             polls=self._poller.polls,
             submits=self._submits,
         )
+
+    def _spawn_workers(self) -> None:
+        """Enough workers for the queued rows, up to the slot ceiling."""
+        alive = [w for w in self._workers if not w.done()]
+        for _ in range(min(self._ceiling - len(alive), len(self._queue))):
+            alive.append(asyncio.create_task(self._worker(), name="videobatch-worker"))
+        self._workers = alive
+
+    async def _all_workers_done(self) -> None:
+        # Workers may be added while we wait (retry during the run), so wait until none is left.
+        while any(not w.done() for w in self._workers):
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def retry(self, keys: Sequence[str] | None = None) -> None:
+        """Queue failed rows again while the run goes on (all failed rows, or those ``keys``).
+
+        Each retried row is a new, separately paid submission. Safe to call from any thread.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the run is not active; use Batch.retry_failed() and start again")
+        wanted = None if keys is None else set(keys)
+
+        def requeue() -> None:
+            stop = self._stop
+            if stop is None or stop.cancelled or stop.fatal:
+                return
+            for job in self.jobs:
+                if job.state is State.FAILED and (wanted is None or job.key in wanted):
+                    self._move(job, State.PENDING)
+                    self._queue.append(job)
+            self._spawn_workers()
+
+        loop.call_soon_threadsafe(requeue)
 
     async def _finish(self, snapshots: asyncio.Task[None]) -> None:
         snapshots.cancel()
