@@ -129,3 +129,16 @@ def test_secrets_never_reach_the_checkpoint(tmp_path):
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert secret.encode() not in data
     assert secret not in df.to_csv()
+
+
+def test_batch_from_checkpoint_resumes_without_the_input(tmp_path):
+    ckpt = tmp_path / "run.parquet"
+    first = videobatch.Batch(["a swan", "a blocked swan [reject]"], "local", render=False, checkpoint=ckpt, **FAST)
+    first.wait()
+    again = videobatch.Batch.from_checkpoint(ckpt, render=False, **FAST)
+    assert [j.key for j in again.jobs] == [j.key for j in first.jobs]
+    assert again.store.run_id == first.store.run_id
+    assert again.retry_failed() == 1
+    df = again.wait()
+    assert list(df["status"]) == ["completed", "failed"]
+    assert len(read_submissions()) == 3  # the completed row was not generated again; the retry was

@@ -101,6 +101,24 @@ class Batch:
         self._thread_result: RunOutcome | BaseException | None = None
         self.outcome: RunOutcome | None = None
 
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | os.PathLike[str], provider: str | Provider | None = None, **kwargs: Any
+    ) -> Batch:
+        """The batch stored in ``checkpoint``, without its original input (for retry/resume).
+
+        ``provider`` defaults to the one the checkpoint was made with; its options (latency,
+        base_url, ...) are not stored and must be passed again when they matter.
+        """
+        from .store import load
+
+        loaded = load(checkpoint)
+        prompts = Prompts(frame=loaded.frame, requests=[j.request for j in loaded.jobs],
+                          keys=[j.key for j in loaded.jobs], source=str(checkpoint))
+        if provider is None:
+            provider = str(loaded.meta.get("settings", {}).get("provider", "local"))
+        return cls(prompts, provider, checkpoint=checkpoint, **kwargs)
+
     # ------------------------------------------------------------------ running
     async def _run(self) -> RunOutcome:
         observers = list(self._observers)
