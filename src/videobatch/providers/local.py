@@ -245,7 +245,8 @@ class LocalProvider(Provider):
         lost_answer_rate: float | str = 0.0,
         fsync: bool | str = False,
     ) -> None:
-        self.root = Path(root).expanduser() if root not in (None, "") else default_root()
+        root_path = Path(root).expanduser() if root not in (None, "") else default_root()
+        self.root = root_path.absolute()  # file URLs and paths must not depend on a later chdir
         self.latency = _as_float("latency", latency, 0.0)
         self.jitter = _as_float("jitter", jitter, 0.0, 1.0)
         self.failure_rate = _as_float("failure_rate", failure_rate, 0.0, 1.0)
@@ -591,7 +592,7 @@ class LocalProvider(Provider):
         url = self._rendered.get(name)
         if url is not None:
             return url
-        path = (self._videos_dir / f"{name}.mp4").absolute()
+        path = self._videos_dir / f"{name}.mp4"
         loop = asyncio.get_running_loop()
         job = self._renders.get(name)
         if job is None or job.get_loop() is not loop:
