@@ -1,0 +1,111 @@
+"""Pacing parts on their own: backoff bounds, the token bucket's rate, adaptive slots, poll timing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from videobatch.pacing import RateLimiter, Slots, backoff
+from videobatch.polling import PollSchedule
+from videobatch.providers.base import PollHint
+
+
+def test_backoff_grows_exponentially_with_jitter_and_cap():
+    rng = random.Random(1)
+    for failures, bound in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)]:
+        delays = [backoff(failures, base=1.0, cap=30.0, rng=rng) for _ in range(200)]
+        assert all(bound / 2 <= d <= bound for d in delays)
+        assert max(delays) - min(delays) > bound / 4  # jittered, not fixed
+
+
+def test_backoff_honours_retry_after():
+    assert backoff(1, base=0.1, cap=1.0, retry_after=7.0) == 7.0
+
+
+def test_rate_limiter_keeps_the_rate():
+    async def measure():
+        limiter = RateLimiter(rate=50.0, burst=1)
+        start = time.monotonic()
+        for _ in range(26):
+            await limiter.acquire()
+        return time.monotonic() - start
+
+    took = asyncio.run(measure())
+    assert took >= 0.45  # 25 intervals of 20 ms: never faster than the rate
+
+
+def test_rate_limiter_penalty_delays_the_next_request():
+    async def measure():
+        limiter = RateLimiter(rate=100.0, burst=5)
+        limiter.penalize(0.2)
+        start = time.monotonic()
+        await limiter.acquire()
+        return time.monotonic() - start
+
+    assert asyncio.run(measure()) >= 0.18
+
+
+def test_no_rate_means_no_waiting():
+    async def measure():
+        limiter = RateLimiter(rate=None)
+        start = time.monotonic()
+        for _ in range(10_000):
+            await limiter.acquire()
+        return time.monotonic() - start
+
+    assert asyncio.run(measure()) < 0.5
+
+
+def test_slots_shrink_on_busy_and_grow_back_when_quiet():
+    async def scenario():
+        slots = Slots(4)
+        for _ in range(4):
+            await slots.acquire()
+        await slots.shrink()  # the provider says all busy while we hold 4: only 3 are really ours
+        assert slots.limit == 3
+        await slots.release()
+        await slots.release()
+        waiter = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0.01)
+        assert waiter.done()  # in_use 2 < limit 3
+        blocked = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # in_use 3 == limit
+        await slots.grow(quiet_for=0.0)
+        await asyncio.sleep(0.01)
+        assert slots.limit == 4
+        assert blocked.done()
+
+    asyncio.run(scenario())
+
+
+def test_slots_refuse_zero():
+    with pytest.raises(ValueError, match="at least 1"):
+        Slots(0)
+
+
+def test_poll_schedule_follows_the_hint_before_learning():
+    s = PollSchedule(PollHint(first_poll=30, min_interval=5, max_interval=60, growth=2))
+    assert s.next_delay(age=0, polls=0) == 30
+    assert s.next_delay(age=30, polls=1) == 5
+    assert s.next_delay(age=35, polls=2) == 10
+    assert s.next_delay(age=500, polls=9) == 60
+
+
+def test_poll_schedule_aims_at_learned_durations():
+    s = PollSchedule(PollHint(first_poll=1, min_interval=1, max_interval=60))
+    for d in [100, 110, 120, 130, 140, 150, 160, 170, 180, 190]:
+        s.observe(d)
+    first = s.next_delay(age=0, polls=0)
+    assert 105 <= first <= 115  # near the fast end of what tasks took
+    step = s.next_delay(age=first, polls=1)
+    assert 20 <= step <= 30  # about a third of the spread: ~3 polls cover most tasks
+    # Polls per task stay small for a task of typical length:
+    age, polls = 0.0, 0
+    while age < 150:
+        age += s.next_delay(age, polls)
+        polls += 1
+    assert polls <= 4
