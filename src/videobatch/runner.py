@@ -23,7 +23,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import (
     AccountError,
@@ -41,7 +41,8 @@ from .polling import Poller, PollSchedule
 from .providers.base import Provider, TaskState, TaskStatus
 from .store import Store
 
-__all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]
+__all__ = ["JobSource", "LocalSlots", "QueueSource", "RunContext", "RunOutcome", "RunSettings", "Runner",
+           "SlotPool"]
 
 log = logging.getLogger("videobatch")
 
@@ -72,6 +73,76 @@ class _Stop:
     no_submit: ProviderError | None = None  # stops new submissions only
     cancelled: bool = False
     event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobSource(Protocol):
+    """Where workers get their next row. The local runner uses a queue of the batch's rows; the
+    service uses a Redis stream shared by many worker processes."""
+
+    async def next(self) -> Job | None:
+        """The next row to drive, or None when there is no more work for this run."""
+
+    async def done(self, job: Job) -> None:
+        """The worker is finished with ``job`` (it ended, or the run stops while it is in flight)."""
+
+    def backlog(self) -> int | None:
+        """Rows waiting, or None when unknown (then the runner keeps every worker slot busy)."""
+
+
+class SlotPool(Protocol):
+    """Parallel-task slots. ``videobatch.pacing.Slots`` in one process; a Redis lease set shared by
+    all workers in service mode."""
+
+    ceiling: int
+    limit: int
+    in_use: int
+
+    async def acquire(self, job: Job) -> None: ...
+    async def release(self, job: Job) -> None: ...
+    async def shrink(self) -> None: ...
+    async def grow(self) -> None: ...
+
+
+class QueueSource:
+    """The local job source: the batch's rows in order, and rows queued again by a retry."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self._queue: deque[Job] = deque(jobs)
+
+    async def next(self) -> Job | None:
+        return self._queue.popleft() if self._queue else None
+
+    async def done(self, job: Job) -> None:
+        return None
+
+    def backlog(self) -> int | None:
+        return len(self._queue)
+
+    def add(self, job: Job) -> None:
+        self._queue.append(job)
+
+
+class LocalSlots:
+    """``pacing.Slots`` behind the ``SlotPool`` interface (the job does not matter locally)."""
+
+    def __init__(self, ceiling: int) -> None:
+        self._slots = Slots(ceiling)
+
+    ceiling = property(lambda self: self._slots.ceiling)
+    limit = property(lambda self: self._slots.limit)
+    in_use = property(lambda self: self._slots.in_use)
+
+    async def acquire(self, job: Job) -> None:
+        await self._slots.acquire()
+
+    async def release(self, job: Job) -> None:
+        await self._slots.release()
+
+    async def shrink(self) -> None:
+        await self._slots.shrink()
+
+    async def grow(self) -> None:
+        await self._slots.grow()
 
 
 class RunContext:
@@ -105,7 +176,12 @@ class Runner:
         store: Store,
         settings: RunSettings | None = None,
         observers: Sequence[Observer] = (),
+        *,
+        source: JobSource | None = None,
+        slots: SlotPool | None = None,
     ) -> None:
+        """Drive ``jobs`` (a batch) — or, with ``source``/``slots``, whatever the source hands out
+        under a shared slot pool (service mode; ``jobs`` may then be empty)."""
         self.jobs = list(jobs)
         self.provider = provider
         self.store = store
@@ -117,6 +193,8 @@ class Runner:
         self.progress = Progress(total=len(self.jobs), slots_limit=ceiling)
         self.progress.counts.update(j.state for j in self.jobs)
         self._ceiling = ceiling
+        self._source_arg = source
+        self._slots_arg = slots
         self._submits = 0
         self._stop: _Stop | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -148,7 +226,7 @@ class Runner:
     async def run(self) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
         self._stop = stop = _Stop()
-        self._slots = Slots(self._ceiling)
+        self._slots: SlotPool = self._slots_arg or LocalSlots(self._ceiling)
         self._limiter = RateLimiter(self.provider.limits.max_rps)
         self._poller = Poller(self.provider, self._limiter, PollSchedule(self.provider.poll_hint),
                               on_fatal=self._fatal)
@@ -157,7 +235,7 @@ class Runner:
                 self._move(job, State.PENDING)
         in_flight = [j for j in self.jobs if j.state in (State.SUBMITTING, State.GENERATING)]
         pending = [j for j in self.jobs if j.state is State.PENDING]
-        self._queue: deque[Job] = deque(in_flight + pending)
+        self._source: JobSource = self._source_arg or QueueSource(in_flight + pending)
         context = RunContext(self)
         for observer in self.observers:
             bind = getattr(observer, "bind", None)
@@ -187,7 +265,9 @@ class Runner:
     def _spawn_workers(self) -> None:
         """Enough workers for the queued rows, up to the slot ceiling."""
         alive = [w for w in self._workers if not w.done()]
-        for _ in range(min(self._ceiling - len(alive), len(self._queue))):
+        backlog = self._source.backlog()
+        wanted = self._ceiling - len(alive)
+        for _ in range(wanted if backlog is None else min(wanted, backlog)):
             alive.append(asyncio.create_task(self._worker(), name="videobatch-worker"))
         self._workers = alive
 
@@ -205,6 +285,9 @@ class Runner:
         if loop is None or loop.is_closed():
             raise RuntimeError("the run is not active; use Batch.retry_failed() and start again")
         wanted = None if keys is None else set(keys)
+        source = self._source
+        if not isinstance(source, QueueSource):
+            raise RuntimeError("this run takes its rows from a shared queue; retry through it")
 
         def requeue() -> None:
             stop = self._stop
@@ -213,7 +296,7 @@ class Runner:
             for job in self.jobs:
                 if job.state is State.FAILED and (wanted is None or job.key in wanted):
                     self._move(job, State.PENDING)
-                    self._queue.append(job)
+                    source.add(job)
             self._spawn_workers()
 
         loop.call_soon_threadsafe(requeue)
@@ -253,19 +336,24 @@ class Runner:
     async def _worker(self) -> None:
         stop = self._stop
         assert stop is not None
-        while self._queue and not stop.fatal and not stop.cancelled:
-            job = self._queue.popleft()
-            if job.state is State.PENDING and stop.no_submit:
-                continue
-            await self._slots.acquire()
-            self._emit("slots")
+        while not stop.fatal and not stop.cancelled:
+            job = await self._source.next()
+            if job is None:
+                return
             try:
-                await self._drive(job)
-            except ProviderError as exc:
-                self._fatal(exc)
-            finally:
-                await self._slots.release()
+                if job.state is State.PENDING and stop.no_submit:
+                    continue
+                await self._slots.acquire(job)
                 self._emit("slots")
+                try:
+                    await self._drive(job)
+                except ProviderError as exc:
+                    self._fatal(exc)
+                finally:
+                    await self._slots.release(job)
+                    self._emit("slots")
+            finally:
+                await self._source.done(job)
 
     async def _drive(self, job: Job) -> None:
         if job.state is State.SUBMITTING:
