@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -180,3 +179,15 @@ def test_wrong_keys_stop_the_run_and_nothing_is_paid(tmp_path):
     assert "KLING_SECRET_KEY" in refused.stdout + refused.stderr
     assert wrong not in refused.stdout + refused.stderr
     assert counters["accepted"] == 0
+
+
+def test_a_smaller_account_limit_is_learned_not_hammered():
+    """The account allows 3 parallel tasks and 15 requests/s, the client was told 6 and 100."""
+    with running_server(latency=0.3, jitter=0.2, max_parallel=3, rps=15) as server:
+        df = videobatch.run([f"tide pool {i}" for i in range(30)], "kling",
+                            **kling_options(server, max_parallel=6))
+        counters = server.counters()
+    assert (df["status"] == "completed").all()
+    assert counters["accepted"] == 30
+    assert counters["paid_duplicates"] == 0
+    assert counters["rejected"].get("parallel_limit", 0) <= 10  # backs off and adapts

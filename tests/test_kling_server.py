@@ -24,7 +24,7 @@ from videobatch.providers import kling as kling_module
 from videobatch.providers.kling import KlingProvider
 from videobatch.render import probe
 from videobatch.request import VideoRequest
-from videobatch.testing import ServerHandle, SimConfig, running_server
+from videobatch.testing import Faults, ServerHandle, SimConfig, parse_rules, running_server
 
 AK, SK = SimConfig.access_key, SimConfig.secret_key
 DEFAULTS: dict[str, Any] = {"latency": 0.2, "jitter": 0.0, "max_parallel": 5, "rps": None,
@@ -372,3 +372,18 @@ def test_server_as_a_separate_process():
         assert isinstance(error, RateLimited)
         assert status.state is TaskState.SUCCEEDED
         assert srv.counters()["accepted"] == 1
+
+
+def test_fault_specs_parse_with_scopes_and_counts():
+    rules = parse_rules("rate_limit=0.05, server_error@create=next:2,fail=1,code_1102@query=0.5")
+    assert [(r.kind, r.scope, r.rate, r.next) for r in rules] == [
+        ("rate_limit", "all", 0.05, 0), ("server_error", "create", 0.0, 2),
+        ("fail", "task", 1.0, 0), ("code_1102", "query", 0.5, 0)]
+    faults = Faults(parse_rules({"lost": 2, "garbage@query": "next:1"}))
+    picks = [faults.pick("after", "create") for _ in range(3)]
+    assert picks == ["lost", "lost", None]
+    assert faults.pick("after", "query") == "garbage"
+    assert faults.injected == {"lost": 2, "garbage": 1}
+    for bad in ("teleport=0.1", "lost@nowhere=0.1", "code_9999=1", "lost=1.5", "lost"):
+        with pytest.raises(ValueError):  # noqa: PT011 (each message differs)
+            parse_rules(bad)

@@ -20,20 +20,25 @@ clients that call it; none of them documents every point, so the client is lenie
   the exact refusal. Any 1200/1201 refusal of a create whose message mentions ``external_task_id``
   is treated as "this key was already used": the task is looked up with ``find`` and adopted. If the
   lookup finds nothing, the refusal stands (a RejectedError), so nothing is ever paid twice.
+  (The project's test server answers 400 / 1201 "Invalid parameters: external_task_id '…' already
+  exists".)
 * **image2video** bodies carry no ``aspect_ratio`` (the image decides it); ``image``/``image_tail``
   are URLs passed through, or local files sent as bare base64 (no ``data:`` prefix).
 * Result URLs expire 30 days after the task was created: ``expires_at = created_at + 30 days``.
+* The task path needs the kind (text2video / image2video): it is remembered per task id from
+  submit/find/list answers; an unknown id (after a restart) is tried as text2video, then image2video.
+* ``status_many`` reads list pages (pageSize 500, newest first) when at least ``list_threshold``
+  (3) tasks are asked, never more pages than the single GETs they replace, then single GETs for
+  any task not seen; a rate-limit or server error on the list is reported for every task asked.
 
 Credentials are checked in ``check()`` (and again before the first request), never at import or
-construction, so a dry run or cost estimate works without keys. Keys and tokens are held in
+construction, so ``describe()`` and cost estimates work without keys. Keys and tokens are held in
 ``_Secret`` wrappers whose repr is ``'***'``; no message, repr or ``describe()`` shows them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import email.utils
 import logging
 import os
@@ -41,7 +46,6 @@ import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 from urllib.parse import quote
 
@@ -62,6 +66,7 @@ from ..errors import (
 )
 from ..models import resolve_model
 from ..request import VideoRequest
+from . import _images as images
 from .base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
@@ -74,9 +79,6 @@ TOKEN_TTL = 1800  # seconds a JWT is valid
 TOKEN_RENEW_BEFORE = 300  # renew this long before it expires
 RESULT_TTL = 30 * 24 * 3600  # Kling deletes result files after 30 days
 MAX_TEXT = 2500  # characters of prompt / negative_prompt
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MIN_IMAGE_SIDE = 300
-MAX_IMAGE_ASPECT = 2.5
 TEXT2VIDEO, IMAGE2VIDEO = "text2video", "image2video"
 KINDS = (TEXT2VIDEO, IMAGE2VIDEO)
 _STATES = {
@@ -85,7 +87,6 @@ _STATES = {
     "succeed": TaskState.SUCCEEDED,
     "failed": TaskState.FAILED,
 }
-_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no whitespace
 
 _now = time.time  # the clock; tests replace it
@@ -141,9 +142,10 @@ class KlingProvider(Provider):
     Options (strings are accepted, as from ``-P key=value``): ``access_key``, ``secret_key``
     (default: env KLING_ACCESS_KEY / KLING_SECRET_KEY), ``base_url`` (env KLING_BASE_URL, default
     the official API), ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
-    ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``, ``first_poll`` / ``poll_interval`` /
-    ``max_poll_interval`` (seconds), ``list_threshold`` (use the list endpoint from this many
-    tasks on), ``page_size``, and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests).
+    ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
+    ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
+    (use the list endpoint from this many tasks on), ``page_size``, and ``transport`` (an
+    ``httpx.AsyncBaseTransport``, for tests).
     """
 
     name: ClassVar[str] = "kling"
@@ -255,11 +257,9 @@ class KlingProvider(Provider):
                                             allowed="at most 2500 characters"))
             for column in ("image", "image_tail"):
                 value = getattr(req, column)
-                message = _image_problem(value) if value else None
+                message = images.problem(value) if value else None
                 if message:
-                    problems.append(Problem(row, column, message, allowed=(
-                        "an http(s) URL, or a readable JPEG/PNG file of at most 10 MB, sides "
-                        "≥ 300 px, aspect between 1:2.5 and 2.5:1")))
+                    problems.append(Problem(row, column, message, allowed=images.ALLOWED))
             if req.image_tail and req.camera_control is not None:
                 problems.append(Problem(row, "camera_control", "Kling does not accept "
                                         "camera_control together with image_tail",
@@ -401,7 +401,7 @@ class KlingProvider(Provider):
         for column in ("image", "image_tail"):
             value = getattr(request, column)
             if value:
-                body[column] = await _image_field(column, value)
+                body[column] = await images.wire_value(column, value)
         if self.callback_url:
             body["callback_url"] = self.callback_url
         body["external_task_id"] = key
@@ -591,102 +591,3 @@ def _float(value: Any) -> float | None:
 
 def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
-
-
-# -- images --------------------------------------------------------------------------------------
-
-
-def _is_url(value: str) -> bool:
-    return value.strip().lower().startswith(("http://", "https://"))
-
-
-def _local_file(value: str) -> Path | None:
-    try:
-        path = Path(value.strip()).expanduser()
-        return path if path.is_file() else None
-    except (OSError, ValueError):  # e.g. a base64 string too long to be a file name
-        return None
-
-
-def _looks_base64(value: str) -> bool:
-    return len(value) >= 64 and bool(_BASE64.match(value))
-
-
-async def _image_field(column: str, value: str) -> str:
-    """What goes on the wire for ``image``/``image_tail``: a URL, or bare base64."""
-    value = value.strip()
-    if _is_url(value):
-        return value
-    if value.startswith("data:"):
-        return value.partition(",")[2]
-    path = _local_file(value)
-    if path is not None:
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise RejectedError(f"{column} file {value!r} cannot be read: {exc.strerror}") from None
-        return base64.b64encode(data).decode("ascii")
-    if _looks_base64(value):
-        return "".join(value.split())
-    raise RejectedError(f"{column} {value!r} is neither an http(s) URL nor an existing file")
-
-
-def _image_problem(value: str) -> str | None:
-    """Why Kling would refuse this image, judged locally; None if it looks fine (or is a URL)."""
-    value = value.strip()
-    if _is_url(value):
-        return None
-    if value.startswith("data:") or (_local_file(value) is None and _looks_base64(value)):
-        try:
-            data = base64.b64decode(value.partition(",")[2] if value.startswith("data:")
-                                    else value, validate=False)
-        except (binascii.Error, ValueError):
-            return "is not valid base64"
-        return _image_bytes_problem(data, len(data))
-    path = _local_file(value)
-    if path is None:
-        return f"file {value!r} not found (relative paths are from the working directory)"
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            head = handle.read(256 * 1024)
-    except OSError as exc:
-        return f"file {value!r} cannot be read: {exc.strerror}"
-    return _image_bytes_problem(head, size)
-
-
-def _image_bytes_problem(head: bytes, size: int) -> str | None:
-    if size > MAX_IMAGE_BYTES:
-        return f"image is {size / 1024 / 1024:.1f} MB, Kling accepts at most 10 MB"
-    if not (head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff")):
-        return "image is not a JPEG or PNG file"
-    dims = _image_size(head)
-    if dims is None:
-        return None
-    width, height = dims
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return f"image is {width}x{height} px, Kling needs both sides ≥ {MIN_IMAGE_SIDE} px"
-    if max(width, height) / max(1, min(width, height)) > MAX_IMAGE_ASPECT:
-        return f"image is {width}x{height} px, aspect beyond 2.5:1"
-    return None
-
-
-def _image_size(head: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG or JPEG from its first bytes, or None if not found there."""
-    if head.startswith(b"\x89PNG") and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    i = 2
-    while i + 9 < len(head):
-        if head[i] != 0xFF:
-            i += 1
-            continue
-        marker = head[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = int.from_bytes(head[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7],
-                                                                              "big")
-        i += 2 + length
-    return None

@@ -1,14 +1,19 @@
 """Test doubles that speak real protocols: a Kling-compatible HTTP server with fault injection.
 
 Needs the ``testing`` extra (starlette, uvicorn). Start one with ``running_server(...)`` or
-``python -m videobatch.testing.kling_server --port N``.
+``python -m videobatch.testing.kling_server --port N``. Names are imported on first use, so that
+``python -m videobatch.testing.kling_server`` does not import its own module twice.
 """
 
 from __future__ import annotations
 
-from .faults import FaultRule, Faults, parse_rules
-from .kling_server import KlingApp, ServerHandle, create_app, running_server
-from .kling_sim import SimConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .faults import FaultRule, Faults, parse_rules
+    from .kling_server import KlingApp, ServerHandle, create_app, running_server
+    from .kling_sim import SimConfig
 
 __all__ = [
     "FaultRule",
@@ -20,3 +25,14 @@ __all__ = [
     "parse_rules",
     "running_server",
 ]
+
+_HOMES = {"FaultRule": "faults", "Faults": "faults", "parse_rules": "faults",
+          "KlingApp": "kling_server", "ServerHandle": "kling_server", "create_app": "kling_server",
+          "running_server": "kling_server", "SimConfig": "kling_sim"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

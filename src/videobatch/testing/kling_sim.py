@@ -281,8 +281,12 @@ class Account:
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         states: dict[str, int] = {}
+        busy = 0.0  # slot-seconds the finished tasks held: the ideal run's total work
         for task in self.tasks.values():
-            states[task.status(now)] = states.get(task.status(now), 0) + 1
+            state = task.status(now)
+            states[state] = states.get(state, 0) + 1
+            if now >= task.done_at:
+                busy += task.done_at - task.started
         c = self.counters
         return {
             "requests": c.requests, "accepted": c.accepted, "duplicates": c.duplicates,
@@ -290,7 +294,7 @@ class Account:
             "polls_single": c.polls_single, "polls_external": c.polls_external,
             "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
             "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
-            "downloads": c.downloads, "tasks": states,
+            "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
         }
 
