@@ -1,0 +1,333 @@
+"""Tell other systems when a row ends: a signed JSON POST per completed or failed row, retried.
+
+``WebhookNotifier`` is a run observer. When a row reaches ``completed`` or ``failed`` it POSTs to
+the row's own ``webhook_url`` cell (a column carried through from the input) or else the run-wide
+URL. Deliveries run as background tasks (bounded concurrency), retried with jittered backoff on
+network errors, 408/425/429 and 5xx (honouring ``Retry-After``); other 4xx answers are final. The
+batch never waits for a receiver, except for a bounded ``drain_timeout`` at the end of the run.
+
+The body (identical on every attempt)::
+
+    {"event": "video.completed", "request_id": "<row key>", "status": "completed",
+     "video_url": "...", "error": null, "error_kind": null, "task_id": "...",
+     "prompt": "...", "metadata": {<the row's other input columns>},
+     "submitted_at": "2025-01-01T12:00:00Z", "completed_at": "...", "expires_at": "...",
+     "run_id": "...", "delivery_id": "whd-..."}
+
+Headers: ``X-Videobatch-Event``, ``X-Videobatch-Delivery`` (same on every attempt: receivers
+de-duplicate on it), ``X-Videobatch-Attempt``, ``X-Videobatch-Timestamp`` (Unix seconds of this
+attempt) and, when a secret is configured, ``X-Videobatch-Signature: sha256=<hex>`` where hex is
+HMAC-SHA256(secret, ``"<timestamp>." + raw body``). A receiver recomputes it over the raw bytes it
+received, compares in constant time and rejects timestamps older than a few minutes (replays):
+``verify_signature`` does exactly that.
+
+Outcomes join the results: ``webhook_status`` (delivered / failed / abandoned),
+``webhook_attempts``, ``webhook_error`` and ``webhook_event`` (the row status last delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import pandas as pd
+
+from .errors import ConfigError, Problem
+from .events import Event
+from .jobs import Job, State
+from .pacing import backoff
+
+__all__ = ["WebhookNotifier", "build_payload", "check_urls", "sign", "verify_signature"]
+
+log = logging.getLogger("videobatch")
+
+SIGNATURE_HEADER = "X-Videobatch-Signature"
+TIMESTAMP_HEADER = "X-Videobatch-Timestamp"
+_RETRY_STATUS = frozenset({408, 425, 429})
+_NOTIFY = (State.COMPLETED, State.FAILED)
+
+
+class _Context(Protocol):
+    @property
+    def run_id(self) -> str: ...
+
+    def annotate(self, job: Job, **extras: Any) -> None: ...
+
+
+# ---------------------------------------------------------------------- signing
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Videobatch-Signature`` value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, timestamp: str | int | None, signature: str | None,
+                     *, tolerance: float = 300.0, now: float | None = None) -> bool:
+    """What a receiver does: True only for a valid signature on a fresh timestamp."""
+    if timestamp is None or signature is None:
+        return False
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, ts), signature)
+
+
+# ---------------------------------------------------------------------- payload
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe version of a DataFrame cell."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    with contextlib.suppress(TypeError, ValueError):
+        if pd.isna(value):
+            return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return _plain(item())
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def build_payload(job: Job, row: Mapping[str, Any], *, run_id: str, column: str = "webhook_url") -> dict[str, Any]:
+    """The JSON body for ``job``'s current state; ``row`` is its input columns."""
+    metadata = {str(k): _plain(v) for k, v in row.items() if k not in ("prompt", column)}
+    delivery = hashlib.sha256(f"{run_id}\x1f{job.key}\x1f{job.generation}\x1f{job.state.value}"
+                              .encode()).hexdigest()[:24]
+    return {
+        "event": f"video.{job.state.value}",
+        "request_id": job.key,
+        "status": job.state.value,
+        "video_url": job.video_url,
+        "error": job.error,
+        "error_kind": job.error_kind,
+        "task_id": job.task_id,
+        "prompt": job.request.prompt or _plain(row.get("prompt")),
+        "metadata": metadata,
+        "submitted_at": _iso(job.submitted_at),
+        "completed_at": _iso(job.completed_at),
+        "expires_at": _iso(job.expires_at),
+        "run_id": run_id,
+        "delivery_id": "whd-" + delivery,
+    }
+
+
+def _bad_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "a webhook URL must start with http:// or https:// and name a host"
+    return None
+
+
+def check_urls(frame: pd.DataFrame, column: str = "webhook_url") -> list[Problem]:
+    """Every malformed cell of the per-row webhook column (empty cells are fine)."""
+    if column not in frame.columns:
+        return []
+    problems = []
+    for n, value in enumerate(frame[column].tolist(), start=1):
+        if _plain(value) in (None, ""):
+            continue
+        reason = _bad_url(str(value))
+        if reason:
+            problems.append(Problem(n, column, f"{str(value)[:80]!r}: {reason}"))
+    return problems
+
+
+# ---------------------------------------------------------------------- the observer
+class WebhookNotifier:
+    """An observer that POSTs each row's completion or failure to its webhook URL.
+
+    ``url``: run-wide receiver, used for rows whose ``column`` cell is empty (or when the input
+    has no such column). ``secret``: HMAC key (kept in memory only, never shown). ``frame``: the
+    input table (``Batch.prompts.frame``) for per-row URLs and metadata. ``client``: an
+    ``httpx.AsyncClient`` to use instead of a private one.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        secret: str | None = None,
+        frame: pd.DataFrame | None = None,
+        client: httpx.AsyncClient | None = None,
+        column: str = "webhook_url",
+        max_attempts: int = 5,
+        concurrency: int = 8,
+        timeout: float = 10.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        if url is not None and _bad_url(url):
+            raise ConfigError(f"webhook URL {url!r}: {_bad_url(url)}")
+        if max_attempts < 1 or concurrency < 1:
+            raise ConfigError("webhook max_attempts and concurrency must be at least 1")
+        self.url = url
+        self.__secret = secret or None
+        self.frame = frame
+        self.column = column
+        self.max_attempts = max_attempts
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.drain_timeout = drain_timeout
+        self._given_client = client
+        self._client: httpx.AsyncClient | None = None
+        self._context: _Context | None = None
+        self._gate: asyncio.Semaphore | None = None
+        self._tasks: dict[asyncio.Task[None], Job] = {}
+
+    def __repr__(self) -> str:
+        signed = "signed" if self.__secret else "unsigned"
+        return f"<WebhookNotifier url={self.url!r} {signed}>"
+
+    @property
+    def signed(self) -> bool:
+        return self.__secret is not None
+
+    # ------------------------------------------------------------------ observer protocol
+    def bind(self, context: _Context) -> None:
+        self._context = context
+        self._gate = asyncio.Semaphore(self.concurrency)
+        self._tasks = {}
+        # Rows that ended before a crash without their notification (when the context lists jobs).
+        for job in getattr(context, "jobs", None) or ():
+            if job.state in _NOTIFY and job.extras.get("webhook_event") != job.state.value:
+                self.schedule(job)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "transition" and event.new in _NOTIFY and event.job is not None:
+            self.schedule(event.job)
+
+    async def drain(self, cancelled: bool) -> None:
+        """Wait up to ``drain_timeout`` (nothing when cancelled); abandon what is left."""
+        try:
+            pending = set(self._tasks)
+            if pending and not cancelled:
+                _, pending = await asyncio.wait(pending, timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log.warning("%d webhook deliveries abandoned at the end of the run", len(pending))
+        finally:
+            if self._client is not None and self._client is not self._given_client:
+                await self._client.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------ delivering
+    def target(self, job: Job) -> str | None:
+        """The URL ``job`` is reported to: its own cell, else the run-wide one, else None."""
+        if self.frame is not None and self.column in self.frame.columns and job.index < len(self.frame):
+            cell = _plain(self.frame[self.column].iloc[job.index])
+            if cell not in (None, ""):
+                return str(cell).strip()
+        return self.url
+
+    def schedule(self, job: Job) -> asyncio.Task[None] | None:
+        url = self.target(job)
+        if url is None or self._context is None:
+            return None
+        row: Mapping[str, Any] = {}
+        if self.frame is not None and job.index < len(self.frame):
+            row = {str(k): v for k, v in self.frame.iloc[job.index].items()}
+        payload = build_payload(job, row, run_id=self._context.run_id, column=self.column)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(job, url, body, payload["event"], payload["delivery_id"]),
+            name=f"videobatch-webhook-{job.key}")
+        self._tasks[task] = job
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
+        return task
+
+    async def _deliver(self, job: Job, url: str, body: bytes, event: str, delivery: str) -> None:
+        assert self._gate is not None
+        attempts, error = 0, None
+        status = job.state.value
+        try:
+            async with self._gate:
+                if _bad_url(url):
+                    error = f"{url[:80]!r}: {_bad_url(url)}"
+                else:
+                    while attempts < self.max_attempts:
+                        attempts += 1
+                        error, retry, retry_after = await self._post(url, body, event, delivery, attempts)
+                        if error is None or not retry or attempts >= self.max_attempts:
+                            break
+                        await asyncio.sleep(backoff(attempts, base=self.backoff_base,
+                                                    cap=self.backoff_cap, retry_after=retry_after))
+        except asyncio.CancelledError:
+            self._record(job, webhook_status="abandoned", webhook_attempts=attempts,
+                         webhook_error="the run ended before the receiver answered")
+            raise
+        if error is None:
+            self._record(job, webhook_status="delivered", webhook_attempts=attempts,
+                         webhook_error=None, webhook_event=status)
+        else:
+            log.warning("row %s: webhook to %s failed: %s", job.key, _host(url), error)
+            self._record(job, webhook_status="failed", webhook_attempts=attempts,
+                         webhook_error=error, webhook_event=status)
+
+    async def _post(self, url: str, body: bytes, event: str, delivery: str,
+                    attempt: int) -> tuple[str | None, bool, float | None]:
+        """One attempt: (error or None, worth retrying, Retry-After seconds)."""
+        now = int(time.time())
+        headers = {"Content-Type": "application/json", "User-Agent": "videobatch-webhooks",
+                   "X-Videobatch-Event": event, "X-Videobatch-Delivery": delivery,
+                   "X-Videobatch-Attempt": str(attempt), TIMESTAMP_HEADER: str(now)}
+        if self.__secret:
+            headers[SIGNATURE_HEADER] = sign(self.__secret, body, now)
+        try:
+            response = await self._http().post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc or 'no answer'}", True, None
+        code = response.status_code
+        if 200 <= code < 300:
+            return None, False, None
+        retry_after = None
+        with contextlib.suppress(ValueError):
+            retry_after = float(response.headers.get("retry-after", ""))
+        retry = code >= 500 or code in _RETRY_STATUS
+        return f"HTTP {code} {response.reason_phrase} from {_host(url)}", retry, retry_after
+
+    def _record(self, job: Job, **extras: Any) -> None:
+        if self._context is not None:
+            self._context.annotate(job, **extras)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._given_client or httpx.AsyncClient(
+                timeout=self.timeout, follow_redirects=False,
+                limits=httpx.Limits(max_connections=self.concurrency))
+        return self._client
+
+
+def _host(url: str) -> str:
+    """Scheme and host only: webhook URLs often carry tokens in their path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

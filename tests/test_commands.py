@@ -1,0 +1,154 @@
+"""status / retry / download / report on checkpoints made by real runs of the local provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import videobatch
+from videobatch.commands import download_main, report_main, retry_main, status_main, status_report
+from videobatch.jobs import Job, State
+from videobatch.providers.local import read_submissions
+from videobatch.request import VideoRequest
+from videobatch.store import LoadedCheckpoint, load
+
+FAST = {"latency": 0.05, "progress": False}
+
+
+def make_run(tmp_path: Path, rows: list[str], **options: object) -> Path:
+    checkpoint = tmp_path / "run.parquet"
+    videobatch.run(rows, "local", checkpoint=checkpoint, **{**FAST, **options})
+    return checkpoint
+
+
+def test_status_counts_failures_by_reason(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a cat", "a dog", "a banned thing [reject]"], render=False)
+    assert status_main([str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "3 rows via 'local'" in out and "completed 2 · failed 1" in out
+    assert "Failures by reason:" in out and "rejected ×1" in out and "content policy" in out
+    assert "retry with: python -m videobatch retry" in out
+    assert status_main([str(checkpoint), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["counts"]["completed"] == 2 and info["failures"]["rejected"]["count"] == 1
+
+
+def test_status_shows_rows_in_flight(tmp_path, capsys):
+    checkpoint = tmp_path / "run.parquet"
+    batch = videobatch.Batch(["slow one", "slow two"], "local", checkpoint=checkpoint,
+                             latency=30, render=False, progress=False).start()
+    deadline = time.monotonic() + 10
+    while batch.counts()["generating"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    batch.cancel()
+    batch.wait()
+    assert status_main([str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "generating 2" in out and "Oldest in flight:" in out and "task lt-" in out
+    assert "Estimated remaining: unknown" in out
+
+
+def test_status_estimates_time_left_from_the_pace_so_far():
+    jobs = []
+    for i in range(8):
+        job = Job(key=f"r{i}", index=i, request=VideoRequest(prompt="x"))
+        if i < 4:
+            job.state, job.submitted_at, job.completed_at = State.COMPLETED, 1000.0, 1000.0 + 10 * (i + 1)
+        jobs.append(job)
+    info = status_report(LoadedCheckpoint(frame=None, jobs=jobs, meta={}, request_json=[]),  # type: ignore[arg-type]
+                         now=2000.0)
+    assert info["rows_per_second"] == pytest.approx(4 / 40)
+    assert info["eta_s"] == pytest.approx(40.0) and info["remaining_rows"] == 4
+
+
+def test_status_of_a_missing_checkpoint_exits_2(tmp_path, capsys):
+    assert status_main([str(tmp_path / "nope.parquet")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_retry_only_the_chosen_reason(tmp_path, capsys):
+    rows = [f"scene {i}" for i in range(8)] + ["a banned thing [reject]"]
+    checkpoint = make_run(tmp_path, rows, render=False, failure_rate=0.5)
+    before = load(checkpoint).jobs
+    generation_failed = [j.key for j in before if j.error_kind == "generation_failed"]
+    assert generation_failed, "failure_rate=0.5 over 8 rows should fail some"
+    submits_before = len(read_submissions())
+
+    common = [str(checkpoint), "-P", "latency=0.05", "-P", "render=false", "-q"]
+    assert retry_main([*common, "--dry-run", "--only-failed-with", "generation_failed"]) == 0
+    assert f"{len(generation_failed)} failed row(s) to retry" in capsys.readouterr().out
+    assert len(read_submissions()) == submits_before  # a dry run submits nothing
+
+    code = retry_main([*common, "-P", "failure_rate=0", "--only-failed-with", "generation_failed",
+                       "--out", str(tmp_path / "r.csv")])
+    out = capsys.readouterr().out
+    assert code == 1  # the rejected row is still failed: it was not chosen
+    after = {j.key: j for j in load(checkpoint).jobs}
+    assert all(after[k].state is State.COMPLETED for k in generation_failed)
+    assert sum(j.state is State.FAILED for j in after.values()) == 1
+    assert f"{len(rows) - 1}/{len(rows)} completed, 1 failed" in out and "rejected" in out
+    assert (tmp_path / "r.csv").exists()
+    accepted = [e for e in read_submissions()[submits_before:] if e.get("outcome") == "accepted"]
+    assert len(accepted) == len(generation_failed)  # only the chosen rows were paid again
+
+    assert retry_main([*common, "--only-failed-with", "timeout"]) == 0
+    assert "failed rows have: rejected ×1" in capsys.readouterr().err
+
+
+def test_retry_usage_errors_exit_2(tmp_path, capsys):
+    assert retry_main([str(tmp_path / "missing.parquet")]) == 2
+    checkpoint = make_run(tmp_path, ["a [reject]"], render=False)
+    assert retry_main([str(checkpoint), "--provider", "nonesuch", "-q"]) == 2
+    assert "nonesuch" in capsys.readouterr().err
+
+
+def test_download_command_end_to_end(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a red kite", "a blue boat", "nothing [reject]"])
+    out_dir = tmp_path / "videos"
+    assert download_main([str(checkpoint), str(out_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "2 downloaded, 0 already on disk, 0 failed; 1 row(s) have no video" in text
+    df = videobatch.results(checkpoint)
+    done = df[df["status"] == "completed"]
+    for _, row in done.iterrows():
+        assert Path(row["local_path"]).parent == out_dir and Path(row["local_path"]).exists()
+        assert len(row["sha256"]) == 64 and Path(row["thumbnail"]).exists()
+    assert (out_dir / "report.html").exists()
+
+    assert download_main([str(checkpoint), str(out_dir)]) == 0  # again: nothing to fetch
+    assert "0 downloaded, 2 already on disk" in capsys.readouterr().out
+
+    # An expired URL whose file is gone: warned about up front, reported as failed, exit 1.
+    first = done.iloc[0]
+    Path(first["local_path"]).unlink()
+    Path(first["video_url"].removeprefix("file://")).unlink()
+    store = videobatch.Batch.from_checkpoint(checkpoint, progress=False).store
+    store.append({"k": first["key"], "s": "completed", "t": time.time(), "expires_at": time.time() - 5})
+    assert download_main([str(checkpoint), str(out_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "past their expiry" in captured.err and first["key"] in captured.err
+    assert "1 failed" in captured.out and "does not exist" in captured.out
+    df = videobatch.results(checkpoint)
+    assert df.set_index("key").loc[first["key"], "download_error"]
+
+
+def test_report_command(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a red kite"])
+    assert report_main([str(checkpoint), "--out", str(tmp_path / "sheet.html")]) == 0
+    html = (tmp_path / "sheet.html").read_text()
+    assert "a red kite" in html and 'src="thumbnails/' in html
+
+
+def test_subcommands_dispatch_through_python_m_videobatch(tmp_path):
+    checkpoint = make_run(tmp_path, ["a cat"], render=False)
+    res = subprocess.run([sys.executable, "-m", "videobatch", "status", str(checkpoint)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "completed 1" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "videobatch", "download", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "CHECKPOINT DIR" in res.stdout and "--name TEMPLATE" in res.stdout
