@@ -107,3 +107,15 @@ def test_bad_default_is_an_input_error(tmp_path, flag):
 def test_quickstart_data_file_is_valid():
     res = cli(str(ROOT / "data" / "prompts.csv"), "--dry-run")
     assert res.returncode == 0, res.stderr
+
+
+def test_download_flag_saves_verified_clips_and_a_report(tmp_path):
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"id": ["a1", "a2"], "prompt": ["a kite", "a heron"], "campaign": ["x", "y"]}).to_csv(csv, index=False)
+    res = cli(str(csv), "-q", "-P", "latency=0.05", "--download", str(tmp_path / "dl"), "--name", "{campaign}/{id}")
+    assert res.returncode == 0, res.stderr
+    assert "downloads: 2/2 clips" in res.stdout
+    df = pd.read_csv(tmp_path / "p.results.csv")
+    assert list(df["local_path"]) == [str(tmp_path / "dl" / "x" / "a1.mp4"), str(tmp_path / "dl" / "y" / "a2.mp4")]
+    assert all(Path(p).stat().st_size == b for p, b in zip(df["local_path"], df["bytes"], strict=True))
+    assert (tmp_path / "dl" / "report.html").exists()

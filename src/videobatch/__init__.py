@@ -16,6 +16,7 @@ from .errors import (
     Cancelled,
     CheckpointError,
     ConfigError,
+    DownloadError,
     IllegalTransition,
     InputError,
     NotFoundError,
@@ -34,6 +35,17 @@ from .providers import Provider, get_provider, register
 from .request import VideoRequest
 from .results import results
 
+
+def __getattr__(name: str) -> object:
+    # Delivery helpers load on first use: they pull in PyAV and HTTP code a plain run may not need.
+    lazy = {"Downloader": "downloads", "download_missing": "downloads", "WebhookNotifier": "webhooks",
+            "verify_signature": "webhooks", "write_report": "report"}
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{lazy[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -43,6 +55,8 @@ __all__ = [
     "Cancelled",
     "CheckpointError",
     "ConfigError",
+    "DownloadError",
+    "Downloader",
     "Event",
     "IllegalTransition",
     "InputError",
@@ -60,11 +74,15 @@ __all__ = [
     "TransientError",
     "VideoRequest",
     "VideobatchError",
+    "WebhookNotifier",
     "arun",
+    "download_missing",
     "get_provider",
     "load_prompts",
     "providers",
     "register",
     "results",
     "run",
+    "verify_signature",
+    "write_report",
 ]

@@ -57,6 +57,11 @@ class Batch:
     returns an awaitable: ``await batch.wait()``); ``cancel()`` stops it resumably.
     Extra keyword options naming a request field (``model``, ``duration``, ...) are run-wide defaults
     for empty cells; any other option goes to the provider (``latency=``, ``base_url=``, ...).
+
+    Outputs: ``download=DIR`` streams each finished clip to DIR as soon as it completes (verified,
+    with a poster frame; ``download_name`` is a file-name template using row columns and ``{key}``);
+    ``webhook=URL`` (or a ``webhook_url`` column) POSTs each row's outcome, HMAC-signed with
+    ``webhook_secret``. Their outcomes join the results as extra columns.
     """
 
     def __init__(
@@ -71,10 +76,17 @@ class Batch:
         timeout: float | None = 3600.0,
         max_attempts: int = 5,
         observers: Sequence[Observer] = (),
+        download: str | os.PathLike[str] | None = None,
+        download_concurrency: int = 4,
+        download_name: str | None = None,
+        webhook: str | None = None,
+        webhook_secret: str | None = None,
         **options: Any,
     ) -> None:
         defaults, provider_options = _split_options(options)
         self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None)
+        outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
+                                observers)
         self._owns_provider = not isinstance(provider, Provider)
         self.provider = get_provider(provider, **provider_options)
         problems = self.provider.check(self.prompts.requests)
@@ -94,12 +106,35 @@ class Batch:
                 checkpoint, self.prompts, settings=self.provider.describe(), force=force
             )
         self._progress = progress
-        self._observers = list(observers)
+        self._observers = outputs + list(observers)
         self._runner: Runner | None = None
         self._task: asyncio.Future[RunOutcome] | None = None
         self._thread: threading.Thread | None = None
         self._thread_result: RunOutcome | BaseException | None = None
         self.outcome: RunOutcome | None = None
+
+    def _outputs(self, download: str | os.PathLike[str] | None, download_concurrency: int,
+                 download_name: str | None, webhook: str | None,
+                 webhook_secret: str | None, given: Sequence[Observer]) -> list[Observer]:
+        """Observers that deliver results: streamed downloads and per-row webhooks.
+
+        A notifier or downloader the caller passed in ``observers`` is used instead of a default one.
+        """
+        outputs: list[Observer] = []
+        frame = self.prompts.frame
+        from .downloads import Downloader
+        from .webhooks import WebhookNotifier, check_urls
+
+        if download is not None and not any(isinstance(o, Downloader) for o in given):
+            outputs.append(Downloader(download, concurrency=download_concurrency,
+                                      name_template=download_name, frame=frame))
+        wanted = webhook is not None or "webhook_url" in frame.columns
+        if wanted and not any(isinstance(o, WebhookNotifier) for o in given):
+            problems = check_urls(frame)
+            if problems:  # bad input costs nothing: refuse before the first request
+                raise InputError(problems, source=self.prompts.source)
+            outputs.append(WebhookNotifier(webhook, secret=webhook_secret, frame=frame))
+        return outputs
 
     @classmethod
     def from_checkpoint(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ commands on a checkpoint:
   python -m videobatch status CHECKPOINT      counts, failures by reason, what is still running
   python -m videobatch retry CHECKPOINT       run failed rows again (new paid requests)
   python -m videobatch download CHECKPOINT DIR   fetch finished videos that are not on disk yet
+  python -m videobatch report CHECKPOINT      an HTML contact sheet (thumbnail, prompt, status, link)
 
 examples:
   python -m videobatch data/prompts.csv --out results.csv
@@ -96,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true",
                    help="validate and show what would be submitted; call no provider")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("delivery")
+    g.add_argument("--download", metavar="DIR",
+                   help="save each finished clip to DIR as soon as it completes (verified, with a "
+                        "poster frame), and write DIR/report.html at the end")
+    g.add_argument("--download-concurrency", type=int, default=4, metavar="N",
+                   help="downloads at once, separate from generation (default 4)")
+    g.add_argument("--name", metavar="TEMPLATE",
+                   help="file name of each clip from row columns, e.g. '{campaign}/{id}' "
+                        "(default: the row key)")
+    g.add_argument("--webhook", metavar="URL",
+                   help="POST each row's outcome to URL (a webhook_url column overrides it per row); "
+                        "signed with HMAC-SHA256 when VIDEOBATCH_WEBHOOK_SECRET is set")
+    g.add_argument("--report", metavar="PATH", help="write an HTML contact sheet of the results")
     g.add_argument("-v", "--verbose", action="store_true", help="log retries and failures")
 
     g = p.add_argument_group("defaults for empty cells")
@@ -113,8 +129,8 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
-def _provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, str]:
-    options: dict[str, str] = {}
+def _provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    options: dict[str, Any] = {}
     for item in args.provider_option:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -135,6 +151,7 @@ SUBCOMMANDS = {
     "status": "videobatch.commands:status_main",
     "retry": "videobatch.commands:retry_main",
     "download": "videobatch.commands:download_main",
+    "report": "videobatch.commands:report_main",
 }
 
 
@@ -160,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts,
             observers=[_log_event] if args.verbose else [],
+            download=args.download, download_concurrency=args.download_concurrency,
+            download_name=args.name, webhook=args.webhook,
+            webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
             **_defaults(args), **_provider_options(args, parser),
         )
     except (InputError, ConfigError, CheckpointError) as exc:
@@ -186,8 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = [(j.key, j.error_kind, j.error) for j in batch.jobs if j.state is State.FAILED]
     where = [f"results: {out}"] + ([f"checkpoint: {checkpoint}"] if checkpoint else [])
     completed = [j for j in batch.jobs if j.state is State.COMPLETED]
-    if completed and completed[0].video_url:
+    if args.download:
+        saved = sum(1 for j in completed if j.extras.get("local_path"))
+        where.append(f"downloads: {saved}/{len(completed)} clips in {args.download}")
+        broken = [j for j in completed if j.extras.get("download_error")]
+        if broken:
+            where.append(f"  {len(broken)} download(s) failed (e.g. {broken[0].key}: "
+                         f"{broken[0].extras['download_error']}); fetch them later with "
+                         f"`python -m videobatch download {checkpoint or '<checkpoint>'} {args.download}`")
+    elif completed and completed[0].video_url:
         where.append(f"videos: e.g. {completed[0].video_url}")
+    report = args.report or (Path(args.download) / "report.html" if args.download else None)
+    if report is not None:
+        from .report import write_report
+
+        where.append(f"report: {write_report(df, report)}")
     print(summary(counts, elapsed, failures, cancelled=interrupted, stopped_by=stopped,
                   where=where))
     if interrupted:

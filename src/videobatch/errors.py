@@ -6,6 +6,7 @@
     ├── CheckpointError               checkpoint unreadable, or made from different rows/settings (force to merge)
     ├── IllegalTransition             a job was asked to move between states it may not (a bug, not user error)
     ├── Cancelled                     the run was cancelled (Ctrl-C, Batch.cancel()); the checkpoint is resumable
+    ├── DownloadError                 a finished video could not be fetched or verified; the row stays completed
     └── ProviderError                 the provider answered with an error (.row_key, .provider_code)
         ├── AuthError                 credentials refused: the whole run stops; fix the keys and re-run
         ├── AccountError              balance/quota/whitelist problem: submitting stops; in-flight rows finish
@@ -29,6 +30,7 @@ __all__ = [
     "Cancelled",
     "CheckpointError",
     "ConfigError",
+    "DownloadError",
     "IllegalTransition",
     "InputError",
     "NotFoundError",
@@ -99,6 +101,23 @@ class IllegalTransition(VideobatchError):
 
 class Cancelled(VideobatchError):
     """The run was cancelled; the checkpoint holds a resumable state."""
+
+
+class DownloadError(VideobatchError):
+    """A finished video could not be downloaded, or what arrived is not a complete video.
+
+    The generated row stays completed (its URL is in the results); ``videobatch download`` fetches
+    it later. ``permanent``: retrying will not help (404/410/403, unsupported URL); otherwise try
+    again after ``retry_after`` seconds when the server said so.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, permanent: bool = False,
+                 retry_after: float | None = None, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.status_code = status_code
 
 
 class ProviderError(VideobatchError):

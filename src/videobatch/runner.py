@@ -159,6 +159,11 @@ class RunContext:
     def progress(self) -> Progress:
         return self._runner.progress
 
+    @property
+    def jobs(self) -> Sequence[Job]:
+        """The batch's rows (empty in service mode, where rows arrive one by one)."""
+        return self._runner.jobs
+
     def annotate(self, job: Job, **extras: Any) -> None:
         """Record extra result columns for ``job`` durably (e.g. ``local_path`` after a download)."""
         self._runner.store.append(job.annotate(**extras))

@@ -30,7 +30,7 @@ from urllib.request import url2pathname
 import av
 import httpx
 
-from .errors import VideobatchError
+from .errors import DownloadError
 
 __all__ = ["DownloadError", "FetchResult", "check_container", "fetch_video"]
 
@@ -38,22 +38,6 @@ _PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 _CHUNK = 1 << 16
 _FLUSH = 1 << 20  # bytes buffered before a write (done off the event loop)
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-class DownloadError(VideobatchError):
-    """A video could not be downloaded (or what arrived is not a complete video).
-
-    ``permanent``: retrying will not help (404/410/403, unsupported URL); otherwise the transfer
-    is worth another attempt after ``retry_after`` seconds (when the server said so).
-    """
-
-    def __init__(self, message: str, *, url: str | None = None, permanent: bool = False,
-                 retry_after: float | None = None, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)
