@@ -152,6 +152,8 @@ SUBCOMMANDS = {
     "retry": "videobatch.commands:retry_main",
     "download": "videobatch.commands:download_main",
     "report": "videobatch.commands:report_main",
+    "serve": "videobatch.service.cli:serve_main",
+    "worker": "videobatch.service.cli:worker_main",
 }
 
 

@@ -249,13 +249,17 @@ class WebhookNotifier:
                 return str(cell).strip()
         return self.url
 
+    def row(self, job: Job) -> Mapping[str, Any]:
+        """``job``'s input columns (its prompt, metadata and webhook_url cell)."""
+        if self.frame is not None and job.index < len(self.frame):
+            return {str(k): v for k, v in self.frame.iloc[job.index].items()}
+        return {}
+
     def schedule(self, job: Job) -> asyncio.Task[None] | None:
         url = self.target(job)
         if url is None or self._context is None:
             return None
-        row: Mapping[str, Any] = {}
-        if self.frame is not None and job.index < len(self.frame):
-            row = {str(k): v for k, v in self.frame.iloc[job.index].items()}
+        row = self.row(job)
         payload = build_payload(job, row, run_id=self._context.run_id, column=self.column)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         task = asyncio.get_running_loop().create_task(

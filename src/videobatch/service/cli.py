@@ -1,0 +1,82 @@
+"""``python -m videobatch serve`` and ``python -m videobatch worker``: run the service's parts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+
+__all__ = ["serve_main", "worker_main"]
+
+_REDIS_HELP = "Redis address (default: $VIDEOBATCH_REDIS_URL or redis://127.0.0.1:6379/0)"
+
+
+def _redis_url(value: str | None) -> str:
+    return value or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m videobatch serve",
+        description="Run the HTTP API. Clients authenticate with a bearer token listed in "
+                    "VIDEOBATCH_API_TOKENS (comma-separated). The OpenAPI spec is at /openapi.json, "
+                    "interactive docs at /docs.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--redis-url", help=_REDIS_HELP)
+    parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
+    args = parser.parse_args(argv)
+    if not [t for t in os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",") if t.strip()]:
+        parser.error("set VIDEOBATCH_API_TOKENS (comma-separated bearer tokens) first: "
+                     "without tokens every request would be refused")
+    import uvicorn
+
+    from .api import create_app
+
+    uvicorn.run(create_app(_redis_url(args.redis_url), prefix=args.prefix), host=args.host,
+                port=args.port, log_level="info")
+    return 0
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m videobatch worker",
+        description="Take video requests from the shared Redis queue and generate them. Run as many "
+                    "as you like, on any machines: together they never exceed the account's "
+                    "parallel-task limit, and requests of a worker that dies are taken over.")
+    parser.add_argument("--redis-url", help=_REDIS_HELP)
+    parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
+    parser.add_argument("--provider", default="local", help="video provider (default local)")
+    parser.add_argument("-P", "--provider-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="provider setting, repeatable")
+    parser.add_argument("--concurrency", type=int, help="rows this worker drives at once")
+    parser.add_argument("--account-limit", type=int,
+                        help="parallel tasks for all workers together (default: the provider's limit)")
+    parser.add_argument("--lease", type=float, default=30.0,
+                        help="seconds after which a silent worker's requests are taken over (30)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    options = {}
+    for item in args.provider_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"-P expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = value
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from ..errors import ConfigError
+    from .worker import WorkerSettings, run_worker
+
+    settings = WorkerSettings(redis_url=_redis_url(args.redis_url), prefix=args.prefix,
+                              provider=args.provider, provider_options=options,
+                              concurrency=args.concurrency, account_limit=args.account_limit,
+                              lease=args.lease,
+                              webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None)
+    try:
+        asyncio.run(run_worker(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 2
+    return 0

@@ -1,0 +1,129 @@
+"""A service worker: the library's runner fed by the Redis queue, under the account-wide slot limit.
+
+Start any number of them (``python -m videobatch worker``) on any machines that reach the Redis.
+Each takes requests from the shared stream, drives them exactly like a local batch (submit with an
+idempotency key written to Redis first, poll, record the result), fires the request's webhook, and
+acknowledges the entry. SIGTERM/SIGINT stop it; requests it had in flight are taken over by another
+worker once their lease runs out, and reconciled with the provider, never submitted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from ..jobs import Job
+from ..providers import Provider, get_provider
+from ..runner import Runner, RunOutcome, RunSettings
+from ..webhooks import WebhookNotifier
+from .queue import RedisSource
+from .records import Keys, RedisStore, decode_hash, ensure_run_id
+from .slots import RedisSlots
+
+__all__ = ["WorkerSettings", "run_worker"]
+
+log = logging.getLogger("videobatch.service")
+
+
+@dataclass
+class WorkerSettings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "vb:"
+    provider: str = "local"
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None  # rows this process drives at once (default: the account limit)
+    account_limit: int | None = None  # parallel tasks for all workers together (default: provider's)
+    lease: float = 30.0  # seconds before a silent worker's requests are taken over
+    timeout: float | None = 3600.0
+    max_attempts: int = 5
+    webhook_secret: str | None = None
+    consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+class _ServiceWebhooks(WebhookNotifier):
+    """Webhooks whose URL and metadata come from each request's Redis hash."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, secret: str | None) -> None:
+        super().__init__(None, secret=secret)
+        self._redis = client
+        self._keys = keys
+
+    def _fields(self, job: Job) -> dict[str, str]:
+        return decode_hash(self._redis.hgetall(self._keys.job(job.key)))
+
+    def target(self, job: Job) -> str | None:
+        return self._fields(job).get("webhook_url") or None
+
+    def row(self, job: Job) -> Mapping[str, Any]:
+        fields = self._fields(job)
+        metadata = json.loads(fields.get("metadata") or "{}")
+        return {"prompt": job.request.prompt, **(metadata if isinstance(metadata, dict) else {})}
+
+
+async def run_worker(settings: WorkerSettings, *, provider: Provider | None = None,
+                     stop: asyncio.Event | None = None) -> RunOutcome:
+    """Work until ``stop`` is set (or SIGTERM/SIGINT when running in the main thread)."""
+    sync_client = redis.Redis.from_url(settings.redis_url)
+    async_client = aioredis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.prefix)
+    run_id = ensure_run_id(sync_client, keys)
+    provider = provider or get_provider(settings.provider, **settings.provider_options)
+    problems = provider.check([])  # credentials and set-up, before taking any request
+    if problems:
+        raise RuntimeError(f"provider set-up: {problems}")
+    account_limit = settings.account_limit or provider.limits.max_parallel
+    ceiling = min(settings.concurrency or account_limit, account_limit)
+    source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease)
+    await source.setup()
+    slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
+                       lease=settings.lease * 1.5)
+    runner = Runner(
+        [], provider, RedisStore(sync_client, keys, run_id),
+        RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
+        [_ServiceWebhooks(sync_client, keys, settings.webhook_secret)],
+        source=source, slots=slots,
+    )
+
+    def shut_down() -> None:
+        log.info("worker %s stopping; in-flight requests will be taken over", settings.consumer)
+        source.stop()
+        runner.cancel()
+
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, shut_down)
+            handled.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread
+            pass
+    watcher = asyncio.create_task(_watch(stop, shut_down)) if stop is not None else None
+    log.info("worker %s ready: provider %s, %d of %d account slots", settings.consumer,
+             provider.name, ceiling, account_limit)
+    try:
+        return await runner.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await source.aclose()
+        await slots.aclose()
+        await provider.aclose()
+        await async_client.aclose()
+        sync_client.close()
+
+
+async def _watch(stop: asyncio.Event, shut_down: Any) -> None:
+    await stop.wait()
+    shut_down()
