@@ -142,3 +142,17 @@ def test_batch_from_checkpoint_resumes_without_the_input(tmp_path):
     df = again.wait()
     assert list(df["status"]) == ["completed", "failed"]
     assert len(read_submissions()) == 3  # the completed row was not generated again; the retry was
+
+
+def test_retry_then_wait_inside_a_loop_runs_the_retried_rows():
+    async def cell():
+        batch = videobatch.Batch(["fine", "blocked [reject]"], "local", render=False, **FAST)
+        await batch.start().wait()
+        assert batch.retry_failed() == 1
+        df = await batch.wait()  # starts again: the retried row is generated (and rejected) anew
+        return batch, df
+
+    batch, df = asyncio.run(cell())
+    assert list(df["status"]) == ["completed", "failed"]
+    assert batch.jobs[1].generation == 1
+    assert len(read_submissions()) == 3

@@ -155,10 +155,14 @@ class Batch:
         return cls(prompts, provider, checkpoint=checkpoint, **kwargs)
 
     # ------------------------------------------------------------------ running
-    async def _run(self) -> RunOutcome:
-        observers = list(self._observers)
-        if self._progress:
-            observers.append(make_progress(self, self._progress))
+    def _new_progress(self) -> Observer | None:
+        return make_progress(self, self._progress) if self._progress else None
+
+    async def _run(self, progress: Observer | None = None) -> RunOutcome:
+        """One run of the batch. ``progress``: an observer made by the caller (``start()`` makes
+        it in the notebook cell that starts the batch, so it shows there); else one is made here."""
+        progress = progress or self._new_progress()
+        observers = list(self._observers) + ([progress] if progress else [])
         self._runner = Runner(self.jobs, self.provider, self.store, self.settings, observers)
         try:
             self.outcome = await self._runner.run()
@@ -172,12 +176,14 @@ class Batch:
         if self.running:
             return self
         if _in_running_loop():
-            self._task = asyncio.ensure_future(self._run())
+            self._thread = None
+            self._task = asyncio.ensure_future(self._run(self._new_progress()))
         else:
             self._start_thread()
         return self
 
     def _start_thread(self) -> None:
+        self._task = None
         self._thread_result = None
         self._thread = threading.Thread(target=self._thread_main, name="videobatch", daemon=True)
         self._thread.start()
@@ -208,7 +214,7 @@ class Batch:
         return self._finish(self.outcome)
 
     async def _wait_async(self) -> pd.DataFrame:
-        if self._task is None and not self.running and self.outcome is None:
+        if not self.running and self.outcome is None:  # not started, or failed rows put back
             self.start()
         if self._task is not None:
             return self._finish(await self._task)

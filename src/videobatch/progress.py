@@ -1,21 +1,25 @@
-"""Progress for people: a tqdm bar fed by runner events, and the end-of-run summary text.
+"""Progress for people: picks the progress observer, a tqdm bar, and the end-of-run summary text.
 
-``tqdm.auto`` picks a notebook bar when a widget front-end is present and a terminal bar otherwise.
-Bar updates are throttled by tqdm itself (``mininterval``), so 10,000 rows do not flood anything.
+``make_progress`` gives the notebook dashboard (``videobatch.dashboard``) when a widget front-end is
+present (a running IPython kernel with ipywidgets importable) and a tqdm bar otherwise. Bar updates
+are throttled by tqdm itself (``mininterval``), so 10,000 rows do not flood anything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections import Counter
 from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from .events import Event
+from .events import Event, Observer
 from .jobs import State
 
-__all__ = ["TqdmProgress", "make_progress", "summary"]
+__all__ = ["TqdmProgress", "make_progress", "summary", "widget_frontend"]
+
+MODES = (True, "auto", "tqdm", "dashboard")
 
 _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
           State.CANCELLED)
@@ -50,10 +54,29 @@ class TqdmProgress:
             self.bar.close()
 
 
-def make_progress(batch: Any, mode: bool | str = True) -> TqdmProgress:
-    """The progress observer for a batch: ``True``/``"auto"``/``"tqdm"`` give a tqdm bar."""
-    if mode not in (True, "auto", "tqdm"):
-        raise ValueError(f"progress must be True, False, 'auto' or 'tqdm', got {mode!r}")
+def widget_frontend() -> bool:
+    """Whether widgets can be shown: a running IPython kernel (Jupyter) and ipywidgets importable."""
+    ipython = sys.modules.get("IPython")  # never imported: certainly no kernel
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False  # plain IPython in a terminal
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
+def make_progress(batch: Any, mode: bool | str = True) -> Observer:
+    """The progress observer for a batch.
+
+    ``True``/``"auto"``: the notebook dashboard where a widget front-end is present, else a tqdm
+    bar; ``"tqdm"``: always the bar; ``"dashboard"``: the same as ``"auto"``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"progress must be True, False, 'auto', 'tqdm' or 'dashboard', got {mode!r}")
+    if mode == "dashboard" or (mode != "tqdm" and widget_frontend()):
+        from .dashboard import Dashboard
+
+        return Dashboard.for_batch(batch)
     return TqdmProgress(len(batch.jobs))
 
 

@@ -1,0 +1,384 @@
+"""The notebook dashboard: its model follows runner events, renders are throttled, buttons act on
+the batch, and without a widget front-end it falls back to a tqdm bar."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import videobatch
+from videobatch import progress as progress_module
+from videobatch.dashboard import Dashboard, DashboardModel, summary_html, summary_text, table_html
+from videobatch.events import Event, Progress
+from videobatch.jobs import Job, State
+from videobatch.progress import TqdmProgress, make_progress
+from videobatch.request import VideoRequest
+
+PROMPTS = [f"a paper boat number {i} drifting down a gutter" for i in range(6)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _job(i: int, prompt: str = "a red fox") -> Job:
+    return Job(key=f"row-{i}", index=i, request=VideoRequest(prompt=prompt))
+
+
+def _move(progress: Progress, job: Job, new: State, **fields: object) -> Event:
+    """What the runner does: change the job, keep the counters, emit a transition."""
+    old = job.state
+    job.transition(new, **fields)
+    progress.counts[old] -= 1
+    progress.counts[new] += 1
+    if job.terminal:
+        progress.done_this_run += 1
+    return Event("transition", progress, job, old=old, new=new)
+
+
+def _run_rows(model: DashboardModel, progress: Progress, jobs: list[Job], *, fail: set[int]) -> None:
+    for job in jobs:
+        model.update(_move(progress, job, State.SUBMITTING, attempts=1))
+        if job.index in fail:
+            model.update(_move(progress, job, State.FAILED, error_kind="rejected",
+                               error="prompt refused <by> policy"))
+            continue
+        model.update(_move(progress, job, State.GENERATING, task_id=f"t{job.index}"))
+        model.update(_move(progress, job, State.COMPLETED, video_url=f"file:///v/{job.key}.mp4"))
+
+
+# ------------------------------------------------------------------------------------ the model
+def test_counts_recent_rows_clips_and_failures_follow_events():
+    jobs = [_job(i) for i in range(8)]
+    progress = Progress(total=len(jobs))
+    progress.counts[State.PENDING] = len(jobs)
+    model = DashboardModel(recent=5, clips=3, clock=FakeClock())
+    model.update(Event("start", progress))
+    _run_rows(model, progress, jobs, fail={2, 6})
+    progress.slots_in_use, progress.slots_limit = 2, 5
+    model.update(Event("slots", progress))
+
+    snap = model.snapshot()
+    assert snap.total == 8 and snap.done == 8 and snap.running
+    assert snap.counts[State.COMPLETED] == 6 and snap.counts[State.FAILED] == 2
+    assert snap.counts[State.PENDING] == 0
+    assert (snap.slots_in_use, snap.slots_limit) == (2, 5)
+    # Most recent first, bounded.
+    assert [r.key for r in snap.rows] == ["row-7", "row-6", "row-5", "row-4", "row-3"]
+    assert snap.rows[1].state is State.FAILED and snap.rows[1].attempts == 1
+    assert snap.rows[1].error == "prompt refused <by> policy"
+    # The latest finished clips, newest first.
+    assert [r.key for r in snap.clips] == ["row-7", "row-5", "row-4"]
+    assert snap.clips[0].video_url == "file:///v/row-7.mp4"
+    assert sorted(r.key for r in snap.failures) == ["row-2", "row-6"]
+
+    # A retried row leaves the failures and shows its new state.
+    retried = jobs[2]
+    model.update(_move(progress, retried, State.PENDING))
+    snap = model.snapshot()
+    assert [r.key for r in snap.failures] == ["row-6"]
+    assert snap.rows[0].key == "row-2" and snap.rows[0].state is State.PENDING
+
+    model.update(Event("finish", progress))
+    final = model.snapshot()
+    assert not final.running and final.slots_in_use == 0
+
+
+def test_throughput_and_eta_come_from_the_run_pace():
+    progress = Progress(total=100, started=time.monotonic() - 10.0)
+    progress.counts[State.COMPLETED] = 30  # 10 of them finished in an earlier run
+    progress.counts[State.PENDING] = 70
+    progress.done_this_run = 20
+    model = DashboardModel(clock=FakeClock())
+    model.update(Event("start", progress))
+    snap = model.snapshot()
+    assert snap.throughput == pytest.approx(2.0, rel=0.02)  # 20 rows in 10 s
+    assert snap.eta == pytest.approx(35.0, rel=0.02)  # 70 rows left at 2 rows/s
+    assert snap.elapsed == pytest.approx(10.0, abs=0.2)
+
+    # Nothing finished yet in this run: no ETA rather than a made-up one.
+    fresh = Progress(total=10)
+    fresh.counts[State.PENDING] = 10
+    model.update(Event("start", fresh))
+    assert model.snapshot().eta is None
+
+    # After the end the clock stops.
+    model.update(Event("finish", progress))
+    first = model.snapshot().elapsed
+    time.sleep(0.02)
+    assert model.snapshot().elapsed == first
+
+
+def test_renders_are_throttled_for_a_big_batch():
+    clock = FakeClock()
+    total = 10_000
+    jobs = [_job(i) for i in range(total)]
+    progress = Progress(total=total)
+    progress.counts[State.PENDING] = total
+    model = DashboardModel(interval=0.25, clock=clock)
+    model.update(Event("start", progress))
+    model.snapshot()
+    events = 0
+    for job in jobs:  # 40,000 events over 20 simulated seconds
+        for new, fields in ((State.SUBMITTING, {"attempts": 1}), (State.GENERATING, {}),
+                            (State.COMPLETED, {"video_url": "file:///x.mp4"})):
+            clock.now += 0.0005
+            model.update(_move(progress, job, new, **fields))
+            events += 1
+            if model.due():
+                model.snapshot()
+    elapsed = clock.now - 1000.0
+    assert events == 30_000
+    assert model.renders <= elapsed / 0.25 + 2  # ~60 renders, not 30,000
+    assert model.renders >= elapsed / 0.25 - 2  # and it does keep up
+    assert model.snapshot().done == total
+
+
+def test_due_waits_for_changes_or_the_heartbeat():
+    clock = FakeClock()
+    progress = Progress(total=3)
+    progress.counts[State.PENDING] = 3
+    model = DashboardModel(interval=0.3, heartbeat=1.0, clock=clock)
+    model.update(Event("start", progress))
+    assert model.due()
+    model.snapshot()
+    assert not model.due()  # nothing changed
+    model.update(Event("slots", progress))
+    assert not model.due()  # changed, but too soon
+    clock.now += 0.31
+    assert model.due()
+    model.snapshot()
+    clock.now += 0.5
+    assert not model.due()  # quiet, heartbeat not due yet
+    clock.now += 0.6
+    assert model.due()  # heartbeat: elapsed and ETA move on
+    model.snapshot()
+    model.update(Event("finish", progress))
+    model.snapshot()
+    clock.now += 5
+    assert not model.due()  # finished and drawn: no more renders
+
+
+def test_html_escapes_user_text_and_summary_lists_failures():
+    jobs = [_job(0, "<script>alert(1)</script> a cat"), _job(1)]
+    progress = Progress(total=2)
+    progress.counts[State.PENDING] = 2
+    model = DashboardModel(clock=FakeClock())
+    model.update(Event("start", progress))
+    _run_rows(model, progress, jobs, fail={1})
+    model.update(Event("finish", progress))
+    snap = model.snapshot()
+    table = table_html(snap)
+    assert "<script>" not in table and "&lt;script&gt;" in table
+    assert "&lt;by&gt;" in table
+    text = summary_text(snap)
+    assert text.startswith("1/2 completed, 1 failed in")
+    assert "row-1: [rejected] prompt refused <by> policy" in text
+    html = summary_html(snap)
+    assert "1/2 completed" in html and "<by>" not in html
+
+
+def test_failures_shown_are_bounded_and_the_rest_counted():
+    jobs = [_job(i) for i in range(30)]
+    progress = Progress(total=len(jobs))
+    progress.counts[State.PENDING] = len(jobs)
+    model = DashboardModel(failures=5, clock=FakeClock())
+    model.update(Event("start", progress))
+    _run_rows(model, progress, jobs, fail=set(range(0, 30, 2)))
+    model.update(Event("finish", progress))
+    snap = model.snapshot()
+    assert len(snap.failures) == 5 and snap.counts[State.FAILED] == 15
+    assert summary_text(snap).splitlines()[-1] == "  ... and 10 more failed (see the results table)"
+
+
+# ------------------------------------------------------------------------------- the widget view
+def test_clip_previews_are_bounded_and_old_ones_closed():
+    jobs = [_job(i) for i in range(7)]
+    progress = Progress(total=len(jobs))
+    progress.counts[State.PENDING] = len(jobs)
+    dash = Dashboard(display=False, clips=2)
+    assert dash.view is not None
+    seen = []
+    dash(Event("start", progress))
+    for job in jobs:
+        _run_rows(dash.model, progress, [job], fail=set())
+        dash._render()
+        seen.extend(box for box in dash.view.clips.children if box not in seen)
+    dash(Event("finish", progress))
+    shown = list(dash.view.clips.children)
+    assert len(shown) == 2 and len(seen) == 7
+    assert "row-6" in shown[0].children[1].value  # newest first
+    for box in seen:
+        closed = box not in shown
+        assert (box.comm is None) is closed
+        assert all((child.comm is None) is closed for child in box.children)
+
+
+class FakeBatch:
+    def __init__(self, failed: int = 0, running: bool = True) -> None:
+        self.jobs = [_job(i) for i in range(3)]
+        self.provider = type("P", (), {"name": "fake"})()
+        self.running = running
+        self.failed = failed
+        self.calls: list[str] = []
+
+    def cancel(self) -> None:
+        self.calls.append("cancel")
+
+    def retry_failed(self) -> int:
+        self.calls.append("retry_failed")
+        count, self.failed = self.failed, 0
+        return count
+
+    def start(self) -> FakeBatch:
+        self.calls.append("start")
+        self.running = True
+        return self
+
+
+def test_cancel_button_cancels_the_batch():
+    batch = FakeBatch()
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.cancel.click()
+    assert batch.calls == ["cancel"]
+    assert dash.view.cancel.disabled
+    assert "Cancelling" in dash.model.snapshot().note
+
+
+def test_retry_button_during_a_run_requeues_without_restarting():
+    batch = FakeBatch(failed=2, running=True)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+    assert batch.calls == ["retry_failed"]
+    assert "2 failed rows queued again" in dash.model.snapshot().note
+
+
+def test_retry_button_after_the_run_restarts_it_in_the_same_dashboard():
+    batch = FakeBatch(failed=1, running=False)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+    assert batch.calls == ["retry_failed", "start"]
+    assert Dashboard.for_batch(batch) is dash  # the restarted run reports to this dashboard
+    assert Dashboard.for_batch(batch) is not dash  # ... only that once
+
+
+def test_buttons_act_on_a_real_batch(tmp_path):
+    rows = [*PROMPTS, "a forbidden scene [reject]"]
+    dash = Dashboard(display=False, interval=0.05)
+    batch = videobatch.Batch(rows, provider="local", latency=0.6, max_parallel=3, progress=False,
+                             checkpoint=tmp_path / "run.parquet", observers=[dash])
+    dash.batch = batch
+    batch.start()  # on a private thread: no loop here
+    rejected = batch.jobs[-1]
+    deadline = time.monotonic() + 10
+    while rejected.state is not State.FAILED:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert batch.running
+    assert dash.view is not None
+    dash.view.retry.click()  # while the run goes on: the row joins it again
+    df = batch.wait()
+    assert rejected.generation == 1 and rejected.attempts == 2 and rejected.state is State.FAILED
+    assert (df["status"] == "completed").sum() == len(PROMPTS)
+    snap = dash.model.snapshot()
+    assert not snap.running and snap.counts[State.COMPLETED] == len(PROMPTS)
+    assert dash.view.bar.value == len(rows) and dash.view.bar.bar_style == "warning"
+    assert len(dash.view.clips.children) == 4
+    assert not dash.view.retry.disabled and dash.view.cancel.disabled
+
+    # Cancel: a new run of the same checkpoint, stopped at once.
+    dash = Dashboard(display=False)
+    more = videobatch.Batch([*rows, "one more row"], provider="local", latency=5, progress=False,
+                            checkpoint=tmp_path / "more.parquet", observers=[dash])
+    dash.batch = more
+    more.start()
+    while more.counts()["generating"] == 0:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert dash.view is not None
+    dash.view.cancel.click()
+    more.wait()
+    assert time.monotonic() - started < 3
+    assert not dash.model.running and dash.view.cancel.disabled
+    assert "Stopped early: run the same cell again" in summary_text(dash.model.snapshot())
+
+
+def test_renders_happen_on_the_runner_thread_under_a_running_loop():
+    """``videobatch.run`` inside a running loop (a notebook cell) drives the batch on a private
+    thread: the dashboard's timer lives on that thread's loop, so every render happens there."""
+    threads: list[str] = []
+    batch_holder: dict[str, Dashboard] = {}
+
+    def observer_factory(batch: object, mode: object = True) -> Dashboard:
+        dash = Dashboard(batch, display=False, interval=0.05)
+        original = dash._render
+
+        def render():  # record where each render happens
+            threads.append(threading.current_thread().name)
+            return original()
+
+        dash._render = render  # type: ignore[method-assign]
+        batch_holder["dash"] = dash
+        return dash
+
+    async def cell() -> object:
+        return videobatch.run(PROMPTS, provider="local", latency=0.3, progress="dashboard")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("videobatch.api.make_progress", observer_factory)
+        df = asyncio.run(cell())
+    assert (df["status"] == "completed").all()
+    dash = batch_holder["dash"]
+    assert set(threads) == {"videobatch"}
+    assert 2 <= len(threads) <= 0.6 / 0.05 + 5  # start, timer renders while running, final
+    assert dash.view is not None and dash.view.bar.value == len(PROMPTS)
+
+
+# --------------------------------------------------------------------------------- the fallback
+def test_no_widget_frontend_gives_a_tqdm_bar(capsys):
+    assert not progress_module.widget_frontend()  # pytest: no kernel
+    dash = Dashboard()  # asked for by hand outside Jupyter: it quietly becomes a tqdm bar
+    assert dash.view is None
+    batch = videobatch.Batch(PROMPTS, provider="local", latency=0.01, progress=False,
+                             observers=[dash])
+    assert isinstance(make_progress(batch, True), TqdmProgress)
+    assert isinstance(make_progress(batch, "auto"), TqdmProgress)
+    with pytest.raises(ValueError, match="progress must be"):
+        make_progress(batch, "fancy")
+    df = batch.wait()
+    assert (df["status"] == "completed").all()
+    assert f"{len(PROMPTS)}/{len(PROMPTS)}" in capsys.readouterr().err
+
+
+def test_widget_frontend_picks_the_dashboard(monkeypatch):
+    monkeypatch.setattr(progress_module, "widget_frontend", lambda: True)
+    monkeypatch.setattr("videobatch.dashboard.widget_frontend", lambda: False)  # don't display
+    batch = videobatch.Batch(PROMPTS[:2], provider="local", latency=0.01)
+    assert isinstance(make_progress(batch, True), Dashboard)
+    assert isinstance(make_progress(batch, "tqdm"), TqdmProgress)
+    assert isinstance(make_progress(batch, "dashboard"), Dashboard)
+
+
+def test_counts_survive_resume_and_clips_of_earlier_runs_are_shown(tmp_path):
+    checkpoint = tmp_path / "run.parquet"
+    videobatch.run(PROMPTS, provider="local", latency=0.01, progress=False, checkpoint=checkpoint)
+    dash = Dashboard(display=False, clips=3)
+    batch = videobatch.Batch(PROMPTS, provider="local", latency=0.01, progress=False,
+                             checkpoint=checkpoint, observers=[dash])
+    dash.batch = batch
+    batch.wait()
+    snap = dash.model.snapshot()
+    assert +snap.counts == Counter({State.COMPLETED: len(PROMPTS)})
+    assert len(snap.clips) == 3 and snap.rows == ()
+    assert dash.view is not None and len(dash.view.clips.children) == 3
