@@ -44,11 +44,12 @@ class TqdmProgress:
             self._shown = p.done
             self.bar.update(p.done)  # rows finished in an earlier run
         if event.kind in ("transition", "start", "finish"):
+            # Postfix first: update() may redraw, and the line must show counts and bar together.
+            self.bar.set_postfix_str(_postfix(p.counts), refresh=False)
             done = p.done
             if done > self._shown:
                 self.bar.update(done - self._shown)
                 self._shown = done
-            self.bar.set_postfix_str(_postfix(p.counts), refresh=False)
         if event.kind == "finish":
             self.bar.refresh()
             self.bar.close()
