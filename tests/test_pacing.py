@@ -109,3 +109,45 @@ def test_poll_schedule_aims_at_learned_durations():
         age += s.next_delay(age, polls)
         polls += 1
     assert polls <= 4
+
+
+def test_list_polling_lets_other_tasks_ride_along():
+    from videobatch.pacing import RateLimiter as Limiter
+    from videobatch.polling import Poller
+    from videobatch.providers.base import Limits, Provider, TaskState, TaskStatus, Video
+
+    class ListProvider(Provider):
+        name = "list"
+        limits = Limits(max_parallel=10)
+        poll_hint = PollHint(first_poll=50.0, min_interval=1.0, max_interval=60.0)
+        batch_polling = True
+
+        def __init__(self):
+            self.calls = []
+
+        async def submit(self, request, idempotency_key):
+            raise NotImplementedError
+
+        async def find(self, idempotency_key):
+            return None
+
+        async def status(self, task_id):
+            raise AssertionError("single GETs are not expected here")
+
+        async def status_many(self, task_ids, riders=()):
+            self.calls.append((list(task_ids), list(riders)))
+            return {t: TaskStatus(t, TaskState.SUCCEEDED, videos=(Video("u"),)) for t in [*task_ids, *riders]}
+
+    async def scenario():
+        provider = ListProvider()
+        poller = Poller(provider, Limiter(None), PollSchedule(provider.poll_hint), on_fatal=lambda e: None)
+        now = time.time()
+        old = asyncio.create_task(poller.wait("old", now - 100))  # due at once
+        new = asyncio.create_task(poller.wait("new", now))  # its own first poll would be in 50 s
+        done = await asyncio.wait_for(asyncio.gather(old, new), 5)
+        await poller.aclose()
+        return provider, done
+
+    provider, done = asyncio.run(scenario())
+    assert [s.task_id for s in done] == ["old", "new"]
+    assert provider.calls == [(["old"], ["new"])]  # one request answered for both

@@ -170,13 +170,24 @@ class Poller:
     async def _poll(self, due: list[_Watch]) -> None:
         ids = [w.task_id for w in due]
         answers: dict[str, TaskStatus | ProviderError]
-        if self.provider.batch_polling and len(ids) > 1:
+        if self.provider.batch_polling:
+            # One list request answers for many tasks: let every other watched task ride along,
+            # so a task that finished is seen at the next poll of *any* task, not only its own.
+            due_ids = set(ids)
+            riders = [t for t in self._watches if t not in due_ids]
             await self.limiter.acquire()
             self.polls += 1
             try:
-                answers = dict(await self.provider.status_many(ids))
+                answers = dict(await self.provider.status_many(ids, riders))
             except ProviderError as exc:
                 answers = dict.fromkeys(ids, exc)
+            for task_id in riders:
+                rider = self._watches.get(task_id)
+                answer = answers.get(task_id)
+                if rider is not None and isinstance(answer, TaskStatus) and answer.state.done \
+                        and not rider.future.done():
+                    self._learn(rider, answer)
+                    rider.future.set_result(answer)
         else:
             answers = dict(zip(ids, await asyncio.gather(*(self._one(i) for i in ids)),
                                strict=True))

@@ -110,9 +110,14 @@ class Provider(ABC):
         """The task created with this idempotency key, or None if the provider has none."""
 
     async def status_many(
-        self, task_ids: Sequence[str]
+        self, task_ids: Sequence[str], riders: Sequence[str] = ()
     ) -> Mapping[str, TaskStatus | ProviderError]:
-        """Status of several tasks; errors are returned per task, not raised."""
+        """Status of several tasks; errors are returned per task, not raised.
+
+        ``riders``: other tasks the caller would like news of *if it costs nothing extra* (they
+        appear on a list page fetched anyway). A provider may ignore them; it must not spend a
+        request on them.
+        """
         answers = await asyncio.gather(*(self.status(t) for t in task_ids), return_exceptions=True)
         out: dict[str, TaskStatus | ProviderError] = {}
         for task_id, answer in zip(task_ids, answers, strict=True):

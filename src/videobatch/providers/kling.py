@@ -317,17 +317,24 @@ class KlingProvider(Provider):
         return None
 
     async def status_many(
-        self, task_ids: Sequence[str]
+        self, task_ids: Sequence[str], riders: Sequence[str] = ()
     ) -> Mapping[str, TaskStatus | ProviderError]:
-        """Status of many tasks: list-endpoint pages first (cheaper), single GETs for the rest."""
+        """Status of many tasks: list-endpoint pages first (cheaper), single GETs for the rest.
+
+        ``riders`` are reported when they appear on a page fetched for ``task_ids``; no request
+        is spent on them otherwise.
+        """
         ids = list(dict.fromkeys(task_ids))
+        extra = [t for t in dict.fromkeys(riders) if t not in set(ids)]
         out: dict[str, TaskStatus | ProviderError] = {}
         missing = set(ids)
         for kind in KINDS:
             wanted = {t for t in missing if self._kinds.get(t) in (kind, None)}
-            budget = -(-len(wanted) // self._list_threshold)  # pages worth fewer requests than GETs
+            along = {t for t in extra if t not in out and self._kinds.get(t) in (kind, None)}
+            # pages worth fewer requests than the single GETs they replace (riders come free)
+            budget = max(1 if wanted and along else 0, -(-len(wanted) // self._list_threshold))
             page = 1
-            while len(wanted) >= self._list_threshold and page <= min(budget, 1000):
+            while wanted and len(wanted) + len(along) >= self._list_threshold and page <= min(budget, 1000):
                 try:
                     data = await self._call("GET", f"/v1/videos/{kind}",
                                             params={"pageNum": page, "pageSize": self._page_size})
@@ -335,23 +342,24 @@ class KlingProvider(Provider):
                     break  # no usable list endpoint: single GETs below
                 except ProviderError as exc:  # rate limited, auth, 5xx: report, don't pile on
                     out.update({t: exc for t in missing})
-                    return out
+                    return {t: out[t] for t in ids}
                 items = data if isinstance(data, list) else []
                 for item in items:
                     task_id = item.get("task_id") if isinstance(item, dict) else None
-                    if task_id in wanted:
+                    if task_id in wanted or task_id in along:
                         try:
                             out[task_id] = self._task(item, kind)
                         except ProviderError:
                             continue
                         wanted.discard(task_id)
+                        along.discard(task_id)
                         missing.discard(task_id)
                 if len(items) < self._page_size:
                     break
                 page += 1
         if missing:
             out.update(await self._status_each([t for t in ids if t in missing]))
-        return {t: out[t] for t in ids}
+        return {t: out[t] for t in [*ids, *extra] if t in out}
 
     async def _status_each(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
         gate = asyncio.Semaphore(4)

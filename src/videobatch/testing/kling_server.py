@@ -344,6 +344,18 @@ def running_server(*, process: bool = False, faults: str | dict[str, Any] | None
         sock.close()
 
 
+def _wait_until_serving(url: str, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{url}/_test/counters", timeout=1.0)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Kling test server at {url} did not start") from None
+            time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def _server_process(config: SimConfig, faults: str | dict[str, Any] | None,
                     log_level: str) -> Iterator[ServerHandle]:
@@ -358,7 +370,9 @@ def _server_process(config: SimConfig, faults: str | dict[str, Any] | None,
         line = proc.stdout.readline()
         if not line.startswith("kling test server: "):
             raise RuntimeError(f"the Kling test server did not start (said {line!r})")
-        yield ServerHandle(line.split()[-1], config)
+        url = line.split()[-1]
+        _wait_until_serving(url, proc)  # the address is printed before uvicorn listens on it
+        yield ServerHandle(url, config)
     finally:
         proc.terminate()
         try:
