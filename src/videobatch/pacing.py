@@ -5,6 +5,8 @@
   back one at a time (additive increase, like TCP).
 - ``RateLimiter``: a token bucket over every API request (submits, polls, lookups).
 - ``backoff``: exponential delay with full jitter, never shorter than the provider's Retry-After.
+- ``SlotPool``: the interface the runner takes slots through; ``LocalSlots`` adapts ``Slots`` to it
+  (service workers use ``videobatch.service.slots.RedisSlots``, shared through Redis).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["RateLimiter", "Slots", "backoff"]
+if TYPE_CHECKING:
+    from .jobs import Job
+
+__all__ = ["LocalSlots", "RateLimiter", "SlotPool", "Slots", "backoff"]
 
 
 def backoff(
@@ -104,3 +110,40 @@ class Slots:
         async with self._cond:
             self.limit = min(self.ceiling, self.limit + 1)
             self._cond.notify(1)
+
+
+class SlotPool(Protocol):
+    """Parallel-task slots. ``videobatch.pacing.Slots`` in one process; a Redis lease set shared by
+    all workers in service mode."""
+
+    ceiling: int
+    limit: int
+    in_use: int
+
+    async def acquire(self, job: Job) -> None: ...
+    async def release(self, job: Job) -> None: ...
+    async def shrink(self) -> None: ...
+    async def grow(self) -> None: ...
+
+
+class LocalSlots:
+    """``pacing.Slots`` behind the ``SlotPool`` interface (the job does not matter locally)."""
+
+    def __init__(self, ceiling: int) -> None:
+        self._slots = Slots(ceiling)
+
+    ceiling = property(lambda self: self._slots.ceiling)
+    limit = property(lambda self: self._slots.limit)
+    in_use = property(lambda self: self._slots.in_use)
+
+    async def acquire(self, job: Job) -> None:
+        await self._slots.acquire()
+
+    async def release(self, job: Job) -> None:
+        await self._slots.release()
+
+    async def shrink(self) -> None:
+        await self._slots.shrink()
+
+    async def grow(self) -> None:
+        await self._slots.grow()

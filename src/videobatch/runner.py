@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import (
     AccountError,
@@ -36,13 +36,13 @@ from .errors import (
 )
 from .events import Event, EventKind, Observer, Progress, notify
 from .jobs import Job, State
-from .pacing import RateLimiter, Slots, backoff
+from .pacing import LocalSlots, RateLimiter, SlotPool, backoff
 from .polling import Poller, PollSchedule
 from .providers.base import Provider, TaskState, TaskStatus
+from .sources import JobSource, QueueSource
 from .store import Store
 
-__all__ = ["JobSource", "LocalSlots", "QueueSource", "RunContext", "RunOutcome", "RunSettings", "Runner",
-           "SlotPool"]
+__all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]
 
 log = logging.getLogger("videobatch")
 
@@ -73,76 +73,6 @@ class _Stop:
     no_submit: ProviderError | None = None  # stops new submissions only
     cancelled: bool = False
     event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class JobSource(Protocol):
-    """Where workers get their next row. The local runner uses a queue of the batch's rows; the
-    service uses a Redis stream shared by many worker processes."""
-
-    async def next(self) -> Job | None:
-        """The next row to drive, or None when there is no more work for this run."""
-
-    async def done(self, job: Job) -> None:
-        """The worker is finished with ``job`` (it ended, or the run stops while it is in flight)."""
-
-    def backlog(self) -> int | None:
-        """Rows waiting, or None when unknown (then the runner keeps every worker slot busy)."""
-
-
-class SlotPool(Protocol):
-    """Parallel-task slots. ``videobatch.pacing.Slots`` in one process; a Redis lease set shared by
-    all workers in service mode."""
-
-    ceiling: int
-    limit: int
-    in_use: int
-
-    async def acquire(self, job: Job) -> None: ...
-    async def release(self, job: Job) -> None: ...
-    async def shrink(self) -> None: ...
-    async def grow(self) -> None: ...
-
-
-class QueueSource:
-    """The local job source: the batch's rows in order, and rows queued again by a retry."""
-
-    def __init__(self, jobs: Sequence[Job]) -> None:
-        self._queue: deque[Job] = deque(jobs)
-
-    async def next(self) -> Job | None:
-        return self._queue.popleft() if self._queue else None
-
-    async def done(self, job: Job) -> None:
-        return None
-
-    def backlog(self) -> int | None:
-        return len(self._queue)
-
-    def add(self, job: Job) -> None:
-        self._queue.append(job)
-
-
-class LocalSlots:
-    """``pacing.Slots`` behind the ``SlotPool`` interface (the job does not matter locally)."""
-
-    def __init__(self, ceiling: int) -> None:
-        self._slots = Slots(ceiling)
-
-    ceiling = property(lambda self: self._slots.ceiling)
-    limit = property(lambda self: self._slots.limit)
-    in_use = property(lambda self: self._slots.in_use)
-
-    async def acquire(self, job: Job) -> None:
-        await self._slots.acquire()
-
-    async def release(self, job: Job) -> None:
-        await self._slots.release()
-
-    async def shrink(self) -> None:
-        await self._slots.shrink()
-
-    async def grow(self) -> None:
-        await self._slots.grow()
 
 
 class RunContext:
