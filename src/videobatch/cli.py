@@ -129,13 +129,19 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
-def _provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def parse_options(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``-P KEY=VALUE`` items as provider options (``-`` in keys read as ``_``)."""
     options: dict[str, Any] = {}
-    for item in args.provider_option:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             parser.error(f"-P expects KEY=VALUE, got {item!r}")
         options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    options = parse_options(args.provider_option, parser)
     if args.base_url:
         options["base_url"] = args.base_url
     return options
@@ -188,6 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
+                      report=args.report)
+
+
+def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
+               download: str | None = None, report: str | Path | None = None) -> int:
+    """Wait for ``batch``, write its results, print the summary; the exit code of the command."""
     started = time.monotonic()
     interrupted = False
     stopped: str | None = None
@@ -203,22 +216,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
 
     df = batch.results()
-    write_results(df, out)
+    where = [f"checkpoint: {checkpoint}"] if checkpoint else []
+    if out is not None:
+        write_results(df, out)
+        where.insert(0, f"results: {out}")
     counts: Counter[State] = Counter(j.state for j in batch.jobs)
     failures = [(j.key, j.error_kind, j.error) for j in batch.jobs if j.state is State.FAILED]
-    where = [f"results: {out}"] + ([f"checkpoint: {checkpoint}"] if checkpoint else [])
     completed = [j for j in batch.jobs if j.state is State.COMPLETED]
-    if args.download:
+    if download:
         saved = sum(1 for j in completed if j.extras.get("local_path"))
-        where.append(f"downloads: {saved}/{len(completed)} clips in {args.download}")
+        where.append(f"downloads: {saved}/{len(completed)} clips in {download}")
         broken = [j for j in completed if j.extras.get("download_error")]
         if broken:
             where.append(f"  {len(broken)} download(s) failed (e.g. {broken[0].key}: "
                          f"{broken[0].extras['download_error']}); fetch them later with "
-                         f"`python -m videobatch download {checkpoint or '<checkpoint>'} {args.download}`")
+                         f"`python -m videobatch download {checkpoint or '<checkpoint>'} {download}`")
     elif completed and completed[0].video_url:
         where.append(f"videos: e.g. {completed[0].video_url}")
-    report = args.report or (Path(args.download) / "report.html" if args.download else None)
+    report = report or (Path(download) / "report.html" if download else None)
     if report is not None:
         from .report import write_report
 

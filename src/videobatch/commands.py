@@ -24,9 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import AccountError, AuthError, CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .jobs import IN_FLIGHT, Job, State
-from .progress import summary
 from .store import LoadedCheckpoint, load
 
 __all__ = ["download_main", "report_main", "retry_main", "status_main"]
@@ -147,16 +146,6 @@ def status_main(argv: Sequence[str]) -> int:
 
 
 # ---------------------------------------------------------------------- retry
-def _options(items: Sequence[str], p: argparse.ArgumentParser) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            p.error(f"-P expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def retry_main(argv: Sequence[str]) -> int:
     p = _parser("retry", "Run the failed rows of a checkpoint again (each retried row is a new, "
                          "separately paid submission); unfinished rows are resumed too.\n\n"
@@ -185,7 +174,9 @@ def retry_main(argv: Sequence[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="show what would be retried; submit nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(list(argv))
-    options = _options(args.provider_option, p)
+    from .cli import parse_options
+
+    options = parse_options(args.provider_option, p)
     if args.base_url:
         options["base_url"] = args.base_url
     kinds = [k.strip() for item in args.only_failed_with for k in item.split(",") if k.strip()] or None
@@ -217,30 +208,9 @@ def retry_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     batch.retry_failed(kinds)
-    started = time.monotonic()
-    interrupted, auth_failed, stopped = False, False, None
-    try:
-        batch.wait()
-    except KeyboardInterrupt:
-        interrupted = True
-    except AuthError as exc:
-        stopped, auth_failed = str(exc), True
-    except AccountError as exc:
-        stopped = str(exc)
-    if args.out:
-        from .results import write_results
+    from .cli import finish_run
 
-        write_results(batch.results(), args.out)
-    counts: Counter[State] = Counter(j.state for j in batch.jobs)
-    failures = [(j.key, j.error_kind, j.error) for j in batch.jobs if j.state is State.FAILED]
-    where = [f"checkpoint: {args.checkpoint}"] + ([f"results: {args.out}"] if args.out else [])
-    print(summary(counts, time.monotonic() - started, failures, cancelled=interrupted,
-                  stopped_by=stopped, where=where))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if auth_failed:
-        return EXIT_USAGE
-    return EXIT_OK if counts[State.COMPLETED] == len(batch.jobs) else EXIT_FAILED
+    return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint)
 
 
 # ---------------------------------------------------------------------- download
