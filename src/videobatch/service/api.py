@@ -2,46 +2,76 @@
 
     POST /api/v1/videos                    one request -> {request_id, status: "pending"}
     GET  /api/v1/videos/{request_id}       status, video_url, error (404 for unknown ids)
-    POST /api/v1/batches                   many rows (JSON, or a CSV upload) -> {batch_id, ...}
+    POST /api/v1/batches                   many rows as JSON -> {batch_id, total, request_ids}
+    POST /api/v1/batches/csv               a prompts CSV (multipart field ``file``) -> the same
     GET  /api/v1/batches/{batch_id}        counts per state
     GET  /api/v1/batches/{batch_id}/results?format=csv|parquet|json
 
-Every endpoint needs ``Authorization: Bearer <token>`` with a token from ``VIDEOBATCH_API_TOKENS``
-(comma-separated); without one the answer is 401 and nothing is touched. Bodies are validated
-with the library's own rules (422 lists every problem). A client may send ``Idempotency-Key``: a
-repeated POST with the same key returns the first answer instead of creating (and paying for)
-another request.
+Every ``/api/`` endpoint needs ``Authorization: Bearer <token>`` with a token from
+``VIDEOBATCH_API_TOKENS`` (comma-separated); without one the answer is 401 before the body is even
+read, and nothing is touched. The OpenAPI spec (``/openapi.json``) and docs (``/docs``) are public.
+Bodies are validated with the library's own rules (422 lists every problem, by row for batches).
+A client may send ``Idempotency-Key``: a repeated POST with the same key (and token) returns the
+first answer instead of creating (and paying for) another request; the same key with a different
+body is refused (409). Creation is one Redis transaction: a request is enqueued exactly when its
+202 answer is sent. While Redis is unreachable the API answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import io
+import json
+import math
 import os
+import tempfile
+import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import pandas as pd
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.exceptions import WatchError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError, Problem
 from ..inputs import load_prompts
-from ..jobs import State
-from ..request import VideoRequest
+from ..jobs import TERMINAL, State
+from ..request import REQUEST_FIELDS, VideoRequest
+from ..webhooks import check_urls
 from .queue import enqueue_fields
-from .records import Keys, decode_hash, new_job_fields, public_view
+from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 
 __all__ = ["create_app"]
 
-_FIELDS = ("prompt", "negative_prompt", "model", "duration", "aspect_ratio", "mode", "cfg_scale",
-           "image", "image_tail", "camera_control")
+IDEMPOTENCY_TTL = 7 * 86400  # seconds an Idempotency-Key is remembered
+_NOT_METADATA = frozenset({*REQUEST_FIELDS, "webhook_url"})
+
+
+def _url_problem(url: str | None) -> str | None:
+    parts = urlsplit(url or "")
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        return "a webhook URL must start with http:// or https:// and name a host"
+    return None
+
+
+def _webhook_url(value: str | None) -> str | None:
+    value = (value or "").strip() or None
+    problem = _url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class VideoCreate(BaseModel):
@@ -51,8 +81,8 @@ class VideoCreate(BaseModel):
 
     prompt: str = Field("", max_length=2500)
     negative_prompt: str | None = Field(None, max_length=2500)
-    model: str | None = None
-    duration: int | None = None
+    model: str | None = Field(None, description="model name or alias, e.g. kling-v1.5")
+    duration: int | None = Field(None, description="seconds (5 or 10)")
     aspect_ratio: str | None = None
     mode: str | None = None
     cfg_scale: float | None = None
@@ -61,6 +91,8 @@ class VideoCreate(BaseModel):
     camera_control: dict[str, Any] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
     metadata: dict[str, Any] | None = None
+
+    _check_url = field_validator("webhook_url")(_webhook_url)
 
 
 class VideoCreated(BaseModel):
@@ -78,10 +110,15 @@ class VideoStatus(BaseModel):
     task_id: str | None = None
     attempts: int = 0
     batch_id: str | None = None
+    row_key: str | None = None
     created_at: float | None = None
     submitted_at: float | None = None
     completed_at: float | None = None
     expires_at: float | None = None
+    request: dict[str, Any] | None = Field(None, description="the validated request (model names "
+                                           "resolved, defaults filled in)")
+    webhook_url: str | None = None
+    webhook_status: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -90,7 +127,9 @@ class BatchCreate(BaseModel):
 
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
     defaults: dict[str, Any] | None = None
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(None, max_length=2048)
+
+    _check_url = field_validator("webhook_url")(_webhook_url)
 
 
 class BatchCreated(BaseModel):
@@ -106,12 +145,95 @@ class BatchCounts(BaseModel):
     done: bool
 
 
+def _token_ok(token: str, tokens: list[str]) -> bool:
+    given = token.encode()
+    return bool(given) and any(hmac.compare_digest(given, t.encode()) for t in tokens)
+
+
+class _BearerGate:
+    """Refuses ``/api/`` requests without a valid bearer token before anything else runs
+    (FastAPI would parse and validate the body before its dependencies)."""
+
+    def __init__(self, app: ASGIApp, tokens: list[str]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not _token_ok(token.strip(), self.tokens):
+                response = JSONResponse({"detail": "missing or invalid bearer token"},
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 # Module level: FastAPI resolves the (string) annotations of endpoints against module globals.
 _BEARER = HTTPBearer(auto_error=False)
+_COMMON: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token"},
+    503: {"description": "Redis is unreachable; retry after Retry-After seconds"},
+}
+_POSTS: dict[int | str, dict[str, Any]] = {
+    **_COMMON,
+    400: {"description": "the body cannot be read (not UTF-8 JSON, or a broken upload)"},
+    409: {"description": "Idempotency-Key reused for another body"},
+}
+
+
+async def _authorized(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> str:
+    """The caller's token (checked again here; it also puts bearer auth in the spec)."""
+    token = credentials.credentials if credentials else ""
+    if not _token_ok(token, request.app.state.tokens):
+        raise HTTPException(status_code=401, detail="missing or invalid bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return token
+
+
+Token = Annotated[str, Depends(_authorized)]
+IdemKey = Annotated[str | None, Header(max_length=200, description="repeat-safe POST key")]
 
 
 def _problems_response(problems: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": problems})
+
+
+def _row_problems(problems: list[Problem]) -> list[dict[str, Any]]:
+    return [{"row": p.row, "line": p.line, "column": p.column, "msg": p.message,
+             "allowed": p.allowed} for p in sorted(problems, key=lambda p: (p.row or 0, p.column or ""))]
+
+
+def _cell(value: Any) -> Any:
+    """A JSON-safe metadata value (numpy scalars unwrapped, NaN dropped as None)."""
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, list | dict):
+        with contextlib.suppress(TypeError, ValueError):
+            value = item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _plain_frame(source: Any, rows: list[dict[str, Any]] | None) -> pd.DataFrame | None:
+    """The rows as a table without the library's checks, or None if even that fails."""
+    try:
+        return pd.DataFrame(rows) if rows is not None else pd.read_csv(
+            source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except Exception:
+        return None
+
+
+def _fingerprint(data: Any) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
@@ -119,8 +241,8 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     """The gateway app. ``tokens`` default to ``VIDEOBATCH_API_TOKENS``; with none, every request
     is refused (a service without tokens would be open to anyone)."""
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    allowed = [t for t in (tokens if tokens is not None else
-                           os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",")) if t.strip()]
+    allowed = [t.strip() for t in (tokens if tokens is not None else
+                                   os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",")) if t.strip()]
     keys = Keys(prefix)
     client = aioredis.Redis.from_url(url)
 
@@ -130,33 +252,55 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         await client.aclose()
 
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
-    async def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-    ) -> None:
-        token = credentials.credentials if credentials else ""
-        if not any(hmac.compare_digest(token.encode(), t.strip().encode()) for t in allowed):
-            raise HTTPException(status_code=401, detail="missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(authorized)]
+    app.state.tokens = allowed
+    app.add_middleware(_BearerGate, tokens=allowed)
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
         return _problems_response([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
 
-    async def _remembered(idem: str | None) -> str | None:
-        if not idem:
-            return None
-        found = await client.get(keys.idem(idem))
-        return found.decode() if isinstance(found, bytes) else found
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the queue (Redis) is unavailable; retry shortly"},
+                            status_code=503, headers={"Retry-After": "1"})
 
-    @app.post("/api/v1/videos", status_code=202, response_model=VideoCreated, dependencies=auth,
-              responses={422: {"description": "invalid request (every problem listed)"}})
-    async def create_video(body: VideoCreate,
-                           idempotency_key: Annotated[str | None, Header(max_length=200)] = None
-                           ) -> VideoCreated | JSONResponse:
+    for error in UNAVAILABLE:
+        app.add_exception_handler(error, _unavailable)
+
+    async def _create(token: str, scope: str, idempotency_key: str | None, fingerprint: str,
+                      new_id: str, write: Callable[[Any], None]) -> tuple[str, bool]:
+        """Run ``write`` in one transaction, with an Idempotency-Key only if the key is new.
+
+        Returns (id, created): the new id, or the id the key was first used for.
+        """
+        owner = hashlib.sha256(token.encode()).hexdigest()[:16]
+        idem = keys.idem(f"{owner}:{scope}:{idempotency_key}") if idempotency_key else None
+        async with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if idem is not None:
+                        await pipe.watch(idem)
+                        found = await pipe.get(idem)
+                        if found is not None:
+                            first_id, _, first_print = _text(found).partition(" ")
+                            if first_print != fingerprint:
+                                raise HTTPException(status_code=409, detail=(
+                                    "this Idempotency-Key was used with a different body; "
+                                    "use a new key for a new request"))
+                            return first_id, False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(idem, f"{new_id} {fingerprint}", ex=IDEMPOTENCY_TTL)
+                    write(pipe)
+                    await pipe.execute()
+                    return new_id, True
+                except WatchError:  # the same key arrived concurrently: read what it made
+                    continue
+
+    @app.post("/api/v1/videos", status_code=202, response_model=VideoCreated,
+              responses={**_POSTS, 422: {"description": "invalid request (every problem listed)"}})
+    async def create_video(body: VideoCreate, token: Token, response: Response,
+                           idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
-        fields = {k: v for k, v in body.model_dump(include=set(_FIELDS)).items()
+        fields = {k: v for k, v in body.model_dump(include=set(REQUEST_FIELDS)).items()
                   if v is not None and v != ""}
         try:
             request = VideoRequest.model_validate(fields)
@@ -164,87 +308,115 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             return _problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
                                         "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
                                        for e in exc.errors()])
-        previous = await _remembered(idempotency_key)
-        if previous:
-            return VideoCreated(request_id=previous, status="pending", message="already submitted")
-        request_id = uuid.uuid4().hex
-        if idempotency_key and not await client.set(keys.idem(idempotency_key), request_id, nx=True,
-                                                    ex=7 * 86400):
-            previous = await _remembered(idempotency_key)
-            return VideoCreated(request_id=previous or request_id, status="pending",
-                                message="already submitted")
-        job = new_job_fields(request_id, request, webhook_url=body.webhook_url, metadata=body.metadata)
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.job(request_id), mapping=job)
-            pipe.xadd(keys.queue, enqueue_fields(request_id))
-            await pipe.execute()
+        job = new_job_fields(uuid.uuid4().hex, request, webhook_url=body.webhook_url,
+                             metadata=body.metadata)
+
+        def write(pipe: Any) -> None:
+            pipe.hset(keys.job(job["request_id"]), mapping=job)
+            pipe.xadd(keys.queue, enqueue_fields(job["request_id"]))
+
+        request_id, created = await _create(token, "videos", idempotency_key,
+                                            _fingerprint(body.model_dump(mode="json")),
+                                            job["request_id"], write)
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+            return VideoCreated(request_id=request_id, status="pending", message="already submitted")
         return VideoCreated(request_id=request_id, status="pending",
                             message="Video generation request submitted")
 
-    @app.get("/api/v1/videos/{request_id}", response_model=VideoStatus, dependencies=auth,
-             responses={404: {"description": "no such request"}})
-    async def get_video(request_id: str) -> VideoStatus:
+    @app.get("/api/v1/videos/{request_id}", response_model=VideoStatus,
+             responses={**_COMMON, 404: {"description": "no such request"}})
+    async def get_video(request_id: str, _: Token) -> VideoStatus:
         """Status of one request: pending, submitting, generating, completed or failed."""
         raw = await client.hgetall(keys.job(request_id))
         if not raw:
             raise HTTPException(status_code=404, detail="Request not found")
-        return VideoStatus(**{k: v for k, v in public_view(decode_hash(raw)).items()
-                              if k in VideoStatus.model_fields and k != "metadata"},
-                           metadata=public_view(decode_hash(raw))["metadata"])
+        view = public_view(decode_hash(raw))
+        return VideoStatus(**{k: v for k, v in view.items() if k in VideoStatus.model_fields})
 
-    async def _create_batch(frame_or_rows: Any, defaults: dict[str, Any] | None,
-                            webhook_url: str | None) -> BatchCreated | JSONResponse:
+    async def _create_batch(token: str, idempotency_key: str | None, fingerprint: str,
+                            source: Any, defaults: dict[str, Any] | None, webhook_url: str | None,
+                            raw_rows: list[dict[str, Any]] | None = None,
+                            name: str | None = None) -> tuple[bool, BatchCreated | JSONResponse]:
+        problems: list[Problem] = []
+        prompts = None
         try:
-            prompts = load_prompts(frame_or_rows, defaults=defaults)
+            prompts = await run_in_threadpool(load_prompts, source, defaults=defaults)
         except InputError as exc:
-            return _problems_response([{"row": p.row, "column": p.column, "msg": p.message,
-                                        "allowed": p.allowed} for p in exc.problems])
-        except Exception as exc:  # ConfigError for bad defaults, odd cell types
-            return _problems_response([{"msg": str(exc)}])
-        batch_id = uuid.uuid4().hex
+            problems.extend(exc.problems)
+        except ConfigError as exc:  # bad defaults
+            problems.append(Problem(None, "defaults", str(exc)))
+        given = prompts.frame if prompts is not None else await run_in_threadpool(
+            _plain_frame, source, raw_rows)  # rows the library refused: check their URLs too
+        if given is not None:
+            problems.extend(check_urls(given))
+        if problems or prompts is None:
+            return False, _problems_response(_row_problems(problems))
         frame = prompts.frame
-        meta_cols = [c for c in frame.columns if c not in _FIELDS and c != "webhook_url"]
-        records = frame[meta_cols].to_dict("records") if meta_cols else [{}] * len(frame)
+        if raw_rows is not None:  # JSON rows: metadata keeps its JSON types
+            metas = [{str(k): v for k, v in r.items() if k not in _NOT_METADATA} for r in raw_rows]
+        else:
+            columns = [c for c in frame.columns if c not in _NOT_METADATA]
+            metas = [{str(k): _cell(v) for k, v in r.items()} for r in frame[columns].to_dict("records")]
         hooks = (frame["webhook_url"].tolist() if "webhook_url" in frame.columns
                  else [None] * len(frame))
+        batch_id = uuid.uuid4().hex
         ids = [uuid.uuid4().hex for _ in prompts.requests]
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.batch(batch_id), mapping={"total": len(ids), "source": prompts.source})
+
+        def write(pipe: Any) -> None:
+            pipe.hset(keys.batch(batch_id), mapping={"total": len(ids), "created_at": repr(time.time()),
+                                                     "source": name or prompts.source})
             pipe.rpush(keys.batch_ids(batch_id), *ids)
-            for rid, key, request, meta, hook in zip(ids, prompts.keys, prompts.requests, records,
+            for rid, key, request, meta, hook in zip(ids, prompts.keys, prompts.requests, metas,
                                                       hooks, strict=True):
-                url = hook if isinstance(hook, str) and hook.strip() else webhook_url
+                url = hook.strip() if isinstance(hook, str) and hook.strip() else webhook_url
                 pipe.hset(keys.job(rid), mapping=new_job_fields(
                     rid, request, batch_id=batch_id, row_key=key, webhook_url=url,
-                    metadata={str(k): v for k, v in meta.items() if not pd.isna(v)}))
+                    metadata={k: v for k, v in meta.items() if v is not None and v == v}))
                 pipe.xadd(keys.queue, enqueue_fields(rid))
-            await pipe.execute()
-        return BatchCreated(batch_id=batch_id, total=len(ids), request_ids=ids)
 
-    @app.post("/api/v1/batches", status_code=202, response_model=BatchCreated, dependencies=auth,
-              responses={422: {"description": "invalid rows (every problem listed)"}})
-    async def create_batch(body: BatchCreate) -> BatchCreated | JSONResponse:
+        found, created = await _create(token, "batches", idempotency_key, fingerprint, batch_id, write)
+        if created:
+            return False, BatchCreated(batch_id=batch_id, total=len(ids), request_ids=ids)
+        first = [_text(i) for i in await client.lrange(keys.batch_ids(found), 0, -1)]
+        return True, BatchCreated(batch_id=found, total=len(first), request_ids=first)
+
+    @app.post("/api/v1/batches", status_code=202, response_model=BatchCreated,
+              responses={**_POSTS, 422: {"description": "invalid rows (every problem listed)"}})
+    async def create_batch(body: BatchCreate, token: Token, response: Response,
+                           idempotency_key: IdemKey = None) -> BatchCreated | JSONResponse:
         """Submit many rows at once (the same columns as a prompts CSV)."""
-        return await _create_batch(body.rows, body.defaults, body.webhook_url)
+        replayed, answer = await _create_batch(token, idempotency_key,
+                                               _fingerprint(body.model_dump(mode="json")), body.rows,
+                                               body.defaults, body.webhook_url, raw_rows=body.rows)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return answer
 
     @app.post("/api/v1/batches/csv", status_code=202, response_model=BatchCreated,
-              dependencies=auth, responses={422: {"description": "invalid CSV (every problem listed)"}})
-    async def create_batch_csv(file: UploadFile) -> BatchCreated | JSONResponse:
-        """Submit a prompts CSV file (multipart upload, field name ``file``)."""
+              responses={**_POSTS, 422: {"description": "invalid CSV (every problem listed)"}})
+    async def create_batch_csv(file: UploadFile, token: Token, response: Response,
+                               webhook_url: Annotated[str | None, Form(max_length=2048)] = None,
+                               idempotency_key: IdemKey = None) -> BatchCreated | JSONResponse:
+        """Submit a prompts CSV file (multipart upload, field ``file``; optional field
+        ``webhook_url`` for rows without their own ``webhook_url`` cell)."""
+        try:
+            webhook_url = _webhook_url(webhook_url)
+        except ValueError as exc:
+            return _problems_response([{"loc": ["body", "webhook_url"], "msg": str(exc)}])
         data = await file.read()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            return _problems_response([{"msg": f"the CSV is not UTF-8 (byte {exc.start}): save it as UTF-8"}])
-        try:
-            frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""], dtype=str)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            return _problems_response([{"msg": f"unreadable CSV: {exc}"}])
-        return await _create_batch(frame, None, None)
+        with tempfile.TemporaryDirectory(prefix="videobatch-upload-") as tmp:
+            path = Path(tmp) / "upload.csv"  # the library reads CSV files (encodings, line numbers)
+            path.write_bytes(data)
+            replayed, answer = await _create_batch(
+                token, idempotency_key, _fingerprint(data + (webhook_url or "").encode()), str(path),
+                None, webhook_url, name=file.filename or "upload.csv")
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return answer
 
     async def _batch_rows(batch_id: str) -> list[dict[str, str]]:
-        ids = [i.decode() if isinstance(i, bytes) else str(i)
-               for i in await client.lrange(keys.batch_ids(batch_id), 0, -1)]
+        ids = [_text(i) for i in await client.lrange(keys.batch_ids(batch_id), 0, -1)]
         if not ids:
             raise HTTPException(status_code=404, detail="Batch not found")
         async with client.pipeline(transaction=False) as pipe:
@@ -253,29 +425,27 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             raws = await pipe.execute()
         return [decode_hash(r) for r in raws]
 
-    @app.get("/api/v1/batches/{batch_id}", response_model=BatchCounts, dependencies=auth,
-             responses={404: {"description": "no such batch"}})
-    async def get_batch(batch_id: str) -> BatchCounts:
+    @app.get("/api/v1/batches/{batch_id}", response_model=BatchCounts,
+             responses={**_COMMON, 404: {"description": "no such batch"}})
+    async def get_batch(batch_id: str, _: Token) -> BatchCounts:
         """How many rows of the batch are in each state."""
         rows = await _batch_rows(batch_id)
         counts = Counter(r.get("status", "pending") for r in rows)
-        done = all(r.get("status") in (State.COMPLETED, State.FAILED, State.CANCELLED) for r in rows)
+        done = all(r.get("status") in TERMINAL for r in rows)
         return BatchCounts(batch_id=batch_id, total=len(rows),
                            counts={s.value: counts.get(s.value, 0) for s in State}, done=done)
 
-    @app.get("/api/v1/batches/{batch_id}/results", dependencies=auth,
-             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {},
-                                          "application/json": {}}},
+    @app.get("/api/v1/batches/{batch_id}/results",
+             responses={**_COMMON, 200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {},
+                                                     "application/json": {}}},
                         404: {"description": "no such batch"}})
-    async def batch_results(batch_id: str, format: str = "csv") -> Response:
-        """The batch's results table as CSV, parquet or JSON."""
-        rows = await _batch_rows(batch_id)
-        views = [public_view(r) for r in rows]
+    async def batch_results(batch_id: str, _: Token,
+                            format: Literal["csv", "parquet", "json"] = "csv") -> Response:
+        """The batch's results table (input order) as CSV, parquet or JSON."""
+        views = [public_view(r) for r in await _batch_rows(batch_id)]
         table = pd.DataFrame([{**(v.get("request") or {}), **v.get("metadata", {}),
                                **{k: v[k] for k in v if k not in ("request", "metadata")}}
                               for v in views])
-        if format == "csv":
-            return Response(table.to_csv(index=False), media_type="text/csv")
         if format == "json":
             return Response(table.to_json(orient="records"), media_type="application/json")
         if format == "parquet":
@@ -283,7 +453,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(
                 buffer, index=False)
             return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet")
-        raise HTTPException(status_code=422, detail="format must be csv, parquet or json")
+        return Response(table.to_csv(index=False), media_type="text/csv")
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, Any]:

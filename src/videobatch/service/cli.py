@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["serve_main", "worker_main"]
 
@@ -15,6 +17,13 @@ _REDIS_HELP = "Redis address (default: $VIDEOBATCH_REDIS_URL or redis://127.0.0.
 
 def _redis_url(value: str | None) -> str:
     return value or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -51,6 +60,7 @@ def worker_main(argv: Sequence[str]) -> int:
     parser.add_argument("--provider", default="local", help="video provider (default local)")
     parser.add_argument("-P", "--provider-option", action="append", default=[], metavar="KEY=VALUE",
                         help="provider setting, repeatable")
+    parser.add_argument("--base-url", help="provider API address (same as -P base_url=...)")
     parser.add_argument("--concurrency", type=int, help="rows this worker drives at once")
     parser.add_argument("--account-limit", type=int,
                         help="parallel tasks for all workers together (default: the provider's limit)")
@@ -64,8 +74,11 @@ def worker_main(argv: Sequence[str]) -> int:
         if not sep:
             parser.error(f"-P expects KEY=VALUE, got {item!r}")
         options[key.strip().replace("-", "_")] = value
+    if args.base_url:
+        options["base_url"] = args.base_url
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise
     from ..errors import ConfigError
     from .worker import WorkerSettings, run_worker
 
@@ -74,9 +87,18 @@ def worker_main(argv: Sequence[str]) -> int:
                               concurrency=args.concurrency, account_limit=args.account_limit,
                               lease=args.lease,
                               webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None)
+    import redis
+
     try:
-        asyncio.run(run_worker(settings))
+        outcome = asyncio.run(run_worker(settings))
     except ConfigError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except redis.exceptions.ConnectionError as exc:
+        print(f"error: cannot reach Redis at {_without_password(settings.redis_url)}: {exc}",
+              file=sys.stderr)
+        return 2
+    if outcome.stopped_by is not None:  # e.g. the provider refused the credentials
+        print(f"error: the worker stopped: {outcome.stopped_by}", file=sys.stderr)
+        return 1
     return 0

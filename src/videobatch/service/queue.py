@@ -5,6 +5,11 @@ the group's pending list until the worker acknowledges it (the request ended). T
 its claim while it works (XCLAIM resets the entry's idle time): that is its lease. Entries whose
 lease ran out — their worker died — are taken over by another worker with XAUTOCLAIM, and the runner
 then reconciles the request through the provider's idempotency lookup (never paying twice).
+
+An entry is acknowledged (and deleted) only once its request ended *and* its webhook was delivered
+(or gave up): a worker that dies in between leaves the entry to another worker, which sends the
+notification it finds owed. A worker that stops gracefully hands its in-flight entries over at once
+(their idle time set to the lease). While Redis is unreachable the source waits for it.
 """
 
 from __future__ import annotations
@@ -12,36 +17,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..jobs import TERMINAL, Job, State
-from .records import Keys, decode_hash, job_from_hash
+from ..jobs import TERMINAL, Job
+from .records import UNAVAILABLE, Keys, decode_hash, job_from_hash
 
-__all__ = ["RedisSource", "enqueue_fields"]
+__all__ = ["EndHooks", "RedisSource", "enqueue_fields"]
 
 log = logging.getLogger("videobatch.service")
+
+# KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3..] entry ids. Renews (resets the idle
+# time of) the entries this consumer still owns; returns the ids another worker has taken over.
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if entry and entry[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
 
 
 def enqueue_fields(request_id: str) -> dict[Any, Any]:
     return {"id": request_id}
 
 
+class EndHooks(Protocol):
+    """What must happen after a request ends before its entry may be acknowledged (webhooks)."""
+
+    def pending(self, job: Job) -> asyncio.Task[None] | None:
+        """The notification of ``job`` still being delivered, if any."""
+
+    def catch_up(self, job: Job) -> asyncio.Task[None] | None:
+        """Send the notification ``job`` is owed (its worker died before sending it), if any."""
+
+
 class RedisSource:
     """A ``JobSource`` over the Redis stream, for one worker process (``consumer`` names it)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, consumer: str, *, lease: float = 30.0,
-                 block: float = 1.0) -> None:
+                 block: float = 1.0, hooks: EndHooks | None = None) -> None:
         self.client = client
         self.keys = keys
         self.consumer = consumer
         self.lease = lease
         self.block = block
+        self.hooks = hooks
         self._entries: dict[str, str] = {}  # request id -> stream entry id we hold
         self._renewer: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
+        self._renew = client.register_script(_RENEW)
         self._stopping = False
+        self._down = False
+        self._cursor = "0-0"  # where the next XAUTOCLAIM scan of the pending entries starts
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def setup(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
@@ -54,33 +93,87 @@ class RedisSource:
         return None  # unknown: keep every worker slot looking for work
 
     async def next(self) -> Job | None:
+        delay = 0.1
         while not self._stopping:
-            entry = await self._reclaim() or await self._read()
+            try:
+                entry = await self._reclaim() or await self._read()
+                job = await self._load(entry[1]) if entry is not None else None
+            except UNAVAILABLE as exc:
+                if not self._down:
+                    log.warning("Redis unavailable (%s); waiting for it", exc)
+                self._down = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self._down:
+                log.warning("Redis is back")
+                self._down, delay = False, 0.1
             if entry is None:
                 continue
-            entry_id, request_id = entry
-            job = await self._load(request_id)
-            if job is None or job.state in TERMINAL:
-                # Unknown request, or one that ended (e.g. its worker died after finishing).
-                await self.client.xack(self.keys.queue, self.keys.group, entry_id)
+            entry_id = entry[0]
+            if job is None:  # unknown request (its hash is gone)
+                await self._ack(entry_id)
                 continue
-            if job.state is State.CANCELLED:
-                await self.client.xack(self.keys.queue, self.keys.group, entry_id)
+            if job.state in TERMINAL:
+                # It ended, but its worker died before acknowledging: send what it owed.
+                owed = self.hooks.catch_up(job) if self.hooks is not None else None
+                if owed is not None:
+                    self._hold(job.key, entry_id, owed)
+                else:
+                    await self._ack(entry_id)
                 continue
             self._entries[job.key] = entry_id
-            if self._renewer is None or self._renewer.done():
-                self._renewer = asyncio.create_task(self._renew_loop(), name="videobatch-queue-leases")
+            self._ensure_renewer()
             return job
         return None
 
     async def done(self, job: Job) -> None:
-        entry_id = self._entries.pop(job.key, None)
+        entry_id = self._entries.get(job.key)
         if entry_id is None:
-            return
+            return  # another worker took the request over (our lease ran out)
         if job.state in TERMINAL:
-            await self.client.xack(self.keys.queue, self.keys.group, entry_id)
-        # Otherwise the worker is stopping with the request in flight: leave the entry pending,
-        # so another worker takes it over when the lease runs out.
+            delivering = self.hooks.pending(job) if self.hooks is not None else None
+            if delivering is not None and not delivering.done():
+                self._hold(job.key, entry_id, delivering)
+                return
+            self._entries.pop(job.key, None)
+            await self._ack(entry_id)
+            return
+        # Not ended: the worker stops, or may not submit now (e.g. the account ran out of credit).
+        # Its lease is no longer renewed; a stopping worker hands the request over right away
+        # (another worker reconciles it with the provider) instead of letting the lease run out.
+        self._entries.pop(job.key, None)
+        if not self._stopping:
+            return
+        with contextlib.suppress(*UNAVAILABLE):
+            await self.client.xclaim(self.keys.queue, self.keys.group, self.consumer,
+                                     min_idle_time=0, message_ids=[entry_id],
+                                     idle=int(self.lease * 1000), justid=True)
+
+    def _hold(self, key: str, entry_id: str, delivering: asyncio.Task[None]) -> None:
+        """Keep the entry (and renew its lease) until the delivery ends, then acknowledge it."""
+        self._entries[key] = entry_id
+        self._ensure_renewer()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._entries.pop(key, None)
+            if task.cancelled():
+                return  # abandoned (the worker stops): another worker will deliver it
+            ack = asyncio.get_running_loop().create_task(self._ack(entry_id))
+            self._acks.add(ack)
+            ack.add_done_callback(self._acks.discard)
+
+        delivering.add_done_callback(finished)
+
+    async def _ack(self, entry_id: str) -> None:
+        """Acknowledge and delete the entry; if Redis is away, its lease will hand it on."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(self.keys.queue, self.keys.group, entry_id)
+                pipe.xdel(self.keys.queue, entry_id)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("could not acknowledge %s (%s); another worker will", entry_id, exc)
 
     async def _read(self) -> tuple[str, str] | None:
         answer: Any = await self.client.xreadgroup(
@@ -92,9 +185,12 @@ class RedisSource:
         return None
 
     async def _reclaim(self) -> tuple[str, str] | None:
+        # XAUTOCLAIM looks at a few pending entries per call: go on from where the last call
+        # stopped, so an expired entry behind many live ones is found too.
         answer: Any = await self.client.xautoclaim(
             self.keys.queue, self.keys.group, self.consumer, min_idle_time=int(self.lease * 1000),
-            start_id="0-0", count=1)
+            start_id=self._cursor, count=1)
+        self._cursor = _text(answer[0]) if answer else "0-0"
         claimed = answer[1] if answer else []
         for entry_id, fields in claimed:
             if fields is None:  # the entry was deleted
@@ -110,16 +206,29 @@ class RedisSource:
             return None
         return job_from_hash(decode_hash(raw))
 
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_loop(), name="videobatch-queue-leases")
+
     async def _renew_loop(self) -> None:
         while self._entries:
             await asyncio.sleep(self.lease / 3)
-            ids: list[Any] = list(self._entries.values())
-            if ids:
-                with contextlib.suppress(Exception):
-                    await self.client.xclaim(self.keys.queue, self.keys.group, self.consumer,
-                                             min_idle_time=0, message_ids=ids, justid=True)
+            held = dict(self._entries)
+            if not held:
+                continue
+            try:
+                lost = {_text(i) for i in await self._renew(
+                    keys=[self.keys.queue], args=[self.keys.group, self.consumer, *held.values()])}
+            except UNAVAILABLE:
+                continue  # Redis is away; the next round tries again
+            for key, entry_id in held.items():
+                if entry_id in lost and self._entries.get(key) == entry_id:
+                    log.warning("request %s was taken over by another worker", key)
+                    del self._entries[key]
 
     async def aclose(self) -> None:
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,26 +13,53 @@ Keys (``prefix`` defaults to ``vb:``)::
 Every transition is written to the job hash *before* the side effect it announces (``RedisStore``
 uses a blocking client, so ``append`` returns only once Redis has it). Run Redis with
 ``appendonly yes`` and ``appendfsync always`` (or ``everysec``) so a Redis restart keeps them.
+While Redis is unreachable ``append`` waits for it (up to ``outage`` seconds) rather than letting a
+paid request leave unrecorded. A terminal status is final: a write from a worker that lost its
+lease (and still drives the request) never turns a completed request back into an earlier state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..jobs import RESULT_FIELDS, Job, State
 from ..request import VideoRequest
 from ..store import Store
 
-__all__ = ["Keys", "RedisStore", "ensure_run_id", "job_from_hash", "new_job_fields"]
+__all__ = ["Keys", "RedisStore", "decode_hash", "ensure_run_id", "job_from_hash", "new_job_fields",
+           "patiently", "public_view"]
 
 _INT = {"attempts", "generation"}
 _FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at"}
 _EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restarting (incl. LOADING)
+
+log = logging.getLogger("videobatch.service")
+T = TypeVar("T")
+
+# KEYS[1] the job hash. ARGV[1] the new status ('' for an annotation), ARGV[2] the record's
+# generation ('' when it sets none), ARGV[3..] field/value pairs. Writes nothing to a request that
+# does not exist, nor a status change to one that ended (except a retry: pending, newer generation).
+_WRITE = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return 0 end
+if ARGV[1] ~= '' and (current == 'completed' or current == 'failed' or current == 'cancelled') then
+  local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') or 0
+  local wanted = tonumber(ARGV[2])
+  if not (ARGV[1] == 'pending' and wanted and wanted > generation) then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
 
 
 class Keys:
@@ -133,16 +160,34 @@ def public_view(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class RedisStore(Store):
-    """The runner's store in service mode: each transition is an HSET on the job's hash."""
+def patiently(call: Callable[[], T], what: str, outage: float = 300.0) -> T:
+    """``call()`` on a blocking client, waiting (up to ``outage`` seconds) while Redis is away."""
+    deadline = time.monotonic() + outage
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except UNAVAILABLE as exc:
+            if time.monotonic() > deadline:
+                raise
+            if delay == 0.05:
+                log.warning("Redis unavailable (%s); waiting for it to %s", exc, what)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
-    def __init__(self, client: redis.Redis, keys: Keys, run_id: str) -> None:
+
+class RedisStore(Store):
+    """The runner's store in service mode: each transition is one guarded HSET on the job's hash."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, *, outage: float = 300.0) -> None:
         super().__init__(run_id)
         self.client = client
         self.keys = keys
+        self.outage = outage
+        self._write = client.register_script(_WRITE)
 
     def append(self, record: dict[str, Any]) -> None:
-        mapping: dict[Any, Any] = {"updated_at": repr(record.get("t", time.time()))}
+        mapping: dict[str, str] = {"updated_at": repr(record.get("t", time.time()))}
         if "s" in record:
             mapping["status"] = record["s"]
         for name in RESULT_FIELDS:
@@ -152,7 +197,15 @@ class RedisStore(Store):
                                                           else str(value))
         for name, value in (record.get("x") or {}).items():
             mapping[_EXTRA + name] = json.dumps(value, default=str)
-        self.client.hset(self.keys.job(record["k"]), mapping=mapping)
+        args: list[Any] = [record.get("s", ""), str(record.get("generation", ""))]
+        for pair in mapping.items():
+            args.extend(pair)
+        key = self.keys.job(record["k"])
+        # Blocking on purpose: the transition must be stored before its side effect.
+        written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}", self.outage)
+        if not written and "s" in record:
+            log.warning("request %s: not recording %s over its final state (another worker "
+                        "finished it)", record["k"], record["s"])
 
     @property
     def location(self) -> str:

@@ -10,6 +10,7 @@ worker once their lease runs out, and reconciled with the provider, never submit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -22,12 +23,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from ..jobs import Job
+from ..errors import ConfigError
+from ..jobs import Job, State
 from ..providers import Provider, get_provider
 from ..runner import Runner, RunOutcome, RunSettings
 from ..webhooks import WebhookNotifier
 from .queue import RedisSource
-from .records import Keys, RedisStore, decode_hash, ensure_run_id
+from .records import Keys, RedisStore, decode_hash, ensure_run_id, patiently
 from .slots import RedisSlots
 
 __all__ = ["WorkerSettings", "run_worker"]
@@ -51,15 +53,21 @@ class WorkerSettings:
 
 
 class _ServiceWebhooks(WebhookNotifier):
-    """Webhooks whose URL and metadata come from each request's Redis hash."""
+    """Webhooks whose URL and metadata come from each request's Redis hash.
+
+    Also the queue's ``EndHooks``: the stream entry of a request is acknowledged only after its
+    delivery ends, and a request found ended without its notification (its worker died) gets it.
+    """
 
     def __init__(self, client: redis.Redis, keys: Keys, secret: str | None) -> None:
         super().__init__(None, secret=secret)
         self._redis = client
         self._keys = keys
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
 
     def _fields(self, job: Job) -> dict[str, str]:
-        return decode_hash(self._redis.hgetall(self._keys.job(job.key)))
+        key = self._keys.job(job.key)
+        return decode_hash(patiently(lambda: self._redis.hgetall(key), f"read {key}", 60.0))
 
     def target(self, job: Job) -> str | None:
         return self._fields(job).get("webhook_url") or None
@@ -69,6 +77,27 @@ class _ServiceWebhooks(WebhookNotifier):
         metadata = json.loads(fields.get("metadata") or "{}")
         return {"prompt": job.request.prompt, **(metadata if isinstance(metadata, dict) else {})}
 
+    def schedule(self, job: Job) -> asyncio.Task[None] | None:
+        task = super().schedule(job)
+        if task is not None:
+            self._deliveries[job.key] = task
+            task.add_done_callback(lambda t: self._forget(job.key, t))
+        return task
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._deliveries.get(key) is task:
+            del self._deliveries[key]
+
+    def pending(self, job: Job) -> asyncio.Task[None] | None:
+        return self._deliveries.get(job.key)
+
+    def catch_up(self, job: Job) -> asyncio.Task[None] | None:
+        if job.state not in (State.COMPLETED, State.FAILED):
+            return None
+        if job.extras.get("webhook_event") == job.state.value:
+            return None  # delivered (or given up on) already
+        return self.pending(job) or self.schedule(job)
+
 
 async def run_worker(settings: WorkerSettings, *, provider: Provider | None = None,
                      stop: asyncio.Event | None = None) -> RunOutcome:
@@ -76,22 +105,24 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     sync_client = redis.Redis.from_url(settings.redis_url)
     async_client = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.prefix)
-    run_id = ensure_run_id(sync_client, keys)
+    run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
     problems = provider.check([])  # credentials and set-up, before taking any request
     if problems:
-        raise RuntimeError(f"provider set-up: {problems}")
+        raise ConfigError(f"provider set-up: {'; '.join(map(str, problems))}")
     account_limit = settings.account_limit or provider.limits.max_parallel
+    if account_limit != provider.limits.max_parallel:  # the account's limit, as the runner knows it
+        provider.limits = dataclasses.replace(provider.limits, max_parallel=account_limit)
     ceiling = min(settings.concurrency or account_limit, account_limit)
-    source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease)
+    webhooks = _ServiceWebhooks(sync_client, keys, settings.webhook_secret)
+    source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease, hooks=webhooks)
     await source.setup()
     slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
                        lease=settings.lease * 1.5)
     runner = Runner(
         [], provider, RedisStore(sync_client, keys, run_id),
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
-        [_ServiceWebhooks(sync_client, keys, settings.webhook_secret)],
-        source=source, slots=slots,
+        [webhooks], source=source, slots=slots,
     )
 
     def shut_down() -> None:
@@ -111,7 +142,11 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     log.info("worker %s ready: provider %s, %d of %d account slots", settings.consumer,
              provider.name, ceiling, account_limit)
     try:
-        return await runner.run()
+        outcome = await runner.run()
+        if not source.stopping and outcome.stopped_by is None:
+            # Every worker loop ended without being asked to: an error the runner swallowed.
+            raise RuntimeError("the worker's loops ended unexpectedly (see the log); restart it")
+        return outcome
     finally:
         if watcher is not None:
             watcher.cancel()

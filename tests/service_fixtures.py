@@ -1,0 +1,240 @@
+"""Real parts for service-mode tests: a redis-server, the API on uvicorn, worker processes.
+
+Nothing here is a fake: ``RedisServer`` runs Debian's ``redis-server`` on a free loopback port with
+its own directory and AOF persistence (``appendfsync always``), and can be killed with SIGKILL and
+started again on the same port and directory; ``running_api`` serves the real FastAPI app from a
+thread; ``Worker`` runs ``python -m videobatch worker`` as a subprocess. Every process started here
+is stopped by the context managers, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from videobatch.service.api import create_app
+from videobatch.testing import ServerHandle, SimConfig
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AK, SK = SimConfig.access_key, SimConfig.secret_key
+# Fast polling for a server whose tasks take a fraction of a second.
+FAST = {"first_poll": 0.1, "poll_interval": 0.05, "max_poll_interval": 0.3, "max_rps": 200,
+        "http_timeout": 1.0}
+
+needs_redis = pytest.mark.skipif(not os.path.exists(REDIS_SERVER),
+                                 reason="redis-server is not installed (.ci/run installs it)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class RedisServer:
+    """One redis-server process with AOF persistence in ``directory``, on a loopback port."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log"),
+                "--enable-debug-command", "local"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        try:
+            def ready() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: {self.log()[-2000:]}")
+                try:
+                    return bool(client.ping())
+                except redis.exceptions.RedisError:  # not listening yet, or loading the AOF
+                    return False
+            wait_until(ready, 20, "redis-server to accept connections", every=0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, exactly like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+
+    def digest(self) -> str:
+        """A digest of the whole dataset: equal digests, untouched data."""
+        client = self.client()
+        try:
+            return str(client.execute_command("DEBUG", "DIGEST"))
+        finally:
+            client.close()
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class ApiHandle:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self, token: str | None = TOKEN, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def running_api(redis_url: str, *, tokens: list[str] | None = None,
+                prefix: str = "vb:") -> Iterator[ApiHandle]:
+    """The service's FastAPI app (``tokens``: default [TOKEN]) on uvicorn in a thread."""
+    app = create_app(redis_url, tokens=tokens if tokens is not None else [TOKEN], prefix=prefix)
+    with serving(app) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[ApiHandle]:
+    """Serve an ASGI app on uvicorn, in a thread, on a free loopback port."""
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without
+    # it every answer waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", access_log=False,
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name="service-api")
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 20, "the API to start")
+        if not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        yield ApiHandle(url)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+class Worker:
+    """``python -m videobatch worker`` as a subprocess; its log goes to ``log_path``."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def worker_argv(redis_url: str, kling: ServerHandle, *, account_limit: int, lease: float = 2.0,
+                concurrency: int | None = None, extra: list[str] | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "videobatch", "worker", "--redis-url", redis_url,
+            "--provider", "kling", "-P", f"base_url={kling.url}", "--account-limit",
+            str(account_limit), "--lease", str(lease), "-v"]
+    for key, value in FAST.items():
+        argv += ["-P", f"{key}={value}"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return argv + (extra or [])
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLING_", "VIDEOBATCH_"))}
+    env.update(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=SK, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def workers(argvs: list[list[str]], directory: Path, env: dict[str, str]) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    try:
+        for n, argv in enumerate(argvs):
+            started.append(Worker(argv, directory / f"worker-{n}.log", env))
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
