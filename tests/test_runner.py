@@ -226,3 +226,28 @@ def test_failed_rows_can_be_retried_while_the_run_goes_on():
     assert len(provider.accepted) == 5
     assert jobs[0].state is State.FAILED  # the script fails it again: it is still marked [genfail]
     assert all(j.state is State.COMPLETED for j in jobs[1:])
+
+
+@pytest.mark.parametrize("where", ["submit", "status"])
+def test_a_crash_is_raised_not_swallowed_and_rows_stay_resumable(tmp_path, where):
+    from videobatch.inputs import load_prompts
+    from videobatch.store import Checkpoint, load
+
+    class Broken(ScriptedProvider):
+        async def submit(self, request, idempotency_key):
+            if where == "submit" and request.prompt == "b":
+                raise KeyError("a bug in a provider")
+            return await super().submit(request, idempotency_key)
+
+        async def status(self, task_id):
+            if where == "status":
+                raise KeyError("a bug in a provider")
+            return await super().status(task_id)
+
+    path = tmp_path / "run.parquet"
+    store, jobs = Checkpoint.open(path, load_prompts(["a", "b", "c", "d"]), settings={})
+    runner = Runner(jobs, Broken(max_parallel=2, latency=0.01), store, RunSettings())
+    with pytest.raises(KeyError, match="a bug"):
+        asyncio.run(asyncio.wait_for(runner.run(), 10))
+    states = {j.state for j in load(path).jobs}
+    assert states <= {State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED}

@@ -140,6 +140,14 @@ class Poller:
                 watch.future.cancel()
 
     async def _loop(self) -> None:
+        try:
+            await self._serve()
+        except Exception as exc:  # a bug or a broken provider: every waiter hears of it
+            for watch in self._watches.values():
+                if not watch.future.done():
+                    watch.future.set_exception(exc)
+
+    async def _serve(self) -> None:
         while True:
             # Drop entries whose task nobody waits for any more.
             while self._heap and self._heap[0].task_id not in self._watches:

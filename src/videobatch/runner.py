@@ -72,6 +72,7 @@ class _Stop:
     fatal: ProviderError | None = None  # stops everything
     no_submit: ProviderError | None = None  # stops new submissions only
     cancelled: bool = False
+    crash: Exception | None = None  # a bug (not a provider answer): stop, flush, re-raise
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -188,6 +189,8 @@ class Runner:
             await self._finish(snapshots)
             raise
         await self._finish(snapshots)
+        if stop.crash is not None:
+            raise stop.crash
         return RunOutcome(
             counts=Counter(j.state for j in self.jobs),
             elapsed=self.progress.elapsed,
@@ -269,9 +272,22 @@ class Runner:
 
     # ------------------------------------------------------------------ one worker
     async def _worker(self) -> None:
+        try:
+            await self._work()
+        except Exception as exc:
+            # Not a provider answer but a bug or a broken part: never let capacity shrink
+            # silently. Stop every worker, keep the checkpoint resumable, re-raise from run().
+            log.exception("a videobatch worker crashed; stopping the run")
+            stop = self._stop
+            assert stop is not None
+            if stop.crash is None:
+                stop.crash = exc
+            self._halt()
+
+    async def _work(self) -> None:
         stop = self._stop
         assert stop is not None
-        while not stop.fatal and not stop.cancelled:
+        while not stop.fatal and not stop.cancelled and not stop.crash:
             job = await self._source.next()
             if job is None:
                 return
@@ -438,10 +454,16 @@ class Runner:
         assert stop is not None
         if stop.fatal is None:
             stop.fatal = exc
-            stop.event.set()
-            for worker in self._workers:
-                if worker is not asyncio.current_task():
-                    worker.cancel()
+            self._halt()
+
+    def _halt(self) -> None:
+        """Stop every other worker now (their rows keep their state for the next run)."""
+        stop = self._stop
+        assert stop is not None
+        stop.event.set()
+        for worker in self._workers:
+            if worker is not asyncio.current_task():
+                worker.cancel()
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         stop = self._stop
