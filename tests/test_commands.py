@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -127,8 +128,11 @@ def test_download_command_end_to_end(tmp_path, capsys):
     first = done.iloc[0]
     Path(first["local_path"]).unlink()
     Path(first["video_url"].removeprefix("file://")).unlink()
-    store = videobatch.Batch.from_checkpoint(checkpoint, progress=False).store
-    store.append({"k": first["key"], "s": "completed", "t": time.time(), "expires_at": time.time() - 5})
+    batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False)
+    record = {"k": first["key"], "s": "completed", "t": time.time(), "expires_at": time.time() - 5}
+    next(j for j in batch.jobs if j.key == first["key"]).apply(record)
+    batch.store.append(record)
+    asyncio.run(batch.store.close(batch.jobs))  # done writing: the checkpoint is free again
     assert download_main([str(checkpoint), str(out_dir)]) == 1
     captured = capsys.readouterr()
     assert "past their expiry" in captured.err and first["key"] in captured.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -17,6 +18,14 @@ from videobatch.store import Checkpoint, iter_records, load
 
 def open_ckpt(path, rows, force=False, settings=None):
     return Checkpoint.open(path, load_prompts(rows), settings=settings or {"provider": "local"}, force=force)
+
+
+def die(store):
+    """What the OS does when a run's process is killed: its files close, its lock is dropped."""
+    if store._fd is not None:
+        os.close(store._fd)
+        store._fd = None
+    store._writer.release()
 
 
 ROWS = [{"id": "a", "prompt": "a fox", "campaign": "x"}, {"id": "b", "prompt": "a crow", "campaign": "y"}]
@@ -49,6 +58,7 @@ def test_resume_keeps_states_and_run_id(tmp_path):
     path = tmp_path / "run.parquet"
     store, jobs = open_ckpt(path, ROWS)
     store.append(jobs[1].transition(State.SUBMITTING, attempts=1))
+    die(store)
     store2, jobs2 = open_ckpt(path, ROWS)
     assert store2.run_id == store.run_id
     assert jobs2[1].state is State.SUBMITTING and jobs2[1].attempts == 1
@@ -114,6 +124,7 @@ def test_force_keeps_unchanged_rows_and_restarts_changed_ones(tmp_path):
         store.append(j.transition(State.SUBMITTING, attempts=1))
         store.append(j.transition(State.GENERATING, task_id="t-" + j.key, submitted_at=1.0))
         store.append(j.transition(State.COMPLETED, video_url="u-" + j.key, completed_at=2.0))
+    die(store)
     changed = [ROWS[0], {"id": "b", "prompt": "a raven", "campaign": "y"}, {"id": "c", "prompt": "new"}]
     store2, jobs2 = open_ckpt(path, changed, force=True)
     assert jobs2[0].state is State.COMPLETED and jobs2[0].video_url == "u-a"
@@ -139,3 +150,14 @@ def test_journal_lines_are_plain_json(tmp_path):
     segment = next(tmp_path.glob("run.parquet.journal.*"))
     record = json.loads(segment.read_text().splitlines()[0])
     assert record["k"] == "a" and record["s"] == "submitting"
+
+
+def test_one_writer_at_a_time(tmp_path):
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))  # this run is writing now
+    with pytest.raises(CheckpointError, match=r"being written by another run \(pid \d+\)"):
+        open_ckpt(path, ROWS)
+    asyncio.run(store.close(jobs))  # the run ends: the checkpoint is free again
+    _, jobs2 = open_ckpt(path, ROWS)
+    assert jobs2[0].state is State.SUBMITTING

@@ -32,7 +32,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per checkpoint is then up to you
+    fcntl = None  # type: ignore[assignment]
 
 import pandas as pd
 import pyarrow as pa
@@ -96,6 +101,46 @@ class LoadedCheckpoint:
     request_json: list[str]  # each row's request as canonical JSON
 
 
+class _WriterLock:
+    """One writer per checkpoint: an exclusive ``flock`` on ``<checkpoint>.lock`` while writing.
+
+    Two runs (or a run and ``videobatch download``) appending to one checkpoint would delete each
+    other's journal segments when they fold them into snapshots. The OS drops the lock when the
+    process dies, so a ``kill -9`` never leaves a checkpoint locked.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.path = checkpoint.with_name(checkpoint.name + ".lock")
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        if self._file is not None or fcntl is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open as the lock itself
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} is being written by another run ({holder}); wait "
+                "for it to finish or stop it, then try again"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._file = fh
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class Checkpoint(Store):
     """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
 
@@ -108,6 +153,7 @@ class Checkpoint(Store):
         self.meta = meta
         self._static = _static_table(frame, jobs, request_json)
         self._fd: int | None = None
+        self._writer = _WriterLock(path)  # taken at the first write, given back at close()
         self._seq = int(meta.get("journal_seq", 0))
         self._lock = asyncio.Lock()
         self._dirty = False
@@ -129,6 +175,18 @@ class Checkpoint(Store):
         (with a new idempotency key), rows no longer in the input are dropped.
         """
         path = Path(path)
+        lock = _WriterLock(path)
+        lock.acquire()  # nobody else may be writing while we read and rewrite it
+        try:
+            return cls._open_locked(path, prompts, lock, settings=settings, force=force)
+        finally:
+            lock.release()  # the store takes it again at its first write
+
+    @classmethod
+    def _open_locked(
+        cls, path: Path, prompts: Prompts, lock: _WriterLock, *, settings: dict[str, Any],
+        force: bool,
+    ) -> tuple[Checkpoint, list[Job]]:
         fingerprint = prompts.fingerprint()
         request_json = prompts.request_json()
         jobs = [Job(key=k, index=i, request=r)
@@ -143,6 +201,7 @@ class Checkpoint(Store):
                 "journal_seq": 0,
             }
             store = cls(path, prompts.frame, jobs, request_json, meta)
+            store._writer = lock
             store._write_snapshot_sync(jobs)
             return store, jobs
 
@@ -171,6 +230,7 @@ class Checkpoint(Store):
                 job.generation = prev.generation + 1
         meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
         store = cls(path, prompts.frame, jobs, request_json, meta)
+        store._writer = lock
         store._write_snapshot_sync(jobs)
         return store, jobs
 
@@ -180,6 +240,7 @@ class Checkpoint(Store):
 
     def _journal_fd(self) -> int:
         if self._fd is None:
+            self._writer.acquire()
             self._fd = os.open(
                 self._segment_path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
             )
@@ -209,6 +270,7 @@ class Checkpoint(Store):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._writer.release()
 
     def _write_snapshot_sync(self, jobs: Sequence[Job]) -> None:
         table, old_seq = self._rotate_and_build(jobs)
@@ -216,6 +278,7 @@ class Checkpoint(Store):
 
     def _rotate_and_build(self, jobs: Sequence[Job]) -> tuple[pa.Table, int]:
         # Runs on the event loop without awaiting: no record can be appended meanwhile.
+        self._writer.acquire()
         old_seq = self._seq
         if self._fd is not None:
             self.sync()
