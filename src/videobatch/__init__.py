@@ -13,7 +13,6 @@ from .api import Batch, arun, run
 from .errors import (
     AccountError,
     AuthError,
-    Cancelled,
     CheckpointError,
     ConfigError,
     DownloadError,
@@ -52,7 +51,6 @@ __all__ = [
     "AccountError",
     "AuthError",
     "Batch",
-    "Cancelled",
     "CheckpointError",
     "ConfigError",
     "DownloadError",

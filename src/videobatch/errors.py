@@ -5,7 +5,6 @@
     ├── ConfigError                   bad settings: unknown provider, missing/malformed credentials, bad option
     ├── CheckpointError               checkpoint unreadable, or made from different rows/settings (force to merge)
     ├── IllegalTransition             a job was asked to move between states it may not (a bug, not user error)
-    ├── Cancelled                     the run was cancelled (Ctrl-C, Batch.cancel()); the checkpoint is resumable
     ├── DownloadError                 a finished video could not be fetched or verified; the row stays completed
     └── ProviderError                 the provider answered with an error (.row_key, .provider_code)
         ├── AuthError                 credentials refused: the whole run stops; fix the keys and re-run
@@ -27,7 +26,6 @@ from typing import Any
 __all__ = [
     "AccountError",
     "AuthError",
-    "Cancelled",
     "CheckpointError",
     "ConfigError",
     "DownloadError",
@@ -97,10 +95,6 @@ class CheckpointError(VideobatchError):
 
 class IllegalTransition(VideobatchError):
     """A job was asked to make a state change the state machine forbids."""
-
-
-class Cancelled(VideobatchError):
-    """The run was cancelled; the checkpoint holds a resumable state."""
 
 
 class DownloadError(VideobatchError):

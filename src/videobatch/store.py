@@ -48,7 +48,7 @@ from .inputs import Prompts
 from .jobs import RESULT_FIELDS, Job, State
 from .request import VideoRequest
 
-__all__ = ["Checkpoint", "LoadedCheckpoint", "MemoryStore", "Store"]
+__all__ = ["Checkpoint", "LoadedCheckpoint", "Store"]
 
 FORMAT = 1
 _META_KEY = b"videobatch"
@@ -88,7 +88,6 @@ class Store:
         return None
 
 
-MemoryStore = Store
 
 
 @dataclass
