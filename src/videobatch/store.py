@@ -88,8 +88,6 @@ class Store:
         return None
 
 
-
-
 @dataclass
 class LoadedCheckpoint:
     """A checkpoint read from disk without the original input (for results/status/retry)."""
