@@ -156,3 +156,15 @@ def test_subcommands_dispatch_through_python_m_videobatch(tmp_path):
     res = subprocess.run([sys.executable, "-m", "videobatch", "download", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "CHECKPOINT DIR" in res.stdout and "--name TEMPLATE" in res.stdout
+
+
+def test_retry_can_download_what_it_generates(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a red kite", "a heron [reject]"])
+    # The rejected row stays rejected on retry; the retry still downloads what is completed.
+    assert retry_main([str(checkpoint), "-q", "-P", "latency=0.05", "--download", str(tmp_path / "dl")]) == 1
+    out = capsys.readouterr().out
+    assert "downloads: 1/1 clips" in out
+    df = videobatch.results(checkpoint)
+    done = df[df["status"] == "completed"]
+    assert Path(done.iloc[0]["local_path"]).exists()
+    assert (tmp_path / "dl" / "report.html").exists()

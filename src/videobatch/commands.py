@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -173,6 +174,11 @@ def retry_main(argv: Sequence[str]) -> int:
     p.add_argument("--out", metavar="PATH", help="also write the results (.csv, .parquet, .jsonl)")
     p.add_argument("--dry-run", action="store_true", help="show what would be retried; submit nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--download", metavar="DIR",
+                   help="save each clip to DIR as soon as it is ready (as for the main command)")
+    p.add_argument("--name", metavar="TEMPLATE", help="clip file names from row columns")
+    p.add_argument("--webhook", metavar="URL",
+                   help="POST each retried row's outcome (signed with $VIDEOBATCH_WEBHOOK_SECRET)")
     args = p.parse_args(list(argv))
     from .cli import parse_options
 
@@ -203,14 +209,18 @@ def retry_main(argv: Sequence[str]) -> int:
     try:
         batch = Batch.from_checkpoint(args.checkpoint, args.provider, concurrency=args.concurrency,
                                       progress=not args.quiet, timeout=args.timeout,
-                                      max_attempts=args.max_attempts, **options)
+                                      max_attempts=args.max_attempts, download=args.download,
+                                      download_name=args.name, webhook=args.webhook,
+                                      webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
+                                      **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     batch.retry_failed(kinds)
     from .cli import finish_run
 
-    return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint)
+    return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
+                      download=args.download)
 
 
 # ---------------------------------------------------------------------- download
