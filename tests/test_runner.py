@@ -251,3 +251,29 @@ def test_a_crash_is_raised_not_swallowed_and_rows_stay_resumable(tmp_path, where
         asyncio.run(asyncio.wait_for(runner.run(), 10))
     states = {j.state for j in load(path).jobs}
     assert states <= {State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED}
+
+
+def test_a_shared_queue_is_not_drained_once_the_account_refuses_work():
+    class Endless:
+        """A service-like source: unknown backlog, always another request."""
+
+        def __init__(self):
+            self.handed = 0
+
+        async def next(self):
+            self.handed += 1
+            prompt = "b [account]" if self.handed == 3 else f"row {self.handed}"
+            return Job(key=f"r{self.handed}", index=0, request=VideoRequest(prompt=prompt))
+
+        async def done(self, job):
+            return None
+
+        def backlog(self):
+            return None
+
+    source = Endless()
+    provider = ScriptedProvider(max_parallel=2, latency=0.05)
+    runner = Runner([], provider, Store(), RunSettings(), source=source)
+    outcome = asyncio.run(asyncio.wait_for(runner.run(), 10))
+    assert isinstance(outcome.stopped_by, AccountError)
+    assert source.handed <= 5  # stopped asking for work soon after the refusal

@@ -288,6 +288,11 @@ class Runner:
         stop = self._stop
         assert stop is not None
         while not stop.fatal and not stop.cancelled and not stop.crash:
+            if stop.no_submit and self._source.backlog() is None:
+                # A shared queue (service mode) and an account that takes no more work: stop
+                # taking requests rather than take them only to hand them back; the rows in flight
+                # finish and run() reports the account error.
+                return
             job = await self._source.next()
             if job is None:
                 return
