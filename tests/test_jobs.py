@@ -18,6 +18,7 @@ LEGAL = [
     (State.GENERATING, State.COMPLETED),
     (State.GENERATING, State.FAILED),
     (State.FAILED, State.PENDING),
+    (State.FAILED, State.GENERATING),
     (State.CANCELLED, State.PENDING),
 ]
 ALL = [(a, b) for a in State for b in State]

@@ -277,3 +277,25 @@ def test_a_shared_queue_is_not_drained_once_the_account_refuses_work():
     outcome = asyncio.run(asyncio.wait_for(runner.run(), 10))
     assert isinstance(outcome.stopped_by, AccountError)
     assert source.handed <= 5  # stopped asking for work soon after the refusal
+
+
+def test_retrying_a_timed_out_row_waits_for_the_same_task_instead_of_paying_again():
+    provider = ScriptedProvider(latency=0.6)
+    jobs = make_jobs(["slow"])
+    go(jobs, provider, timeout=0.1)
+    job = jobs[0]
+    assert job.state is State.FAILED and job.error_kind == "timeout"
+    task_id = job.task_id
+    job.retry()
+    assert job.state is State.GENERATING and job.task_id == task_id
+    go(jobs, provider, timeout=5.0)
+    assert job.state is State.COMPLETED and job.task_id == task_id
+    assert sum(provider.accepted.values()) == 1  # paid once
+
+
+def test_retrying_any_other_failure_is_a_new_submission():
+    provider = ScriptedProvider()
+    jobs = make_jobs(["a [genfail]"])
+    go(jobs, provider)
+    jobs[0].retry()
+    assert jobs[0].state is State.PENDING and jobs[0].generation == 1 and jobs[0].task_id is None

@@ -269,7 +269,7 @@ class Batch:
             self._runner.retry([j.key for j in chosen])
             return len(chosen)
         for job in chosen:
-            self.store.append(job.transition(State.PENDING))
+            self.store.append(job.retry())
         self.outcome = None
         return len(chosen)
 

@@ -197,7 +197,10 @@ def retry_main(argv: Sequence[str]) -> int:
     if kinds and not chosen and failed:
         print(f"no failed rows with reason {', '.join(kinds)}; failed rows have: "
               + ", ".join(f"{k} ×{n}" for k, n in present.most_common()), file=sys.stderr)
-    print(f"{len(chosen)} failed row(s) to retry as new paid submissions"
+    reattach = sum(1 for j in chosen if j.error_kind == "timeout" and j.task_id)
+    print(f"{len(chosen) - reattach} failed row(s) to retry as new paid submissions"
+          + (f", {reattach} timed-out row(s) to wait for again (their tasks, not paid again)"
+             if reattach else "")
           + (f", {unfinished} unfinished row(s) to resume" if unfinished else ""))
     if args.dry_run or (not chosen and not unfinished):
         if not args.dry_run:

@@ -1,10 +1,13 @@
 """Job records and their state machine: the only place that knows which state change is legal.
 
     pending ──► submitting ──► generating ──► completed
-       ▲  │          │  │            │
-       │  │          │  └──────┐     └──────► failed ──(retry)──► pending
-       │  └► cancelled ◄───────┼──(resume)──► pending
-       └─────────────────── submitting (the submit certainly did not create a task)
+                     │             └──────────► failed
+                     ├──► pending     the submit certainly created no task: try again later
+                     ├──► failed      the provider refused the row for good
+                     └──► completed   reconciliation found the task already finished
+    failed ──retry──► pending         a new, separately paid submission
+    failed ──retry──► generating      timed out while its task was open: wait for that same task
+    pending ──cancel──► cancelled ──resume──► pending
 
 ``submitting`` is written to the checkpoint *before* the paid request leaves the process. A row found
 in ``submitting`` after a crash may or may not exist at the provider; it is reconciled through the
@@ -47,7 +50,9 @@ _LEGAL: dict[State, frozenset[State]] = {
     ),
     State.GENERATING: frozenset({State.COMPLETED, State.FAILED}),
     State.COMPLETED: frozenset(),
-    State.FAILED: frozenset({State.PENDING}),  # explicit retry: a new, separately paid submission
+    # explicit retry: a new, separately paid submission (-> pending), or, for a row that timed out
+    # while its task was still open at the provider, waiting for that same task again (-> generating)
+    State.FAILED: frozenset({State.PENDING, State.GENERATING}),
     State.CANCELLED: frozenset({State.PENDING}),  # resume
 }
 
@@ -120,6 +125,17 @@ class Job:
 
     def idempotency_key(self, run_id: str) -> str:
         return idempotency_key(run_id, self.key, self.generation)
+
+    def retry(self) -> dict[str, Any]:
+        """Put a failed row back to work; returns the journal record.
+
+        A row that failed only because we stopped waiting (``timeout``) still has a task at the
+        provider that may finish: it goes back to ``generating`` to wait for that task (nothing is
+        paid again). Any other failure starts a new, separately paid submission (``pending``).
+        """
+        if self.state is State.FAILED and self.error_kind == "timeout" and self.task_id:
+            return self.transition(State.GENERATING, error_kind=None, error=None, completed_at=None)
+        return self.transition(State.PENDING)
 
     def can_move_to(self, new: State) -> bool:
         return new in _LEGAL[self.state]

@@ -161,6 +161,7 @@ class Runner:
     # ------------------------------------------------------------------ main
     async def run(self) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
+        self._started_wall = time.time()
         self._stop = stop = _Stop()
         self._slots: SlotPool = self._slots_arg or LocalSlots(self._ceiling)
         self._limiter = RateLimiter(self.provider.limits.max_rps)
@@ -233,7 +234,7 @@ class Runner:
                 return
             for job in self.jobs:
                 if job.state is State.FAILED and (wanted is None or job.key in wanted):
-                    self._move(job, State.PENDING)
+                    self._record_change(job, State.FAILED, job.retry())
                     source.add(job)
             self._spawn_workers()
 
@@ -415,7 +416,10 @@ class Runner:
         assert job.task_id is not None
         accepted = job.submitted_at or time.time()
         timeout = self.settings.timeout
-        remaining = None if timeout is None else max(0.0, accepted + timeout - time.time())
+        # The wait is counted from acceptance, or from this run's start for a row that was already
+        # waiting before (resumed after a crash, or re-attached after a timeout).
+        waiting_since = max(accepted, self._started_wall)
+        remaining = None if timeout is None else max(0.0, waiting_since + timeout - time.time())
         try:
             status = await asyncio.wait_for(self._poller.wait(job.task_id, accepted), remaining)
         except TimeoutError:
@@ -478,8 +482,12 @@ class Runner:
 
     def _move(self, job: Job, new: State, **fields: Any) -> None:
         old = job.state
-        record = job.transition(new, **fields)
+        self._record_change(job, old, job.transition(new, **fields))
+
+    def _record_change(self, job: Job, old: State, record: dict[str, Any]) -> None:
+        """Store a transition ``job`` has made from ``old`` and tell the observers."""
         self.store.append(record)
+        new = job.state
         counts = self.progress.counts
         counts[old] -= 1
         counts[new] += 1
