@@ -68,12 +68,9 @@ def worker_main(argv: Sequence[str]) -> int:
                         help="seconds after which a silent worker's requests are taken over (30)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    options = {}
-    for item in args.provider_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"-P expects KEY=VALUE, got {item!r}")
-        options[key.strip().replace("-", "_")] = value
+    from ..cli import parse_options
+
+    options = parse_options(args.provider_option, parser)
     if args.base_url:
         options["base_url"] = args.base_url
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
