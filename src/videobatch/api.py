@@ -122,14 +122,17 @@ class Batch:
         """
         outputs: list[Observer] = []
         frame = self.prompts.frame
-        from .downloads import Downloader
-        from .webhooks import WebhookNotifier, check_urls
+        if download is not None:  # imported only when wanted: they pull in PyAV and HTTP code
+            from .downloads import Downloader
 
-        if download is not None and not any(isinstance(o, Downloader) for o in given):
-            outputs.append(Downloader(download, concurrency=download_concurrency,
-                                      name_template=download_name, frame=frame))
-        wanted = webhook is not None or "webhook_url" in frame.columns
-        if wanted and not any(isinstance(o, WebhookNotifier) for o in given):
+            if not any(isinstance(o, Downloader) for o in given):
+                outputs.append(Downloader(download, concurrency=download_concurrency,
+                                          name_template=download_name, frame=frame))
+        if webhook is not None or "webhook_url" in frame.columns:
+            from .webhooks import WebhookNotifier, check_urls
+
+            if any(isinstance(o, WebhookNotifier) for o in given):
+                return outputs
             problems = check_urls(frame)
             if problems:  # bad input costs nothing: refuse before the first request
                 raise InputError(problems, source=self.prompts.source)

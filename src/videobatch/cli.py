@@ -129,6 +129,14 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
+def delivery_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch keywords from the --download/--name/--webhook flags (the secret from the environment
+    only, never a flag: flags show in ``ps``)."""
+    return {"download": args.download, "download_name": args.name, "webhook": args.webhook,
+            "download_concurrency": getattr(args, "download_concurrency", 4),
+            "webhook_secret": os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None}
+
+
 def parse_options(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
     """``-P KEY=VALUE`` items as provider options (``-`` in keys read as ``_``)."""
     options: dict[str, Any] = {}
@@ -185,10 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts,
             observers=[_log_event] if args.verbose else [],
-            download=args.download, download_concurrency=args.download_concurrency,
-            download_name=args.name, webhook=args.webhook,
-            webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
-            **_defaults(args), **_provider_options(args, parser),
+            **delivery_options(args), **_defaults(args), **_provider_options(args, parser),
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import textwrap
 import time
@@ -180,7 +179,7 @@ def retry_main(argv: Sequence[str]) -> int:
     p.add_argument("--webhook", metavar="URL",
                    help="POST each retried row's outcome (signed with $VIDEOBATCH_WEBHOOK_SECRET)")
     args = p.parse_args(list(argv))
-    from .cli import parse_options
+    from .cli import delivery_options, parse_options
 
     options = parse_options(args.provider_option, p)
     if args.base_url:
@@ -212,10 +211,8 @@ def retry_main(argv: Sequence[str]) -> int:
     try:
         batch = Batch.from_checkpoint(args.checkpoint, args.provider, concurrency=args.concurrency,
                                       progress=not args.quiet, timeout=args.timeout,
-                                      max_attempts=args.max_attempts, download=args.download,
-                                      download_name=args.name, webhook=args.webhook,
-                                      webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
-                                      **options)
+                                      max_attempts=args.max_attempts,
+                                      **delivery_options(args), **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
