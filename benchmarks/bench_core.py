@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import videobatch
-from videobatch.jobs import State
+from videobatch._jobs import State
 from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
-from videobatch.providers.local import LocalProvider
+from videobatch.providers.local.provider import LocalProvider
 from videobatch.request import VideoRequest
 
 
@@ -88,7 +88,7 @@ def _child(stage: str, rows: int, path: Path) -> None:
 
 
 def _stage(stage: str, rows: int, path: Path) -> None:
-    from videobatch.store import Checkpoint, load
+    from videobatch._store import Checkpoint, load
 
     t0 = time.perf_counter()
     if stage == "write":

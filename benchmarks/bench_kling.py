@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import videobatch
-from videobatch.providers.kling import KlingProvider
+from videobatch.providers.kling.client import KlingProvider
 from videobatch.request import VideoRequest
 from videobatch.testing import SimConfig, running_server
 

@@ -11,7 +11,7 @@ import pytest
 import videobatch
 from fakes import ScriptedProvider
 from videobatch.errors import CheckpointError, InputError
-from videobatch.providers.local import read_submissions
+from videobatch.providers.local.provider import read_submissions
 
 FAST = {"latency": 0.05, "jitter": 0.2, "max_parallel": 10, "progress": False}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from videobatch.cli import main
-from videobatch.providers.local import read_submissions
+from videobatch.cli.main import main
+from videobatch.providers.local.provider import read_submissions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import videobatch
-from videobatch.commands import download_main, report_main, retry_main, status_main, status_report
-from videobatch.jobs import Job, State
-from videobatch.providers.local import read_submissions
+from videobatch._jobs import Job, State
+from videobatch._store import LoadedCheckpoint, load
+from videobatch.cli.commands import download_main, report_main, retry_main, status_main, status_report
+from videobatch.providers.local.provider import read_submissions
 from videobatch.request import VideoRequest
-from videobatch.store import LoadedCheckpoint, load
 
 FAST = {"latency": 0.05, "progress": False}
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 import videobatch
-from videobatch.providers.local import read_submissions
+from videobatch.providers.local.provider import read_submissions
 
 N = 30
 

@@ -11,12 +11,13 @@ from collections import Counter
 import pytest
 
 import videobatch
-from videobatch import progress as progress_module
-from videobatch.dashboard import Dashboard, DashboardModel, summary_html, summary_text, table_html
-from videobatch.events import Event, Progress
-from videobatch.jobs import Job, State
-from videobatch.progress import TqdmProgress, make_progress
+from videobatch._events import Event, Progress
+from videobatch._jobs import Job, State
 from videobatch.request import VideoRequest
+from videobatch.ui import make_progress
+from videobatch.ui import progress as progress_module
+from videobatch.ui.dashboard import Dashboard, DashboardModel, summary_html, summary_text, table_html
+from videobatch.ui.progress import TqdmProgress
 
 PROMPTS = [f"a paper boat number {i} drifting down a gutter" for i in range(6)]
 
@@ -336,7 +337,7 @@ def test_renders_happen_on_the_runner_thread_under_a_running_loop():
         return videobatch.run(PROMPTS, provider="local", latency=0.3, progress="dashboard")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("videobatch.api.make_progress", observer_factory)
+        mp.setattr("videobatch._api.make_progress", observer_factory)
         df = asyncio.run(cell())
     assert (df["status"] == "completed").all()
     dash = batch_holder["dash"]
@@ -362,8 +363,8 @@ def test_no_widget_frontend_gives_a_tqdm_bar(capsys):
 
 
 def test_widget_frontend_picks_the_dashboard(monkeypatch):
-    monkeypatch.setattr(progress_module, "widget_frontend", lambda: True)
-    monkeypatch.setattr("videobatch.dashboard.widget_frontend", lambda: False)  # don't display
+    monkeypatch.setattr(progress_module, "widget_frontend", lambda: True)  # what make_progress asks
+    monkeypatch.setattr("videobatch.ui.dashboard.widget_frontend", lambda: False)  # don't display
     batch = videobatch.Batch(PROMPTS[:2], provider="local", latency=0.01)
     assert isinstance(make_progress(batch, True), Dashboard)
     assert isinstance(make_progress(batch, "tqdm"), TqdmProgress)

@@ -12,13 +12,13 @@ import pytest
 
 import videobatch
 from outputs_server import running
-from videobatch.downloads import Downloader
-from videobatch.events import Event
-from videobatch.inputs import load_prompts
-from videobatch.jobs import Job, State
-from videobatch.render import render_clip
+from videobatch._events import Event
+from videobatch._inputs import load_prompts
+from videobatch._jobs import Job, State
+from videobatch.delivery.downloads import Downloader
+from videobatch.delivery.transfer import check_container
+from videobatch.providers.local.render import render_clip
 from videobatch.request import VideoRequest
-from videobatch.transfer import check_container
 
 
 @pytest.fixture(scope="module")

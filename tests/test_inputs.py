@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from videobatch import inputs
+from videobatch import _inputs as inputs
+from videobatch._inputs import Prompts, canonical_json, load_prompts
 from videobatch.errors import ConfigError, InputError, Problem
-from videobatch.inputs import Prompts, canonical_json, load_prompts
 from videobatch.request import REQUEST_FIELDS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prompts.csv"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from videobatch._jobs import Job, State, idempotency_key
 from videobatch.errors import IllegalTransition
-from videobatch.jobs import Job, State, idempotency_key
 from videobatch.request import VideoRequest
 
 LEGAL = [

@@ -26,8 +26,8 @@ from videobatch.errors import (
     TransientError,
 )
 from videobatch.providers import TaskState, get_provider
-from videobatch.providers import kling as kling_module
-from videobatch.providers.kling import KlingProvider
+from videobatch.providers.kling import client as kling_module
+from videobatch.providers.kling.client import KlingProvider
 from videobatch.request import VideoRequest
 
 BASE = "https://kling.test"

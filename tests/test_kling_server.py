@@ -20,9 +20,9 @@ from videobatch.errors import (
     TransientError,
 )
 from videobatch.providers import TaskState, TaskStatus
-from videobatch.providers import kling as kling_module
-from videobatch.providers.kling import KlingProvider
-from videobatch.render import probe
+from videobatch.providers.kling import client as kling_module
+from videobatch.providers.kling.client import KlingProvider
+from videobatch.providers.local.render import probe
 from videobatch.request import VideoRequest
 from videobatch.testing import Faults, ServerHandle, SimConfig, parse_rules, running_server
 

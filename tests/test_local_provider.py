@@ -20,13 +20,13 @@ import pytest
 
 from videobatch.errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
 from videobatch.providers import TaskState, get_provider
-from videobatch.providers.local import (
+from videobatch.providers.local.provider import (
     LocalProvider,
     read_submissions,
     submission_counts,
     task_id_for,
 )
-from videobatch.render import probe
+from videobatch.providers.local.render import probe
 from videobatch.request import VideoRequest
 
 T = TypeVar("T")
@@ -123,7 +123,7 @@ def test_real_time_end_to_end(tmp_path: Path):
 
 
 def test_concurrent_status_calls_render_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import videobatch.providers.local as local
+    import videobatch.providers.local.provider as local
 
     renders: list[Path] = []
     real = local.render_clip
@@ -342,7 +342,7 @@ async def _attempts_until_accepted(p: LocalProvider, keys: list[str]) -> dict[st
 CHILD = textwrap.dedent("""
     import asyncio, os, signal, sys
     from videobatch.errors import SlotsBusy
-    from videobatch.providers.local import LocalProvider
+    from videobatch.providers.local.provider import LocalProvider
     from videobatch.request import VideoRequest
 
     root, prefix, n, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from videobatch.pacing import RateLimiter, Slots, backoff
-from videobatch.polling import PollSchedule
+from videobatch._pacing import RateLimiter, Slots, backoff
+from videobatch._polling import PollSchedule
 from videobatch.providers.base import PollHint
 
 
@@ -112,8 +112,8 @@ def test_poll_schedule_aims_at_learned_durations():
 
 
 def test_list_polling_lets_other_tasks_ride_along():
-    from videobatch.pacing import RateLimiter as Limiter
-    from videobatch.polling import Poller
+    from videobatch._pacing import RateLimiter as Limiter
+    from videobatch._polling import Poller
     from videobatch.providers.base import Limits, Provider, TaskState, TaskStatus, Video
 
     class ListProvider(Provider):

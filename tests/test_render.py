@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from videobatch import render
-from videobatch.render import InvalidVideo, clip_size, probe, render_clip
+from videobatch.providers.local import render
+from videobatch.providers.local.render import InvalidVideo, clip_size, probe, render_clip
 
 
 def frames_of(path: Path) -> list[np.ndarray]:

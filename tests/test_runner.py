@@ -8,11 +8,11 @@ import time
 import pytest
 
 from fakes import ScriptedProvider
+from videobatch._jobs import Job, State
+from videobatch._runner import Runner, RunSettings
+from videobatch._store import Store
 from videobatch.errors import AccountError, AuthError
-from videobatch.jobs import Job, State
 from videobatch.request import VideoRequest
-from videobatch.runner import Runner, RunSettings
-from videobatch.store import Store
 
 
 def make_jobs(prompts: list[str]) -> list[Job]:
@@ -173,9 +173,9 @@ def test_runner_keeps_all_slots_busy(latency):
 
 
 def test_acting_observers_annotate_rows_durably_and_are_drained(tmp_path):
-    from videobatch.inputs import load_prompts
-    from videobatch.results import results
-    from videobatch.store import Checkpoint
+    from videobatch._inputs import load_prompts
+    from videobatch._results import results
+    from videobatch._store import Checkpoint
 
     class Downloader:
         def __init__(self):
@@ -230,8 +230,8 @@ def test_failed_rows_can_be_retried_while_the_run_goes_on():
 
 @pytest.mark.parametrize("where", ["submit", "status"])
 def test_a_crash_is_raised_not_swallowed_and_rows_stay_resumable(tmp_path, where):
-    from videobatch.inputs import load_prompts
-    from videobatch.store import Checkpoint, load
+    from videobatch._inputs import load_prompts
+    from videobatch._store import Checkpoint, load
 
     class Broken(ScriptedProvider):
         async def submit(self, request, idempotency_key):

@@ -38,13 +38,13 @@ from service_fixtures import (
     worker_env,
     workers,
 )
-from videobatch.jobs import Job
+from videobatch._jobs import Job
+from videobatch.delivery.webhooks import verify_signature
 from videobatch.request import VideoRequest
 from videobatch.service.queue import RedisSource, enqueue_fields
 from videobatch.service.records import Keys, RedisStore, new_job_fields
 from videobatch.service.slots import RedisSlots
 from videobatch.testing import running_server
-from videobatch.webhooks import verify_signature
 
 pytestmark = needs_redis
 

@@ -9,11 +9,11 @@ import os
 import pandas as pd
 import pytest
 
+from videobatch._inputs import load_prompts
+from videobatch._jobs import State
+from videobatch._results import results
+from videobatch._store import Checkpoint, iter_records, load
 from videobatch.errors import CheckpointError
-from videobatch.inputs import load_prompts
-from videobatch.jobs import State
-from videobatch.results import results
-from videobatch.store import Checkpoint, iter_records, load
 
 
 def open_ckpt(path, rows, force=False, settings=None):

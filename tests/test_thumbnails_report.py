@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import videobatch
-from videobatch.downloads import Downloader
-from videobatch.inputs import load_prompts
-from videobatch.render import render_clip
-from videobatch.report import write_report
-from videobatch.thumbnails import poster_frame
+from videobatch._inputs import load_prompts
+from videobatch.delivery.downloads import Downloader
+from videobatch.delivery.report import write_report
+from videobatch.delivery.thumbnails import poster_frame
+from videobatch.providers.local.render import render_clip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NASTY = 'a <script>alert("x")</script> & "quotes" \'too\''

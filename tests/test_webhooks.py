@@ -11,8 +11,8 @@ import pytest
 
 import videobatch
 from outputs_server import running
-from videobatch.inputs import load_prompts
-from videobatch.webhooks import WebhookNotifier, check_urls, sign, verify_signature
+from videobatch._inputs import load_prompts
+from videobatch.delivery.webhooks import WebhookNotifier, check_urls, sign, verify_signature
 
 SECRET = "s3cret-for-tests"
 
@@ -115,7 +115,7 @@ def test_secret_and_bad_urls():
 def test_rows_that_ended_unnotified_are_caught_up_when_the_context_lists_jobs(server):
     import asyncio
 
-    from videobatch.jobs import Job, State
+    from videobatch._jobs import Job, State
     from videobatch.request import VideoRequest
 
     class Context:

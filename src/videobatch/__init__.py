@@ -8,8 +8,14 @@ The public surface is what ``__all__`` lists; everything else may change between
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from . import providers
-from .api import Batch, arun, run
+from ._api import Batch, arun, run
+from ._events import Event, Progress
+from ._inputs import Prompts, load_prompts
+from ._jobs import Job, State
+from ._results import results
 from .errors import (
     AccountError,
     AuthError,
@@ -27,25 +33,25 @@ from .errors import (
     TransientError,
     VideobatchError,
 )
-from .events import Event, Progress
-from .inputs import Prompts, load_prompts
-from .jobs import Job, State
 from .providers import Provider, get_provider, register
 from .request import VideoRequest
-from .results import results
 
 
 def __getattr__(name: str) -> object:
     # Delivery helpers load on first use: they pull in PyAV and HTTP code a plain run may not need.
-    lazy = {"Downloader": "downloads", "download_missing": "downloads", "WebhookNotifier": "webhooks",
-            "verify_signature": "webhooks", "write_report": "report"}
+    lazy = {"Downloader": "delivery.downloads", "download_missing": "delivery.downloads",
+            "WebhookNotifier": "delivery.webhooks",
+            "verify_signature": "delivery.webhooks", "write_report": "delivery.report"}
     if name in lazy:
         import importlib
 
         return getattr(importlib.import_module(f"{__name__}.{lazy[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("videobatch")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AccountError",

@@ -1,5 +1,5 @@
-"""``python -m videobatch``: the command line (see ``videobatch.cli``)."""
+"""``python -m videobatch``: the command line (see ``videobatch.cli.main``)."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

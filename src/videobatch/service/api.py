@@ -45,11 +45,11 @@ from redis.exceptions import WatchError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._inputs import load_prompts
+from .._jobs import TERMINAL, State
+from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
-from ..inputs import load_prompts
-from ..jobs import TERMINAL, State
 from ..request import REQUEST_FIELDS, VideoRequest
-from ..webhooks import check_urls
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 

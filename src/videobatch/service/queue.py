@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..jobs import TERMINAL, Job
+from .._jobs import TERMINAL, Job
 from .records import UNAVAILABLE, Keys, decode_hash, job_from_hash
 
 __all__ = ["EndHooks", "RedisSource", "enqueue_fields"]

@@ -31,9 +31,9 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..jobs import RESULT_FIELDS, Job, State
+from .._jobs import RESULT_FIELDS, Job, State
+from .._store import Store
 from ..request import VideoRequest
-from ..store import Store
 
 __all__ = ["Keys", "RedisStore", "decode_hash", "ensure_run_id", "job_from_hash", "new_job_fields",
            "patiently", "public_view"]

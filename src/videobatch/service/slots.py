@@ -16,8 +16,8 @@ import logging
 
 import redis.asyncio as aioredis
 
-from ..jobs import Job, State
-from ..pacing import Slots
+from .._jobs import Job, State
+from .._pacing import Slots
 from .records import UNAVAILABLE
 
 __all__ = ["RedisSlots"]

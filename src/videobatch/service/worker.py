@@ -23,11 +23,11 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from .._jobs import Job, State
+from .._runner import Runner, RunOutcome, RunSettings
+from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
-from ..jobs import Job, State
 from ..providers import Provider, get_provider
-from ..runner import Runner, RunOutcome, RunSettings
-from ..webhooks import WebhookNotifier
 from .queue import RedisSource
 from .records import Keys, RedisStore, decode_hash, ensure_run_id, patiently
 from .slots import RedisSlots

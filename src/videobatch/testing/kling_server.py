@@ -231,7 +231,7 @@ class KlingApp:
             return JSONResponse({"error": "no such video"}, status_code=404)
         path = self.files / f"{task.task_id}.mp4"
         if not path.exists():
-            from ..render import render_clip  # the project's own tiny-MP4 renderer
+            from ..providers.local.render import render_clip  # the project's own tiny-MP4 renderer
 
             await run_in_threadpool(
                 render_clip, path, str(task.body.get("prompt") or task.task_id),

@@ -3,7 +3,7 @@
 ``DashboardModel`` follows the runner's events — counts, throughput, ETA, the most recent rows, the
 latest finished clips, failures — and decides when a redraw is due (``due()``). ``update(event)`` is
 O(1), so a 10,000-row batch costs nothing per event. The ``*_html``/``summary_text`` functions
-render a ``Snapshot``. ``videobatch.dashboard`` puts this on screen with ipywidgets; keeping the
+render a ``Snapshot``. ``videobatch.ui.dashboard`` puts this on screen with ipywidgets; keeping the
 two apart lets the logic be tested without a browser or a kernel.
 """
 
@@ -17,8 +17,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .events import Event, Progress
-from .jobs import Job, State
+from .._events import Event, Progress
+from .._jobs import Job, State
 from .progress import _duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "chips_html", "stats_html",

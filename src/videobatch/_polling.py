@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._pacing import RateLimiter, backoff
 from .errors import AuthError, ProviderError, TransientError
-from .pacing import RateLimiter, backoff
 from .providers.base import PollHint, Provider, TaskStatus
 
 __all__ = ["PollSchedule", "Poller"]

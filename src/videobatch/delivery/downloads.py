@@ -6,12 +6,12 @@ the batch goes on. ``download_missing`` does the same afterwards for a stored ch
 
 Each file goes to ``<dir>/<name>.part`` and is renamed onto ``<dir>/<name>`` only after it is
 verified (HTTP status, byte count against Content-Length, a readable video container, see
-``videobatch.transfer``), so nothing half-written ever sits under the final name. An interrupted
+``videobatch.delivery.transfer``), so nothing half-written ever sits under the final name. An interrupted
 ``.part`` is resumed with an HTTP Range request when the server allows it, else restarted. A row
 whose recorded file (``local_path``, ``bytes``) is still on disk and intact is not fetched again.
 
 Outcomes join the results through ``RunContext.annotate``: ``local_path``, ``bytes``, ``sha256``,
-``thumbnail`` (a poster PNG, see ``videobatch.thumbnails``) and ``download_error``. A failed
+``thumbnail`` (a poster PNG, see ``videobatch.delivery.thumbnails``) and ``download_error``. A failed
 download never fails the generated row: it is retried with backoff, then reported in
 ``download_error`` and left for ``python -m videobatch download CHECKPOINT DIR``.
 """
@@ -35,12 +35,12 @@ from urllib.parse import urlsplit
 import httpx
 import pandas as pd
 
-from .errors import ConfigError, VideobatchError
-from .events import Event
-from .inputs import Prompts
-from .jobs import Job, State
-from .pacing import backoff
-from .store import Checkpoint, LoadedCheckpoint, load
+from .._events import Event
+from .._inputs import Prompts
+from .._jobs import Job, State
+from .._pacing import backoff
+from .._store import Checkpoint, LoadedCheckpoint, load
+from ..errors import ConfigError, VideobatchError
 from .thumbnails import poster_frame
 from .transfer import DownloadError, check_container, fetch_video
 
@@ -54,7 +54,7 @@ _UNSAFE = re.compile(r"[^\w.\- ]+")
 
 
 class Annotator(Protocol):
-    """Where outcomes are recorded: ``videobatch.runner.RunContext`` during a run."""
+    """Where outcomes are recorded: ``videobatch._runner.RunContext`` during a run."""
 
     def annotate(self, job: Job, **extras: Any) -> None: ...
 

@@ -1,6 +1,6 @@
 """The notebook dashboard: a live ipywidgets view of a run, fed by the runner's events.
 
-Two layers here, over the model in ``videobatch.dashboard_model`` (counts, ETA, recent rows,
+Two layers here, over the model in ``videobatch.ui.dashboard_model`` (counts, ETA, recent rows,
 throttling — plain Python, tested without a browser):
 
 - ``_View``: the ipywidgets (progress bar, stats, recent-rows table, clip previews, buttons),
@@ -24,10 +24,12 @@ import logging
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from .._events import Event
+from .._jobs import State
 from .dashboard_model import (
     DashboardModel,
     Row,
@@ -37,13 +39,27 @@ from .dashboard_model import (
     summary_text,
     table_html,
 )
-from .events import Event
-from .jobs import State
 from .progress import TqdmProgress, widget_frontend
 
 if TYPE_CHECKING:
-    from .api import Batch
-    from .runner import RunContext
+    from collections.abc import Sequence
+
+    from .._jobs import Job
+    from .._runner import RunContext
+
+
+class Batch(Protocol):
+    """What the buttons act on: ``videobatch.Batch`` (the dashboard never imports the faces)."""
+
+    jobs: Sequence[Job]
+
+    @property
+    def provider(self) -> Any: ...
+    @property
+    def running(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def retry_failed(self) -> int: ...
+    def start(self) -> Any: ...
 
 __all__ = ["Dashboard", "DashboardModel", "Row", "Snapshot", "summary_html", "summary_text",
            "table_html"]

@@ -30,7 +30,7 @@ from urllib.request import url2pathname
 import av
 import httpx
 
-from .errors import DownloadError
+from ..errors import DownloadError
 
 __all__ = ["DownloadError", "FetchResult", "check_container", "fetch_video"]
 

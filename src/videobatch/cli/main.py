@@ -17,15 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .api import Batch
-from .errors import AccountError, AuthError, CheckpointError, ConfigError, InputError
-from .events import Event
-from .inputs import load_prompts
-from .jobs import State
-from .progress import summary
-from .providers import available, get_provider
-from .results import write_results
+from .. import __version__
+from .._api import Batch
+from .._events import Event
+from .._inputs import load_prompts
+from .._jobs import State
+from .._results import write_results
+from ..errors import AccountError, AuthError, CheckpointError, ConfigError, InputError
+from ..providers import available, get_provider
+from ..ui.progress import summary
 
 __all__ = ["main"]
 
@@ -162,10 +162,10 @@ def _default_path(prompts: str, suffix: str) -> Path:
 
 # Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
 SUBCOMMANDS = {
-    "status": "videobatch.commands:status_main",
-    "retry": "videobatch.commands:retry_main",
-    "download": "videobatch.commands:download_main",
-    "report": "videobatch.commands:report_main",
+    "status": "videobatch.cli.commands:status_main",
+    "retry": "videobatch.cli.commands:retry_main",
+    "download": "videobatch.cli.commands:download_main",
+    "report": "videobatch.cli.commands:report_main",
     "serve": "videobatch.service.cli:serve_main",
     "worker": "videobatch.service.cli:worker_main",
 }
@@ -240,7 +240,7 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
         where.append(f"videos: e.g. {completed[0].video_url}")
     report = report or (Path(download) / "report.html" if download else None)
     if report is not None:
-        from .report import write_report
+        from ..delivery.report import write_report
 
         where.append(f"report: {write_report(df, report)}")
     print(summary(counts, elapsed, failures, cancelled=interrupted, stopped_by=stopped,
@@ -261,7 +261,7 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
         raise InputError(problems, source=prompts.source)
     done: set[str] = set()
     if checkpoint is not None and checkpoint.exists():
-        from .store import load
+        from .._store import load
 
         done = {j.key for j in load(checkpoint).jobs if j.state is State.COMPLETED}
     todo = [(k, r) for k, r in zip(prompts.keys, prompts.requests, strict=True) if k not in done]

@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from ._jobs import RESULT_COLUMNS
 from .errors import ConfigError, InputError, Problem
-from .jobs import RESULT_COLUMNS
 from .request import REQUEST_FIELDS, VideoRequest
 
 __all__ = ["ID_COLUMN", "Prompts", "canonical_json", "load_prompts"]

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .jobs import Job
+    from ._jobs import Job
 
 __all__ = ["LocalSlots", "RateLimiter", "SlotPool", "Slots", "backoff"]
 
@@ -113,7 +113,7 @@ class Slots:
 
 
 class SlotPool(Protocol):
-    """Parallel-task slots. ``videobatch.pacing.Slots`` in one process; a Redis lease set shared by
+    """Parallel-task slots. ``videobatch._pacing.Slots`` in one process; a Redis lease set shared by
     all workers in service mode."""
 
     ceiling: int

@@ -1,8 +1,7 @@
-"""Progress for people: picks the progress observer, a tqdm bar, and the end-of-run summary text.
+"""Progress in a terminal: the tqdm bar observer, the end-of-run summary text, and whether a widget
+front-end exists (``videobatch.ui.make_progress`` then picks the notebook dashboard instead).
 
-``make_progress`` gives the notebook dashboard (``videobatch.dashboard``) when a widget front-end is
-present (a running IPython kernel with ipywidgets importable) and a tqdm bar otherwise. Bar updates
-are throttled by tqdm itself (``mininterval``), so 10,000 rows do not flood anything.
+Bar updates are throttled by tqdm itself (``mininterval``), so 10,000 rows do not flood anything.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-from .events import Event, Observer
-from .jobs import State
+from .._events import Event
+from .._jobs import State
 
-__all__ = ["TqdmProgress", "make_progress", "summary", "widget_frontend"]
+__all__ = ["TqdmProgress", "summary", "widget_frontend"]
 
 MODES = (True, "auto", "tqdm", "dashboard")
 
@@ -64,21 +63,6 @@ def widget_frontend() -> bool:
     if shell is None or getattr(shell, "kernel", None) is None:
         return False  # plain IPython in a terminal
     return importlib.util.find_spec("ipywidgets") is not None
-
-
-def make_progress(batch: Any, mode: bool | str = True) -> Observer:
-    """The progress observer for a batch.
-
-    ``True``/``"auto"``: the notebook dashboard where a widget front-end is present, else a tqdm
-    bar; ``"tqdm"``: always the bar; ``"dashboard"``: the same as ``"auto"``.
-    """
-    if mode not in MODES:
-        raise ValueError(f"progress must be True, False, 'auto', 'tqdm' or 'dashboard', got {mode!r}")
-    if mode == "dashboard" or (mode != "tqdm" and widget_frontend()):
-        from .dashboard import Dashboard
-
-        return Dashboard.for_batch(batch)
-    return TqdmProgress(len(batch.jobs))
 
 
 def summary(

@@ -4,7 +4,7 @@ It behaves like a remote service that outlives its clients: tasks live in files 
 client process can be killed (``kill -9``) and a new process resumes against the same "account",
 finds its tasks by idempotency key, and the number of paid submissions can be counted afterwards
 (``submissions.log``, see ``read_submissions`` / ``submission_counts``). Finished tasks get a real
-small MP4 (``videobatch.render``), so downloads, previews and verification work end to end.
+small MP4 (``videobatch.providers.local.render``), so downloads, previews and verification work end to end.
 
 Layout of ``root`` (default ``$VIDEOBATCH_LOCAL_DIR``, else ``~/.cache/videobatch/local``)::
 
@@ -72,10 +72,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
-from ..render import ASPECT_RATIOS, render_clip
-from ..request import VideoRequest
-from .base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from ...errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
+from ...request import VideoRequest
+from ..base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from .render import ASPECT_RATIOS, render_clip
 
 _lock_file: Callable[[int, bool], None] | None
 try:

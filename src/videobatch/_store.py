@@ -43,9 +43,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._inputs import Prompts
+from ._jobs import RESULT_FIELDS, Job, State
 from .errors import CheckpointError
-from .inputs import Prompts
-from .jobs import RESULT_FIELDS, Job, State
 from .request import VideoRequest
 
 __all__ = ["Checkpoint", "LoadedCheckpoint", "Store"]

@@ -18,16 +18,16 @@ from typing import Any
 
 import pandas as pd
 
+from ._events import Observer
+from ._inputs import Prompts, load_prompts
+from ._jobs import Job, State
+from ._results import results_frame
+from ._runner import Runner, RunOutcome, RunSettings
+from ._store import Checkpoint, Store
 from .errors import AccountError, AuthError, ConfigError, InputError
-from .events import Observer
-from .inputs import Prompts, load_prompts
-from .jobs import Job, State
-from .progress import make_progress
 from .providers import Provider, get_provider
 from .request import REQUEST_FIELDS
-from .results import results_frame
-from .runner import Runner, RunOutcome, RunSettings
-from .store import Checkpoint, Store
+from .ui import make_progress
 
 __all__ = ["Batch", "arun", "run"]
 
@@ -123,13 +123,13 @@ class Batch:
         outputs: list[Observer] = []
         frame = self.prompts.frame
         if download is not None:  # imported only when wanted: they pull in PyAV and HTTP code
-            from .downloads import Downloader
+            from .delivery.downloads import Downloader
 
             if not any(isinstance(o, Downloader) for o in given):
                 outputs.append(Downloader(download, concurrency=download_concurrency,
                                           name_template=download_name, frame=frame))
         if webhook is not None or "webhook_url" in frame.columns:
-            from .webhooks import WebhookNotifier, check_urls
+            from .delivery.webhooks import WebhookNotifier, check_urls
 
             if any(isinstance(o, WebhookNotifier) for o in given):
                 return outputs
@@ -148,7 +148,7 @@ class Batch:
         ``provider`` defaults to the one the checkpoint was made with; its options (latency,
         base_url, ...) are not stored and must be passed again when they matter.
         """
-        from .store import load
+        from ._store import load
 
         loaded = load(checkpoint)
         prompts = Prompts(frame=loaded.frame, requests=[j.request for j in loaded.jobs],

@@ -25,6 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._events import Event, EventKind, Observer, Progress, notify
+from ._jobs import Job, State
+from ._pacing import LocalSlots, RateLimiter, SlotPool, backoff
+from ._polling import Poller, PollSchedule
+from ._sources import JobSource, QueueSource
+from ._store import Store
 from .errors import (
     AccountError,
     AuthError,
@@ -34,13 +40,7 @@ from .errors import (
     SlotsBusy,
     TransientError,
 )
-from .events import Event, EventKind, Observer, Progress, notify
-from .jobs import Job, State
-from .pacing import LocalSlots, RateLimiter, SlotPool, backoff
-from .polling import Poller, PollSchedule
 from .providers.base import Provider, TaskState, TaskStatus
-from .sources import JobSource, QueueSource
-from .store import Store
 
 __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]
 
@@ -77,7 +77,7 @@ class _Stop:
 
 
 class RunContext:
-    """What an observer may do during a run besides watching (see ``videobatch.events.Observer``)."""
+    """What an observer may do during a run besides watching (see ``videobatch._events.Observer``)."""
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .jobs import RESULT_COLUMNS, Job
+from ._jobs import RESULT_COLUMNS, Job
 
 __all__ = ["results", "results_frame", "write_results"]
 
@@ -60,7 +60,7 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
 
 def results(checkpoint: str | os.PathLike[str]) -> pd.DataFrame:
     """The results DataFrame stored in a checkpoint, without running anything."""
-    from .store import load
+    from ._store import load
 
     loaded = load(checkpoint, requests=False)
     return results_frame(loaded.frame, loaded.jobs)

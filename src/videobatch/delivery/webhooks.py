@@ -42,10 +42,10 @@ from urllib.parse import urlsplit
 import httpx
 import pandas as pd
 
-from .errors import ConfigError, Problem
-from .events import Event
-from .jobs import Job, State
-from .pacing import backoff
+from .._events import Event
+from .._jobs import Job, State
+from .._pacing import backoff
+from ..errors import ConfigError, Problem
 
 __all__ = ["WebhookNotifier", "build_payload", "check_urls", "sign", "verify_signature"]
 

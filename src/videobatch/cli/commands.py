@@ -5,7 +5,7 @@
     python -m videobatch download CHECKPOINT DIR      fetch finished videos not on disk yet
     python -m videobatch report CHECKPOINT [--out report.html]          the HTML contact sheet
 
-Each is a ``*_main(argv) -> exit code`` called by ``videobatch.cli``. Exit codes are the main
+Each is a ``*_main(argv) -> exit code`` called by ``videobatch.cli.main``. Exit codes are the main
 command's: 0 ok · 1 some rows failed (or downloads failed) · 2 usage or unusable checkpoint ·
 130 interrupted (run the same command again).
 """
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ConfigError, InputError
-from .jobs import IN_FLIGHT, Job, State
-from .store import LoadedCheckpoint, load
+from .._jobs import IN_FLIGHT, Job, State
+from .._store import LoadedCheckpoint, load
+from ..errors import CheckpointError, ConfigError, InputError
 
 __all__ = ["download_main", "report_main", "retry_main", "status_main"]
 
@@ -179,7 +179,7 @@ def retry_main(argv: Sequence[str]) -> int:
     p.add_argument("--webhook", metavar="URL",
                    help="POST each retried row's outcome (signed with $VIDEOBATCH_WEBHOOK_SECRET)")
     args = p.parse_args(list(argv))
-    from .cli import delivery_options, parse_options
+    from .main import delivery_options, parse_options
 
     options = parse_options(args.provider_option, p)
     if args.base_url:
@@ -206,7 +206,7 @@ def retry_main(argv: Sequence[str]) -> int:
             print("nothing to retry")
         return EXIT_OK
 
-    from .api import Batch
+    from .._api import Batch
 
     try:
         batch = Batch.from_checkpoint(args.checkpoint, args.provider, concurrency=args.concurrency,
@@ -217,7 +217,7 @@ def retry_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     batch.retry_failed(kinds)
-    from .cli import finish_run
+    from .main import finish_run
 
     return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
                       download=args.download)
@@ -260,7 +260,7 @@ def download_main(argv: Sequence[str]) -> int:
         print(f"warning: {len(expired)} video URL(s) are past their expiry (expires_at) and may be "
               f"gone: {', '.join(expired[:10])}{' ...' if len(expired) > 10 else ''}", file=sys.stderr)
 
-    from .downloads import download_missing
+    from ..delivery.downloads import download_missing
 
     try:
         result = asyncio.run(download_missing(
@@ -279,7 +279,7 @@ def download_main(argv: Sequence[str]) -> int:
     for key, reason in result.failed[:20]:
         print(f"  {key}: {reason}")
     if not args.no_report:
-        from .report import write_report
+        from ..delivery.report import write_report
 
         report = write_report(args.checkpoint, Path(args.directory) / "report.html")
         print(f"contact sheet: {report}")
@@ -295,7 +295,7 @@ def report_main(argv: Sequence[str]) -> int:
     p.add_argument("--embed", action="store_true",
                    help="put the thumbnails inside the HTML (one portable file)")
     args = p.parse_args(list(argv))
-    from .report import write_report
+    from ..delivery.report import write_report
 
     try:
         path = write_report(args.checkpoint, args.out, embed=args.embed)

@@ -6,7 +6,7 @@ The page has inline CSS and no external resource, so it opens straight from disk
 referenced by relative path (keep the report next to them) or embedded as data URIs
 (``embed=True``, for a single file to mail around). All user text is HTML-escaped.
 
-Missing thumbnails are made on the way (``videobatch.thumbnails``) from a downloaded file or a
+Missing thumbnails are made on the way (``videobatch.delivery.thumbnails``) from a downloaded file or a
 ``file://`` video URL; remote URLs are not fetched here (use ``--download`` for that).
 """
 
@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from .jobs import RESULT_COLUMNS
+from .._jobs import RESULT_COLUMNS
 from .thumbnails import poster_frame
 
 __all__ = ["write_report"]
@@ -163,8 +163,8 @@ def write_report(
     if isinstance(source, pd.DataFrame):
         df = source
     else:
-        from .results import results_frame
-        from .store import load
+        from .._results import results_frame
+        from .._store import load
 
         loaded = load(source)
         df = results_frame(loaded.frame, loaded.jobs)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._jobs import Job, State
 from .errors import ProviderError
-from .jobs import Job, State
 
 __all__ = ["Event", "EventKind", "Observer", "Progress"]
 
@@ -73,7 +73,7 @@ class Event:
 Observer = Callable[[Event], None]
 """Any callable taking an Event. It may also have two optional methods:
 
-- ``bind(context)``: called once before the run starts with a ``videobatch.runner.RunContext``,
+- ``bind(context)``: called once before the run starts with a ``videobatch._runner.RunContext``,
   through which an acting observer (downloads, webhooks) records extra result columns;
 - ``async drain(cancelled)``: awaited after the last row ends and before the final checkpoint, so
   work the observer started (a download in flight) can finish and be recorded.

@@ -52,7 +52,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 
-from ..errors import (
+from ...errors import (
     AccountError,
     AuthError,
     ConfigError,
@@ -64,10 +64,10 @@ from ..errors import (
     SlotsBusy,
     TransientError,
 )
-from ..models import resolve_model
-from ..request import VideoRequest
-from . import _images as images
-from .base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from ...models import resolve_model
+from ...request import VideoRequest
+from ..base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from . import images
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
 

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from .jobs import Job
+from ._jobs import Job
 
 __all__ = ["JobSource", "QueueSource"]
 

@@ -14,7 +14,7 @@ import binascii
 import re
 from pathlib import Path
 
-from ..errors import RejectedError
+from ...errors import RejectedError
 
 __all__ = ["ALLOWED", "problem", "wire_value"]
 

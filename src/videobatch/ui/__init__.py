@@ -1,0 +1,27 @@
+"""What a person watching a run sees: the terminal progress bar (``progress``), the notebook
+dashboard's model (``dashboard_model``) and its widgets (``dashboard``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._events import Observer
+from . import progress
+from .progress import MODES, TqdmProgress
+
+__all__ = ["make_progress"]
+
+
+def make_progress(batch: Any, mode: bool | str = True) -> Observer:
+    """The progress observer for a batch.
+
+    ``True``/``"auto"``: the notebook dashboard where a widget front-end is present, else a tqdm
+    bar; ``"tqdm"``: always the bar; ``"dashboard"``: the same as ``"auto"``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"progress must be True, False, 'auto', 'tqdm' or 'dashboard', got {mode!r}")
+    if mode == "dashboard" or (mode != "tqdm" and progress.widget_frontend()):
+        from .dashboard import Dashboard  # widgets load only where they can show
+
+        return Dashboard.for_batch(batch)
+    return TqdmProgress(len(batch.jobs))
