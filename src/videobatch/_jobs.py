@@ -35,6 +35,7 @@ class State(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # a paid request may exist; see the module docstring
 
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
@@ -45,9 +46,13 @@ _LEGAL: dict[State, frozenset[State]] = {
     # -> pending: the submit certainly created no task (or lookup says none exists): try again later.
     # -> failed: permanent rejection of the submit.
     # -> completed/failed directly: reconciliation found the task already finished.
+    # -> unknown: the submit may have created a task and neither a lookup nor a listing could say.
     State.SUBMITTING: frozenset(
-        {State.GENERATING, State.PENDING, State.FAILED, State.COMPLETED}
+        {State.GENERATING, State.PENDING, State.FAILED, State.COMPLETED, State.UNKNOWN}
     ),
+    # Re-checked on every resume and status: found (-> generating/completed/failed), the provider
+    # says the key is free (-> pending, same key), or the user resubmits it (-> pending, new key).
+    State.UNKNOWN: frozenset({State.GENERATING, State.COMPLETED, State.FAILED, State.PENDING}),
     State.GENERATING: frozenset({State.COMPLETED, State.FAILED}),
     State.COMPLETED: frozenset(),
     # explicit retry: a new, separately paid submission (-> pending), or, for a row that timed out

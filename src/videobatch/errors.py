@@ -11,6 +11,7 @@
         ├── AccountError              balance/quota/whitelist problem: submitting stops; in-flight rows finish
         ├── RejectedError             this row was refused for good (bad parameter, content policy): row fails
         ├── NotFoundError             the provider has no such task
+        ├── KeyAlreadyUsed            a create was refused because its idempotency key already has a task
         └── TransientError            worth retrying later (.retry_after seconds, .maybe_accepted)
             ├── RateLimited           too many requests: back off
             └── SlotsBusy             every parallel-task slot of the account is taken: back off, lower concurrency
@@ -31,6 +32,7 @@ __all__ = [
     "DownloadError",
     "IllegalTransition",
     "InputError",
+    "KeyAlreadyUsed",
     "NotFoundError",
     "Problem",
     "ProviderError",
@@ -131,11 +133,13 @@ class ProviderError(VideobatchError):
         row_key: str | None = None,
         provider_code: Any = None,
         status_code: int | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.message = message
         self.row_key = row_key
         self.provider_code = provider_code
         self.status_code = status_code
+        self.request_id = request_id  # the provider's id of the HTTP request, to quote to its support
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -177,6 +181,17 @@ class NotFoundError(ProviderError):
     """The provider has no task with that id."""
 
     kind = "not_found"
+
+
+class KeyAlreadyUsed(ProviderError):
+    """A create was refused because a task with this idempotency key already exists.
+
+    The row was paid for earlier (a lost answer, a crash): the runner looks that task up and adopts
+    it, and never sends the row again under a new key on its own. If no lookup or listing finds the
+    task, the row's outcome is unknown (``State.UNKNOWN``) until one does or the user resubmits it.
+    """
+
+    kind = "key_already_used"
 
 
 class TransientError(ProviderError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -18,7 +18,7 @@ from ..errors import Problem, ProviderError
 from ..models import UNIT_PRICE_USD, resolve_model
 from ..request import VideoRequest
 
-__all__ = ["Limits", "PollHint", "Provider", "TaskState", "TaskStatus", "Video"]
+__all__ = ["Limits", "PollHint", "Provider", "ScanResult", "TaskState", "TaskStatus", "Video"]
 
 
 class TaskState(enum.StrEnum):
@@ -51,6 +51,19 @@ class TaskStatus:
     finished_at: float | None = None  # epoch seconds the provider says the task ended, if it says
     expires_at: float | None = None  # when result URLs stop working
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a listing of the account's tasks said about some idempotency keys.
+
+    ``found``: key -> the task created with exactly that key. ``complete``: the listing reached back
+    past the earliest time asked for, so a key not in ``found`` certainly has no task (it is free to
+    be submitted). An incomplete scan proves nothing about the keys it did not find.
+    """
+
+    found: Mapping[str, TaskStatus]
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,17 @@ class Provider(ABC):
     @abstractmethod
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         """The task created with this idempotency key, or None if the provider has none."""
+
+    async def scan(self, keys: Collection[str], since: float) -> ScanResult | None:
+        """Look for tasks created with any of ``keys`` by listing the account's tasks back to
+        ``since`` (epoch seconds; the earliest moment any of them may have been submitted).
+
+        The fallback when ``find`` cannot answer (a refused or failing lookup): only tasks whose own
+        idempotency key equals one of ``keys`` exactly are returned; other systems' tasks on the
+        account are skipped. ``None``: this provider cannot list tasks. Errors are raised like
+        ``find``'s.
+        """
+        return None
 
     async def status_many(
         self, task_ids: Sequence[str], riders: Sequence[str] = ()
