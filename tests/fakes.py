@@ -3,7 +3,15 @@
 Markers: ``[transient:N]`` first N submits fail before reaching the provider; ``[lost]`` the first
 submit is accepted but its answer is lost; ``[reject]`` permanent rejection; ``[genfail]`` the task
 ends failed; ``[slots:N]`` first N submits answer "slots busy"; ``[rate:N]`` first N answer "too fast";
-``[auth]`` credentials refused; ``[account]`` balance exhausted; ``[pollflaky:N]`` first N polls fail.
+``[auth]`` credentials refused; ``[account]`` balance exhausted; ``[pollflaky:N]`` first N polls fail;
+``[lostquiet]`` the first submit is accepted but answers "nothing was created" (a provider that
+misreports); ``[vanish]`` the first submit's answer is lost *and* nothing was created.
+
+How the provider answers lookups is set per instance: ``lookup`` = "answered" (the truth),
+"refused" (a permanent error, as Kling's 1201 on an unsupported parameter), "transient" (always a
+transient error) or "blind" (always "no such task", even when there is one); ``listing`` = None (it
+cannot list tasks), "complete", "incomplete" or "fails"; ``duplicate`` = "adopt" (a resubmitted key
+returns its task) or "refuse" (raises KeyAlreadyUsed).
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from collections import Counter
 from videobatch.errors import (
     AccountError,
     AuthError,
+    KeyAlreadyUsed,
     NotFoundError,
     RateLimited,
     RejectedError,
     SlotsBusy,
     TransientError,
 )
-from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from videobatch.providers.base import Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus, Video
 from videobatch.request import VideoRequest
 
 
@@ -36,8 +45,14 @@ def _marker(prompt: str, name: str) -> int:
 class ScriptedProvider(Provider):
     name = "scripted"
 
-    def __init__(self, *, latency: float = 0.05, max_parallel: int = 4, max_rps: float | None = None) -> None:
+    def __init__(self, *, latency: float = 0.05, max_parallel: int = 4, max_rps: float | None = None,
+                 lookup: str = "answered", listing: str | None = None, duplicate: str = "adopt") -> None:
         self.latency = latency
+        self.lookup = lookup
+        self.listing = listing
+        self.duplicate = duplicate
+        self.find_calls = 0
+        self.scan_calls = 0
         self.limits = Limits(max_parallel=max_parallel, max_rps=max_rps)
         self.poll_hint = PollHint(first_poll=latency, min_interval=0.01, max_interval=0.05, growth=1.5)
         self.tasks: dict[str, dict] = {}
@@ -69,8 +84,12 @@ class ScriptedProvider(Provider):
             raise SlotsBusy("parallel limit", retry_after=0.01)
         if _marker(p, "rate") >= self.submit_calls[idempotency_key]:
             raise RateLimited("too fast", retry_after=0.01)
+        if _marker(p, "vanish") and self.submit_calls[idempotency_key] == 1:
+            raise TransientError("answer lost (nothing was created)", maybe_accepted=True)
         if idempotency_key in self.by_key:
-            return await self.find(idempotency_key)  # type: ignore[return-value]
+            if self.duplicate == "refuse":
+                raise KeyAlreadyUsed(f"external id {idempotency_key} already exists", request_id="req-dup")
+            return await self.status(self.by_key[idempotency_key])
         task_id = f"t{len(self.tasks)}"
         self.tasks[task_id] = {"key": idempotency_key, "prompt": p, "ready": time.monotonic() + self.latency,
                                "created": time.time(), "polls": 0}
@@ -79,6 +98,8 @@ class ScriptedProvider(Provider):
         self.active_peak = max(self.active_peak, self._active())
         if _marker(p, "lost") and self.accepted[idempotency_key] == 1:
             raise TransientError("answer lost", maybe_accepted=True)
+        if _marker(p, "lostquiet") and self.accepted[idempotency_key] == 1:
+            raise TransientError("server error, nothing created", maybe_accepted=False)
         return TaskStatus(task_id, TaskState.QUEUED, created_at=self.tasks[task_id]["created"])
 
     async def status(self, task_id: str) -> TaskStatus:
@@ -98,7 +119,28 @@ class ScriptedProvider(Provider):
                           created_at=task["created"], expires_at=task["created"] + 30 * 86400)
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:
+        self.find_calls += 1
+        await asyncio.sleep(0)
+        if self.lookup == "refused":
+            raise RejectedError("Invalid parameters: external_task_id is not supported", provider_code=1201,
+                                request_id="req-lookup")
+        if self.lookup == "transient":
+            raise TransientError("lookup timed out", maybe_accepted=False)
         task_id = self.by_key.get(idempotency_key)
-        if task_id is None:
+        if task_id is None or self.lookup == "blind":
             return None
         return await self.status(task_id)
+
+    async def scan(self, keys, since: float) -> ScanResult | None:
+        self.scan_calls += 1
+        await asyncio.sleep(0)
+        if self.listing is None:
+            return None
+        if self.listing == "fails":
+            raise TransientError("list endpoint timed out", maybe_accepted=False)
+        found = {}
+        for key in keys:
+            task_id = self.by_key.get(key)
+            if task_id is not None and self.tasks[task_id]["created"] >= since:
+                found[key] = await self.status(task_id)
+        return ScanResult(found=found, complete=self.listing == "complete")

@@ -135,7 +135,8 @@ def test_repeated_kills_during_one_run(workdir):
 
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(workdir):
-    proc = subprocess.Popen(command(workdir, "-P", "latency=0.5"), stdout=subprocess.PIPE,
+    # Slow clips, so rows are still waiting when the signal lands even on a loaded machine.
+    proc = subprocess.Popen(command(workdir, "-P", "latency=2"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_until(lambda: len(submissions(workdir)) >= 8)
     proc.send_signal(signal.SIGINT)

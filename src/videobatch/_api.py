@@ -24,7 +24,7 @@ from ._jobs import Job, State
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, Store
-from .errors import AccountError, AuthError, ConfigError, InputError
+from .errors import ConfigError, InputError
 from .providers import Provider, get_provider
 from .request import REQUEST_FIELDS
 from .ui import make_progress
@@ -112,6 +112,7 @@ class Batch:
         self._thread: threading.Thread | None = None
         self._thread_result: RunOutcome | BaseException | None = None
         self.outcome: RunOutcome | None = None
+        self._after_run: list[tuple[list[str], bool]] = []  # retries asked for during teardown
 
     def _outputs(self, download: str | os.PathLike[str] | None, download_concurrency: int,
                  download_name: str | None, webhook: str | None,
@@ -172,7 +173,11 @@ class Batch:
         finally:
             if self._owns_provider:
                 await self.provider.aclose()
-        return self.outcome
+        outcome = self.outcome
+        while self._after_run:  # asked for while the run was finishing: ready for the next one
+            keys, unknown = self._after_run.pop(0)
+            self._requeue(keys, unknown)
+        return outcome
 
     def start(self) -> Batch:
         """Start in the background and return at once (on the running loop, or on a thread)."""
@@ -250,7 +255,7 @@ class Batch:
     def _finish(self, outcome: RunOutcome | None) -> pd.DataFrame:
         df = self.results()
         stopped = outcome.stopped_by if outcome else None
-        if isinstance(stopped, AuthError | AccountError):
+        if stopped is not None:  # auth, account, or a provider breaking its contract
             stopped.results = df
             raise stopped
         return df
@@ -261,20 +266,48 @@ class Batch:
             self._runner.cancel()
 
     def retry_failed(self, kinds: Sequence[str] | None = None) -> int:
-        """Put failed rows back to pending (optionally only these error kinds); returns how many.
+        """Put failed rows back to work (optionally only these error kinds); returns how many.
 
-        Each retried row is a new, separately paid submission. While the batch runs, the rows join
-        the running batch; otherwise call ``start()``/``wait()`` again.
+        Each retried row is a new, separately paid submission (except rows that timed out: they
+        wait for their still-open task again). While the batch runs, the rows join the running
+        batch; otherwise call ``start()``/``wait()`` again.
+        """
+        return self.retry(failed=True, kinds=kinds)
+
+    def retry(self, *, failed: bool = True, unknown: bool = False,
+              kinds: Sequence[str] | None = None) -> int:
+        """Put rows back to work; returns how many. ``failed``: failed rows (only ``kinds`` of
+        error, if given). ``unknown``: rows whose outcome is unknown — a paid request may exist
+        for them, so sending them again may pay twice; only you can decide that.
+
+        While the batch runs, the rows join the running batch; if it is already finishing, they
+        are queued for the next ``start()``/``wait()``. Nothing is ever sent that nobody waits for.
         """
         chosen = [j for j in self.jobs
-                  if j.state is State.FAILED and (kinds is None or j.error_kind in kinds)]
+                  if (failed and j.state is State.FAILED and (kinds is None or j.error_kind in kinds))
+                  or (unknown and j.state is State.UNKNOWN)]
+        if not chosen:
+            return 0
+        keys = [j.key for j in chosen]
         if self.running and self._runner is not None:
-            self._runner.retry([j.key for j in chosen])
+            joined = self._runner.retry(keys, unknown=unknown)
+            if joined is not None:
+                return joined
+            self._after_run.append((keys, unknown))  # the run is finishing: next run takes them
             return len(chosen)
-        for job in chosen:
-            self.store.append(job.retry())
-        self.outcome = None
-        return len(chosen)
+        return self._requeue(keys, unknown)
+
+    def _requeue(self, keys: Sequence[str], unknown: bool) -> int:
+        wanted = set(keys)
+        states = {State.FAILED, State.UNKNOWN} if unknown else {State.FAILED}
+        moved = 0
+        for job in self.jobs:
+            if job.key in wanted and job.state in states:
+                self.store.append(job.retry())
+                moved += 1
+        if moved:
+            self.outcome = None
+        return moved
 
     # ------------------------------------------------------------------ looking
     def results(self) -> pd.DataFrame:

@@ -7,6 +7,10 @@
                      └──► completed   reconciliation found the task already finished
     failed ──retry──► pending         a new, separately paid submission
     failed ──retry──► generating      timed out while its task was open: wait for that same task
+    submitting ──► unknown            the submit may have created a task and nobody can say
+    unknown ──► generating/completed/failed   found on a later check
+    unknown ──► pending               the provider says the key is free (same key), or the
+                                      user resubmits it (retry --unknown: new key, may pay twice)
     pending ──cancel──► cancelled ──resume──► pending
 
 ``submitting`` is written to the checkpoint *before* the paid request leaves the process. A row found
@@ -95,6 +99,11 @@ RESULT_FIELDS = (
 )
 
 
+# What a new submission of a row starts without.
+_CLEARED = ("task_id", "submitted_at", "completed_at", "video_url", "video_id", "video_duration",
+            "expires_at", "error_kind", "error")
+
+
 def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
     """The provider-side idempotency key of one submission of one row in one run.
 
@@ -140,6 +149,11 @@ class Job:
         """
         if self.state is State.FAILED and self.error_kind == "timeout" and self.task_id:
             return self.transition(State.GENERATING, error_kind=None, error=None, completed_at=None)
+        if self.state is State.UNKNOWN:
+            # The user's word: send it again under a new key (the old one may be taken at the
+            # provider), accepting that the first request may have been paid too.
+            return self.transition(State.PENDING, generation=self.generation + 1,
+                                   **dict.fromkeys(_CLEARED))
         return self.transition(State.PENDING)
 
     def can_move_to(self, new: State) -> bool:
@@ -161,8 +175,7 @@ class Job:
         if new is State.PENDING and self.state is State.FAILED:
             # A retry starts a fresh submission with its own idempotency key.
             fields.setdefault("generation", self.generation + 1)
-            for name in ("task_id", "submitted_at", "completed_at", "video_url", "video_id",
-                         "video_duration", "expires_at", "error_kind", "error"):
+            for name in _CLEARED:
                 fields.setdefault(name, None)
         self.state = new
         for name, value in fields.items():

@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._pacing import RateLimiter, backoff
+from ._pacing import RateLimiter
+from ._retry import RetryPolicy
 from .errors import AuthError, ProviderError, TransientError
 from .providers.base import PollHint, Provider, TaskStatus
 
@@ -101,6 +102,8 @@ class Poller:
         self.on_fatal = on_fatal
         hint = provider.poll_hint
         self.coalesce = coalesce if coalesce is not None else min(1.0, hint.min_interval / 2)
+        # A failing poll is tried again later, for as long as the task is waited for.
+        self.retry = RetryPolicy(attempts=None, base=max(hint.min_interval, 0.05), cap=60.0)
         self.polls = 0  # API requests spent on polling
         self._watches: dict[str, _Watch] = {}
         self._heap: list[_Entry] = []
@@ -225,8 +228,7 @@ class Poller:
             return
         if isinstance(answer, TransientError):
             watch.failures += 1
-            delay = backoff(watch.failures, base=max(self.provider.poll_hint.min_interval, 0.05),
-                            cap=60.0, retry_after=answer.retry_after)
+            delay = self.retry.delay(watch.failures, answer.retry_after)
             heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq),
                                               watch.task_id))
             return

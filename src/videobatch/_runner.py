@@ -2,12 +2,15 @@
 
 - One worker per parallel slot takes the next row, submits it and waits for its task to end, then
   takes the next: a slot is held from submit until the task ends, so slots stay full.
-- Rows already in flight from an earlier (crashed) run go first: ``generating`` rows are polled,
-  ``submitting`` rows are looked up by their idempotency key before anything is sent again.
+- Rows already in flight from an earlier (crashed) run go first: ``generating`` rows are polled;
+  ``submitting`` and ``unknown`` rows are reconciled by their idempotency key (``_reconcile``)
+  before anything is sent again, and sent again only when the provider says the key is free.
 - Every transition goes to the store *before* the side effect it announces (``submitting`` before the
   paid request leaves the process).
-- Transient failures are retried with jittered backoff (honouring Retry-After); permanent ones fail
+- Transient failures are retried under the run's retry policy (``_retry``); permanent ones fail
   the row; auth errors stop the run; account errors stop submitting while in-flight rows finish.
+  A submit whose answer was lost is reconciled; if nobody can say whether it created a task, the
+  row's outcome is ``unknown``: never resubmitted on its own, re-checked on every resume.
 - ``cancel()`` stops everything promptly: rows in flight keep their state for the next run to
   reconcile, rows not started become ``cancelled`` (and ``pending`` again on resume).
 
@@ -17,6 +20,7 @@ The runner knows the provider only through ``videobatch.providers.base.Provider`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -27,13 +31,16 @@ from typing import Any
 
 from ._events import Event, EventKind, Observer, Progress, notify
 from ._jobs import Job, State
-from ._pacing import LocalSlots, RateLimiter, SlotPool, backoff
+from ._pacing import LocalSlots, RateLimiter, SlotPool
 from ._polling import Poller, PollSchedule
+from ._reconcile import Found, Free, Reconciler, Unknown
+from ._retry import RetryPolicy, RetryState
 from ._sources import JobSource, QueueSource
 from ._store import Store
 from .errors import (
     AccountError,
     AuthError,
+    KeyAlreadyUsed,
     NotFoundError,
     ProviderError,
     RateLimited,
@@ -55,6 +62,22 @@ class RunSettings:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     snapshot_every: float = 30.0  # seconds between checkpoint snapshots
+    lookup_deadline: float = 300.0  # seconds one reconciliation may keep retrying a failing lookup
+
+    def submit_policy(self) -> RetryPolicy:
+        """Transient submit failures: ``max_attempts`` tries in all."""
+        return RetryPolicy(attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap)
+
+    def pushback_policy(self) -> RetryPolicy:
+        """"Too fast" / "slots busy": wait and try again, as often as it takes (costs nothing)."""
+        return RetryPolicy(attempts=None, base=max(1.0, self.backoff_base), cap=self.backoff_cap)
+
+    def lookup_policy(self) -> RetryPolicy:
+        """Lookups and listings: bounded in tries and in time, then the answer is "unknown"."""
+        deadline = self.lookup_deadline if self.timeout is None else min(self.lookup_deadline,
+                                                                         self.timeout)
+        return RetryPolicy(attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap,
+                           deadline=deadline)
 
 
 @dataclass
@@ -167,10 +190,14 @@ class Runner:
         self._limiter = RateLimiter(self.provider.limits.max_rps)
         self._poller = Poller(self.provider, self._limiter, PollSchedule(self.provider.poll_hint),
                               on_fatal=self._fatal)
+        self._reconciler = Reconciler(self.provider, self.settings.lookup_policy(), stop=stop.event)
+        self._closing = False
         for job in self.jobs:  # resume: rows cancelled last time are wanted again
             if job.state is State.CANCELLED:
                 self._move(job, State.PENDING)
-        in_flight = [j for j in self.jobs if j.state in (State.SUBMITTING, State.GENERATING)]
+        # In doubt first (their slots may be taken at the provider), then rows already accepted.
+        in_flight = [j for j in self.jobs if j.state in (State.SUBMITTING, State.UNKNOWN)]
+        in_flight += [j for j in self.jobs if j.state is State.GENERATING]
         pending = [j for j in self.jobs if j.state is State.PENDING]
         self._source: JobSource = self._source_arg or QueueSource(in_flight + pending)
         context = RunContext(self)
@@ -215,36 +242,67 @@ class Runner:
         while any(not w.done() for w in self._workers):
             await asyncio.gather(*self._workers, return_exceptions=True)
 
-    def retry(self, keys: Sequence[str] | None = None) -> None:
-        """Queue failed rows again while the run goes on (all failed rows, or those ``keys``).
+    def retry(self, keys: Sequence[str] | None = None, *, unknown: bool = False) -> int | None:
+        """Queue failed rows again while the run goes on (all failed rows, or those ``keys``);
+        with ``unknown``, rows whose outcome is unknown too. Safe to call from any thread.
 
-        Each retried row is a new, separately paid submission. Safe to call from any thread.
+        Each retried row is a new, separately paid submission (an unknown row may then be paid
+        twice: the user asked for it). Returns how many rows joined the run, or None when the run
+        is not taking rows any more (not started, stopping, or finishing): nothing was changed and
+        nothing will be sent, so the caller may queue them for the next run instead.
         """
         loop = self._loop
+        source = self._source_arg or getattr(self, "_source", None)
         if loop is None or loop.is_closed():
-            raise RuntimeError("the run is not active; use Batch.retry_failed() and start again")
-        wanted = None if keys is None else set(keys)
-        source = self._source
-        if not isinstance(source, QueueSource):
+            return None
+        if source is not None and not isinstance(source, QueueSource):
             raise RuntimeError("this run takes its rows from a shared queue; retry through it")
+        wanted = None if keys is None else set(keys)
+        states = {State.FAILED, State.UNKNOWN} if unknown else {State.FAILED}
 
-        def requeue() -> None:
+        def requeue() -> int | None:
             stop = self._stop
-            if stop is None or stop.cancelled or stop.fatal:
-                return
+            if stop is None or stop.cancelled or stop.fatal or stop.crash or self._closing:
+                return None  # teardown began: a row sent now would be paid and never polled
+            queue = self._source
+            assert isinstance(queue, QueueSource)
+            moved = 0
             for job in self.jobs:
-                if job.state is State.FAILED and (wanted is None or job.key in wanted):
-                    self._record_change(job, State.FAILED, job.retry())
-                    source.add(job)
+                if job.state in states and (wanted is None or job.key in wanted):
+                    old = job.state
+                    self._record_change(job, old, job.retry())
+                    queue.add(job)
+                    moved += 1
             self._spawn_workers()
+            return moved
 
-        loop.call_soon_threadsafe(requeue)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return requeue()
+        future: concurrent.futures.Future[int | None] = concurrent.futures.Future()
+
+        def on_loop() -> None:
+            try:
+                future.set_result(requeue())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return None
+        return future.result(timeout=30)
 
     async def _finish(self, snapshots: asyncio.Task[None]) -> None:
+        self._closing = True  # from here on, retry() is refused: nobody would poll what it sends
         snapshots.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await snapshots
         await self._poller.aclose()
+        await self._reconciler.aclose()
         assert self._stop is not None
         if self._stop.cancelled:
             for job in self.jobs:
@@ -304,8 +362,8 @@ class Runner:
                 self._emit("slots")
                 try:
                     await self._drive(job)
-                except ProviderError as exc:
-                    self._fatal(exc)
+                except ProviderError as exc:  # auth (or a provider breaking its contract)
+                    self._fatal(exc.for_row(job.key))
                 finally:
                     await self._slots.release(job)
                     self._emit("slots")
@@ -313,7 +371,7 @@ class Runner:
                 await self._source.done(job)
 
     async def _drive(self, job: Job) -> None:
-        if job.state is State.SUBMITTING:
+        if job.state in (State.SUBMITTING, State.UNKNOWN):
             await self._reconcile(job)
         if job.state is State.PENDING:
             await self._submit(job)
@@ -324,47 +382,45 @@ class Runner:
     async def _submit(self, job: Job) -> None:
         stop = self._stop
         assert stop is not None
-        transient = 0  # failures that count against max_attempts
-        pushback = 0  # rate-limit / slots-busy answers in a row
+        transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
+        pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
         key = job.idempotency_key(self.store.run_id)
         while job.state is State.PENDING:
             if stop.no_submit or stop.fatal or stop.cancelled:
                 return
             await self._limiter.acquire()
             self._move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
+            sent_at = job.updated_at
             self._submits += 1
             try:
                 status = await self.provider.submit(job.request, key)
             except (RateLimited, SlotsBusy) as exc:
                 exc.for_row(job.key)
-                pushback += 1
                 self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
                 if isinstance(exc, SlotsBusy):
                     await self._slots.shrink()
                 else:
                     self._limiter.penalize(exc.retry_after or 1.0)
-                delay = backoff(pushback, base=max(1.0, self.settings.backoff_base),
-                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
+                delay = pushback.failed(exc.retry_after) or 0.0
                 self._emit("retry", job, error=exc, delay=delay)
-                await self._sleep_unless_stopped(delay)
+                await pushback.sleep(delay, stop.event)
                 continue
+            except KeyAlreadyUsed as exc:
+                # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
+                await self._settle(job, key, sent_at, exc.for_row(job.key), key_used=True)
+                return
             except TransientError as exc:
                 exc.for_row(job.key)
-                if exc.maybe_accepted:
-                    found = await self._lookup(job, key)
-                    if found is not None:
-                        self._adopt(job, found)
-                        return
-                transient += 1
-                if transient >= self.settings.max_attempts:
+                if exc.maybe_accepted and not await self._settle(job, key, sent_at, exc):
+                    return  # adopted, or unknown
+                wait = transient.failed(exc.retry_after)
+                if wait is None:
                     self._move(job, State.FAILED, error_kind=exc.kind,
-                               error=f"gave up after {transient} attempts: {exc}")
+                               error=f"gave up after {transient.failures} attempts: {exc}")
                     return
                 self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
-                delay = backoff(transient, base=self.settings.backoff_base,
-                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
-                self._emit("retry", job, error=exc, delay=delay)
-                await self._sleep_unless_stopped(delay)
+                self._emit("retry", job, error=exc, delay=wait)
+                await transient.sleep(wait, stop.event)
                 continue
             except AccountError as exc:
                 # Nothing was created; the row waits for a resumed run once the account is fixed.
@@ -379,29 +435,52 @@ class Runner:
                 return
             self._adopt(job, status)
 
-    async def _lookup(self, job: Job, key: str) -> TaskStatus | None:
-        """Ask the provider whether a submit under ``key`` created a task (retrying transients)."""
-        failures = 0
-        while True:
-            await self._limiter.acquire()
-            try:
-                return await self.provider.find(key)
-            except NotFoundError:
-                return None
-            except TransientError as exc:
-                failures += 1
-                delay = backoff(failures, base=self.settings.backoff_base,
-                                cap=self.settings.backoff_cap, retry_after=exc.retry_after)
+    async def _settle(self, job: Job, key: str, sent_at: float, cause: ProviderError, *,
+                      key_used: bool = False) -> bool:
+        """A submit of ``job`` may have created a task: find out. True when the key is free (the
+        row may be sent again); otherwise the row has adopted its task or is ``unknown``."""
+
+        def on_retry(failures: int, exc: Exception, delay: float) -> None:
+            if isinstance(exc, ProviderError):
                 self._emit("retry", job, error=exc.for_row(job.key), delay=delay)
-                await asyncio.sleep(delay)
+
+        verdict = await self._reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry)
+        if isinstance(verdict, Found):
+            self._adopt(job, verdict.status)
+            return False
+        if isinstance(verdict, Free):
+            return True
+        self._unknown(job, key, sent_at, verdict, cause)
+        return False
+
+    def _unknown(self, job: Job, key: str, sent_at: float, verdict: Unknown,
+                 cause: ProviderError | None) -> None:
+        request_id = verdict.request_id or (cause.request_id if cause is not None else None)
+        said = f" after: {cause.message}" if cause is not None else ""
+        self._move(job, State.UNKNOWN, submitted_at=sent_at, error_kind="outcome_unknown",
+                   error=f"a paid request may exist{said}; {verdict.reason}. It is checked again "
+                         f"on every resume and never sent again on its own. Check idempotency key "
+                         f"{key}" + (f" (provider request id {request_id})" if request_id else "")
+                         + " in the provider's console; to send it again anyway (it may be paid "
+                         "twice): retry --unknown")
 
     async def _reconcile(self, job: Job) -> None:
-        """A row left ``submitting`` by a crash: adopt its task if the provider has one."""
-        found = await self._lookup(job, job.idempotency_key(self.store.run_id))
-        if found is None:
-            self._move(job, State.PENDING)
-        else:
-            self._adopt(job, found)
+        """A row left ``submitting`` by a crash, or ``unknown`` since an earlier run: adopt its
+        task if the provider has one; send it again only if the provider says the key is free."""
+        key = job.idempotency_key(self.store.run_id)
+        sent_at = job.updated_at if job.state is State.SUBMITTING else (job.submitted_at or 0.0)
+
+        def on_retry(failures: int, exc: Exception, delay: float) -> None:
+            if isinstance(exc, ProviderError):
+                self._emit("retry", job, error=exc.for_row(job.key), delay=delay)
+
+        verdict = await self._reconciler.check(key, sent_at, on_retry=on_retry)
+        if isinstance(verdict, Found):
+            self._adopt(job, verdict.status)
+        elif isinstance(verdict, Free):
+            self._move(job, State.PENDING, error_kind=None, error=None)
+        elif job.state is State.SUBMITTING:
+            self._unknown(job, key, sent_at, verdict, None)
 
     def _adopt(self, job: Job, status: TaskStatus) -> None:
         accepted = status.created_at or time.time()

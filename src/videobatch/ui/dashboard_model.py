@@ -26,9 +26,10 @@ __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "chips_html"
 
 
 ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
-         State.CANCELLED)
+         State.UNKNOWN, State.CANCELLED)
 COLOURS = {State.PENDING: "#9e9e9e", State.SUBMITTING: "#64b5f6", State.GENERATING: "#1e88e5",
-           State.COMPLETED: "#43a047", State.FAILED: "#e53935", State.CANCELLED: "#fb8c00"}
+           State.COMPLETED: "#43a047", State.FAILED: "#e53935", State.UNKNOWN: "#8e24aa",
+           State.CANCELLED: "#fb8c00"}
 
 
 def _cut(text: str | None, width: int) -> str:

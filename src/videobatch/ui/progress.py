@@ -21,7 +21,7 @@ __all__ = ["TqdmProgress", "summary", "widget_frontend"]
 MODES = (True, "auto", "tqdm", "dashboard")
 
 _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
-          State.CANCELLED)
+          State.UNKNOWN, State.CANCELLED)
 
 
 def _postfix(counts: Counter[State]) -> str:
@@ -74,13 +74,16 @@ def summary(
     stopped_by: str | None = None,
     where: list[str] | None = None,
     max_failures: int = 20,
+    unknown: list[tuple[str, str | None]] | None = None,
 ) -> str:
-    """The text printed at the end of a CLI run: counts, wall time, failures with reasons."""
+    """The text printed at the end of a CLI run: counts, wall time, failures with reasons, and rows
+    whose outcome is unknown (``(key, error)``: what to check, and how to send them again)."""
     total = sum(counts.values())
     lines = [
         f"{counts[State.COMPLETED]}/{total} completed, {counts[State.FAILED]} failed"
-        + "".join(f", {counts[s]} {s.value}" for s in (State.PENDING, State.SUBMITTING,
-                                                        State.GENERATING, State.CANCELLED)
+        + "".join(f", {counts[s]} {s.value}" for s in (State.UNKNOWN, State.PENDING,
+                                                        State.SUBMITTING, State.GENERATING,
+                                                        State.CANCELLED)
                   if counts[s])
         + f" in {_duration(elapsed)}"
     ]
@@ -96,6 +99,13 @@ def summary(
             lines.append(f"  {key}: [{kind}] {message}")
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (see the results file)")
+    if unknown:
+        lines.append(f"Outcome unknown for {len(unknown)} row(s): a paid request may exist for each "
+                     "(checked again on every resume, never sent again on its own):")
+        for key, message in unknown[:max_failures]:
+            lines.append(f"  {key}: {message}")
+        if len(unknown) > max_failures:
+            lines.append(f"  ... and {len(unknown) - max_failures} more (see the results file)")
     for line in where or []:
         lines.append(line)
     return "\n".join(lines)
