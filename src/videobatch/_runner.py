@@ -26,77 +26,25 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ._events import Event, EventKind, Observer, Progress, notify
 from ._jobs import Job, State
 from ._pacing import LocalSlots, RateLimiter, SlotPool
 from ._polling import Poller, PollSchedule
-from ._reconcile import Found, Free, Reconciler, Unknown
-from ._retry import RetryPolicy, RetryState
+from ._reconcile import Reconciler
+from ._rows import Rows
+from ._settings import RunOutcome, RunSettings, Stop
 from ._sources import JobSource, QueueSource
 from ._store import Store
 from .errors import (
-    AccountError,
-    AuthError,
-    KeyAlreadyUsed,
-    NotFoundError,
     ProviderError,
-    RateLimited,
-    SlotsBusy,
-    TransientError,
 )
-from .providers.base import Provider, TaskState, TaskStatus
+from .providers.base import Provider
 
-__all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]
+__all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-exported for callers
 
 log = logging.getLogger("videobatch")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    concurrency: int | None = None  # at most the provider's parallel-task limit
-    max_attempts: int = 5  # submits per row that may fail transiently before the row fails
-    timeout: float | None = 3600.0  # seconds a row may take from acceptance to its end
-    backoff_base: float = 1.0
-    backoff_cap: float = 60.0
-    snapshot_every: float = 30.0  # seconds between checkpoint snapshots
-    lookup_deadline: float = 300.0  # seconds one reconciliation may keep retrying a failing lookup
-
-    def submit_policy(self) -> RetryPolicy:
-        """Transient submit failures: ``max_attempts`` tries in all."""
-        return RetryPolicy(attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap)
-
-    def pushback_policy(self) -> RetryPolicy:
-        """"Too fast" / "slots busy": wait and try again, as often as it takes (costs nothing)."""
-        return RetryPolicy(attempts=None, base=max(1.0, self.backoff_base), cap=self.backoff_cap)
-
-    def lookup_policy(self) -> RetryPolicy:
-        """Lookups and listings: bounded in tries and in time, then the answer is "unknown"."""
-        deadline = self.lookup_deadline if self.timeout is None else min(self.lookup_deadline,
-                                                                         self.timeout)
-        return RetryPolicy(attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap,
-                           deadline=deadline)
-
-
-@dataclass
-class RunOutcome:
-    counts: Counter[State]
-    elapsed: float
-    cancelled: bool = False
-    stopped_by: ProviderError | None = None  # auth or account error that stopped the run
-    polls: int = 0
-    submits: int = 0
-
-
-@dataclass
-class _Stop:
-    fatal: ProviderError | None = None  # stops everything
-    no_submit: ProviderError | None = None  # stops new submissions only
-    cancelled: bool = False
-    crash: Exception | None = None  # a bug (not a provider answer): stop, flush, re-raise
-    event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RunContext:
@@ -154,8 +102,7 @@ class Runner:
         self._ceiling = ceiling
         self._source_arg = source
         self._slots_arg = slots
-        self._submits = 0
-        self._stop: _Stop | None = None
+        self._stop: Stop | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -185,12 +132,16 @@ class Runner:
     async def run(self) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
         self._started_wall = time.time()
-        self._stop = stop = _Stop()
+        self._stop = stop = Stop()
         self._slots: SlotPool = self._slots_arg or LocalSlots(self._ceiling)
         self._limiter = RateLimiter(self.provider.limits.max_rps)
         self._poller = Poller(self.provider, self._limiter, PollSchedule(self.provider.poll_hint),
                               on_fatal=self._fatal)
         self._reconciler = Reconciler(self.provider, self.settings.lookup_policy(), stop=stop.event)
+        self._rows = Rows(provider=self.provider, settings=self.settings, stop=stop,
+                          limiter=self._limiter, slots=self._slots, poller=self._poller,
+                          reconciler=self._reconciler, run_id=self.store.run_id,
+                          started_wall=self._started_wall, move=self._move, emit=self._emit)
         self._closing = False
         for job in self.jobs:  # resume: rows cancelled last time are wanted again
             if job.state is State.CANCELLED:
@@ -225,7 +176,7 @@ class Runner:
             cancelled=stop.cancelled,
             stopped_by=stop.fatal or stop.no_submit,
             polls=self._poller.polls,
-            submits=self._submits,
+            submits=self._rows.submits,
         )
 
     def _spawn_workers(self) -> None:
@@ -372,169 +323,11 @@ class Runner:
 
     async def _drive(self, job: Job) -> None:
         if job.state in (State.SUBMITTING, State.UNKNOWN):
-            await self._reconcile(job)
+            await self._rows.reconcile(job)
         if job.state is State.PENDING:
-            await self._submit(job)
+            await self._rows.submit(job)
         if job.state is State.GENERATING:
-            await self._await_result(job)
-
-    # ------------------------------------------------------------------ submit
-    async def _submit(self, job: Job) -> None:
-        stop = self._stop
-        assert stop is not None
-        transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
-        pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
-        key = job.idempotency_key(self.store.run_id)
-        while job.state is State.PENDING:
-            if stop.no_submit or stop.fatal or stop.cancelled:
-                return
-            await self._limiter.acquire()
-            self._move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
-            sent_at = job.updated_at
-            self._submits += 1
-            try:
-                status = await self.provider.submit(job.request, key)
-            except (RateLimited, SlotsBusy) as exc:
-                exc.for_row(job.key)
-                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
-                if isinstance(exc, SlotsBusy):
-                    await self._slots.shrink()
-                else:
-                    self._limiter.penalize(exc.retry_after or 1.0)
-                delay = pushback.failed(exc.retry_after) or 0.0
-                self._emit("retry", job, error=exc, delay=delay)
-                await pushback.sleep(delay, stop.event)
-                continue
-            except KeyAlreadyUsed as exc:
-                # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
-                await self._settle(job, key, sent_at, exc.for_row(job.key), key_used=True)
-                return
-            except TransientError as exc:
-                exc.for_row(job.key)
-                if exc.maybe_accepted and not await self._settle(job, key, sent_at, exc):
-                    return  # adopted, or unknown
-                wait = transient.failed(exc.retry_after)
-                if wait is None:
-                    self._move(job, State.FAILED, error_kind=exc.kind,
-                               error=f"gave up after {transient.failures} attempts: {exc}")
-                    return
-                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
-                self._emit("retry", job, error=exc, delay=wait)
-                await transient.sleep(wait, stop.event)
-                continue
-            except AccountError as exc:
-                # Nothing was created; the row waits for a resumed run once the account is fixed.
-                self._move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
-                stop.no_submit = stop.no_submit or exc
-                return
-            except AuthError:
-                self._move(job, State.PENDING)
-                raise
-            except ProviderError as exc:  # rejected: this row, for good
-                self._move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
-                return
-            self._adopt(job, status)
-
-    async def _settle(self, job: Job, key: str, sent_at: float, cause: ProviderError, *,
-                      key_used: bool = False) -> bool:
-        """A submit of ``job`` may have created a task: find out. True when the key is free (the
-        row may be sent again); otherwise the row has adopted its task or is ``unknown``."""
-
-        def on_retry(failures: int, exc: Exception, delay: float) -> None:
-            if isinstance(exc, ProviderError):
-                self._emit("retry", job, error=exc.for_row(job.key), delay=delay)
-
-        verdict = await self._reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry)
-        if isinstance(verdict, Found):
-            self._adopt(job, verdict.status)
-            return False
-        if isinstance(verdict, Free):
-            return True
-        self._unknown(job, key, sent_at, verdict, cause)
-        return False
-
-    def _unknown(self, job: Job, key: str, sent_at: float, verdict: Unknown,
-                 cause: ProviderError | None) -> None:
-        request_id = verdict.request_id or (cause.request_id if cause is not None else None)
-        said = f" after: {cause.message}" if cause is not None else ""
-        self._move(job, State.UNKNOWN, submitted_at=sent_at, error_kind="outcome_unknown",
-                   error=f"a paid request may exist{said}; {verdict.reason}. It is checked again "
-                         f"on every resume and never sent again on its own. Check idempotency key "
-                         f"{key}" + (f" (provider request id {request_id})" if request_id else "")
-                         + " in the provider's console; to send it again anyway (it may be paid "
-                         "twice): retry --unknown")
-
-    async def _reconcile(self, job: Job) -> None:
-        """A row left ``submitting`` by a crash, or ``unknown`` since an earlier run: adopt its
-        task if the provider has one; send it again only if the provider says the key is free."""
-        key = job.idempotency_key(self.store.run_id)
-        sent_at = job.updated_at if job.state is State.SUBMITTING else (job.submitted_at or 0.0)
-
-        def on_retry(failures: int, exc: Exception, delay: float) -> None:
-            if isinstance(exc, ProviderError):
-                self._emit("retry", job, error=exc.for_row(job.key), delay=delay)
-
-        verdict = await self._reconciler.check(key, sent_at, on_retry=on_retry)
-        if isinstance(verdict, Found):
-            self._adopt(job, verdict.status)
-        elif isinstance(verdict, Free):
-            self._move(job, State.PENDING, error_kind=None, error=None)
-        elif job.state is State.SUBMITTING:
-            self._unknown(job, key, sent_at, verdict, None)
-
-    def _adopt(self, job: Job, status: TaskStatus) -> None:
-        accepted = status.created_at or time.time()
-        if job.state is not State.GENERATING:
-            self._move(job, State.GENERATING, task_id=status.task_id, submitted_at=accepted,
-                       error_kind=None, error=None)
-        if status.state.done:
-            self._finish_job(job, status)
-
-    # ------------------------------------------------------------------ wait for the result
-    async def _await_result(self, job: Job) -> None:
-        assert job.task_id is not None
-        accepted = job.submitted_at or time.time()
-        timeout = self.settings.timeout
-        # The wait is counted from acceptance, or from this run's start for a row that was already
-        # waiting before (resumed after a crash, or re-attached after a timeout).
-        waiting_since = max(accepted, self._started_wall)
-        remaining = None if timeout is None else max(0.0, waiting_since + timeout - time.time())
-        try:
-            status = await asyncio.wait_for(self._poller.wait(job.task_id, accepted), remaining)
-        except TimeoutError:
-            self._move(job, State.FAILED, error_kind="timeout",
-                       error=f"no result {timeout:.0f}s after the provider accepted task "
-                             f"{job.task_id}; it may still finish at the provider")
-            return
-        except NotFoundError as exc:
-            self._move(job, State.FAILED, error_kind=exc.kind,
-                       error=f"the provider no longer knows task {job.task_id}: {exc.message}")
-            return
-        except AuthError:
-            raise
-        except ProviderError as exc:
-            self._move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
-            return
-        self._finish_job(job, status)
-
-    def _finish_job(self, job: Job, status: TaskStatus) -> None:
-        done_at = status.finished_at or time.time()
-        if status.state is TaskState.SUCCEEDED and status.videos:
-            video = status.videos[0]
-            self._move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,
-                       video_id=video.id, video_duration=video.duration,
-                       expires_at=status.expires_at, error_kind=None, error=None)
-            self._grow_slots()
-        elif status.state is TaskState.SUCCEEDED:
-            self._move(job, State.FAILED, completed_at=done_at, error_kind="no_video",
-                       error=f"task {status.task_id} succeeded without a video")
-        else:
-            self._move(job, State.FAILED, completed_at=done_at, error_kind="generation_failed",
-                       error=status.message or "the provider reports the task failed")
-
-    def _grow_slots(self) -> None:
-        if self._slots.limit < self._slots.ceiling:
-            asyncio.get_running_loop().create_task(self._slots.grow())
+            await self._rows.await_result(job)
 
     # ------------------------------------------------------------------ helpers
     def _fatal(self, exc: ProviderError) -> None:
@@ -552,12 +345,6 @@ class Runner:
         for worker in self._workers:
             if worker is not asyncio.current_task():
                 worker.cancel()
-
-    async def _sleep_unless_stopped(self, delay: float) -> None:
-        stop = self._stop
-        assert stop is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.event.wait(), delay)
 
     def _move(self, job: Job, new: State, **fields: Any) -> None:
         old = job.state
