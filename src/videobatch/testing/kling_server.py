@@ -45,13 +45,14 @@ import jwt
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .faults import Faults, parse_rules
-from .kling_sim import KINDS, Account, SimConfig, SimError
+from .kling_sim import KINDS, LIST_ORDERS, LOOKUPS, Account, SimConfig, SimError
 
 __all__ = ["KlingApp", "ServerHandle", "create_app", "main", "running_server"]
 
@@ -86,6 +87,7 @@ class KlingApp:
             Route("/v1/videos/{kind}/{task_id}", self.get_one, methods=["GET"]),
             Route("/files/{task_id}.mp4", self.download, methods=["GET"]),
             Route("/_test/counters", self.counters, methods=["GET"]),
+            Route("/_test/tasks", self.tasks, methods=["GET"]),
             Route("/_test/config", self.configure, methods=["POST"]),
             Route("/_test/reset", self.reset, methods=["POST"]),
         ])
@@ -101,8 +103,8 @@ class KlingApp:
     def _error(error: SimError) -> JSONResponse:
         headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
         return JSONResponse({"code": error.code, "message": error.message,
-                             "request_id": uuid.uuid4().hex}, status_code=error.status,
-                            headers=headers)
+                             "request_id": uuid.uuid4().hex, "data": None},
+                            status_code=error.status, headers=headers)
 
     def _auth(self, request: Request) -> SimError | None:
         header = request.headers.get("authorization", "").strip()
@@ -208,22 +210,36 @@ class KlingApp:
         try:
             if "external_task_id" in params:
                 self.account.counters.polls_external += 1
-                data: Any = self.account.get_external(kind, params["external_task_id"]).to_json(
-                    now, base)
+                data: Any = self._lookup(kind, params, now, base)
             elif "task_id" in params:
                 self.account.counters.polls_single += 1
                 data = self.account.get(kind, params["task_id"]).to_json(now, base)
             else:
                 self.account.counters.polls_list += 1
-                try:
-                    number = int(params.get("pageNum", "1"))
-                    size = int(params.get("pageSize", "30"))
-                except ValueError:
-                    number = size = 0
-                data = [t.to_json(now, base) for t in self.account.page(kind, number, size)]
+                data = self._page(kind, params, now, base)
         except SimError as exc:
             return self._error(exc)
         return await self._after("query", self._ok(data))
+
+    def _lookup(self, kind: str, params: QueryParams, now: float, base: str) -> Any:
+        """``?external_task_id=X``, served the way ``config.lookup`` says."""
+        if self.config.lookup == "refused":
+            raise self.account.reject(SimError(
+                1201, "Invalid parameters: external_task_id is not supported",
+                reason="lookup_refused"))
+        if self.config.lookup == "ignored":  # as if the parameter were not there
+            self.account.counters.lookups_ignored += 1
+            return self._page(kind, params, now, base)
+        return self.account.get_external(kind, params["external_task_id"]).to_json(now, base)
+
+    def _page(self, kind: str, params: QueryParams, now: float,
+              base: str) -> list[dict[str, Any]]:
+        try:
+            number = int(params.get("pageNum", "1"))
+            size = int(params.get("pageSize", "30"))
+        except ValueError:
+            number = size = 0
+        return [t.to_json(now, base) for t in self.account.page(kind, number, size)]
 
     async def download(self, request: Request) -> Response:
         task = self.account.tasks.get(request.path_params["task_id"])
@@ -244,6 +260,15 @@ class KlingApp:
         return JSONResponse({**self.account.snapshot(), "faults_injected": self.faults.injected,
                              "faults": self.faults.describe()})
 
+    async def tasks(self, request: Request) -> Response:
+        """Every task on the account, oldest first: who created it and what became of it."""
+        now, base = time.monotonic(), str(request.base_url).rstrip("/")
+        return JSONResponse([{
+            "task_id": t.task_id, "kind": t.kind, "external_task_id": t.external_task_id,
+            "prompt": t.body.get("prompt"), "status": t.status(now), "foreign": t.foreign,
+            "url": f"{base}/files/{t.task_id}.mp4" if t.status(now) == "succeed" else None,
+        } for t in self.account.tasks_in_order()])
+
     async def configure(self, request: Request) -> Response:
         """Body: settings (``SimConfig`` field names), fault rules ``{kind[@scope]: value}``,
         ``faults`` (a spec string or mapping) and ``replace_faults`` (drop the old rules)."""
@@ -254,6 +279,7 @@ class KlingApp:
             rules += parse_rules({k: v for k, v in changes.items()
                                   if k not in _SETTINGS and k != "replace_faults"})
             self.config.update(settings)
+            self.account.add_foreign(self.config.foreign_tasks)
             self.faults.set(rules, replace=bool(changes.get("replace_faults")))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -284,6 +310,11 @@ class ServerHandle:
 
     def counters(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
+        return data
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task on the account, oldest first (``GET /_test/tasks``)."""
+        data: list[dict[str, Any]] = httpx.get(f"{self.url}/_test/tasks", timeout=10).json()
         return data
 
     def configure(self, **changes: Any) -> dict[str, Any]:
@@ -402,6 +433,10 @@ def main(argv: list[str] | None = None) -> None:
     add("--secret-key")
     add("--max-tasks", type=int, help="resource pack size in tasks (1102 beyond)")
     add("--slow-seconds", type=float, help="how late a 'slow' fault answers")
+    add("--lookup", choices=LOOKUPS, help="GET ?external_task_id=: answered (default), refused "
+        "(400 / 1201) or ignored (a plain list page)")
+    add("--foreign-tasks", type=int, help="other systems' tasks on the account (in list pages)")
+    add("--list-order", choices=LIST_ORDERS, help="list pages newest (default) or oldest first")
     add("--seed", type=int)
     add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
     add("--config-json", help="SimConfig fields as JSON (used by running_server)")
@@ -412,10 +447,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.config_json:
         config.update(json.loads(args.config_json))
     for name in ("latency", "jitter", "max_parallel", "rps", "access_key", "secret_key",
-                 "max_tasks", "slow_seconds", "seed"):
+                 "max_tasks", "slow_seconds", "lookup", "foreign_tasks", "list_order", "seed"):
         value = getattr(args, name)
         if value is not None:
-            setattr(config, name, value)
+            config.update({name: value})
     if args.no_retry_after:
         config.retry_after = False
     spec: str | None = args.faults
