@@ -6,18 +6,42 @@ task_id, get by ``?external_task_id=``, list by ``?pageNum&pageSize``), checks t
 bodies (1201 naming the field), enforces a parallel-task limit (1303), a request rate (1302) and
 unique ``external_task_id`` per account, and serves small real MP4 files as results. Faults are
 injected per ``videobatch.testing.faults``. Test endpoints: ``GET /_test/counters``,
-``POST /_test/config`` (settings and fault rules), ``POST /_test/reset``.
+``GET /_test/tasks`` (every task, oldest first: external id, prompt, status, result URL, whether
+another system made it), ``POST /_test/config`` (settings and fault rules), ``POST /_test/reset``.
+
+The lookup by external id is served as the ``lookup`` setting says: ``answered`` (the task, or
+404 / 1203), ``refused`` (400 / 1201 "Invalid parameters: external_task_id is not supported"; the
+list and the get-by-task_id keep working) or ``ignored`` (the parameter is dropped and the first
+list page comes back, as if it were a plain list request). ``foreign_tasks=N`` puts N finished tasks
+of other systems on the account (some with external ids of their own, some without), so list pages
+are not only the client's; ``list_order`` is ``newest`` (default) or ``oldest`` first.
+
+What the server assumes about the lookup and the list, and why. Kling's own page for the single-task
+query says only that ``task_id`` (in the path) and ``external_task_id`` are "choose one of the two"
+ways to ask; mirrors of it show no wire form for the external id (docs.kkiai.com/Other-Model-APIs/
+kling-platform-api/text-to-video/query-task-single.html, doc.aimanyi.top/api-386109649.html). An
+apidoc mirror (github betasecond/KlingDemo, APIDoc.md) and public Kotlin clients send it as a query
+parameter on the collection path, ``GET /v1/videos/{kind}?external_task_id=X``, which is what this
+server answers; other public clients put the id in the path with ``?external_task_id=true``, a form
+the server does not know (it is read as a task id: 1203). No public source says what a server that
+does not support the parameter does, so both behaviours seen in live calls (shared/kling-api.md)
+are modes here. The list, ``GET /v1/videos/{kind}?pageNum=&pageSize=``: pageNum 1-1000 (default
+1), pageSize 1-500 (default 30), else 1201 (the KlingDemo mirror; microfox-ai/microfox
+packages/kling-ai docs and docs.kapon.cloud/kling/task-query use the same defaults). No source
+states the order; the mirror's example page happens to list the older task first, live notes say
+newest first, so newest first is the default and ``oldest`` exists to test a client that assumes.
 
 Command line::
 
     python -m videobatch.testing.kling_server --port 8123 --latency 2 --max-parallel 10 \\
-        --faults "rate_limit=0.05,lost=0.02,fail=0.05"
+        --faults "rate_limit=0.05,lost=0.02,fail=0.05" --lookup refused --foreign-tasks 50
 
 From Python::
 
     with running_server(latency=0.2, max_parallel=3) as server:      # thread in this process
         ... server.url, server.counters(), server.configure(lost="next:1")
-    with running_server(process=True) as server: ...                 # survives a killed client
+    with running_server(process=True, lookup="ignored") as server:   # survives a killed client
+        ... server.tasks()
 """
 
 from __future__ import annotations
