@@ -6,10 +6,11 @@ when asked (``submitted`` for the first ``queue_share`` of a task's latency, the
 then ``succeed`` or ``failed``), so no background work runs.
 
 The account can be shared: ``foreign_tasks`` puts that many finished tasks of *other systems* on
-it (created before the run, newest of them ~1 minute old, mostly text2video; a third carry no
+it (created before the run, newest of them ~1 minute old, 3 in 4 text2video; a third carry no
 external id, a third an id of their own like ``order-00001``, a third an id shaped like
-videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in ``?external_task_id=``
-answers like any task, hold no slot, and are left out of the counters' task states.
+videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in
+``?external_task_id=`` answers like any task, hold no slot, and are left out of the counters' task
+states.
 """
 
 from __future__ import annotations
