@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pytest
 
 import videobatch
 from videobatch.testing import ServerHandle, SimConfig, running_server
@@ -89,7 +90,7 @@ def run_until_killed(argv: list[str], server: ServerHandle, delay: float,
                 if first is not None and time.monotonic() - first >= delay:
                     proc.send_signal(signal.SIGKILL)
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
         finally:
             if proc.poll() is None and first is None:
                 proc.send_signal(signal.SIGKILL)  # never reached the server in 30 s
@@ -98,6 +99,9 @@ def run_until_killed(argv: list[str], server: ServerHandle, delay: float,
             "alive": time.monotonic() - started, "output": log.read_text()[-2000:]}
 
 
+# 21 CLI starts at ~2 s of CPU each (Python, pandas, pyarrow): ~50 s on two idle cores, more when
+# the machine is shared, so more room than the suite's default 120 s.
+@pytest.mark.timeout(300)
 def test_twenty_kills_with_lost_answers_and_a_refused_lookup(tmp_path):
     prompts = [f"crash-row {i:02d}: a kite over the dunes, take {i}" for i in range(ROWS)]
     pd.DataFrame({"id": [f"r{i:02d}" for i in range(ROWS)], "prompt": prompts}).to_csv(
