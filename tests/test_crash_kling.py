@@ -100,8 +100,8 @@ def run_until_killed(argv: list[str], server: ServerHandle, delay: float,
 
 
 # 21 CLI starts at ~2 s of CPU each (Python, pandas, pyarrow): ~50 s on two idle cores, more when
-# the machine is shared, so more room than the suite's default 120 s.
-@pytest.mark.timeout(300)
+# the machine is shared (4-5 min at load 8-10 seen), so more room than the default 120 s.
+@pytest.mark.timeout(600)
 def test_twenty_kills_with_lost_answers_and_a_refused_lookup(tmp_path):
     prompts = [f"crash-row {i:02d}: a kite over the dunes, take {i}" for i in range(ROWS)]
     pd.DataFrame({"id": [f"r{i:02d}" for i in range(ROWS)], "prompt": prompts}).to_csv(
