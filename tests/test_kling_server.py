@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +31,8 @@ from videobatch.testing import Faults, ServerHandle, SimConfig, parse_rules, run
 AK, SK = SimConfig.access_key, SimConfig.secret_key
 DEFAULTS: dict[str, Any] = {"latency": 0.2, "jitter": 0.0, "max_parallel": 5, "rps": None,
                             "retry_after": True, "max_tasks": None, "allowed_models": None,
-                            "slow_seconds": 1.0}
+                            "slow_seconds": 1.0, "lookup": "answered", "foreign_tasks": 0,
+                            "list_order": "newest"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,8 @@ def module_server() -> Iterator[ServerHandle]:
 
 @pytest.fixture
 def server(module_server: ServerHandle) -> ServerHandle:
-    module_server.reset()
     module_server.configure(**DEFAULTS)
+    module_server.reset()  # after configure: a reset account is built from the settings
     return module_server
 
 
@@ -387,3 +390,174 @@ def test_fault_specs_parse_with_scopes_and_counts():
     for bad in ("teleport=0.1", "lost@nowhere=0.1", "code_9999=1", "lost=1.5", "lost"):
         with pytest.raises(ValueError):  # noqa: PT011 (each message differs)
             parse_rules(bad)
+
+
+# -- how the lookup by external_task_id is served, and other systems' tasks ------------------------
+
+
+def get(server: ServerHandle, path: str, **params: Any) -> httpx.Response:
+    return httpx.get(f"{server.url}{path}", params=params,
+                     headers={"Authorization": f"Bearer {token()}"}, timeout=10)
+
+
+def submit_rows(server: ServerHandle, keys: list[str]) -> list[str]:
+    kling = provider(server)
+
+    async def go() -> list[str]:
+        async with kling:
+            return [(await kling.submit(VideoRequest(prompt=f"row {k}"), k)).task_id
+                    for k in keys]
+
+    ids: list[str] = run(go())
+    return ids
+
+
+def test_refused_lookup_is_a_1201_and_everything_else_still_answers(server):
+    server.configure(lookup="refused")
+    [task_id] = submit_rows(server, ["row-1"])
+
+    refused = get(server, "/v1/videos/text2video", external_task_id="row-1")
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["code"] == 1201
+    assert "external_task_id" in body["message"]
+    assert body["data"] is None
+    assert body["request_id"]
+    # ... while the task itself, by id and in the list, is there
+    one = get(server, f"/v1/videos/text2video/{task_id}").json()
+    assert (one["code"], one["data"]["task_info"]["external_task_id"]) == (0, "row-1")
+    page = get(server, "/v1/videos/text2video", pageNum=1, pageSize=10).json()
+    assert [t["task_id"] for t in page["data"]] == [task_id]
+
+    # The provider sees a permanent refusal (the runner must treat it as "cannot tell")
+    async def find() -> Exception:
+        try:
+            await provider(server).find("row-1")
+        except Exception as exc:
+            return exc
+        raise AssertionError("find did not fail")
+
+    error = run(find())
+    assert isinstance(error, RejectedError)
+    assert error.provider_code == 1201
+    counters = server.counters()
+    assert counters["rejected"] == {"lookup_refused": 2}
+    assert counters["polls_external"] == 2
+    assert counters["accepted"] == 1
+
+
+def test_ignored_lookup_answers_a_plain_list_page(server):
+    server.configure(lookup="ignored", foreign_tasks=6)
+    submit_rows(server, ["row-1", "row-2"])
+
+    for asked in ("row-1", "no-such-row"):
+        answer = get(server, "/v1/videos/text2video", external_task_id=asked).json()
+        assert answer["code"] == 0
+        page = answer["data"]
+        assert isinstance(page, list)  # not the one task: the first page, newest first
+        seen = [(t["task_info"] or {}).get("external_task_id") for t in page]
+        assert seen[:2] == ["row-2", "row-1"]
+        assert len(page) == 2 + 5  # and other systems' text2video tasks (1 in 4 is image2video)
+    small = get(server, "/v1/videos/text2video", external_task_id="row-1", pageSize=1).json()
+    assert [t["task_info"]["external_task_id"] for t in small["data"]] == ["row-2"]
+    counters = server.counters()
+    assert counters["lookups_ignored"] == 3
+    assert counters["polls_external"] == 3
+    assert counters["polls_list"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="KlingProvider.find adopts a listed task that carries no "
+                   "external_task_id (shared/kling-api.md: adopt only an exact match)")
+def test_find_adopts_only_its_own_task_when_the_lookup_is_ignored(server):
+    server.configure(lookup="ignored", foreign_tasks=6)
+    [mine] = submit_rows(server, ["row-1"])
+
+    async def go() -> tuple[TaskStatus | None, TaskStatus | None]:
+        async with provider(server) as kling:
+            return await kling.find("row-1"), await kling.find("row-never-sent")
+
+    found, missing = run(go())
+    assert found is not None
+    assert found.task_id == mine
+    assert missing is None, f"adopted {missing.task_id}, another system's task"
+
+
+def test_other_systems_tasks_share_the_list_pages(server):
+    server.configure(foreign_tasks=8)
+    ours = submit_rows(server, ["row-1", "row-2", "row-3"])
+
+    page = get(server, "/v1/videos/text2video", pageNum=1, pageSize=500).json()["data"]
+    assert [t["task_id"] for t in page[:3]] == ours[::-1]  # newest first: ours, then theirs
+    theirs = page[3:]
+    assert len(theirs) == 6  # 8 foreign tasks, 2 of them image2video
+    assert all(t["task_status"] in ("succeed", "failed") for t in theirs)
+    assert all(t["created_at"] < page[2]["created_at"] for t in theirs)
+    external = {(t["task_info"] or {}).get("external_task_id") for t in theirs}
+    assert None in external
+    assert any(e and e.startswith("order-") for e in external)
+    assert any(e and e.startswith("vb-") and len(e) == 35 for e in external)  # videobatch-shaped
+    image = get(server, "/v1/videos/image2video", pageNum=1, pageSize=500).json()["data"]
+    assert len(image) == 2
+    # answered lookups find theirs too (an exact id), and duplicates of their ids are refused
+    their_id = next(e for e in external if e and e.startswith("order-"))
+    by_ext = get(server, "/v1/videos/text2video", external_task_id=their_id).json()["data"]
+    assert by_ext["task_info"]["external_task_id"] == their_id
+
+    server.configure(list_order="oldest")
+    oldest = get(server, "/v1/videos/text2video", pageNum=1, pageSize=500).json()["data"]
+    assert [t["task_id"] for t in oldest] == [t["task_id"] for t in page][::-1]
+
+    counters = server.counters()
+    assert counters["foreign_tasks"] == 8
+    assert counters["accepted"] == 3
+    assert sum(counters["tasks"].values()) == 3  # task states count only ours
+    tasks = server.tasks()
+    assert [t["foreign"] for t in tasks] == [True] * 8 + [False] * 3  # oldest first
+    assert [t["task_id"] for t in tasks[8:]] == ours
+    assert {t["prompt"] for t in tasks[8:]} == {"row row-1", "row row-2", "row row-3"}
+
+    server.reset()  # the account is rebuilt with the same number of other systems' tasks
+    assert server.counters()["foreign_tasks"] == 8
+    assert len(server.tasks()) == 8
+
+
+def test_lookup_and_foreign_settings_are_checked(server):
+    for bad in ({"lookup": "sometimes"}, {"list_order": "random"}, {"foreign_tasks": -1}):
+        answer = httpx.post(f"{server.url}/_test/config", json=bad, timeout=10)
+        assert answer.status_code == 400, bad
+    assert server.configure()["config"]["lookup"] == "answered"  # unchanged by the refusals
+    with pytest.raises(ValueError, match="lookup"):
+        SimConfig(lookup="never")
+
+
+def test_command_line_flags_select_the_lookup_mode_and_foreign_tasks():
+    argv = [sys.executable, "-m", "videobatch.testing.kling_server", "--port", "0",
+            "--lookup", "refused", "--foreign-tasks", "4", "--list-order", "oldest"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        handle = ServerHandle(url, SimConfig())
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                config = handle.configure()["config"]
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        assert (config["lookup"], config["foreign_tasks"], config["list_order"]) == (
+            "refused", 4, "oldest")
+        assert get(handle, "/v1/videos/text2video", external_task_id="x").json()["code"] == 1201
+        page = get(handle, "/v1/videos/text2video", pageNum=1, pageSize=500).json()["data"]
+        assert len(page) == 3
+        assert page[0]["created_at"] < page[-1]["created_at"]  # oldest first
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    refused = subprocess.run([*argv[:5], "--lookup", "sometimes"], capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2
+    assert "--lookup" in refused.stderr

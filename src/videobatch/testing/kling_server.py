@@ -6,18 +6,42 @@ task_id, get by ``?external_task_id=``, list by ``?pageNum&pageSize``), checks t
 bodies (1201 naming the field), enforces a parallel-task limit (1303), a request rate (1302) and
 unique ``external_task_id`` per account, and serves small real MP4 files as results. Faults are
 injected per ``videobatch.testing.faults``. Test endpoints: ``GET /_test/counters``,
-``POST /_test/config`` (settings and fault rules), ``POST /_test/reset``.
+``GET /_test/tasks`` (every task, oldest first: external id, prompt, status, result URL, whether
+another system made it), ``POST /_test/config`` (settings and fault rules), ``POST /_test/reset``.
+
+The lookup by external id is served as the ``lookup`` setting says: ``answered`` (the task, or
+404 / 1203), ``refused`` (400 / 1201 "Invalid parameters: external_task_id is not supported"; the
+list and the get-by-task_id keep working) or ``ignored`` (the parameter is dropped and the first
+list page comes back, as if it were a plain list request). ``foreign_tasks=N`` puts N finished tasks
+of other systems on the account (some with external ids of their own, some without), so list pages
+are not only the client's; ``list_order`` is ``newest`` (default) or ``oldest`` first.
+
+What the server assumes about the lookup and the list, and why. Kling's own page for the single-task
+query says only that ``task_id`` (in the path) and ``external_task_id`` are "choose one of the two"
+ways to ask; mirrors of it show no wire form for the external id (docs.kkiai.com/Other-Model-APIs/
+kling-platform-api/text-to-video/query-task-single.html, doc.aimanyi.top/api-386109649.html). An
+apidoc mirror (github betasecond/KlingDemo, APIDoc.md) and public Kotlin clients send it as a query
+parameter on the collection path, ``GET /v1/videos/{kind}?external_task_id=X``, which is what this
+server answers; other public clients put the id in the path with ``?external_task_id=true``, a form
+the server does not know (it is read as a task id: 1203). No public source says what a server that
+does not support the parameter does, so both behaviours seen in live calls (shared/kling-api.md)
+are modes here. The list, ``GET /v1/videos/{kind}?pageNum=&pageSize=``: pageNum 1-1000 (default
+1), pageSize 1-500 (default 30), else 1201 (the KlingDemo mirror; microfox-ai/microfox
+packages/kling-ai docs and docs.kapon.cloud/kling/task-query use the same defaults). No source
+states the order; the mirror's example page happens to list the older task first, live notes say
+newest first, so newest first is the default and ``oldest`` exists to test a client that assumes.
 
 Command line::
 
     python -m videobatch.testing.kling_server --port 8123 --latency 2 --max-parallel 10 \\
-        --faults "rate_limit=0.05,lost=0.02,fail=0.05"
+        --faults "rate_limit=0.05,lost=0.02,fail=0.05" --lookup refused --foreign-tasks 50
 
 From Python::
 
     with running_server(latency=0.2, max_parallel=3) as server:      # thread in this process
         ... server.url, server.counters(), server.configure(lost="next:1")
-    with running_server(process=True) as server: ...                 # survives a killed client
+    with running_server(process=True, lookup="ignored") as server:   # survives a killed client
+        ... server.tasks()
 """
 
 from __future__ import annotations
@@ -45,13 +69,14 @@ import jwt
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .faults import Faults, parse_rules
-from .kling_sim import KINDS, Account, SimConfig, SimError
+from .kling_sim import KINDS, LIST_ORDERS, LOOKUPS, Account, SimConfig, SimError
 
 __all__ = ["KlingApp", "ServerHandle", "create_app", "main", "running_server"]
 
@@ -86,6 +111,7 @@ class KlingApp:
             Route("/v1/videos/{kind}/{task_id}", self.get_one, methods=["GET"]),
             Route("/files/{task_id}.mp4", self.download, methods=["GET"]),
             Route("/_test/counters", self.counters, methods=["GET"]),
+            Route("/_test/tasks", self.tasks, methods=["GET"]),
             Route("/_test/config", self.configure, methods=["POST"]),
             Route("/_test/reset", self.reset, methods=["POST"]),
         ])
@@ -101,8 +127,8 @@ class KlingApp:
     def _error(error: SimError) -> JSONResponse:
         headers = {"Retry-After": str(int(error.retry_after))} if error.retry_after else None
         return JSONResponse({"code": error.code, "message": error.message,
-                             "request_id": uuid.uuid4().hex}, status_code=error.status,
-                            headers=headers)
+                             "request_id": uuid.uuid4().hex, "data": None},
+                            status_code=error.status, headers=headers)
 
     def _auth(self, request: Request) -> SimError | None:
         header = request.headers.get("authorization", "").strip()
@@ -208,22 +234,36 @@ class KlingApp:
         try:
             if "external_task_id" in params:
                 self.account.counters.polls_external += 1
-                data: Any = self.account.get_external(kind, params["external_task_id"]).to_json(
-                    now, base)
+                data: Any = self._lookup(kind, params, now, base)
             elif "task_id" in params:
                 self.account.counters.polls_single += 1
                 data = self.account.get(kind, params["task_id"]).to_json(now, base)
             else:
                 self.account.counters.polls_list += 1
-                try:
-                    number = int(params.get("pageNum", "1"))
-                    size = int(params.get("pageSize", "30"))
-                except ValueError:
-                    number = size = 0
-                data = [t.to_json(now, base) for t in self.account.page(kind, number, size)]
+                data = self._page(kind, params, now, base)
         except SimError as exc:
             return self._error(exc)
         return await self._after("query", self._ok(data))
+
+    def _lookup(self, kind: str, params: QueryParams, now: float, base: str) -> Any:
+        """``?external_task_id=X``, served the way ``config.lookup`` says."""
+        if self.config.lookup == "refused":
+            raise self.account.reject(SimError(
+                1201, "Invalid parameters: external_task_id is not supported",
+                reason="lookup_refused"))
+        if self.config.lookup == "ignored":  # as if the parameter were not there
+            self.account.counters.lookups_ignored += 1
+            return self._page(kind, params, now, base)
+        return self.account.get_external(kind, params["external_task_id"]).to_json(now, base)
+
+    def _page(self, kind: str, params: QueryParams, now: float,
+              base: str) -> list[dict[str, Any]]:
+        try:
+            number = int(params.get("pageNum", "1"))
+            size = int(params.get("pageSize", "30"))
+        except ValueError:
+            number = size = 0
+        return [t.to_json(now, base) for t in self.account.page(kind, number, size)]
 
     async def download(self, request: Request) -> Response:
         task = self.account.tasks.get(request.path_params["task_id"])
@@ -244,6 +284,15 @@ class KlingApp:
         return JSONResponse({**self.account.snapshot(), "faults_injected": self.faults.injected,
                              "faults": self.faults.describe()})
 
+    async def tasks(self, request: Request) -> Response:
+        """Every task on the account, oldest first: who created it and what became of it."""
+        now, base = time.monotonic(), str(request.base_url).rstrip("/")
+        return JSONResponse([{
+            "task_id": t.task_id, "kind": t.kind, "external_task_id": t.external_task_id,
+            "prompt": t.body.get("prompt"), "status": t.status(now), "foreign": t.foreign,
+            "url": f"{base}/files/{t.task_id}.mp4" if t.status(now) == "succeed" else None,
+        } for t in self.account.tasks_in_order()])
+
     async def configure(self, request: Request) -> Response:
         """Body: settings (``SimConfig`` field names), fault rules ``{kind[@scope]: value}``,
         ``faults`` (a spec string or mapping) and ``replace_faults`` (drop the old rules)."""
@@ -254,6 +303,7 @@ class KlingApp:
             rules += parse_rules({k: v for k, v in changes.items()
                                   if k not in _SETTINGS and k != "replace_faults"})
             self.config.update(settings)
+            self.account.add_foreign(self.config.foreign_tasks)
             self.faults.set(rules, replace=bool(changes.get("replace_faults")))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -284,6 +334,11 @@ class ServerHandle:
 
     def counters(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
+        return data
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task on the account, oldest first (``GET /_test/tasks``)."""
+        data: list[dict[str, Any]] = httpx.get(f"{self.url}/_test/tasks", timeout=10).json()
         return data
 
     def configure(self, **changes: Any) -> dict[str, Any]:
@@ -402,6 +457,10 @@ def main(argv: list[str] | None = None) -> None:
     add("--secret-key")
     add("--max-tasks", type=int, help="resource pack size in tasks (1102 beyond)")
     add("--slow-seconds", type=float, help="how late a 'slow' fault answers")
+    add("--lookup", choices=LOOKUPS, help="GET ?external_task_id=: answered (default), refused "
+        "(400 / 1201) or ignored (a plain list page)")
+    add("--foreign-tasks", type=int, help="other systems' tasks on the account (in list pages)")
+    add("--list-order", choices=LIST_ORDERS, help="list pages newest (default) or oldest first")
     add("--seed", type=int)
     add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
     add("--config-json", help="SimConfig fields as JSON (used by running_server)")
@@ -412,10 +471,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.config_json:
         config.update(json.loads(args.config_json))
     for name in ("latency", "jitter", "max_parallel", "rps", "access_key", "secret_key",
-                 "max_tasks", "slow_seconds", "seed"):
+                 "max_tasks", "slow_seconds", "lookup", "foreign_tasks", "list_order", "seed"):
         value = getattr(args, name)
         if value is not None:
-            setattr(config, name, value)
+            config.update({name: value})
     if args.no_retry_after:
         config.retry_after = False
     spec: str | None = args.faults

@@ -4,12 +4,20 @@ No HTTP here: ``kling_server`` turns requests into calls on ``Account`` and ``Si
 Kling's error envelope. Time is read from the monotonic clock; task states are computed from it
 when asked (``submitted`` for the first ``queue_share`` of a task's latency, then ``processing``,
 then ``succeed`` or ``failed``), so no background work runs.
+
+The account can be shared: ``foreign_tasks`` puts that many finished tasks of *other systems* on
+it (created before the run, newest of them ~1 minute old, 3 in 4 text2video; a third carry no
+external id, a third an id of their own like ``order-00001``, a third an id shaped like
+videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in
+``?external_task_id=`` answers like any task, hold no slot, and are left out of the counters' task
+states.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import itertools
 import json
@@ -30,6 +38,8 @@ MODES = ("std", "pro")
 DURATIONS = ("5", "10")
 MAX_TEXT = 2500
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+LOOKUPS = ("answered", "refused", "ignored")  # how ``GET ?external_task_id=`` is served
+LIST_ORDERS = ("newest", "oldest")
 
 
 @dataclass
@@ -50,16 +60,41 @@ class SimConfig:
     video_seconds: float = 1.0  # length of the MP4 files served
     blocked_marker: str = "[blocked]"  # prompts containing it get 1301
     fail_marker: str = "[fail]"  # prompts containing it end failed
+    # GET /v1/videos/{kind}?external_task_id=X: "answered" (the task, or 1203), "refused"
+    # (400 / 1201, the parameter is not supported) or "ignored" (a plain list page, other tasks)
+    lookup: str = "answered"
+    foreign_tasks: int = 0  # other systems' finished tasks on the account (in list pages)
+    list_order: str = "newest"  # list pages "newest" first, or "oldest" first
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if self.lookup not in LOOKUPS:
+            raise ValueError(f"lookup must be one of {LOOKUPS}, not {self.lookup!r}")
+        if self.list_order not in LIST_ORDERS:
+            raise ValueError(f"list_order must be one of {LIST_ORDERS}, not {self.list_order!r}")
+        if isinstance(self.foreign_tasks, bool) or not isinstance(self.foreign_tasks, int) \
+                or self.foreign_tasks < 0:
+            raise ValueError(f"foreign_tasks must be an int ≥ 0, not {self.foreign_tasks!r}")
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
-        for name, value in values.items():
+        for name in values:
             if name not in names:
                 raise ValueError(f"unknown server setting {name!r}")
+        old = {name: getattr(self, name) for name in values}
+        for name, value in values.items():
             if name == "allowed_models" and value is not None:
                 value = tuple(value)
             setattr(self, name, value)
+        try:
+            self.check()
+        except ValueError:
+            for name, value in old.items():
+                setattr(self, name, value)
+            raise
 
 
 class SimError(Exception):
@@ -87,6 +122,7 @@ class SimTask:
     done_at: float
     fails: bool
     fail_message: str = ""
+    foreign: bool = False  # another system's task, not created through this server's API
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -125,6 +161,7 @@ class Counters:
     polls_list: int = 0
     peak_parallel: int = 0
     downloads: int = 0
+    lookups_ignored: int = 0  # ?external_task_id= answered with a plain list page
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -135,6 +172,7 @@ class Account:
         self.config = config
         self.tasks: dict[str, SimTask] = {}
         self.by_external: dict[str, str] = {}
+        self._listed: list[SimTask] = []  # every task, oldest first (by created_ms)
         self.counters = Counters()
         self._contents: set[str] = set()
         self._active: list[SimTask] = []
@@ -142,6 +180,9 @@ class Account:
         self._rng = random.Random(config.seed)
         self._tokens = float("inf")  # a full bucket, capped at the first request
         self._refilled = time.monotonic()
+        self._foreign_rng = random.Random(f"foreign-{config.seed}")
+        self._foreign = 0
+        self.add_foreign(config.foreign_tasks)
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -246,9 +287,7 @@ class Account:
         )
         if task.fails:
             task.fail_message = "Video generation failed (marked prompt)"
-        self.tasks[task.task_id] = task
-        if ext:
-            self.by_external[ext] = task.task_id
+        self._store(task)
         self._active.append(task)
         self.counters.accepted += 1
         self.counters.peak_parallel = max(self.counters.peak_parallel, len(self._active))
@@ -259,6 +298,29 @@ class Account:
             self.counters.paid_duplicates += 1
         self._contents.add(content)
         return task
+
+    def _store(self, task: SimTask) -> None:
+        self.tasks[task.task_id] = task
+        if task.external_task_id:
+            self.by_external[task.external_task_id] = task.task_id
+        bisect.insort(self._listed, task, key=lambda t: t.created_ms)
+
+    def add_foreign(self, total: int) -> None:
+        """Top the account up to ``total`` tasks of other systems, older than every task so far."""
+        rng, now, now_ms = self._foreign_rng, time.monotonic(), int(time.time() * 1000)
+        oldest = min((t.created_ms for t in self.tasks.values()), default=now_ms)
+        for i in range(self._foreign, total):
+            age = (oldest - now_ms) / 1000 - 60.0 * (i - self._foreign + 1)  # seconds, < 0
+            ext = (None, f"order-{i:05d}", f"vb-{rng.getrandbits(128):032x}")[i % 3]
+            fails = rng.random() < 0.1
+            task = SimTask(
+                task_id=f"{700000000000000000 + i}", kind=KINDS[1] if i % 4 == 3 else KINDS[0],
+                body={"model_name": "kling-v2-6", "prompt": f"another system's clip {i}"},
+                external_task_id=ext, created_ms=now_ms + int(age * 1000), started=now + age,
+                processing_at=now + age + 1, done_at=now + age + 30, fails=fails,
+                fail_message="Video generation failed" if fails else "", foreign=True)
+            self._store(task)
+        self._foreign = max(self._foreign, total)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -271,18 +333,24 @@ class Account:
     def get_external(self, kind: str, external_task_id: str) -> SimTask:
         return self.get(kind, self.by_external.get(external_task_id, ""))
 
+    def tasks_in_order(self) -> list[SimTask]:
+        return list(self._listed)
+
     def page(self, kind: str, number: int, size: int) -> list[SimTask]:
         if not (1 <= number <= 1000 and 1 <= size <= 500):
             raise self.reject(SimError(1201, "Invalid parameters: pageNum must be 1-1000 and "
                                        "pageSize 1-500", reason="invalid"))
-        newest = [t for t in reversed(self.tasks.values()) if t.kind == kind]
-        return newest[(number - 1) * size:number * size]
+        ordered = self._listed if self.config.list_order == "oldest" else reversed(self._listed)
+        tasks = [t for t in ordered if t.kind == kind]
+        return tasks[(number - 1) * size:number * size]
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         states: dict[str, int] = {}
         busy = 0.0  # slot-seconds the finished tasks held: the ideal run's total work
         for task in self.tasks.values():
+            if task.foreign:
+                continue
             state = task.status(now)
             states[state] = states.get(state, 0) + 1
             if now >= task.done_at:
@@ -293,6 +361,7 @@ class Account:
             "paid_duplicates": c.paid_duplicates, "rejected": dict(c.rejected),
             "polls_single": c.polls_single, "polls_external": c.polls_external,
             "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
+            "lookups_ignored": c.lookups_ignored, "foreign_tasks": self._foreign,
             "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
