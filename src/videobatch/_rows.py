@@ -1,0 +1,213 @@
+"""The life of one row in a run: submit it (the intent durable first), settle a submit in doubt,
+wait for its task, and record how it ended.
+
+``Rows`` holds what that takes — the provider, the run's retry policies, its rate limiter, slots,
+poller and reconciler — and changes rows only through the runner's ``move`` (journal first, then
+observers). The runner (``_runner``) decides *which* row a worker drives and *when* the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ._jobs import Job, State
+from ._pacing import RateLimiter, SlotPool
+from ._polling import Poller
+from ._reconcile import Found, Free, Reconciler, Unknown
+from ._retry import RetryState
+from ._settings import RunSettings, Stop
+from .errors import (
+    AccountError,
+    AuthError,
+    KeyAlreadyUsed,
+    NotFoundError,
+    ProviderError,
+    RateLimited,
+    SlotsBusy,
+    TransientError,
+)
+from .providers.base import Provider, TaskState, TaskStatus
+
+__all__ = ["Rows"]
+
+Move = Callable[..., None]
+Emit = Callable[..., None]
+
+
+class Rows:
+    """Drives single rows for one run (see the module docstring)."""
+
+    def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop, limiter: RateLimiter,
+                 slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
+                 started_wall: float, move: Move, emit: Emit) -> None:
+        self.provider = provider
+        self.settings = settings
+        self.stop = stop
+        self.limiter = limiter
+        self.slots = slots
+        self.poller = poller
+        self.reconciler = reconciler
+        self.run_id = run_id
+        self.started_wall = started_wall
+        self.move = move
+        self.emit = emit
+        self.submits = 0
+
+    # ------------------------------------------------------------------ submit
+    async def submit(self, job: Job) -> None:
+        stop = self.stop
+        transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
+        pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
+        key = job.idempotency_key(self.run_id)
+        while job.state is State.PENDING:
+            if stop.no_submit or stop.fatal or stop.cancelled:
+                return
+            await self.limiter.acquire()
+            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
+            sent_at = job.updated_at
+            self.submits += 1
+            try:
+                status = await self.provider.submit(job.request, key)
+            except (RateLimited, SlotsBusy) as exc:
+                exc.for_row(job.key)
+                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                if isinstance(exc, SlotsBusy):
+                    await self.slots.shrink()
+                else:
+                    self.limiter.penalize(exc.retry_after or 1.0)
+                delay = pushback.failed(exc.retry_after) or 0.0
+                self.emit("retry", job, error=exc, delay=delay)
+                await pushback.sleep(delay, stop.event)
+                continue
+            except KeyAlreadyUsed as exc:
+                # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
+                await self._settle(job, key, sent_at, exc.for_row(job.key), key_used=True)
+                return
+            except TransientError as exc:
+                exc.for_row(job.key)
+                if exc.maybe_accepted and not await self._settle(job, key, sent_at, exc):
+                    return  # adopted, or unknown
+                wait = transient.failed(exc.retry_after)
+                if wait is None:
+                    self.move(job, State.FAILED, error_kind=exc.kind,
+                               error=f"gave up after {transient.failures} attempts: {exc}")
+                    return
+                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                self.emit("retry", job, error=exc, delay=wait)
+                await transient.sleep(wait, stop.event)
+                continue
+            except AccountError as exc:
+                # Nothing was created; the row waits for a resumed run once the account is fixed.
+                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
+                stop.no_submit = stop.no_submit or exc
+                return
+            except AuthError:
+                self.move(job, State.PENDING)
+                raise
+            except ProviderError as exc:  # rejected: this row, for good
+                self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+                return
+            self.adopt(job, status)
+
+    async def _settle(self, job: Job, key: str, sent_at: float, cause: ProviderError, *,
+                      key_used: bool = False) -> bool:
+        """A submit of ``job`` may have created a task: find out. True when the key is free (the
+        row may be sent again); otherwise the row has adopted its task or is ``unknown``."""
+
+        def on_retry(failures: int, exc: Exception, delay: float) -> None:
+            if isinstance(exc, ProviderError):
+                self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
+
+        verdict = await self.reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry)
+        if isinstance(verdict, Found):
+            self.adopt(job, verdict.status)
+            return False
+        if isinstance(verdict, Free):
+            return True
+        self._unknown(job, key, sent_at, verdict, cause)
+        return False
+
+    def _unknown(self, job: Job, key: str, sent_at: float, verdict: Unknown,
+                 cause: ProviderError | None) -> None:
+        request_id = verdict.request_id or (cause.request_id if cause is not None else None)
+        said = f" after: {cause.message}" if cause is not None else ""
+        self.move(job, State.UNKNOWN, submitted_at=sent_at, error_kind="outcome_unknown",
+                   error=f"a paid request may exist{said}; {verdict.reason}. It is checked again "
+                         f"on every resume and never sent again on its own. Check idempotency key "
+                         f"{key}" + (f" (provider request id {request_id})" if request_id else "")
+                         + " in the provider's console; to send it again anyway (it may be paid "
+                         "twice): retry --unknown")
+
+    async def reconcile(self, job: Job) -> None:
+        """A row left ``submitting`` by a crash, or ``unknown`` since an earlier run: adopt its
+        task if the provider has one; send it again only if the provider says the key is free."""
+        key = job.idempotency_key(self.run_id)
+        sent_at = job.updated_at if job.state is State.SUBMITTING else (job.submitted_at or 0.0)
+
+        def on_retry(failures: int, exc: Exception, delay: float) -> None:
+            if isinstance(exc, ProviderError):
+                self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
+
+        verdict = await self.reconciler.check(key, sent_at, on_retry=on_retry)
+        if isinstance(verdict, Found):
+            self.adopt(job, verdict.status)
+        elif isinstance(verdict, Free):
+            self.move(job, State.PENDING, error_kind=None, error=None)
+        elif job.state is State.SUBMITTING:
+            self._unknown(job, key, sent_at, verdict, None)
+
+    def adopt(self, job: Job, status: TaskStatus) -> None:
+        accepted = status.created_at or time.time()
+        if job.state is not State.GENERATING:
+            self.move(job, State.GENERATING, task_id=status.task_id, submitted_at=accepted,
+                       error_kind=None, error=None)
+        if status.state.done:
+            self._finish_job(job, status)
+
+    # ------------------------------------------------------------------ wait for the result
+    async def await_result(self, job: Job) -> None:
+        assert job.task_id is not None
+        accepted = job.submitted_at or time.time()
+        timeout = self.settings.timeout
+        # The wait is counted from acceptance, or from this run's start for a row that was already
+        # waiting before (resumed after a crash, or re-attached after a timeout).
+        waiting_since = max(accepted, self.started_wall)
+        remaining = None if timeout is None else max(0.0, waiting_since + timeout - time.time())
+        try:
+            status = await asyncio.wait_for(self.poller.wait(job.task_id, accepted), remaining)
+        except TimeoutError:
+            self.move(job, State.FAILED, error_kind="timeout",
+                       error=f"no result {timeout:.0f}s after the provider accepted task "
+                             f"{job.task_id}; it may still finish at the provider")
+            return
+        except NotFoundError as exc:
+            self.move(job, State.FAILED, error_kind=exc.kind,
+                       error=f"the provider no longer knows task {job.task_id}: {exc.message}")
+            return
+        except AuthError:
+            raise
+        except ProviderError as exc:
+            self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+            return
+        self._finish_job(job, status)
+
+    def _finish_job(self, job: Job, status: TaskStatus) -> None:
+        done_at = status.finished_at or time.time()
+        if status.state is TaskState.SUCCEEDED and status.videos:
+            video = status.videos[0]
+            self.move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,
+                       video_id=video.id, video_duration=video.duration,
+                       expires_at=status.expires_at, error_kind=None, error=None)
+            self._grow_slots()
+        elif status.state is TaskState.SUCCEEDED:
+            self.move(job, State.FAILED, completed_at=done_at, error_kind="no_video",
+                       error=f"task {status.task_id} succeeded without a video")
+        else:
+            self.move(job, State.FAILED, completed_at=done_at, error_kind="generation_failed",
+                       error=status.message or "the provider reports the task failed")
+
+    def _grow_slots(self) -> None:
+        if self.slots.limit < self.slots.ceiling:
+            asyncio.get_running_loop().create_task(self.slots.grow())
