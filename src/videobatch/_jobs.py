@@ -29,7 +29,7 @@ from typing import Any
 from .errors import IllegalTransition
 from .request import VideoRequest
 
-__all__ = ["RESULT_COLUMNS", "TERMINAL", "Job", "State", "idempotency_key"]
+__all__ = ["RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "State", "idempotency_key"]
 
 
 class State(enum.StrEnum):
@@ -43,6 +43,8 @@ class State(enum.StrEnum):
 
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+# Nothing more happens to these rows in this run: ended, or unknown (checked again next run only).
+SETTLED = TERMINAL | {State.UNKNOWN}
 IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
 
 _LEGAL: dict[State, frozenset[State]] = {

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .._jobs import TERMINAL, Job
+from .._jobs import SETTLED, Job
 from .records import UNAVAILABLE, Keys, decode_hash, job_from_hash
 
 __all__ = ["EndHooks", "RedisSource", "enqueue_fields"]
@@ -114,8 +114,9 @@ class RedisSource:
             if job is None:  # unknown request (its hash is gone)
                 await self._ack(entry_id)
                 continue
-            if job.state in TERMINAL:
-                # It ended, but its worker died before acknowledging: send what it owed.
+            if job.state in SETTLED:
+                # It ended (or its outcome is unknown: the API says what to check), but its
+                # worker died before acknowledging: send what it owed.
                 owed = self.hooks.catch_up(job) if self.hooks is not None else None
                 if owed is not None:
                     self._hold(job.key, entry_id, owed)
@@ -131,7 +132,7 @@ class RedisSource:
         entry_id = self._entries.get(job.key)
         if entry_id is None:
             return  # another worker took the request over (our lease ran out)
-        if job.state in TERMINAL:
+        if job.state in SETTLED:
             delivering = self.hooks.pending(job) if self.hooks is not None else None
             if delivering is not None and not delivering.done():
                 self._hold(job.key, entry_id, delivering)
