@@ -486,3 +486,17 @@ def test_near_miss_column_name_warns():
 def test_prompts_requires_one_entry_per_row():
     with pytest.raises(ValueError, match="one entry per row"):
         Prompts(frame=pd.DataFrame({"prompt": ["a"]}), requests=[], keys=[], source="x")
+
+
+def test_every_problem_of_a_row_at_once(tmp_path):
+    """Empty prompt, duration 7, aspect 4:3 and mode "ultra" in one row: four problems, not one."""
+    path = write(tmp_path, 'prompt,duration,aspect_ratio,mode\n"",7,4:3,ultra\nfine,5,16:9,std\n')
+    problems = problems_of(path)
+    assert sorted(p.column for p in problems) == ["aspect_ratio", "duration", "mode", "prompt"]
+    assert all(p.row == 1 and p.line == 2 and p.allowed for p in problems)
+    by_column = {p.column: p for p in problems}
+    assert "'4:3'" in by_column["aspect_ratio"].message and "16:9" in by_column["aspect_ratio"].allowed
+    assert "'ultra'" in by_column["mode"].message
+    # the same from Python (a list of dicts)
+    rows = [{"prompt": "", "duration": 7, "aspect_ratio": "4:3", "mode": "ultra"}]
+    assert len(problems_of(rows)) == 4

@@ -182,6 +182,16 @@ def test_malformed_bodies_are_422_with_reasons_and_enqueue_nothing(client, redis
     assert redis_server.digest() == before
 
 
+def test_a_422_lists_every_problem_of_the_request(client, redis_server):
+    before = redis_server.digest()
+    response = client.post("/api/v1/videos", json={"prompt": "", "duration": 7, "aspect_ratio": "4:3",
+                                                    "mode": "ultra"})
+    assert response.status_code == 422, response.text
+    text = response.text
+    assert all(word in text for word in ("prompt is empty", "duration 7", "'4:3'", "'ultra'")), text
+    assert redis_server.digest() == before
+
+
 def test_unknown_ids_are_404(client):
     for path in (f"/api/v1/videos/{SOME_ID}", f"/api/v1/batches/{SOME_ID}",
                  f"/api/v1/batches/{SOME_ID}/results", "/api/v1/videos/..%2F..%2Fmeta"):

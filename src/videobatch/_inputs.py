@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from ._jobs import RESULT_COLUMNS
 from .errors import ConfigError, InputError, Problem
-from .request import REQUEST_FIELDS, VideoRequest
+from .request import REQUEST_FIELDS, VideoRequest, request_errors
 
 __all__ = ["ID_COLUMN", "Prompts", "canonical_json", "load_prompts"]
 
@@ -452,7 +452,7 @@ def _problems_from(
     """Pydantic errors as Problems: column = field (or ctx['field']), hint = ctx['allowed']."""
     defaulted = set(from_defaults)
     problems = []
-    for error in exc.errors(include_url=False):
+    for error in request_errors(exc):  # a row's several cross-field problems come one by one
         ctx = error.get("ctx") or {}
         loc = error["loc"]
         if field_errors_only and not loc:

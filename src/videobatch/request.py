@@ -11,12 +11,12 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .models import DEFAULT_MODEL, known_models, resolve_model
 
-__all__ = ["REQUEST_FIELDS", "VideoRequest"]
+__all__ = ["REQUEST_FIELDS", "VideoRequest", "request_errors"]
 
 
 def _not_allowed(value: Any, allowed: str, what: str) -> PydanticCustomError:
@@ -103,13 +103,13 @@ class VideoRequest(BaseModel):
 
     @model_validator(mode="after")
     def _fits_model(self) -> VideoRequest:
+        """Every cross-field problem of the row at once (one error per problem, ``many`` if several)."""
         spec = resolve_model(self.model)
         assert spec is not None  # checked by the field validator
+        found: list[dict[str, str]] = []
         if not self.prompt and not self.image:
-            raise PydanticCustomError(
-                "empty_prompt", "prompt is empty",
-                {"allowed": "any non-empty text (or an image for image-to-video)", "field": "prompt"},
-            )
+            found.append({"field": "prompt", "message": "prompt is empty",
+                          "allowed": "any non-empty text (or an image for image-to-video)"})
         checks: list[tuple[str, Any, tuple[Any, ...]]] = [
             ("duration", self.duration, spec.durations),
             ("aspect_ratio", self.aspect_ratio, spec.aspect_ratios),
@@ -117,22 +117,22 @@ class VideoRequest(BaseModel):
         ]
         for name, value, allowed in checks:
             if value not in allowed:
-                raise PydanticCustomError(
-                    "not_allowed", "{what} {value} is not allowed for model {model}",
-                    {"what": name, "value": repr(value), "model": spec.name,
-                     "allowed": ", ".join(map(str, allowed)), "field": name},
-                )
+                found.append({"field": name,
+                              "message": f"{name} {value!r} is not allowed for model {spec.name}",
+                              "allowed": ", ".join(map(str, allowed))})
         if self.cfg_scale is not None and not spec.cfg_scale:
-            raise PydanticCustomError(
-                "not_allowed", "model {model} does not accept cfg_scale",
-                {"model": spec.name, "allowed": "leave cfg_scale empty, or choose kling-v1/v1-5/v1-6",
-                 "field": "cfg_scale"},
-            )
+            found.append({"field": "cfg_scale", "message": f"model {spec.name} does not accept cfg_scale",
+                          "allowed": "leave cfg_scale empty, or choose kling-v1/v1-5/v1-6"})
         if self.camera_control is not None and not spec.camera_control:
-            raise PydanticCustomError(
-                "not_allowed", "model {model} does not accept camera_control",
-                {"model": spec.name, "allowed": "kling-v1", "field": "camera_control"},
-            )
+            found.append({"field": "camera_control",
+                          "message": f"model {spec.name} does not accept camera_control",
+                          "allowed": "kling-v1"})
+        if len(found) == 1:
+            one = found[0]
+            raise PydanticCustomError("not_allowed", one["message"].replace("{", "{{").replace("}", "}}"),
+                                      {"allowed": one["allowed"], "field": one["field"]})
+        if found:
+            raise PydanticCustomError("many", "{count} problems", {"count": len(found), "problems": found})
         return self
 
     def summary(self, width: int = 60) -> str:
@@ -143,3 +143,17 @@ class VideoRequest(BaseModel):
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(VideoRequest.model_fields)
+
+
+def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """``exc.errors()`` with a row's several cross-field problems (type ``many``) spelled out one by
+    one, each shaped like a pydantic error: ``loc`` (the field), ``msg``, ``ctx['allowed']``."""
+    out: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False):
+        if error["type"] != "many":
+            out.append(dict(error))
+            continue
+        for one in error["ctx"]["problems"]:
+            out.append({"type": "not_allowed", "loc": (), "msg": one["message"], "input": None,
+                        "ctx": {"allowed": one["allowed"], "field": one["field"]}})
+    return out

@@ -49,7 +49,7 @@ from .._inputs import load_prompts
 from .._jobs import TERMINAL, State
 from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
-from ..request import REQUEST_FIELDS, VideoRequest
+from ..request import REQUEST_FIELDS, VideoRequest, request_errors
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 
@@ -307,7 +307,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         except ValidationError as exc:
             return _problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
                                         "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
-                                       for e in exc.errors()])
+                                       for e in request_errors(exc)])
         job = new_job_fields(uuid.uuid4().hex, request, webhook_url=body.webhook_url,
                              metadata=body.metadata)
 
