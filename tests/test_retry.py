@@ -243,6 +243,13 @@ def test_test_mode_makes_waits_instant_but_keeps_counting():
     assert clock.sleeps == [] and state.elapsed == 0.0
 
 
+def test_test_mode_zeroes_a_policy_used_without_a_state():
+    policy = RetryPolicy(base=30.0)  # the poller schedules with delay() and sleeps on its own
+    with set_testing(True):
+        assert policy.delay(5, retry_after=600.0) == 0.0
+    assert policy.delay(5, retry_after=600.0) == 600.0
+
+
 def test_test_mode_can_set_the_attempts_and_is_restored():
     policy = RetryPolicy(attempts=10)
     set_testing(True, attempts=2)

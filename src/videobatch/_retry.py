@@ -48,6 +48,14 @@ SYSTEM_CLOCK: Clock = _SystemClock()
 
 
 @dataclass(frozen=True)
+class _Testing:
+    attempts: int | None
+
+
+_testing: _Testing | None = None  # set by set_testing()
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How one kind of operation is retried. Change a field with ``dataclasses.replace``."""
 
@@ -70,7 +78,9 @@ class RetryPolicy:
 
     def delay(self, failures: int, retry_after: float | None = None,
               rng: random.Random | None = None) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
+        """Seconds to wait after the ``failures``-th failure in a row (1-based); 0 in test mode."""
+        if _testing is not None:
+            return 0.0
         bound = min(self.cap, self.base * 2.0 ** min(max(0, failures - 1), 64))
         uniform = rng.uniform if rng is not None else random.uniform
         wait = uniform(bound * (1 - self.jitter), bound) if self.jitter else bound
@@ -79,14 +89,6 @@ class RetryPolicy:
                 retry_after = min(retry_after, self.retry_after_cap)
             wait = max(wait, retry_after)
         return wait
-
-
-@dataclass(frozen=True)
-class _Testing:
-    attempts: int | None
-
-
-_testing: _Testing | None = None
 
 
 class _Restore:
@@ -146,7 +148,7 @@ class RetryState:
             attempts = testing.attempts
         if attempts is not None and self.failures >= attempts:
             return None
-        wait = 0.0 if testing is not None else self.policy.delay(self.failures, retry_after, self.rng)
+        wait = self.policy.delay(self.failures, retry_after, self.rng)
         deadline = self.policy.deadline
         if deadline is not None and self.elapsed + wait > deadline:
             return None
