@@ -1,6 +1,6 @@
 """The simulated Kling account behind the test server: tasks, their lifecycle, limits and counters.
 
-No HTTP here: ``kling_server`` turns requests into calls on ``Account`` and ``SimError`` into
+No HTTP here: ``kling_app`` turns requests into calls on ``Account`` and ``SimError`` into
 Kling's error envelope. Time is read from the monotonic clock; task states are computed from it
 when asked (``submitted`` for the first ``queue_share`` of a task's latency, then ``processing``,
 then ``succeed`` or ``failed``), so no background work runs.
