@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import videobatch
@@ -16,7 +18,7 @@ from videobatch._events import Event
 from videobatch._inputs import load_prompts
 from videobatch._jobs import Job, State
 from videobatch.delivery.downloads import Downloader
-from videobatch.delivery.transfer import check_container
+from videobatch.delivery.transfer import _status_error, check_container
 from videobatch.providers.local.render import render_clip
 from videobatch.request import VideoRequest
 
@@ -242,3 +244,10 @@ def test_rows_finished_before_the_run_are_caught_up_when_the_context_lists_jobs(
     download(fast(tmp_path / "out"), context=ContextWithJobs(jobs))
     assert (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "out" / "b.mp4").exists()
     assert "local_path" not in jobs[2].extras
+
+
+def test_retry_after_as_an_http_date_is_read_by_the_one_parser():
+    soon = httpx.Response(503, headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+    assert 25 <= (_status_error(soon, "https://cdn.example/v.mp4").retry_after or 0) <= 30
+    assert _status_error(httpx.Response(503, headers={"Retry-After": "7"}), "https://x/v").retry_after == 7
+    assert _status_error(httpx.Response(503, headers={"Retry-After": "soon"}), "https://x/v").retry_after is None

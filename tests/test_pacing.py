@@ -1,28 +1,15 @@
-"""Pacing parts on their own: backoff bounds, the token bucket's rate, adaptive slots, poll timing."""
+"""Pacing parts on their own: the token bucket's rate, adaptive slots, poll timing (retry waits: test_retry.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import pytest
 
-from videobatch._pacing import RateLimiter, Slots, backoff
+from videobatch._pacing import RateLimiter, Slots
 from videobatch._polling import PollSchedule
 from videobatch.providers.base import PollHint
-
-
-def test_backoff_grows_exponentially_with_jitter_and_cap():
-    rng = random.Random(1)
-    for failures, bound in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)]:
-        delays = [backoff(failures, base=1.0, cap=30.0, rng=rng) for _ in range(200)]
-        assert all(bound / 2 <= d <= bound for d in delays)
-        assert max(delays) - min(delays) > bound / 4  # jittered, not fixed
-
-
-def test_backoff_honours_retry_after():
-    assert backoff(1, base=0.1, cap=1.0, retry_after=7.0) == 7.0
 
 
 def test_rate_limiter_keeps_the_rate():

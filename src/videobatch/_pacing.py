@@ -1,10 +1,9 @@
-"""Pacing of provider requests: parallel-task slots, a request-rate limiter and retry backoff.
+"""Pacing of provider requests: parallel-task slots and a request-rate limiter (retries: ``_retry``).
 
 - ``Slots``: how many tasks may be in flight. Its limit starts at the provider's parallel-task
   limit and adapts: a "slots busy" answer lowers it to what is really free; quiet successes raise it
   back one at a time (additive increase, like TCP).
 - ``RateLimiter``: a token bucket over every API request (submits, polls, lookups).
-- ``backoff``: exponential delay with full jitter, never shorter than the provider's Retry-After.
 - ``SlotPool``: the interface the runner takes slots through; ``LocalSlots`` adapts ``Slots`` to it
   (service workers use ``videobatch.service.slots.RedisSlots``, shared through Redis).
 """
@@ -12,34 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._jobs import Job
 
-__all__ = ["LocalSlots", "RateLimiter", "SlotPool", "Slots", "backoff"]
-
-
-def backoff(
-    failures: int,
-    *,
-    base: float = 1.0,
-    cap: float = 60.0,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait after the ``failures``-th consecutive failure (1-based).
-
-    Full jitter (uniform between 0 and the exponential bound) spreads retries of many rows apart;
-    ``retry_after``, when the provider sent one, is the floor.
-    """
-    bound = min(cap, base * (2 ** max(0, failures - 1)))
-    delay = (rng or random).uniform(bound / 2, bound)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+__all__ = ["LocalSlots", "RateLimiter", "SlotPool", "Slots"]
 
 
 class RateLimiter:

@@ -12,35 +12,36 @@ whose recorded file (``local_path``, ``bytes``) is still on disk and intact is n
 
 Outcomes join the results through ``RunContext.annotate``: ``local_path``, ``bytes``, ``sha256``,
 ``thumbnail`` (a poster PNG, see ``videobatch.delivery.thumbnails``) and ``download_error``. A failed
-download never fails the generated row: it is retried with backoff, then reported in
-``download_error`` and left for ``python -m videobatch download CHECKPOINT DIR``.
+download never fails the generated row: it is retried under the one retry policy
+(``videobatch._retry``), then reported in ``download_error`` and left for
+``python -m videobatch download CHECKPOINT DIR``. The observer skeleton (binding, background tasks,
+concurrency, catching up, draining) is ``videobatch.delivery._observer.BackgroundObserver``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import re
 import string
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
 
-from .._events import Event
 from .._inputs import Prompts
 from .._jobs import Job, State
-from .._pacing import backoff
+from .._retry import RetryPolicy, RetryState
 from .._store import Checkpoint, LoadedCheckpoint, load
 from ..errors import ConfigError, VideobatchError
+from ._observer import Annotator, BackgroundObserver, retry_policy
 from .thumbnails import poster_frame
 from .transfer import DownloadError, check_container, fetch_video
 
@@ -51,12 +52,6 @@ log = logging.getLogger("videobatch")
 DEFAULT_TEMPLATE = "{key}"
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".m4v")
 _UNSAFE = re.compile(r"[^\w.\- ]+")
-
-
-class Annotator(Protocol):
-    """Where outcomes are recorded: ``videobatch._runner.RunContext`` during a run."""
-
-    def annotate(self, job: Job, **extras: Any) -> None: ...
 
 
 @dataclass
@@ -79,15 +74,23 @@ def _safe(text: str) -> str:
     return cleaned[:120] or "_"
 
 
-class Downloader:
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, DownloadError) and not exc.permanent
+
+
+class Downloader(BackgroundObserver[Annotator]):
     """An observer that downloads each completed row's video into ``directory``.
 
     ``name_template``: file name from row columns, e.g. ``"{team}/{key}"`` (default ``"{key}"``);
     fields are the input columns of ``frame`` plus ``key``, ``index`` (0-based) and ``row``
     (1-based); the video's extension is added. ``client``: an ``httpx.AsyncClient`` to use (the
     seam for tests); by default one is made per run and closed at the end. ``thumbnails``: write a
-    poster PNG per clip into ``<directory>/thumbnails``.
+    poster PNG per clip into ``<directory>/thumbnails``. ``retry``: the retry policy of one
+    download (default: ``max_attempts`` tries, waits from ``backoff_base`` doubling to ``backoff_cap``).
     """
+
+    states: ClassVar[frozenset[State]] = frozenset({State.COMPLETED})
+    noun: ClassVar[str] = "download"
 
     def __init__(
         self,
@@ -102,77 +105,48 @@ class Downloader:
         backoff_cap: float = 30.0,
         timeout: float = 60.0,
         thumbnails: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigError(f"download concurrency must be at least 1, got {concurrency}")
-        if max_attempts < 1:
-            raise ConfigError(f"download max_attempts must be at least 1, got {max_attempts}")
+        super().__init__(concurrency=concurrency, client=client, retry=retry_policy(
+            retry, attempts=max_attempts, base=backoff_base, cap=backoff_cap, what="download"))
         self.directory = Path(directory).expanduser().absolute()
         self.template = name_template or DEFAULT_TEMPLATE
         self.frame = frame
         self._check_template()
         self._unique = "key" in self._fields()  # names cannot collide across rows
-        self.concurrency = concurrency
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
         self.timeout = timeout
         self.thumbnails = thumbnails
         self.summary = DownloadSummary()
-        self._given_client = client
-        self._client: httpx.AsyncClient | None = None
-        self._sink: Annotator | None = None
-        self._gate: asyncio.Semaphore | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._claimed: dict[str, str] = {}  # relative file name -> row key
 
     def __repr__(self) -> str:
         return f"<Downloader {str(self.directory)!r} concurrency={self.concurrency}>"
 
-    # ------------------------------------------------------------------ observer protocol
+    # ------------------------------------------------------------------ the observer's parts
     def bind(self, context: Annotator) -> None:
         """Called by the runner before the run starts (on its event loop)."""
-        self._sink = context
-        self._gate = asyncio.Semaphore(self.concurrency)
-        self._tasks = {}
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Rows completed in an earlier run whose file is missing (when the context lists its jobs).
-        for job in getattr(context, "jobs", None) or ():
-            if job.state is State.COMPLETED and not self.on_disk(job):
-                self.schedule(job)
+        super().bind(context)
 
-    def __call__(self, event: Event) -> None:
-        if event.kind == "transition" and event.new is State.COMPLETED and event.job is not None:
-            self.schedule(event.job)
+    def owed(self, job: Job) -> bool:
+        return not self.on_disk(job)  # completed in an earlier run, its file missing
 
-    async def drain(self, cancelled: bool) -> None:
-        """Wait for downloads in flight; when cancelled, abandon them (their ``.part`` stays)."""
-        try:
-            while self._tasks:
-                tasks = list(self._tasks.values())
-                if cancelled:
-                    for task in tasks:
-                        task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            if self._client is not None and self._client is not self._given_client:
-                await self._client.aclose()
-            self._client = None
+    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
+        if job.video_url is None or self.running(job) is not None:
+            return None  # once per row at a time
+        return self._run_one(job)
 
-    # ------------------------------------------------------------------ scheduling
-    def schedule(self, job: Job) -> asyncio.Task[None] | None:
-        """Start downloading ``job``'s video in the background (once per row at a time)."""
-        if job.video_url is None or job.key in self._tasks:
-            return None
-        task = asyncio.get_running_loop().create_task(self._run_one(job),
-                                                      name=f"videobatch-download-{job.key}")
-        self._tasks[job.key] = task
-        task.add_done_callback(functools.partial(self._forget, job.key))
-        return task
+    def crashed(self, job: Job, message: str) -> None:
+        self._record_failure(job, message)
 
-    def _forget(self, key: str, _task: asyncio.Task[None]) -> None:
-        self._tasks.pop(key, None)
+    def new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=self.concurrency),
+        )
 
+    # ------------------------------------------------------------------ one row
     def on_disk(self, job: Job) -> bool:
         """True when the row's recorded file exists in this directory with its recorded size."""
         recorded, size = job.extras.get("local_path"), job.extras.get("bytes")
@@ -189,11 +163,7 @@ class Downloader:
             await self._download(job)
         except VideobatchError as exc:  # e.g. the name template does not fit this row
             self._record_failure(job, str(exc))
-        except Exception as exc:  # a bug here must not take the run down
-            log.exception("row %s: download crashed", job.key)
-            self._record_failure(job, f"download crashed: {exc!r}")
 
-    # ------------------------------------------------------------------ one row
     def target(self, job: Job) -> Path:
         """The final path of ``job``'s video (stable for a row once recorded)."""
         recorded = job.extras.get("local_path")
@@ -217,36 +187,31 @@ class Downloader:
             self.summary.skipped.append(job.key)
             thumb = job.extras.get("thumbnail")
             if self.thumbnails and not (thumb and await asyncio.to_thread(os.path.exists, thumb)):
-                self._annotate(job, thumbnail=await self._thumbnail(job, Path(job.extras["local_path"])))
+                self.record(job, thumbnail=await self._thumbnail(job, Path(job.extras["local_path"])))
             return
         if job.expires_at is not None and time.time() > job.expires_at:
             self.summary.expired.append(job.key)
         dest = self.target(job)
-        client = self._http()
-        assert self._gate is not None, "Downloader.bind() was not called"
-        failures = 0
-        while True:
-            try:
-                async with self._gate:  # held per attempt, not while backing off
-                    result = await fetch_video(client, url, dest)
-                break
-            except DownloadError as exc:
-                failures += 1
-                message = self._explain(job, exc)
-                if exc.permanent or failures >= self.max_attempts:
-                    self._record_failure(job, message if exc.permanent else
-                                         f"gave up after {failures} attempts: {message}; "
-                                         "`python -m videobatch download CHECKPOINT DIR` tries again")
-                    return
-                delay = backoff(failures, base=self.backoff_base, cap=self.backoff_cap,
-                                retry_after=exc.retry_after)
-                log.info("row %s: %s; retrying the download in %.1fs", job.key, message, delay)
-                await asyncio.sleep(delay)
+        client = self.http()
+        tries = RetryState(self.retry)
+
+        def retrying(failures: int, exc: Exception, delay: float) -> None:
+            log.info("row %s: %s; retrying the download in %.1fs", job.key, self._explain(job, exc), delay)
+
+        try:
+            result = await self.attempt(lambda: fetch_video(client, url, dest), retry_on=_retryable,
+                                        state=tries, on_retry=retrying)
+        except DownloadError as exc:
+            message = self._explain(job, exc)
+            self._record_failure(job, message if exc.permanent else
+                                 f"gave up after {tries.failures} attempts: {message}; "
+                                 "`python -m videobatch download CHECKPOINT DIR` tries again")
+            return
         extras: dict[str, Any] = {"local_path": str(result.path), "bytes": result.size,
                                   "sha256": result.sha256, "download_error": None}
         if self.thumbnails:
             extras["thumbnail"] = await self._thumbnail(job, result.path)
-        self._annotate(job, **extras)
+        self.record(job, **extras)
         self.summary.downloaded.append(job.key)
 
     def _intact(self, job: Job) -> bool:
@@ -267,9 +232,9 @@ class Downloader:
             return None
         return str(png)
 
-    def _explain(self, job: Job, exc: DownloadError) -> str:
+    def _explain(self, job: Job, exc: Exception) -> str:
         text = str(exc)
-        if job.expires_at is not None and time.time() > job.expires_at and exc.permanent:
+        if job.expires_at is not None and time.time() > job.expires_at and getattr(exc, "permanent", False):
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.expires_at))
             text += (f" (the provider's URL expired {when}: this video can no longer be "
                      "downloaded; generate the row again to get a new one)")
@@ -278,20 +243,7 @@ class Downloader:
     def _record_failure(self, job: Job, message: str) -> None:
         log.warning("row %s: download failed: %s", job.key, message)
         self.summary.failed.append((job.key, message))
-        self._annotate(job, local_path=None, bytes=None, sha256=None, download_error=message)
-
-    def _annotate(self, job: Job, **extras: Any) -> None:
-        if self._sink is not None:
-            self._sink.annotate(job, **extras)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = self._given_client or httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-                follow_redirects=True,
-                limits=httpx.Limits(max_connections=self.concurrency),
-            )
-        return self._client
+        self.record(job, local_path=None, bytes=None, sha256=None, download_error=message)
 
     # ------------------------------------------------------------------ names
     def _fields(self) -> list[str]:
@@ -374,6 +326,7 @@ async def download_missing(
     max_attempts: int = 4,
     backoff_base: float = 1.0,
     thumbnails: bool = True,
+    retry: RetryPolicy | None = None,
 ) -> DownloadSummary:
     """Download every completed row of ``checkpoint`` whose video is not in ``directory`` yet.
 
@@ -385,7 +338,7 @@ async def download_missing(
     store, loaded = reopen(checkpoint)
     downloader = Downloader(directory, concurrency=concurrency, name_template=name_template,
                             frame=loaded.frame, client=client, max_attempts=max_attempts,
-                            backoff_base=backoff_base, thumbnails=thumbnails)
+                            backoff_base=backoff_base, thumbnails=thumbnails, retry=retry)
     cancelled = True
     try:
         downloader.bind(_StoreSink(store))

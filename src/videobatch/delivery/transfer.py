@@ -30,6 +30,7 @@ from urllib.request import url2pathname
 import av
 import httpx
 
+from .._retry import parse_retry_after
 from ..errors import DownloadError
 
 __all__ = ["DownloadError", "FetchResult", "check_container", "fetch_video"]
@@ -134,14 +135,6 @@ def _discard(part: Path) -> None:
     _state_path(part).unlink(missing_ok=True)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
 def _status_error(response: httpx.Response, url: str) -> DownloadError:
     code = response.status_code
     if code in (404, 410):
@@ -151,7 +144,8 @@ def _status_error(response: httpx.Response, url: str) -> DownloadError:
     else:
         what = response.reason_phrase or "error"
     return DownloadError(f"HTTP {code} {what} for {_short(url)}", url=url, status_code=code,
-                         permanent=code in _PERMANENT_STATUS, retry_after=_retry_after(response))
+                         permanent=code in _PERMANENT_STATUS,
+                         retry_after=parse_retry_after(response.headers.get("retry-after")))
 
 
 def _resume_point(part: Path, url: str) -> tuple[int, dict[str, str]]:

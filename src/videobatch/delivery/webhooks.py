@@ -2,7 +2,8 @@
 
 ``WebhookNotifier`` is a run observer. When a row reaches ``completed`` or ``failed`` it POSTs to
 the row's own ``webhook_url`` cell (a column carried through from the input) or else the run-wide
-URL. Deliveries run as background tasks (bounded concurrency), retried with jittered backoff on
+URL. Deliveries run as background tasks (bounded concurrency, the skeleton shared with downloads in
+``videobatch.delivery._observer``), retried under the one retry policy (``videobatch._retry``) on
 network errors, 408/425/429 and 5xx (honouring ``Retry-After``); other 4xx answers are final. The
 batch never waits for a receiver, except for a bounded ``drain_timeout`` at the end of the run.
 
@@ -35,17 +36,17 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
 
-from .._events import Event
 from .._jobs import Job, State
-from .._pacing import backoff
+from .._retry import RetryPolicy, parse_retry_after
 from ..errors import ConfigError, Problem
+from ._observer import BackgroundObserver, retry_policy
 
 __all__ = ["WebhookNotifier", "build_payload", "check_urls", "sign", "verify_signature"]
 
@@ -54,7 +55,6 @@ log = logging.getLogger("videobatch")
 SIGNATURE_HEADER = "X-Videobatch-Signature"
 TIMESTAMP_HEADER = "X-Videobatch-Timestamp"
 _RETRY_STATUS = frozenset({408, 425, 429})
-_NOTIFY = (State.COMPLETED, State.FAILED)
 
 
 class _Context(Protocol):
@@ -62,6 +62,19 @@ class _Context(Protocol):
     def run_id(self) -> str: ...
 
     def annotate(self, job: Job, **extras: Any) -> None: ...
+
+
+class _Undelivered(Exception):
+    """One attempt that did not deliver: why, whether another may, and the receiver's Retry-After."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    return isinstance(exc, _Undelivered) and exc.retryable
 
 
 # ---------------------------------------------------------------------- signing
@@ -158,14 +171,18 @@ def check_urls(frame: pd.DataFrame, column: str = "webhook_url") -> list[Problem
 
 
 # ---------------------------------------------------------------------- the observer
-class WebhookNotifier:
+class WebhookNotifier(BackgroundObserver[_Context]):
     """An observer that POSTs each row's completion or failure to its webhook URL.
 
     ``url``: run-wide receiver, used for rows whose ``column`` cell is empty (or when the input
     has no such column). ``secret``: HMAC key (kept in memory only, never shown). ``frame``: the
     input table (``Batch.prompts.frame``) for per-row URLs and metadata. ``client``: an
-    ``httpx.AsyncClient`` to use instead of a private one.
+    ``httpx.AsyncClient`` to use instead of a private one. ``retry``: the retry policy of one
+    delivery (default: ``max_attempts`` tries, waits from ``backoff_base`` doubling to ``backoff_cap``).
     """
+
+    states: ClassVar[frozenset[State]] = frozenset({State.COMPLETED, State.FAILED})
+    noun: ClassVar[str] = "webhook"
 
     def __init__(
         self,
@@ -181,26 +198,17 @@ class WebhookNotifier:
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         drain_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if url is not None and _bad_url(url):
             raise ConfigError(f"webhook URL {url!r}: {_bad_url(url)}")
-        if max_attempts < 1 or concurrency < 1:
-            raise ConfigError("webhook max_attempts and concurrency must be at least 1")
+        super().__init__(concurrency=concurrency, client=client, drain_timeout=drain_timeout, retry=retry_policy(
+            retry, attempts=max_attempts, base=backoff_base, cap=backoff_cap, what="webhook"))
         self.url = url
         self.__secret = secret or None
         self.frame = frame
         self.column = column
-        self.max_attempts = max_attempts
-        self.concurrency = concurrency
         self.timeout = timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.drain_timeout = drain_timeout
-        self._given_client = client
-        self._client: httpx.AsyncClient | None = None
-        self._context: _Context | None = None
-        self._gate: asyncio.Semaphore | None = None
-        self._tasks: dict[asyncio.Task[None], Job] = {}
 
     def __repr__(self) -> str:
         signed = "signed" if self.__secret else "unsigned"
@@ -210,35 +218,21 @@ class WebhookNotifier:
     def signed(self) -> bool:
         return self.__secret is not None
 
-    # ------------------------------------------------------------------ observer protocol
-    def bind(self, context: _Context) -> None:
-        self._context = context
-        self._gate = asyncio.Semaphore(self.concurrency)
-        self._tasks = {}
-        # Rows that ended before a crash without their notification (when the context lists jobs).
-        for job in getattr(context, "jobs", None) or ():
-            if job.state in _NOTIFY and job.extras.get("webhook_event") != job.state.value:
-                self.schedule(job)
+    # ------------------------------------------------------------------ the observer's parts
+    def owed(self, job: Job) -> bool:
+        return job.extras.get("webhook_event") != job.state.value  # ended before a crash, untold
 
-    def __call__(self, event: Event) -> None:
-        if event.kind == "transition" and event.new in _NOTIFY and event.job is not None:
-            self.schedule(event.job)
+    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
+        url = self.target(job)
+        if url is None or self._context is None:
+            return None
+        payload = build_payload(job, self.row(job), run_id=self._context.run_id, column=self.column)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return self._deliver(job, url, body, payload["event"], payload["delivery_id"])
 
-    async def drain(self, cancelled: bool) -> None:
-        """Wait up to ``drain_timeout`` (nothing when cancelled); abandon what is left."""
-        try:
-            pending = set(self._tasks)
-            if pending and not cancelled:
-                _, pending = await asyncio.wait(pending, timeout=self.drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                log.warning("%d webhook deliveries abandoned at the end of the run", len(pending))
-        finally:
-            if self._client is not None and self._client is not self._given_client:
-                await self._client.aclose()
-            self._client = None
+    def new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False,
+                                 limits=httpx.Limits(max_connections=self.concurrency))
 
     # ------------------------------------------------------------------ delivering
     def target(self, job: Job) -> str | None:
@@ -255,51 +249,33 @@ class WebhookNotifier:
             return {str(k): v for k, v in self.frame.iloc[job.index].items()}
         return {}
 
-    def schedule(self, job: Job) -> asyncio.Task[None] | None:
-        url = self.target(job)
-        if url is None or self._context is None:
-            return None
-        row = self.row(job)
-        payload = build_payload(job, row, run_id=self._context.run_id, column=self.column)
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(job, url, body, payload["event"], payload["delivery_id"]),
-            name=f"videobatch-webhook-{job.key}")
-        self._tasks[task] = job
-        task.add_done_callback(lambda t: self._tasks.pop(t, None))
-        return task
-
     async def _deliver(self, job: Job, url: str, body: bytes, event: str, delivery: str) -> None:
-        assert self._gate is not None
-        attempts, error = 0, None
+        attempts = 0
         status = job.state.value
-        try:
-            async with self._gate:
-                if _bad_url(url):
-                    error = f"{url[:80]!r}: {_bad_url(url)}"
-                else:
-                    while attempts < self.max_attempts:
-                        attempts += 1
-                        error, retry, retry_after = await self._post(url, body, event, delivery, attempts)
-                        if error is None or not retry or attempts >= self.max_attempts:
-                            break
-                        await asyncio.sleep(backoff(attempts, base=self.backoff_base,
-                                                    cap=self.backoff_cap, retry_after=retry_after))
-        except asyncio.CancelledError:
-            self._record(job, webhook_status="abandoned", webhook_attempts=attempts,
-                         webhook_error="the run ended before the receiver answered")
-            raise
-        if error is None:
-            self._record(job, webhook_status="delivered", webhook_attempts=attempts,
-                         webhook_error=None, webhook_event=status)
-        else:
-            log.warning("row %s: webhook to %s failed: %s", job.key, _host(url), error)
-            self._record(job, webhook_status="failed", webhook_attempts=attempts,
-                         webhook_error=error, webhook_event=status)
 
-    async def _post(self, url: str, body: bytes, event: str, delivery: str,
-                    attempt: int) -> tuple[str | None, bool, float | None]:
-        """One attempt: (error or None, worth retrying, Retry-After seconds)."""
+        async def post() -> None:
+            nonlocal attempts
+            attempts += 1
+            await self._post(url, body, event, delivery, attempts)
+
+        try:
+            if _bad_url(url):
+                raise _Undelivered(f"{url[:80]!r}: {_bad_url(url)}")
+            await self.attempt(post, retry_on=_worth_retrying)
+        except asyncio.CancelledError:
+            self.record(job, webhook_status="abandoned", webhook_attempts=attempts,
+                        webhook_error="the run ended before the receiver answered")
+            raise
+        except _Undelivered as exc:
+            log.warning("row %s: webhook to %s failed: %s", job.key, _host(url), exc)
+            self.record(job, webhook_status="failed", webhook_attempts=attempts,
+                        webhook_error=str(exc), webhook_event=status)
+            return
+        self.record(job, webhook_status="delivered", webhook_attempts=attempts,
+                    webhook_error=None, webhook_event=status)
+
+    async def _post(self, url: str, body: bytes, event: str, delivery: str, attempt: int) -> None:
+        """One attempt; raises ``_Undelivered`` unless the receiver answered 2xx."""
         now = int(time.time())
         headers = {"Content-Type": "application/json", "User-Agent": "videobatch-webhooks",
                    "X-Videobatch-Event": event, "X-Videobatch-Delivery": delivery,
@@ -307,28 +283,14 @@ class WebhookNotifier:
         if self.__secret:
             headers[SIGNATURE_HEADER] = sign(self.__secret, body, now)
         try:
-            response = await self._http().post(url, content=body, headers=headers)
+            response = await self.http().post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc or 'no answer'}", True, None
+            raise _Undelivered(f"{type(exc).__name__}: {exc or 'no answer'}", retryable=True) from None
         code = response.status_code
-        if 200 <= code < 300:
-            return None, False, None
-        retry_after = None
-        with contextlib.suppress(ValueError):
-            retry_after = float(response.headers.get("retry-after", ""))
-        retry = code >= 500 or code in _RETRY_STATUS
-        return f"HTTP {code} {response.reason_phrase} from {_host(url)}", retry, retry_after
-
-    def _record(self, job: Job, **extras: Any) -> None:
-        if self._context is not None:
-            self._context.annotate(job, **extras)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = self._given_client or httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=False,
-                limits=httpx.Limits(max_connections=self.concurrency))
-        return self._client
+        if not 200 <= code < 300:
+            raise _Undelivered(f"HTTP {code} {response.reason_phrase} from {_host(url)}",
+                               retryable=code >= 500 or code in _RETRY_STATUS,
+                               retry_after=parse_retry_after(response.headers.get("retry-after")))
 
 
 def _host(url: str) -> str:
