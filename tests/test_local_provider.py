@@ -20,7 +20,7 @@ import pytest
 
 from videobatch.errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
 from videobatch.providers import TaskState, get_provider
-from videobatch.providers.local.provider import (
+from videobatch.providers.local import (
     LocalProvider,
     read_submissions,
     submission_counts,
@@ -342,7 +342,7 @@ async def _attempts_until_accepted(p: LocalProvider, keys: list[str]) -> dict[st
 CHILD = textwrap.dedent("""
     import asyncio, os, signal, sys
     from videobatch.errors import SlotsBusy
-    from videobatch.providers.local.provider import LocalProvider
+    from videobatch.providers.local import LocalProvider
     from videobatch.request import VideoRequest
 
     root, prefix, n, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
