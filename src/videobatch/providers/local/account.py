@@ -354,6 +354,18 @@ class Account:
         self._tasks[task_id] = task
         return task
 
+    def _listing(self) -> list[StoredTask]:
+        """Every task of the account, newest first (as a provider's list endpoint pages them)."""
+        tasks = []
+        for name in os.listdir(self._tasks_str):
+            task_id, dot, ext = name.partition(".")
+            if ext != "json" or not dot:
+                continue
+            with contextlib.suppress(NotFoundError, OSError, ValueError, KeyError):
+                tasks.append(self._load(task_id))
+        tasks.sort(key=lambda t: (t.created_at, t.task_id), reverse=True)
+        return tasks
+
     def _log(
         self, key: str, task_id: str, attempt: int | None, outcome: str, prompt: str,
         **extra: Any,

@@ -1,11 +1,11 @@
 """The built-in offline provider ``local``: the provider interface on a simulated hosted account.
 
-``LocalProvider`` answers ``submit`` / ``status`` / ``find`` the way a remote video API
+``LocalProvider`` answers ``submit`` / ``status`` / ``find`` / ``scan`` the way a remote video API
 would, on top of the account records kept on disk by ``videobatch.providers.local.account`` (tasks,
 the submissions log, slots, crash recovery). This module decides *how* the simulated service
-behaves: how long a task takes (``latency``, ``jitter``), which faults it injects, and the real
-small MP4 each finished task gets (``videobatch.providers.local.render``), so downloads, previews
-and verification work end to end.
+behaves: how long a task takes (``latency``, ``jitter``), which faults it injects, how it looks
+tasks up, and the real small MP4 each finished task gets (``videobatch.providers.local.render``),
+so downloads, previews and verification work end to end.
 
 Faults are injected deterministically from the idempotency key (and the attempt number for
 transient errors), so a test run is reproducible: ``failure_rate`` (task ends ``failed``),
@@ -13,6 +13,13 @@ transient errors), so a test run is reproducible: ``failure_rate`` (task ends ``
 ``lost_answer_rate`` (the call that creates the task then raises ``TransientError("answer lost",
 maybe_accepted=True)``: the runner must reconcile with ``find``), prompts containing ``[reject]``
 (``RejectedError``), and ``max_parallel`` (``SlotsBusy`` while that many tasks are unfinished).
+
+Lookup by idempotency key (``find``) is served as ``lookup`` says: ``answered`` (default: the task,
+or None) or ``refused``, a provider whose lookup cannot answer: ``find`` raises ``RejectedError``
+(code ``local-lookup-refused``, not ``NotFoundError``: it proves nothing about the key), and a
+submit with a key already used raises ``KeyAlreadyUsed`` instead of returning the task it cannot
+look up. The listing (``scan``) keeps working, newest first back to ``since``; ``list_limit`` caps
+how many of the newest tasks a listing reaches (0: all), so a scan can also come back incomplete.
 
 Rendered videos are always fsynced (``render_clip``); they are few and slow anyway. Finished
 statuses are cached; a submit is about ten syscalls.
@@ -23,19 +30,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
+from ...errors import ConfigError, KeyAlreadyUsed, NotFoundError, RejectedError, SlotsBusy, TransientError
 from ...request import VideoRequest
-from ..base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from ..base import Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus, Video
 from .account import Account, StoredTask, default_root, read_submissions, submission_counts, task_id_for
 from .render import ASPECT_RATIOS, render_clip
 
 # read_submissions / submission_counts / task_id_for are the account's; re-exported here because
 # callers imported them from this module before the account had one of its own.
-__all__ = ["LocalProvider", "default_root", "read_submissions", "submission_counts", "task_id_for"]
+__all__ = ["LOOKUPS", "LocalProvider", "default_root", "read_submissions", "submission_counts", "task_id_for"]
 
+LOOKUPS = ("answered", "refused")  # how ``find`` is served
 REJECT_MARKER = "[reject]"
 FAILURE_MESSAGE = "simulated generation failure"
 RESULT_TTL = 30 * 24 * 3600.0  # result URLs "expire" 30 days after creation
@@ -87,6 +96,11 @@ def _as_bool(name: str, value: Any) -> bool:
     raise ConfigError(f"local provider: {name} must be true or false, got {value!r}")
 
 
+def _as_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in choices:
+        raise ConfigError(f"local provider: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(text)
 
 
 class LocalProvider(Account, Provider):
@@ -98,7 +112,9 @@ class LocalProvider(Account, Provider):
     ``lost_answer_rate`` fault fractions (see module doc); ``max_parallel`` account slots;
     ``render`` (False: no per-task MP4, every result points at one shared placeholder clip);
     ``seconds`` / ``fps`` of rendered clips; ``submit_delay`` seconds each submit takes (simulated
-    network); ``fsync`` make task files survive a machine crash (slower).
+    network); ``fsync`` make task files survive a machine crash (slower); ``lookup`` ``answered``
+    or ``refused`` (``find`` cannot answer; see module doc); ``list_limit`` how many of the newest
+    tasks a listing (``scan``) reaches, 0 for all.
 
     The account's records (``Account``) are inherited rather than held, so the provider and the
     "server" it simulates share one object, as they share one process. One instance serves one
@@ -123,6 +139,8 @@ class LocalProvider(Account, Provider):
         transient_rate: float | str = 0.0,
         lost_answer_rate: float | str = 0.0,
         fsync: bool | str = False,
+        lookup: str = "answered",
+        list_limit: int | str = 0,
     ) -> None:
         self.latency = _as_float("latency", latency, 0.0)
         self.jitter = _as_float("jitter", jitter, 0.0, 1.0)
@@ -134,6 +152,8 @@ class LocalProvider(Account, Provider):
         self.submit_delay = _as_float("submit_delay", submit_delay, 0.0)
         self.transient_rate = _as_float("transient_rate", transient_rate, 0.0, 1.0)
         self.lost_answer_rate = _as_float("lost_answer_rate", lost_answer_rate, 0.0, 1.0)
+        self.lookup = _as_choice("lookup", lookup, LOOKUPS)
+        self.list_limit = _as_int("list_limit", list_limit, 0)
         root_path = Path(root).expanduser() if root not in (None, "") else default_root()
         # file URLs and paths must not depend on a later chdir
         super().__init__(root_path.absolute(), fsync=_as_bool("fsync", fsync))
@@ -214,11 +234,34 @@ class LocalProvider(Account, Provider):
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         self._ensure_ready()
+        if self.lookup == "refused":
+            raise RejectedError(
+                "lookup by idempotency key is not supported by this account (lookup=refused); "
+                "list the tasks instead", provider_code="local-lookup-refused", status_code=400,
+            )
         try:
             task = self._load(task_id_for(idempotency_key))
         except NotFoundError:
             return None
         return await self._status(task, self._clock())
+
+    async def scan(self, keys: Collection[str], since: float) -> ScanResult:
+        """List the account's tasks newest first back to ``since``; keep those with exactly a key
+        of ``keys``. Complete unless ``list_limit`` stopped the listing before it reached ``since``.
+        """
+        self._ensure_ready()
+        wanted = set(keys)
+        listing = self._listing()
+        reached = listing if not self.list_limit else listing[: self.list_limit]
+        complete = len(reached) == len(listing) or reached[-1].created_at < since
+        now = self._clock()
+        found: dict[str, TaskStatus] = {}
+        for task in reached:
+            if task.created_at < since:
+                break
+            if task.idempotency_key in wanted:
+                found[task.idempotency_key] = await self._status(task, now)
+        return ScanResult(found=found, complete=complete)
 
     def describe(self) -> dict[str, Any]:
         return {"provider": self.name, "seconds": self.seconds, "fps": self.fps,
@@ -238,8 +281,14 @@ class LocalProvider(Account, Provider):
     async def _duplicate(
         self, key: str, task_id: str, attempt: int, request: VideoRequest
     ) -> TaskStatus:
-        """The key was used before: adopt the existing task, as the interface asks."""
+        """The key was used before: adopt the existing task, as the interface asks (or, when the
+        lookup is refused, say the key is taken, as a provider that cannot look it up must)."""
         self._log(key, task_id, attempt, "duplicate", request.prompt)
+        if self.lookup == "refused":
+            raise KeyAlreadyUsed(
+                "a task with this idempotency key already exists", provider_code="local-duplicate-key",
+                status_code=409,
+            )
         found = await self.find(key)
         if found is None:  # cannot happen: tasks are never deleted
             raise NotFoundError(f"task {task_id} vanished", provider_code="local-not-found")
