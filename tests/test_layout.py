@@ -37,7 +37,7 @@ MAX_LINES = 400
 TOO_LONG_FOR_NOW = {
     "videobatch/_inputs.py", "videobatch/_runner.py", "videobatch/_store.py",
     "videobatch/delivery/downloads.py", "videobatch/providers/kling/client.py",
-    "videobatch/service/api.py", "videobatch/testing/kling_server.py",
+    "videobatch/testing/kling_server.py",
 }
 
 
