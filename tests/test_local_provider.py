@@ -18,9 +18,17 @@ from urllib.request import url2pathname
 
 import pytest
 
-from videobatch.errors import ConfigError, NotFoundError, RejectedError, SlotsBusy, TransientError
+from videobatch.errors import (
+    ConfigError,
+    KeyAlreadyUsed,
+    NotFoundError,
+    ProviderError,
+    RejectedError,
+    SlotsBusy,
+    TransientError,
+)
 from videobatch.providers import TaskState, get_provider
-from videobatch.providers.local.provider import (
+from videobatch.providers.local import (
     LocalProvider,
     read_submissions,
     submission_counts,
@@ -203,6 +211,78 @@ def test_duplicate_submit_returns_the_same_task_and_is_logged(tmp_path: Path):
     assert len(list((tmp_path / "tasks").iterdir())) == 1
 
 
+def test_scan_lists_back_to_since_and_keeps_exact_keys_only(tmp_path: Path):
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=5, max_parallel=100, render=False)
+
+    async def submit_all() -> float:
+        await p.submit(req(), "old")  # before the scan's window
+        clock.advance(10)
+        since = clock.now
+        for key in ("row-1", "row-10", "row-2", "ROW-1"):
+            await p.submit(req(), key)
+            clock.advance(1)
+        return since
+
+    since = run(submit_all())
+    later = provider(tmp_path, clock, latency=5, render=False)  # a new process: the listing is on disk
+    result = run(later.scan({"row-1", "row-2", "old", "never-submitted"}, since))
+    assert result is not None
+    assert result.complete is True  # the whole account is on disk: the listing reaches past since
+    assert set(result.found) == {"row-1", "row-2"}  # not row-10 or ROW-1, nor "old" (before since)
+    for key, st in result.found.items():
+        assert st.task_id == task_id_for(key)
+        assert st.idempotency_key == key
+        assert not st.state.done  # still generating, as the account's clock says
+    assert run(later.scan({"old"}, since - 60)).found["old"].state is TaskState.SUCCEEDED
+    assert run(later.scan([], since)) == run(later.scan(["nothing"], since))  # empty, complete
+    assert submission_counts(tmp_path) == dict.fromkeys(["old", "row-1", "row-10", "row-2", "ROW-1"], 1)
+
+
+def test_a_limited_listing_says_when_it_did_not_reach_since(tmp_path: Path):
+    clock = Clock()
+    p = provider(tmp_path, clock, latency=5, max_parallel=100, render=False, list_limit="2")
+    start = clock.now
+    for key in ("a", "b", "c"):  # listed newest first: c, b | a is beyond the limit
+        run(p.submit(req(), key))
+        clock.advance(1)
+
+    short = run(p.scan({"a", "c"}, start))
+    assert short is not None
+    assert (set(short.found), short.complete) == ({"c"}, False)  # "a" may exist: proves nothing
+    after_b = run(p.scan({"a", "c"}, start + 1.5))  # b, the last task listed, is older than since
+    assert (set(after_b.found), after_b.complete) == ({"c"}, True)
+    unlimited = provider(tmp_path, clock, latency=5, render=False)
+    assert run(unlimited.scan({"a", "c"}, start)).found.keys() == {"a", "c"}
+
+
+def test_a_refused_lookup_cannot_answer_but_the_listing_can(tmp_path: Path):
+    p = provider(tmp_path, latency=5, lookup="refused", lost_answer_rate=1)
+    since = time.time() - 1
+
+    async def scenario() -> None:
+        with pytest.raises(TransientError, match="answer lost"):
+            await p.submit(req(), "k")  # paid, answer lost
+        for key in ("k", "never-submitted"):  # the lookup says nothing, not even "not found"
+            with pytest.raises(ProviderError) as info:
+                await p.find(key)
+            assert isinstance(info.value, RejectedError)
+            assert not isinstance(info.value, NotFoundError)
+            assert info.value.provider_code == "local-lookup-refused"
+        # a blind resubmit is refused as a used key, since the provider cannot look the task up
+        with pytest.raises(KeyAlreadyUsed):
+            await p.submit(req(), "k")
+        scanned = await p.scan(["k", "never-submitted"], since)
+        assert scanned is not None
+        assert scanned.complete is True
+        assert list(scanned.found) == ["k"]
+        assert scanned.found["k"].task_id == task_id_for("k")
+
+    run(scenario())
+    assert outcomes(tmp_path) == ["accepted", "duplicate"]
+    assert submission_counts(tmp_path) == {"k": 1}
+
+
 # -- faults --------------------------------------------------------------------------------------
 
 
@@ -342,7 +422,7 @@ async def _attempts_until_accepted(p: LocalProvider, keys: list[str]) -> dict[st
 CHILD = textwrap.dedent("""
     import asyncio, os, signal, sys
     from videobatch.errors import SlotsBusy
-    from videobatch.providers.local.provider import LocalProvider
+    from videobatch.providers.local import LocalProvider
     from videobatch.request import VideoRequest
 
     root, prefix, n, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -534,7 +614,7 @@ def test_string_options_are_coerced(tmp_path: Path):
     p = get_provider(
         "local", root=str(tmp_path), latency="0.5", jitter="0.1", failure_rate="0.2",
         max_parallel="7", render="no", seconds="1.5", fps="10", submit_delay="0",
-        transient_rate="0", lost_answer_rate="0.0", fsync="yes",
+        transient_rate="0", lost_answer_rate="0.0", fsync="yes", lookup=" Refused ", list_limit="3",
     )
     assert isinstance(p, LocalProvider)
     assert (p.latency, p.jitter, p.failure_rate) == (0.5, 0.1, 0.2)
@@ -543,6 +623,7 @@ def test_string_options_are_coerced(tmp_path: Path):
     assert p.limits.max_rps is None
     assert p.render is False
     assert p.fsync is True
+    assert (p.lookup, p.list_limit) == ("refused", 3)
     assert (p.seconds, p.fps) == (1.5, 10)
     assert p.describe() == {"provider": "local", "seconds": 1.5, "fps": 10, "render": False}
     assert p.poll_hint.first_poll == pytest.approx(0.45)
@@ -555,7 +636,7 @@ def test_string_options_are_coerced(tmp_path: Path):
 @pytest.mark.parametrize(
     ("option", "value"),
     [("latency", "fast"), ("max_parallel", "2.5"), ("max_parallel", 0), ("render", "maybe"),
-     ("failure_rate", 1.5), ("jitter", -0.1)],
+     ("failure_rate", 1.5), ("jitter", -0.1), ("lookup", "sometimes"), ("list_limit", -1)],
 )
 def test_bad_options_are_config_errors(tmp_path: Path, option: str, value: object):
     with pytest.raises(ConfigError, match=option):

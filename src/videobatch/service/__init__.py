@@ -5,4 +5,19 @@
 
 Jobs live in Redis (one hash per request, a stream as the queue); workers reuse the runner, the
 providers and the state machine of the library. Needs the ``service`` extra (fastapi, redis).
+
+The gateway (HTTP in, requests into Redis):
+
+    api.py      the routes, and the Redis transaction that creates requests (Idempotency-Key)
+    auth.py     bearer tokens, checked before a body is read; the tenant a token stands for
+    schemas.py  the HTTP bodies with their limits (the OpenAPI spec), problems as 422 answers
+
+The workers: the library's runner with each of its three seams backed by Redis:
+
+    worker.py   one worker process: the runner wired to the three below, and webhooks
+    queue.py    ``RedisSource``, the runner's ``JobSource``: the stream, leases on its entries
+    slots.py    ``RedisSlots``, the runner's ``SlotPool``: the account's slots, leased across workers
+    records.py  ``RedisStore``, the runner's ``Store``: one hash per request; the key layout (shared)
+
+    cli.py      ``serve`` and ``worker`` commands
 """

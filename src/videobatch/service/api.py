@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import io
 import json
 import math
@@ -33,25 +32,34 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import pandas as pd
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from redis.exceptions import WatchError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._inputs import load_prompts
 from .._jobs import TERMINAL, State
 from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
+from .auth import BearerGate, Token, configured_tokens, tenant_of
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
+from .schemas import (
+    BatchCounts,
+    BatchCreate,
+    BatchCreated,
+    VideoCreate,
+    VideoCreated,
+    VideoStatus,
+    check_webhook_url,
+    problems_response,
+    row_problems,
+)
 
 __all__ = ["create_app"]
 
@@ -59,119 +67,6 @@ IDEMPOTENCY_TTL = 7 * 86400  # seconds an Idempotency-Key is remembered
 _NOT_METADATA = frozenset({*REQUEST_FIELDS, "webhook_url"})
 
 
-def _url_problem(url: str | None) -> str | None:
-    parts = urlsplit(url or "")
-    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
-        return "a webhook URL must start with http:// or https:// and name a host"
-    return None
-
-
-def _webhook_url(value: str | None) -> str | None:
-    value = (value or "").strip() or None
-    problem = _url_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-class VideoCreate(BaseModel):
-    """One video request (the seed's fields plus the library's request fields)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field("", max_length=2500)
-    negative_prompt: str | None = Field(None, max_length=2500)
-    model: str | None = Field(None, description="model name or alias, e.g. kling-v1.5")
-    duration: int | None = Field(None, description="seconds (5 or 10)")
-    aspect_ratio: str | None = None
-    mode: str | None = None
-    cfg_scale: float | None = None
-    image: str | None = None
-    image_tail: str | None = None
-    camera_control: dict[str, Any] | None = None
-    webhook_url: str | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] | None = None
-
-    _check_url = field_validator("webhook_url")(_webhook_url)
-
-
-class VideoCreated(BaseModel):
-    request_id: str
-    status: str
-    message: str
-
-
-class VideoStatus(BaseModel):
-    request_id: str
-    status: str
-    video_url: str | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    task_id: str | None = None
-    attempts: int = 0
-    batch_id: str | None = None
-    row_key: str | None = None
-    created_at: float | None = None
-    submitted_at: float | None = None
-    completed_at: float | None = None
-    expires_at: float | None = None
-    request: dict[str, Any] | None = Field(None, description="the validated request (model names "
-                                           "resolved, defaults filled in)")
-    webhook_url: str | None = None
-    webhook_status: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class BatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
-    defaults: dict[str, Any] | None = None
-    webhook_url: str | None = Field(None, max_length=2048)
-
-    _check_url = field_validator("webhook_url")(_webhook_url)
-
-
-class BatchCreated(BaseModel):
-    batch_id: str
-    total: int
-    request_ids: list[str]
-
-
-class BatchCounts(BaseModel):
-    batch_id: str
-    total: int
-    counts: dict[str, int]
-    done: bool
-
-
-def _token_ok(token: str, tokens: list[str]) -> bool:
-    given = token.encode()
-    return bool(given) and any(hmac.compare_digest(given, t.encode()) for t in tokens)
-
-
-class _BearerGate:
-    """Refuses ``/api/`` requests without a valid bearer token before anything else runs
-    (FastAPI would parse and validate the body before its dependencies)."""
-
-    def __init__(self, app: ASGIApp, tokens: list[str]) -> None:
-        self.app = app
-        self.tokens = tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = header.strip().partition(" ")
-            if scheme.lower() != "bearer" or not _token_ok(token.strip(), self.tokens):
-                response = JSONResponse({"detail": "missing or invalid bearer token"},
-                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-# Module level: FastAPI resolves the (string) annotations of endpoints against module globals.
-_BEARER = HTTPBearer(auto_error=False)
 _COMMON: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token"},
     503: {"description": "Redis is unreachable; retry after Retry-After seconds"},
@@ -181,30 +76,9 @@ _POSTS: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body cannot be read (not UTF-8 JSON, or a broken upload)"},
     409: {"description": "Idempotency-Key reused for another body"},
 }
-
-
-async def _authorized(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-) -> str:
-    """The caller's token (checked again here; it also puts bearer auth in the spec)."""
-    token = credentials.credentials if credentials else ""
-    if not _token_ok(token, request.app.state.tokens):
-        raise HTTPException(status_code=401, detail="missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return token
-
-
-Token = Annotated[str, Depends(_authorized)]
+# Module level, like every name in the endpoints' signatures (Token, the bodies): FastAPI resolves
+# the (string) annotations of endpoints against module globals.
 IdemKey = Annotated[str | None, Header(max_length=200, description="repeat-safe POST key")]
-
-
-def _problems_response(problems: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": problems})
-
-
-def _row_problems(problems: list[Problem]) -> list[dict[str, Any]]:
-    return [{"row": p.row, "line": p.line, "column": p.column, "msg": p.message,
-             "allowed": p.allowed} for p in sorted(problems, key=lambda p: (p.row or 0, p.column or ""))]
 
 
 def _cell(value: Any) -> Any:
@@ -241,8 +115,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     """The gateway app. ``tokens`` default to ``VIDEOBATCH_API_TOKENS``; with none, every request
     is refused (a service without tokens would be open to anyone)."""
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    allowed = [t.strip() for t in (tokens if tokens is not None else
-                                   os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",")) if t.strip()]
+    allowed = configured_tokens(tokens)
     keys = Keys(prefix)
     client = aioredis.Redis.from_url(url)
 
@@ -253,11 +126,11 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
     app.state.tokens = allowed
-    app.add_middleware(_BearerGate, tokens=allowed)
+    app.add_middleware(BearerGate, tokens=allowed)
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
-        return _problems_response([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
+        return problems_response([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": "the queue (Redis) is unavailable; retry shortly"},
@@ -272,8 +145,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
         Returns (id, created): the new id, or the id the key was first used for.
         """
-        owner = hashlib.sha256(token.encode()).hexdigest()[:16]
-        idem = keys.idem(f"{owner}:{scope}:{idempotency_key}") if idempotency_key else None
+        idem = keys.idem(f"{tenant_of(token)}:{scope}:{idempotency_key}") if idempotency_key else None
         async with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -305,7 +177,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         try:
             request = VideoRequest.model_validate(fields)
         except ValidationError as exc:
-            return _problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
+            return problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
                                         "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
                                        for e in request_errors(exc)])
         job = new_job_fields(uuid.uuid4().hex, request, webhook_url=body.webhook_url,
@@ -351,7 +223,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         if given is not None:
             problems.extend(check_urls(given))
         if problems or prompts is None:
-            return False, _problems_response(_row_problems(problems))
+            return False, problems_response(row_problems(problems))
         frame = prompts.frame
         if raw_rows is not None:  # JSON rows: metadata keeps its JSON types
             metas = [{str(k): v for k, v in r.items() if k not in _NOT_METADATA} for r in raw_rows]
@@ -401,9 +273,9 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         """Submit a prompts CSV file (multipart upload, field ``file``; optional field
         ``webhook_url`` for rows without their own ``webhook_url`` cell)."""
         try:
-            webhook_url = _webhook_url(webhook_url)
+            webhook_url = check_webhook_url(webhook_url)
         except ValueError as exc:
-            return _problems_response([{"loc": ["body", "webhook_url"], "msg": str(exc)}])
+            return problems_response([{"loc": ["body", "webhook_url"], "msg": str(exc)}])
         data = await file.read()
         with tempfile.TemporaryDirectory(prefix="videobatch-upload-") as tmp:
             path = Path(tmp) / "upload.csv"  # the library reads CSV files (encodings, line numbers)

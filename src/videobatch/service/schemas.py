@@ -1,0 +1,127 @@
+"""The gateway's HTTP bodies: what clients send and get back, with their limits (the OpenAPI spec).
+
+Request bodies are checked in two steps: here, their shape and sizes (unknown fields, a prompt over
+2,500 characters, more than 100,000 rows, a webhook URL that is not http(s)); then, in the routes,
+the library's own rules for rows (``videobatch.request`` / ``load_prompts``), whose problems are
+answered by ``problems_response`` (422, every problem listed, by row for batches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import Problem
+
+__all__ = [
+    "BatchCounts",
+    "BatchCreate",
+    "BatchCreated",
+    "VideoCreate",
+    "VideoCreated",
+    "VideoStatus",
+    "check_webhook_url",
+    "problems_response",
+    "row_problems",
+]
+
+
+def _url_problem(url: str | None) -> str | None:
+    parts = urlsplit(url or "")
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        return "a webhook URL must start with http:// or https:// and name a host"
+    return None
+
+
+def check_webhook_url(value: str | None) -> str | None:
+    """A webhook URL as given (blank: None), or ValueError saying what an acceptable one is."""
+    value = (value or "").strip() or None
+    problem = _url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class VideoCreate(BaseModel):
+    """One video request (the seed's fields plus the library's request fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field("", max_length=2500)
+    negative_prompt: str | None = Field(None, max_length=2500)
+    model: str | None = Field(None, description="model name or alias, e.g. kling-v1.5")
+    duration: int | None = Field(None, description="seconds (5 or 10)")
+    aspect_ratio: str | None = None
+    mode: str | None = None
+    cfg_scale: float | None = None
+    image: str | None = None
+    image_tail: str | None = None
+    camera_control: dict[str, Any] | None = None
+    webhook_url: str | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] | None = None
+
+    _check_url = field_validator("webhook_url")(check_webhook_url)
+
+
+class VideoCreated(BaseModel):
+    request_id: str
+    status: str
+    message: str
+
+
+class VideoStatus(BaseModel):
+    request_id: str
+    status: str
+    video_url: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    task_id: str | None = None
+    attempts: int = 0
+    batch_id: str | None = None
+    row_key: str | None = None
+    created_at: float | None = None
+    submitted_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    request: dict[str, Any] | None = Field(None, description="the validated request (model names "
+                                           "resolved, defaults filled in)")
+    webhook_url: str | None = None
+    webhook_status: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    defaults: dict[str, Any] | None = None
+    webhook_url: str | None = Field(None, max_length=2048)
+
+    _check_url = field_validator("webhook_url")(check_webhook_url)
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    total: int
+    request_ids: list[str]
+
+
+class BatchCounts(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    done: bool
+
+
+def problems_response(problems: list[dict[str, Any]]) -> JSONResponse:
+    """The 422 answer listing every problem found."""
+    return JSONResponse(status_code=422, content={"detail": problems})
+
+
+def row_problems(problems: list[Problem]) -> list[dict[str, Any]]:
+    """The library's row problems as 422 entries, in row order."""
+    return [{"row": p.row, "line": p.line, "column": p.column, "msg": p.message,
+             "allowed": p.allowed} for p in sorted(problems, key=lambda p: (p.row or 0, p.column or ""))]
