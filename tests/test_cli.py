@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import videobatch
 from videobatch.cli.main import main
+from videobatch.errors import ConfigError
 from videobatch.providers.local.provider import read_submissions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +121,10 @@ def test_download_flag_saves_verified_clips_and_a_report(tmp_path):
     assert list(df["local_path"]) == [str(tmp_path / "dl" / "x" / "a1.mp4"), str(tmp_path / "dl" / "y" / "a2.mp4")]
     assert all(Path(p).stat().st_size == b for p, b in zip(df["local_path"], df["bytes"], strict=True))
     assert (tmp_path / "dl" / "report.html").exists()
+
+
+def test_batch_refuses_unusable_settings_at_construction():
+    for bad in ({"timeout": 0}, {"timeout": -1.0}, {"max_attempts": 0}):
+        with pytest.raises(ConfigError):
+            videobatch.Batch(["a cat"], "local", progress=False, **bad)
+    assert read_submissions() == []

@@ -83,6 +83,10 @@ class Batch:
         webhook_secret: str | None = None,
         **options: Any,
     ) -> None:
+        if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
+            raise ConfigError(f"timeout must be more than 0 seconds (or None for none), got {timeout}")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         defaults, provider_options = _split_options(options)
         self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None)
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
