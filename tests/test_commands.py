@@ -15,7 +15,8 @@ import videobatch
 from videobatch._jobs import Job, State
 from videobatch._store import LoadedCheckpoint, load
 from videobatch.cli.commands import download_main, report_main, retry_main, status_main, status_report
-from videobatch.providers.local.provider import read_submissions
+from videobatch.cli.main import main
+from videobatch.providers.local.provider import read_submissions, submission_counts
 from videobatch.request import VideoRequest
 
 FAST = {"latency": 0.05, "progress": False}
@@ -168,3 +169,80 @@ def test_retry_can_download_what_it_generates(tmp_path, capsys):
     done = df[df["status"] == "completed"]
     assert Path(done.iloc[0]["local_path"]).exists()
     assert (tmp_path / "dl" / "report.html").exists()
+
+
+# ------------------------------------------------------------------ one parser, retry --unknown
+def _options(parser) -> dict[str, str]:
+    return {s: a.help for a in parser._actions for s in a.option_strings}
+
+
+def test_retry_takes_the_main_commands_options_defined_once():
+    from videobatch.cli.commands import _retry_parser
+    from videobatch.cli.main import _parser
+
+    main_options, retry_options = _options(_parser()), _options(_retry_parser())
+    shared = ["-P", "--base-url", "--concurrency", "--timeout", "--max-attempts", "--out", "--dry-run",
+              "--download", "--download-concurrency", "--name", "--webhook", "--report", "-q", "-v"]
+    for flag in shared:
+        assert flag in retry_options, flag
+        if flag != "--out":  # the main command names its default
+            assert retry_options[flag] == main_options[flag], flag
+    assert "--provider" in retry_options and "--unknown" in retry_options
+
+
+def mark_unknown(checkpoint: Path, key: str) -> None:
+    """Put one row of a finished checkpoint in the "unknown" state, as a lost submit answer would."""
+    batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, render=False)
+    job = next(j for j in batch.jobs if j.key == key)
+    record = {"k": key, "s": "unknown", "t": time.time(), "task_id": None, "video_url": None,
+              "completed_at": None, "error_kind": "unknown", "error": "the submit's answer was lost"}
+    job.apply(record)
+    batch.store.append(record)
+    asyncio.run(batch.store.close(batch.jobs))
+
+
+def test_retry_unknown_resubmits_on_the_users_word_and_warns(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a cat", "a dog"], render=False)
+    dog = next(j.key for j in load(checkpoint).jobs if j.request.prompt == "a dog")
+    mark_unknown(checkpoint, dog)
+    assert status_main([str(checkpoint)]) == 0
+    assert "unknown 1" in capsys.readouterr().out
+    paid = len(submission_counts())
+    common = [str(checkpoint), "-P", "latency=0.05", "-P", "render=false", "-q"]
+
+    # Without --unknown nothing is resubmitted: the row stays unknown, and the exit code says so.
+    assert retry_main(common) == 0
+    captured = capsys.readouterr()
+    assert "nothing to retry" in captured.out and "--unknown resubmits them" in captured.err
+    assert len(submission_counts()) == paid
+
+    assert retry_main([*common, "--unknown", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "1 row(s) of unknown outcome to resubmit" in captured.out
+    assert "paid twice" in captured.err and "2/2 completed" in captured.out
+    assert len(submission_counts()) == paid + 1  # a new key: a new, separately paid request
+    assert all(j.state is State.COMPLETED for j in load(checkpoint).jobs)
+
+
+def test_retry_checks_before_paying(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a cat", "a [reject]"], render=False)
+    before = read_submissions()
+    file = tmp_path / "not-a-folder"
+    file.write_text("")
+    code = main(["retry", str(checkpoint), "-q", "--timeout", "0", "--max-attempts", "0",
+                 "--out", str(tmp_path / "r.txt"), "--download", str(file / "dl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    for word in ("--timeout", "--max-attempts", ".txt", "--download", str(file), "nothing was submitted"):
+        assert word in err
+    assert read_submissions() == before
+    assert sum(j.state is State.FAILED for j in load(checkpoint).jobs) == 1  # not even put back
+
+
+def test_download_to_an_unusable_folder_is_one_line(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a red kite"], render=False)
+    file = tmp_path / "taken"
+    file.write_text("")
+    assert main(["download", str(checkpoint), str(file / "videos")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(file) in lines[0] and "nothing was downloaded" in lines[0]

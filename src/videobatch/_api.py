@@ -83,6 +83,10 @@ class Batch:
         webhook_secret: str | None = None,
         **options: Any,
     ) -> None:
+        if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
+            raise ConfigError(f"timeout must be more than 0 seconds (or None for none), got {timeout}")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         defaults, provider_options = _split_options(options)
         self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None)
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
@@ -308,6 +312,25 @@ class Batch:
         if moved:
             self.outcome = None
         return moved
+
+    def retry(self, *, failed: bool = True, unknown: bool = False,
+              kinds: Sequence[str] | None = None) -> int:
+        """Put rows back to work; returns how many: failed rows (only these error ``kinds``, if
+        given), and with ``unknown=True`` the rows whose outcome is unknown.
+
+        An unknown row may already have a paid task at the provider that could not be found:
+        resubmitting it (a new idempotency key) may pay twice. Only the user decides that.
+        """
+        count = self.retry_failed(kinds) if failed else 0
+        if unknown:
+            if self.running:
+                raise RuntimeError("resubmit rows of unknown outcome once the batch has stopped")
+            for job in self.jobs:
+                if job.state is State.UNKNOWN:
+                    self.store.append(job.transition(State.PENDING, generation=job.generation + 1))
+                    count += 1
+            self.outcome = None
+        return count
 
     # ------------------------------------------------------------------ looking
     def results(self) -> pd.DataFrame:

@@ -13,7 +13,10 @@ import pandas as pd
 
 from ._jobs import RESULT_COLUMNS, Job
 
-__all__ = ["results", "results_frame", "write_results"]
+__all__ = ["RESULT_FORMATS", "results", "results_frame", "write_results"]
+
+# The file formats ``write_results`` knows, by extension (.ndjson is .jsonl by another name).
+RESULT_FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
 
 
 def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:

@@ -1,23 +1,21 @@
 """The sub-commands that work on a checkpoint: ``status``, ``retry``, ``download`` and ``report``.
 
     python -m videobatch status CHECKPOINT            counts, failures by reason, what is in flight
-    python -m videobatch retry CHECKPOINT [--only-failed-with REASON]   run failed rows again
+    python -m videobatch retry CHECKPOINT [--only-failed-with REASON] [--unknown]   run rows again
     python -m videobatch download CHECKPOINT DIR      fetch finished videos not on disk yet
     python -m videobatch report CHECKPOINT [--out report.html]          the HTML contact sheet
 
-Each is a ``*_main(argv) -> exit code`` called by ``videobatch.cli.main``. Exit codes are the main
-command's: 0 ok · 1 some rows failed (or downloads failed) · 2 usage or unusable checkpoint ·
-130 interrupted (run the same command again).
+Each is a ``*_main(argv) -> exit code`` that ``videobatch.cli.main`` dispatches to; their options
+come from the groups in ``_options`` that the main command uses too, and so do the exit codes:
+0 ok · 1 some rows failed or are unknown (or downloads failed) · 2 usage, setup or unusable
+checkpoint · 130 interrupted (run the same command again).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -27,12 +25,27 @@ from typing import Any
 from .._jobs import IN_FLIGHT, Job, State
 from .._store import LoadedCheckpoint, load
 from ..errors import CheckpointError, ConfigError, InputError
+from ._boundary import describe_os_error, log_to_stderr
+from ._checks import Place, check_numbers, check_places, check_results_format, refuse
+from ._options import (
+    EXIT_CODES_HELP,
+    ExitCode,
+    add_delivery,
+    add_name,
+    add_output,
+    add_provider,
+    add_results,
+    add_run,
+    command_parser,
+    delivery_options,
+    provider_options,
+)
+from ._running import finish_run, log_event
 
-__all__ = ["download_main", "report_main", "retry_main", "status_main"]
+__all__ = ["download_main", "report_main", "retry_main", "status_main", "status_report"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
-          State.CANCELLED)
+          State.UNKNOWN, State.CANCELLED)
 
 
 def _span(seconds: float) -> str:
@@ -42,12 +55,6 @@ def _span(seconds: float) -> str:
         return f"{seconds}s"
     minutes, sec = divmod(seconds, 60)
     return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _parser(command: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    text = "\n\n".join(textwrap.fill(part, 88) for part in description.split("\n\n"))
-    return argparse.ArgumentParser(prog=f"python -m videobatch {command}", description=text,
-                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _load(path: str) -> LoadedCheckpoint | None:
@@ -110,6 +117,10 @@ def _status_text(path: str, info: dict[str, Any]) -> str:
             lines.append(f"  {kind} ×{f['count']}  e.g. {f['example_row']}: {f['example_error']}")
         lines.append("  retry with: python -m videobatch retry " + path
                      + " [--only-failed-with REASON]")
+    if info["counts"].get(State.UNKNOWN.value):
+        lines.append(f"Outcome unknown: {info['counts'][State.UNKNOWN.value]} row(s) may have a paid "
+                     "task at the provider that could not be found; check them in its console, "
+                     f"or resubmit them (may pay twice): python -m videobatch retry {path} --unknown")
     if info["in_flight"]:
         lines.append("Oldest in flight:")
         for row in info["in_flight"][:5]:
@@ -132,66 +143,89 @@ def _status_text(path: str, info: dict[str, Any]) -> str:
 
 
 def status_main(argv: Sequence[str]) -> int:
-    p = _parser("status", "Show where a batch stands: counts per state, failures grouped by "
+    p = command_parser("status", "Show where a batch stands: counts per state, failures grouped by "
                           "reason, the oldest rows still in flight and an estimate of the time left.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_output(p, quiet=False)
     args = p.parse_args(list(argv))
+    log_to_stderr(args.verbose)
     loaded = _load(args.checkpoint)
     if loaded is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
     info = status_report(loaded)
     print(json.dumps(info, indent=2, default=str) if args.json else _status_text(args.checkpoint, info))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # ---------------------------------------------------------------------- retry
-def retry_main(argv: Sequence[str]) -> int:
-    p = _parser("retry", "Run the failed rows of a checkpoint again (each retried row is a new, "
-                         "separately paid submission); unfinished rows are resumed too.\n\n"
-                         "Provider options (-P latency=..., --base-url) are not stored in the "
-                         "checkpoint: pass them again when they matter.",
-                epilog="examples:\n"
-                       "  python -m videobatch retry run.parquet --dry-run\n"
-                       "  python -m videobatch retry run.parquet --only-failed-with timeout,transient\n"
-                       "  python -m videobatch retry run.parquet --provider kling --concurrency 3\n\n"
-                       "exit codes: 0 all completed, 1 some failed or left undone, 2 bad checkpoint "
-                       "or usage, 130 interrupted.")
+def _retry_parser() -> Any:
+    p = command_parser(
+        "retry", "Run the failed rows of a checkpoint again (each retried row is a new, separately "
+                 "paid submission); unfinished rows are resumed too. With --unknown, the rows whose "
+                 "outcome is unknown instead: a paid task may exist for them that could not be "
+                 "found, so resubmitting them may pay twice.\n\n"
+                 "Provider options (-P latency=..., --base-url) are not stored in the checkpoint: "
+                 "pass them again when they matter.",
+        epilog="examples:\n"
+               "  python -m videobatch retry run.parquet --dry-run\n"
+               "  python -m videobatch retry run.parquet --only-failed-with timeout,transient\n"
+               "  python -m videobatch retry run.parquet --unknown\n"
+               "  python -m videobatch retry run.parquet --provider kling --concurrency 3\n\n"
+               + EXIT_CODES_HELP)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
-    p.add_argument("--only-failed-with", action="append", default=[], metavar="REASON",
+    g = p.add_argument_group("which rows")
+    g.add_argument("--only-failed-with", action="append", default=[], metavar="REASON",
                    help="retry only rows failed for this reason (error_kind, e.g. transient, "
                         "timeout, generation_failed); repeatable or comma-separated")
-    p.add_argument("--provider", metavar="NAME", help="default: the checkpoint's provider")
-    p.add_argument("-P", "--provider-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="provider setting, repeatable (as for the main command)")
-    p.add_argument("--base-url", metavar="URL", help="provider API address (-P base_url=URL)")
-    p.add_argument("--concurrency", type=int, metavar="N", help="tasks in flight at once")
-    p.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
-                   help="give up on a row this long after the provider accepted it (default 3600)")
-    p.add_argument("--max-attempts", type=int, default=5, metavar="N",
-                   help="submits per row that may fail transiently (default 5)")
-    p.add_argument("--out", metavar="PATH", help="also write the results (.csv, .parquet, .jsonl)")
-    p.add_argument("--dry-run", action="store_true", help="show what would be retried; submit nothing")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--download", metavar="DIR",
-                   help="save each clip to DIR as soon as it is ready (as for the main command)")
-    p.add_argument("--name", metavar="TEMPLATE", help="clip file names from row columns")
-    p.add_argument("--webhook", metavar="URL",
-                   help="POST each retried row's outcome (signed with $VIDEOBATCH_WEBHOOK_SECRET)")
-    args = p.parse_args(list(argv))
-    from .main import delivery_options, parse_options
+    g.add_argument("--unknown", action="store_true",
+                   help="resubmit the rows whose outcome is unknown instead of the failed ones (add "
+                        "--only-failed-with to take those failed rows too); a paid task may exist "
+                        "for each: they may be paid twice")
+    add_provider(p, default=None)
+    add_run(p)
+    add_results(p, default_out=None)
+    add_delivery(p)
+    add_output(p)
+    return p
 
-    options = parse_options(args.provider_option, p)
-    if args.base_url:
-        options["base_url"] = args.base_url
+
+def _retry_problems(args: Any) -> list[str]:
+    problems = check_numbers(args)
+    places = [Place(Path(args.checkpoint), f"checkpoint {args.checkpoint}",
+                    "copy the checkpoint (with its .journal.* files) to a writable folder and retry "
+                    "it there")]
+    if args.out:
+        bad_format = check_results_format(Path(args.out), f"--out {args.out}")
+        problems += [bad_format] if bad_format else []
+        places.append(Place(Path(args.out), f"--out {args.out}", "pass --out PATH in a writable folder"))
+    if args.download:
+        places.append(Place(Path(args.download), f"--download {args.download}",
+                            "choose a writable DIR", is_folder=True))
+    if args.report:
+        places.append(Place(Path(args.report), f"--report {args.report}", "choose a writable PATH"))
+    return problems + check_places(places)
+
+
+def retry_main(argv: Sequence[str]) -> int:
+    p = _retry_parser()
+    args = p.parse_args(list(argv))
+    log_to_stderr(args.verbose)
+    options = provider_options(args, p)
     kinds = [k.strip() for item in args.only_failed_with for k in item.split(",") if k.strip()] or None
+    take_failed = not args.unknown or kinds is not None
 
     loaded = _load(args.checkpoint)
     if loaded is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
+    problems = _retry_problems(args)
+    if problems:
+        return refuse(problems)
     failed = [j for j in loaded.jobs if j.state is State.FAILED]
-    chosen = [j for j in failed if kinds is None or j.error_kind in kinds]
-    unfinished = sum(1 for j in loaded.jobs if not j.terminal or j.state is State.CANCELLED)
+    chosen = [j for j in failed if take_failed and (kinds is None or j.error_kind in kinds)]
+    unknown = [j for j in loaded.jobs if j.state is State.UNKNOWN]
+    unfinished = sum(1 for j in loaded.jobs
+                     if j.state is not State.UNKNOWN and (not j.terminal or j.state is State.CANCELLED))
     present = Counter(j.error_kind or "error" for j in failed)
     if kinds and not chosen and failed:
         print(f"no failed rows with reason {', '.join(kinds)}; failed rows have: "
@@ -200,11 +234,20 @@ def retry_main(argv: Sequence[str]) -> int:
     print(f"{len(chosen) - reattach} failed row(s) to retry as new paid submissions"
           + (f", {reattach} timed-out row(s) to wait for again (their tasks, not paid again)"
              if reattach else "")
+          + (f", {len(unknown)} row(s) of unknown outcome to resubmit" if args.unknown else "")
           + (f", {unfinished} unfinished row(s) to resume" if unfinished else ""))
-    if args.dry_run or (not chosen and not unfinished):
+    if args.unknown and unknown:
+        print(f"warning: {'would resubmit' if args.dry_run else 'resubmitting'} {len(unknown)} "
+              "row(s) whose outcome is unknown: a paid task may already exist for each (check the "
+              "provider's console), so they may be paid twice", file=sys.stderr)
+    elif unknown:
+        print(f"{len(unknown)} row(s) of unknown outcome left as they are (a paid task may exist); "
+              "--unknown resubmits them", file=sys.stderr)
+    todo = bool(chosen) or (args.unknown and bool(unknown)) or unfinished > 0
+    if args.dry_run or not todo:
         if not args.dry_run:
             print("nothing to retry")
-        return EXIT_OK
+        return ExitCode.OK
 
     from .._api import Batch
 
@@ -212,20 +255,23 @@ def retry_main(argv: Sequence[str]) -> int:
         batch = Batch.from_checkpoint(args.checkpoint, args.provider, concurrency=args.concurrency,
                                       progress=not args.quiet, timeout=args.timeout,
                                       max_attempts=args.max_attempts,
+                                      observers=[log_event] if args.verbose else [],
                                       **delivery_options(args), **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    batch.retry_failed(kinds)
-    from .main import finish_run
-
+        return ExitCode.USAGE
+    except OSError as exc:  # opening the checkpoint: the folder went read-only, the disk is full
+        print(f"error: {describe_os_error(exc, where=args.checkpoint)} (nothing was submitted)",
+              file=sys.stderr)
+        return ExitCode.USAGE
+    batch.retry(failed=take_failed, unknown=args.unknown, kinds=kinds)
     return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
-                      download=args.download)
+                      download=args.download, report=args.report)
 
 
 # ---------------------------------------------------------------------- download
 def download_main(argv: Sequence[str]) -> int:
-    p = _parser("download", "Download every finished video of a checkpoint that is not in DIR yet "
+    p = command_parser("download", "Download every finished video of a checkpoint that is not in DIR yet "
                             "(verified, atomically renamed), make poster thumbnails and the "
                             "DIR/report.html contact sheet. Safe to run again: intact files are "
                             "skipped, interrupted ones resume. Outcomes are recorded in the "
@@ -234,24 +280,28 @@ def download_main(argv: Sequence[str]) -> int:
                        "  python -m videobatch download run.parquet videos/\n"
                        "  python -m videobatch download run.parquet videos/ --name '{team}/{row:04d}'\n\n"
                        "exit codes: 0 every finished video is on disk, 1 some downloads failed, "
-                       "2 bad checkpoint or usage, 130 interrupted.")
+                       "2 bad checkpoint, usage or setup (a read-only DIR), 130 interrupted.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
     p.add_argument("directory", metavar="DIR", help="where the videos go (created if missing)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="downloads at once (default 4)")
-    p.add_argument("--name", metavar="TEMPLATE",
-                   help="file name from row columns, e.g. '{team}/{key}' (default '{key}'; "
-                        "also {row}, {index}); the extension is added")
+    add_name(p)
     p.add_argument("--max-attempts", type=int, default=4, metavar="N",
                    help="tries per video before it is reported as failed (default 4)")
     p.add_argument("--no-thumbnails", action="store_true", help="skip poster PNGs")
     p.add_argument("--no-report", action="store_true", help="skip DIR/report.html")
-    p.add_argument("-v", "--verbose", action="store_true", help="log each retry")
+    add_output(p, quiet=False)
     args = p.parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s", stream=sys.stderr)
+    log_to_stderr(args.verbose)
     loaded = _load(args.checkpoint)
     if loaded is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
+    problems = check_numbers(args) + check_places([
+        Place(Path(args.directory), f"DIR {args.directory}", "choose a writable DIR", is_folder=True),
+        Place(Path(args.checkpoint), f"checkpoint {args.checkpoint} (records what is on disk)",
+              "copy the checkpoint (with its .journal.* files) to a writable folder"),
+    ])
+    if problems:
+        return refuse(problems, "nothing was downloaded")
     now = time.time()
     completed = [j for j in loaded.jobs if j.state is State.COMPLETED and j.video_url]
     expired = [j.key for j in completed if j.expires_at and j.expires_at < now
@@ -268,10 +318,10 @@ def download_main(argv: Sequence[str]) -> int:
             max_attempts=args.max_attempts, thumbnails=not args.no_thumbnails))
     except KeyboardInterrupt:
         print("Interrupted: run the same command again to resume the downloads.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     without = len(loaded.jobs) - len(completed)
     print(f"{len(result.downloaded)} downloaded, {len(result.skipped)} already on disk, "
           f"{len(result.failed)} failed" + (f"; {without} row(s) have no video (not completed)"
@@ -283,24 +333,30 @@ def download_main(argv: Sequence[str]) -> int:
 
         report = write_report(args.checkpoint, Path(args.directory) / "report.html")
         print(f"contact sheet: {report}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 # ---------------------------------------------------------------------- report
 def report_main(argv: Sequence[str]) -> int:
-    p = _parser("report", "Write the HTML contact sheet of a checkpoint: thumbnail, prompt, "
+    p = command_parser("report", "Write the HTML contact sheet of a checkpoint: thumbnail, prompt, "
                           "parameters, status and link per row; opens from disk without a server.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
     p.add_argument("--out", default="report.html", metavar="PATH", help="default: report.html")
     p.add_argument("--embed", action="store_true",
                    help="put the thumbnails inside the HTML (one portable file)")
+    add_output(p, quiet=False)
     args = p.parse_args(list(argv))
+    log_to_stderr(args.verbose)
+    problems = check_places([Place(Path(args.out), f"--out {args.out}",
+                                   "pass --out PATH in a writable folder")])
+    if problems:
+        return refuse(problems, "nothing was written")
     from ..delivery.report import write_report
 
     try:
         path = write_report(args.checkpoint, args.out, embed=args.embed)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print(f"contact sheet: {path}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -68,7 +68,7 @@ def worker_main(argv: Sequence[str]) -> int:
                         help="seconds after which a silent worker's requests are taken over (30)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    from ..cli.main import parse_options
+    from ..cli._options import parse_options
 
     options = parse_options(args.provider_option, parser)
     if args.base_url:

@@ -1,0 +1,167 @@
+"""What every command line shares, defined once: exit codes, option groups, option parsing.
+
+The main command and each sub-command build their parser from these groups, so a flag means the
+same thing (and has the same help) wherever it appears:
+
+    provider    --provider, -P KEY=VALUE, --base-url
+    run         --concurrency, --timeout, --max-attempts
+    results     --out, --dry-run
+    delivery    --download, --download-concurrency, --name, --webhook, --report
+    output      -q/--quiet (progress bar), -v/--verbose (log retries and failures)
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "FORMATS_TEXT",
+    "REQUEST_DEFAULTS",
+    "ExitCode",
+    "add_delivery",
+    "add_name",
+    "add_output",
+    "add_provider",
+    "add_results",
+    "add_run",
+    "command_parser",
+    "delivery_options",
+    "parse_options",
+    "provider_options",
+    "request_defaults",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of every command (README, "Command line")."""
+
+    OK = 0  # every row completed (or: the sub-command did all it was asked)
+    FAILED = 1  # some rows failed, have an unknown outcome or were left undone
+    USAGE = 2  # bad input, usage or configuration, found before the first paid request; or a
+    # setup problem that stopped the run (refused credentials, a full disk, a read-only folder)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: run the same command again to resume
+
+
+EXIT_CODES_HELP = textwrap.fill(
+    "exit codes: 0 all completed, 1 some failed, unknown or left undone, 2 bad input, usage or "
+    "setup (e.g. a full disk, a read-only folder), 130 interrupted (Ctrl-C or SIGTERM: run the "
+    "same command again to resume).", 88)
+
+FORMATS_TEXT = ".csv, .parquet or .jsonl"  # _results.RESULT_FORMATS, as people read it
+
+# Request fields the main command takes as flags, used for empty cells.
+REQUEST_DEFAULTS = ("model", "duration", "aspect_ratio", "mode", "negative_prompt", "cfg_scale")
+
+
+def command_parser(command: str | None, description: str, epilog: str | None = None, *,
+                   wrap: bool = True) -> argparse.ArgumentParser:
+    """A parser for ``python -m videobatch [COMMAND]``; ``description`` paragraphs are wrapped."""
+    if wrap:
+        description = "\n\n".join(textwrap.fill(part, 88) for part in description.split("\n\n"))
+    prog = "python -m videobatch" + (f" {command}" if command else "")
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ---------------------------------------------------------------------- option groups
+def add_provider(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    from ..providers import available
+
+    g = p.add_argument_group("provider")
+    g.add_argument("--provider", default=default, metavar="NAME",
+                   help=f"video provider: {', '.join(available())} "
+                        + ("(default: local, offline)" if default == "local"
+                           else "(default: the checkpoint's)"))
+    g.add_argument("-P", "--provider-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="provider setting, repeatable (local: latency, jitter, failure_rate, "
+                        "max_parallel, root; kling: base_url, max_parallel, max_rps, ...); not "
+                        "stored in the checkpoint")
+    g.add_argument("--base-url", metavar="URL", help="provider API address (same as -P base_url=URL)")
+
+
+def add_run(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--concurrency", type=int, metavar="N",
+                   help="tasks in flight at once (default and maximum: the provider's limit)")
+    g.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="give up on a row this long after the provider accepted it (default 3600)")
+    g.add_argument("--max-attempts", type=int, default=5, metavar="N",
+                   help="submits per row that may fail transiently before the row fails (default 5)")
+
+
+def add_results(p: argparse.ArgumentParser, *, default_out: str | None,
+                title: str = "results") -> argparse._ArgumentGroup:
+    g = p.add_argument_group(title)
+    g.add_argument("--out", metavar="PATH",
+                   help=f"results table, {FORMATS_TEXT}" + (f" (default: {default_out})"
+                                                           if default_out else ""))
+    g.add_argument("--dry-run", action="store_true",
+                   help="validate and show what would be submitted; call no provider")
+    return g
+
+
+def add_name(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    g.add_argument("--name", metavar="TEMPLATE",
+                   help="file name of each clip from row columns, e.g. '{campaign}/{id}' "
+                        "(default '{key}'; also {row}, {index}); the extension is added")
+
+
+def add_delivery(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("delivery")
+    g.add_argument("--download", metavar="DIR",
+                   help="save each finished clip to DIR as soon as it completes (verified, with a "
+                        "poster frame), and write DIR/report.html at the end")
+    g.add_argument("--download-concurrency", type=int, default=4, metavar="N",
+                   help="downloads at once, separate from generation (default 4)")
+    add_name(g)
+    g.add_argument("--webhook", metavar="URL",
+                   help="POST each row's outcome to URL (a webhook_url column overrides it per row); "
+                        "signed with HMAC-SHA256 when VIDEOBATCH_WEBHOOK_SECRET is set")
+    g.add_argument("--report", metavar="PATH", help="write an HTML contact sheet of the results")
+
+
+def add_output(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
+    g = p.add_argument_group("output")
+    if quiet:
+        g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="log retries and failures, with tracebacks")
+
+
+# ---------------------------------------------------------------------- reading them
+def parse_options(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``-P KEY=VALUE`` items as provider options (``-`` in keys read as ``_``)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"-P expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The provider's options from ``-P`` and ``--base-url``."""
+    options = parse_options(args.provider_option, parser)
+    if args.base_url:
+        options["base_url"] = args.base_url
+    return options
+
+
+def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """Run-wide defaults for empty cells from the flags that name a request field."""
+    return {n: getattr(args, n) for n in REQUEST_DEFAULTS if getattr(args, n, None) is not None}
+
+
+def delivery_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch keywords from the delivery flags (the webhook secret from the environment only, never
+    a flag: flags show in ``ps``)."""
+    return {"download": args.download, "download_name": args.name, "webhook": args.webhook,
+            "download_concurrency": args.download_concurrency,
+            "webhook_secret": os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None}
