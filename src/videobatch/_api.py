@@ -313,25 +313,6 @@ class Batch:
             self.outcome = None
         return moved
 
-    def retry(self, *, failed: bool = True, unknown: bool = False,
-              kinds: Sequence[str] | None = None) -> int:
-        """Put rows back to work; returns how many: failed rows (only these error ``kinds``, if
-        given), and with ``unknown=True`` the rows whose outcome is unknown.
-
-        An unknown row may already have a paid task at the provider that could not be found:
-        resubmitting it (a new idempotency key) may pay twice. Only the user decides that.
-        """
-        count = self.retry_failed(kinds) if failed else 0
-        if unknown:
-            if self.running:
-                raise RuntimeError("resubmit rows of unknown outcome once the batch has stopped")
-            for job in self.jobs:
-                if job.state is State.UNKNOWN:
-                    self.store.append(job.transition(State.PENDING, generation=job.generation + 1))
-                    count += 1
-            self.outcome = None
-        return count
-
     # ------------------------------------------------------------------ looking
     def results(self) -> pd.DataFrame:
         """The results DataFrame as it stands now (input columns, then result columns)."""

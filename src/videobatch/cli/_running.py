@@ -13,7 +13,7 @@ from .._api import Batch
 from .._events import Event
 from .._jobs import State
 from .._results import write_results
-from ..errors import AccountError, AuthError
+from ..errors import AccountError, AuthError, ProviderError
 from ..ui.progress import summary
 from ._boundary import describe_os_error
 from ._options import ExitCode
@@ -52,7 +52,7 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
         interrupted = True
     except AuthError as exc:
         stopped, setup_failed = str(exc), True
-    except AccountError as exc:
+    except (AccountError, ProviderError) as exc:  # the account, or a provider breaking its contract
         stopped = str(exc)
     except OSError as exc:  # the machine: a full disk, a folder gone read-only
         errors.append(_stopped_by_machine(exc, checkpoint))
@@ -91,8 +91,13 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
             errors.append("report not written: " + describe_os_error(
                 exc, where=report, then="write it with `python -m videobatch report "
                                         f"{checkpoint or 'CHECKPOINT'} --out PATH`"))
+    unknown = [(j.key, j.error) for j in batch.jobs if j.state is State.UNKNOWN]
+    if unknown and checkpoint:
+        where.append("rows of unknown outcome: running the same command again checks them again; "
+                     f"`python -m videobatch retry {checkpoint} --unknown` resubmits them (may pay "
+                     "twice)")
     print(summary(counts, elapsed, failures, cancelled=interrupted, stopped_by=stopped,
-                  where=where))
+                  where=where, unknown=unknown))
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if interrupted:
