@@ -19,6 +19,7 @@ from videobatch.errors import (
     AccountError,
     AuthError,
     ConfigError,
+    KeyAlreadyUsed,
     NotFoundError,
     RateLimited,
     RejectedError,
@@ -227,6 +228,7 @@ def test_business_codes_map_to_error_classes(router, status, code, expected):
     assert error.provider_code == code
     assert error.status_code == status
     assert f"kling says {code}" in str(error)  # Kling's own words are kept
+    assert error.request_id == "r-1"  # to quote to Kling's support
     if expected is AuthError:
         assert "KLING_ACCESS_KEY" in str(error)
         assert "KLING_SECRET_KEY" in str(error)
@@ -320,12 +322,33 @@ def test_duplicate_external_task_id_adopts_the_existing_task(router):
     assert lookup.call_count == 1
 
 
-def test_duplicate_that_cannot_be_found_stays_rejected(router):
+def test_duplicate_that_cannot_be_found_is_key_already_used_not_rejected(router):
+    # A RejectedError here made the row "failed" as if nothing was paid, and a retry paid again.
     router.post(T2V).respond(400, json=DUPLICATE)
     router.get(T2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
     router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
-    with pytest.raises(RejectedError, match="already exists"):
+    with pytest.raises(KeyAlreadyUsed, match="already exists") as caught:
         run(make(router).submit(VideoRequest(prompt="p"), "k"))
+    error = caught.value
+    assert type(error) is KeyAlreadyUsed
+    assert not isinstance(error, RejectedError)
+    assert error.provider_code == 1201
+    assert error.request_id == "r-1"
+    assert "did not find" in str(error)
+
+
+@pytest.mark.parametrize("lookup", [
+    httpx.Response(500, json=envelope(code=5000, message="busy")),
+    httpx.Response(400, json=envelope(code=1201, message="external_task_id is not supported")),
+])
+def test_duplicate_whose_lookup_fails_is_key_already_used(router, lookup):
+    router.post(T2V).respond(400, json=DUPLICATE)
+    router.get(T2V, params={"external_task_id": "k"}).mock(return_value=lookup)
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    with pytest.raises(KeyAlreadyUsed, match="looking it up failed") as caught:
+        run(make(router).submit(VideoRequest(prompt="p"), "k"))
+    assert caught.value.__cause__ is None
+    assert SK not in str(caught.value)
 
 
 def test_find_looks_in_both_kinds(router):

@@ -163,8 +163,9 @@ class Provider(ABC):
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
         """Create a paid task. ``idempotency_key`` must reach the provider so ``find`` can see it.
 
-        A provider that reports "this idempotency key was already used" must not raise: it
-        returns ``await self.find(idempotency_key)``'s answer instead (the task exists; adopt it).
+        When the provider refuses the create because the key already has a task, return the task
+        ``await self.find(idempotency_key)`` finds (adopt it); if the lookup misses it or cannot
+        answer, raise ``KeyAlreadyUsed`` — never an error that reads as "nothing was created".
         """
 
     @abstractmethod

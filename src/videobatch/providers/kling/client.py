@@ -15,8 +15,8 @@ Decisions where the contract is *unsure* (the client is lenient in what it reads
   matches is taken. "Not found" is HTTP 404 / code 1203, or an empty ``data``.
 * **Duplicate external_task_id**: Kling documents only that the id must be unique per account, not
   the exact refusal. Any 1200/1201 refusal of a create whose message mentions ``external_task_id``
-  is treated as "this key was already used": the task is looked up with ``find`` and adopted. If the
-  lookup finds nothing, the refusal stands (a RejectedError).
+  is treated as "this key was already used": the task is looked up with ``find`` and adopted. If
+  the lookup misses it or fails, ``KeyAlreadyUsed`` (a paid task may exist: never "failed").
   (The project's test server answers 400 / 1201 "Invalid parameters: external_task_id '…' already
   exists".)
 * The task path needs the kind: it is remembered per task id from submit/find/list answers; an
@@ -43,6 +43,7 @@ import httpx
 
 from ...errors import (
     ConfigError,
+    KeyAlreadyUsed,
     NotFoundError,
     Problem,
     ProviderError,
@@ -171,11 +172,21 @@ class KlingProvider(Provider):
             refusal = exc
         else:
             return self._task(data, kind, submitting=True, key=idempotency_key)
-        log.info("kling: external_task_id %s already used; adopting that task", idempotency_key)
-        found = await self.find(idempotency_key)
-        if found is None:
-            raise refusal
-        return found
+        log.info("kling: external_task_id %s already used; looking up that task", idempotency_key)
+        try:
+            found = await self.find(idempotency_key)
+        except ProviderError as lookup:
+            why = f"looking it up failed ({lookup.message})"
+        else:
+            if found is not None:
+                return found
+            why = "a lookup did not find it"
+        raise KeyAlreadyUsed(
+            f"Kling says external_task_id {idempotency_key!r} was already used, so a task was "
+            f"created for this row before, but {why}. Its outcome is unknown until a list scan "
+            f"finds that task; it is not submitted again on its own. Kling said: {refusal.message}",
+            provider_code=refusal.provider_code, status_code=refusal.status_code,
+            request_id=refusal.request_id)
 
     async def status(self, task_id: str) -> TaskStatus:
         known = self._kinds.get(task_id)

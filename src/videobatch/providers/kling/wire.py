@@ -10,7 +10,8 @@ this module what to send and what an answer means. The contract is ``shared/klin
   refuse in them (over-long prompts, images out of bounds) is found before paying.
 
 * envelope ``{"code": 0, "message": ..., "request_id": ..., "data": ...}``; ``code != 0`` is an
-  error even with HTTP 200.
+  error even with HTTP 200. Every mapped error carries Kling's ``request_id`` (to quote to
+  Kling's support) next to the HTTP status and the business code.
 * task objects ``{task_id, task_status, task_status_msg, task_info: {external_task_id},
   created_at, updated_at (ms), task_result: {videos: [{id, url, duration}]}}``; result URLs
   expire 30 days after the task was created.
@@ -165,7 +166,9 @@ def map_error(response: httpx.Response, envelope: dict[str, Any] | None, code: i
     if envelope is None:
         snippet = " ".join(response.text[:120].split())
         said = f"HTTP {status}, unreadable answer" + (f": {snippet!r}" if snippet else "")
-    where: dict[str, Any] = {"provider_code": code, "status_code": status}
+    request_id = envelope.get("request_id") if envelope else None
+    where: dict[str, Any] = {"provider_code": code, "status_code": status,
+                             "request_id": str(request_id) if request_id else None}
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if (code is not None and 1000 <= code <= 1004) or (code is None and status == 401):
         hint = " Check this machine's clock too." if code in (1003, 1004) else ""
