@@ -174,7 +174,13 @@ class Provider(ABC):
 
     @abstractmethod
     async def find(self, idempotency_key: str) -> TaskStatus | None:
-        """The task created with this idempotency key, or None if the provider has none."""
+        """The task created with exactly this idempotency key, or None when the provider answered
+        that it has none.
+
+        A lookup that cannot answer (refused, or the key ignored and other tasks listed instead)
+        raises a ``ProviderError`` that is *not* ``NotFoundError``: the runner then falls back to
+        ``scan``. A task whose own key is missing or different is never returned.
+        """
 
     async def scan(self, keys: Collection[str], since: float) -> ScanResult | None:
         """Look for tasks created with any of ``keys`` by listing the account's tasks back to

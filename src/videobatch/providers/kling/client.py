@@ -4,19 +4,18 @@ One job: videobatch's provider interface on top of Kling's wire contract (``shar
 Retries, slots and reconciliation belong to the runner; every request goes out through the paced
 client from the core (``Provider.http_client``: one rate token per request, and a 1302 answer slows
 the shared limiter). The package's other modules: ``wire`` writes create bodies, reads answers and
-maps errors; ``listing`` reads list pages; ``credentials`` holds the keys and signs JWTs;
-``images`` judges and encodes images.
+maps errors; ``listing`` reads lookups and scans the task list (with what public sources say about
+both); ``credentials`` holds the keys and signs JWTs; ``images`` judges and encodes images.
 
 Decisions where the contract is *unsure* (the client is lenient in what it reads):
 
-* **Lookup by external_task_id**: ``GET /v1/videos/{kind}?external_task_id=<id>`` — a query
-  parameter on the collection path (public clients and apidoc mirrors send it so). ``data`` is read
-  as one task object, or as a list from which the task whose ``task_info.external_task_id``
-  matches is taken. "Not found" is HTTP 404 / code 1203, or an empty ``data``.
-* **Duplicate external_task_id**: Kling documents only that the id must be unique per account, not
-  the exact refusal. Any 1200/1201 refusal of a create whose message mentions ``external_task_id``
-  is treated as "this key was already used": the task is looked up with ``find`` and adopted. If
-  the lookup misses it or fails, ``KeyAlreadyUsed`` (a paid task may exist: never "failed").
+* **Lookup by external_task_id**: ``GET /v1/videos/{kind}?external_task_id=<id>``, both kinds, the
+  remembered one first. Only a task carrying exactly the id is adopted; 404 / 1203 or an empty
+  ``data`` is "none"; a refusal or a page of other tasks raises a ``ProviderError`` saying the
+  lookup cannot answer, and ``scan`` lists the account's tasks instead.
+* **Duplicate external_task_id**: Kling documents only that the id is unique per account. A
+  1200/1201 refusal of a create naming ``external_task_id`` means "already used": ``find`` adopts
+  the task; if it misses it or fails, ``KeyAlreadyUsed`` (a paid task may exist: never "failed").
   (The project's test server answers 400 / 1201 "Invalid parameters: external_task_id '…' already
   exists".)
 * The task path needs the kind: it is remembered per task id from submit/find/list answers; an
@@ -35,7 +34,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -50,7 +49,7 @@ from ...errors import (
     RejectedError,
 )
 from ...request import VideoRequest
-from ..base import Limits, PollHint, Provider, TaskStatus
+from ..base import Limits, PollHint, Provider, ScanResult, TaskStatus
 from . import listing, wire
 from .credentials import Secret, credential, key_pair, sign
 from .wire import ACCESS_ENV, KINDS, SECRET_ENV, TEXT2VIDEO
@@ -84,9 +83,9 @@ class KlingProvider(Provider):
     the official API), ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
     ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
-    (use the list endpoint from this many tasks on), ``page_size``, and ``transport`` (an
-    ``httpx.AsyncBaseTransport``, for tests; it is wrapped in the paced transport like the default
-    one).
+    (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
+    scan may read per kind), and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests; it is
+    wrapped in the paced transport like the default one).
     """
 
     name: ClassVar[str] = "kling"
@@ -108,6 +107,7 @@ class KlingProvider(Provider):
         max_poll_interval: float | str = 60.0,
         list_threshold: int | str = 3,
         page_size: int | str = 500,
+        scan_pages: int | str = 20,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._access = credential(access_key, ACCESS_ENV)
@@ -133,6 +133,7 @@ class KlingProvider(Provider):
         self.callback_url = callback_url or None
         self._list_threshold = int(_number("list_threshold", list_threshold, int, 1))
         self._page_size = min(500, int(_number("page_size", page_size, int, 1)))
+        self._scan_pages = int(_number("scan_pages", scan_pages, int, 1))
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -206,20 +207,48 @@ class KlingProvider(Provider):
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         first = self._key_kinds.get(idempotency_key, TEXT2VIDEO)
+        unanswered: ProviderError | None = None
         for kind in sorted(KINDS, key=lambda k: k != first):
             try:
                 data = await self._call("GET", f"/v1/videos/{kind}",
                                         params={"external_task_id": idempotency_key})
-            except NotFoundError:
+            except (NotFoundError, RejectedError) as exc:
+                if isinstance(exc, NotFoundError) and exc.provider_code == 1203:
+                    continue  # Kling answered: no task of this kind has that id
+                unanswered = listing.cannot_look_up(kind, f"the query was refused ({exc.message})", exc)
                 continue
-            candidates = data if isinstance(data, list) else [data] if data else []
-            for item in candidates:
-                if not isinstance(item, dict):
-                    continue
-                seen = (item.get("task_info") or {}).get("external_task_id")
-                if seen in (None, idempotency_key):
-                    return self._task(item, kind, key=idempotency_key)
+            item, answered = listing.read_lookup(data, idempotency_key)
+            if item is not None:
+                return self._task(item, kind, key=idempotency_key)
+            if not answered:
+                unanswered = listing.cannot_look_up(
+                    kind, "it answered about other tasks (the parameter seems ignored)", None)
+        if unanswered is not None:
+            raise unanswered
         return None
+
+    async def scan(self, keys: Collection[str], since: float) -> ScanResult:
+        """List each kind's tasks (newest first, ``page_size`` a page, at most ``scan_pages``
+        pages) back past ``since`` for tasks carrying one of ``keys``; see ``listing.scan_kind``."""
+        wanted = set(keys)
+        items: dict[str, dict[str, Any]] = {}
+        kinds: dict[str, str] = {}
+        complete = True
+        for kind in KINDS:
+            if wanted <= items.keys():
+                break
+            before = set(items)
+
+            async def page(number: int, kind: str = kind) -> Any:
+                return await self._call("GET", f"/v1/videos/{kind}",
+                                        params={"pageNum": number, "pageSize": self._page_size})
+
+            done = await listing.scan_kind(page, wanted, items, since, page_size=self._page_size,
+                                           max_pages=self._scan_pages, what=kind)
+            kinds.update(dict.fromkeys(set(items) - before, kind))
+            complete = complete and done
+        found = {key: self._task(item, kinds[key], key=key) for key, item in items.items()}
+        return ScanResult(found=found, complete=complete or wanted <= found.keys())
 
     async def status_many(
         self, task_ids: Sequence[str], riders: Sequence[str] = ()
