@@ -15,11 +15,14 @@ import jwt
 import pytest
 import respx
 
+from videobatch._pacing import RateLimiter
 from videobatch.errors import (
     AccountError,
     AuthError,
     ConfigError,
+    KeyAlreadyUsed,
     NotFoundError,
+    ProviderError,
     RateLimited,
     RejectedError,
     SlotsBusy,
@@ -227,6 +230,7 @@ def test_business_codes_map_to_error_classes(router, status, code, expected):
     assert error.provider_code == code
     assert error.status_code == status
     assert f"kling says {code}" in str(error)  # Kling's own words are kept
+    assert error.request_id == "r-1"  # to quote to Kling's support
     if expected is AuthError:
         assert "KLING_ACCESS_KEY" in str(error)
         assert "KLING_SECRET_KEY" in str(error)
@@ -320,12 +324,34 @@ def test_duplicate_external_task_id_adopts_the_existing_task(router):
     assert lookup.call_count == 1
 
 
-def test_duplicate_that_cannot_be_found_stays_rejected(router):
+def test_duplicate_that_cannot_be_found_is_key_already_used_not_rejected(router):
+    # A RejectedError here made the row "failed" as if nothing was paid, and a retry paid again.
     router.post(T2V).respond(400, json=DUPLICATE)
     router.get(T2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
     router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
-    with pytest.raises(RejectedError, match="already exists"):
+    with pytest.raises(KeyAlreadyUsed, match="already exists") as caught:
         run(make(router).submit(VideoRequest(prompt="p"), "k"))
+    error = caught.value
+    assert type(error) is KeyAlreadyUsed
+    assert not isinstance(error, RejectedError)
+    assert error.provider_code == 1201
+    assert error.request_id == "r-1"
+    assert "did not find" in str(error)
+
+
+@pytest.mark.parametrize("lookup", [
+    httpx.Response(500, json=envelope(code=5000, message="busy")),
+    httpx.Response(400, json=envelope(code=1201, message="external_task_id is not supported")),
+    httpx.Response(200, json=envelope([task("t8", key="someone-else")])),
+])
+def test_duplicate_whose_lookup_fails_is_key_already_used(router, lookup):
+    router.post(T2V).respond(400, json=DUPLICATE)
+    router.get(T2V, params={"external_task_id": "k"}).mock(return_value=lookup)
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    with pytest.raises(KeyAlreadyUsed, match="looking it up failed") as caught:
+        run(make(router).submit(VideoRequest(prompt="p"), "k"))
+    assert caught.value.__cause__ is None
+    assert SK not in str(caught.value)
 
 
 def test_find_looks_in_both_kinds(router):
@@ -350,6 +376,197 @@ def test_find_accepts_a_list_and_picks_the_matching_task(router):
     found = run(make(router).find("k"))
     assert found is not None
     assert found.task_id == "t2"
+
+
+def test_find_passes_the_limiter_once_per_kind_tried(router):
+    router.get(T2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    provider = make(router)
+    taken = []
+
+    class Counting(RateLimiter):
+        async def acquire(self) -> None:
+            taken.append(1)
+            await super().acquire()
+
+    provider.attach(Counting(None))
+    assert run(provider.find("k")) is None
+    assert len(taken) == 2
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 1201), (400, 1200), (404, 1202), (403, 1103)])
+def test_a_refused_lookup_is_not_not_found(router, status, code):
+    refused = envelope(code=code, message="Invalid parameters: external_task_id")
+    router.get(T2V, params={"external_task_id": "k"}).respond(status, json=refused)
+    router.get(I2V, params={"external_task_id": "k"}).respond(status, json=refused)
+    with pytest.raises(ProviderError, match="cannot look") as caught:
+        run(make(router).find("k"))
+    error = caught.value
+    assert not isinstance(error, NotFoundError | RejectedError)  # neither "none" nor "row failed"
+    assert error.provider_code == code
+    assert error.request_id == "r-1"
+
+
+def test_a_lookup_refused_on_one_kind_still_finds_the_task_on_the_other(router):
+    router.get(T2V, params={"external_task_id": "k"}).respond(400, json=envelope(code=1201))
+    router.get(I2V, params={"external_task_id": "k"}).respond(json=envelope(task("t5", key="k")))
+    found = run(make(router).find("k"))
+    assert found is not None and found.task_id == "t5"
+
+
+def test_a_lookup_refused_on_one_kind_and_absent_on_the_other_cannot_answer(router):
+    router.get(T2V, params={"external_task_id": "k"}).respond(400, json=envelope(code=1201))
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    with pytest.raises(ProviderError, match="cannot look") as caught:
+        run(make(router).find("k"))
+    assert not isinstance(caught.value, NotFoundError)
+
+
+def test_a_404_without_an_envelope_is_not_kling_saying_none(router):
+    # A gateway's or proxy's 404 page says nothing about tasks.
+    router.get(T2V, params={"external_task_id": "k"}).respond(404, text="<html>Not Found</html>")
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    with pytest.raises(ProviderError, match="cannot look") as caught:
+        run(make(router).find("k"))
+    assert not isinstance(caught.value, NotFoundError)
+
+
+def test_an_ignored_parameter_answering_other_tasks_is_not_not_found(router):
+    page = [task("t1", key="other-system"), task("t2", key=None), task("t3", key="k-2")]
+    router.get(T2V, params={"external_task_id": "k"}).respond(json=envelope(page))
+    router.get(I2V, params={"external_task_id": "k"}).respond(json=envelope(page))
+    with pytest.raises(ProviderError, match="other tasks") as caught:
+        run(make(router).find("k"))
+    assert not isinstance(caught.value, NotFoundError)
+
+
+def test_an_ignored_parameter_page_that_holds_our_task_adopts_exactly_it(router):
+    page = [task("t1", key=None), task("t2", key="k"), task("t3", key="k-2")]
+    router.get(T2V, params={"external_task_id": "k"}).respond(json=envelope(page))
+    found = run(make(router).find("k"))
+    assert found is not None
+    assert (found.task_id, found.idempotency_key) == ("t2", "k")
+
+
+@pytest.mark.parametrize("data", [task("t1", key=None), [task("t1", key=None)]])
+def test_a_task_without_an_external_id_is_never_adopted(router, data):
+    # It may be any task on the account: adopting it would attach another row's (or another
+    # system's) video to this row, and leave this row's own task unpaid-for in our books.
+    router.get(T2V, params={"external_task_id": "k"}).respond(json=envelope(data))
+    router.get(I2V, params={"external_task_id": "k"}).respond(404, json=envelope(code=1203))
+    with pytest.raises(ProviderError) as caught:
+        run(make(router).find("k"))
+    assert not isinstance(caught.value, NotFoundError)
+
+
+# -- scanning the task list ------------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+T0 = 1_700_000_000_000  # ms
+
+
+def listed(task_id: str, key: str | None, hour: float) -> dict[str, Any]:
+    return {**task(task_id, "succeed", key=key), "created_at": int(T0 + hour * HOUR_MS)}
+
+
+def pages_route(router: respx.MockRouter, url: str, items: list[dict[str, Any]]) -> respx.Route:
+    """The list endpoint over ``items`` in the order given, paged as asked."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["pageNum"])
+        size = int(request.url.params["pageSize"])
+        return httpx.Response(200, json=envelope(items[(number - 1) * size:number * size]))
+
+    return router.get(url, params={"pageSize": "3"}).mock(side_effect=answer)
+
+
+def page_numbers(route: respx.Route) -> list[int]:
+    return [int(c.request.url.params["pageNum"]) for c in route.calls]
+
+
+def test_scan_stops_at_since_skips_foreign_tasks_and_proves_the_rest_free(router):
+    # newest first, one task an hour; ours are "k6" (hour 6) and "k-free" (never created)
+    items = [listed("t10", "other-10", 10), listed("t9", None, 9), listed("t8", "k6x", 8),
+             listed("t7", "other-7", 7), listed("t6", "k6", 6), listed("t5", None, 5),
+             listed("t4", "other-4", 4), listed("t3", "other-3", 3)]
+    t2v = pages_route(router, T2V, items)
+    i2v = pages_route(router, I2V, [listed("i1", "other-i", 9.5)])
+    provider = make(router, page_size=3, max_rps=None)
+    result = run(provider.scan(["k6", "k-free"], since=(T0 + 5.5 * HOUR_MS) / 1000))
+    assert set(result.found) == {"k6"}
+    assert result.found["k6"].task_id == "t6"
+    assert result.found["k6"].idempotency_key == "k6"
+    assert result.complete  # both lists reached back past ``since``: "k-free" has no task
+    assert page_numbers(t2v) == [1, 2]  # page 2 ends at hour 5, before since: page 3 not read
+    assert page_numbers(i2v) == [1]
+    assert provider._kinds["t6"] == "text2video"
+
+
+def test_scan_finds_keys_in_both_kinds_and_stops_when_all_are_found(router):
+    text = [listed(f"t{h}", f"x{h}", h) for h in range(20, 0, -1)]
+    text[11] = listed("t9", "k-text", 9)  # page 4 of 3 a page
+    t2v = pages_route(router, T2V, text)
+    i2v = pages_route(router, I2V, [listed(f"i{h}", "k-img" if h == 11 else f"y{h}", h)
+                                    for h in range(12, 0, -1)])
+    result = run(make(router, page_size=3, max_rps=None).scan(["k-text", "k-img"],
+                                                              since=(T0 + 8.5 * HOUR_MS) / 1000))
+    assert {k: s.task_id for k, s in result.found.items()} == {"k-text": "t9", "k-img": "i11"}
+    assert result.complete
+    assert page_numbers(t2v) == [1, 2, 3, 4, 5]  # on to page 5, whose oldest is before since
+    assert page_numbers(i2v) == [1]  # "k-img" is on page 1: all found, nothing more is read
+
+
+def test_scan_is_incomplete_when_the_page_budget_ends_first(router):
+    items = [listed(f"t{h}", f"other-{h}", h) for h in range(30, 0, -1)]
+    t2v = pages_route(router, T2V, items)
+    pages_route(router, I2V, [])
+    result = run(make(router, page_size=3, scan_pages=2, max_rps=None).scan(["k"], since=0))
+    assert result.found == {}
+    assert not result.complete  # nothing proves "k" has no task further back
+    assert page_numbers(t2v) == [1, 2]
+
+
+def test_scan_does_not_trust_since_when_the_list_is_not_newest_first(router):
+    # oldest first: page 1 starts before ``since``; stopping there would miss the task on page 3
+    items = [listed(f"t{h}", f"other-{h}", h) for h in range(1, 8)] + [listed("t8", "k", 8)]
+    t2v = pages_route(router, T2V, items)
+    pages_route(router, I2V, [])
+    result = run(make(router, page_size=3, max_rps=None).scan(["k"], since=(T0 + 7.5 * HOUR_MS) / 1000))
+    assert result.found["k"].task_id == "t8"
+    assert page_numbers(t2v) == [1, 2, 3]
+
+
+def test_scan_keeps_reading_past_since_by_a_clock_margin(router):
+    # Kling's clock may lag ours: a task it stamped a few minutes "before" since may be ours.
+    minute = 60_000 / HOUR_MS
+    items = [listed("t3", "other", 3), listed("t2", "other-2", 2), listed("t1", "other-1", 1),
+             listed("t0", "k", 1 - 5 * minute)]
+    pages_route(router, T2V, items)
+    pages_route(router, I2V, [])
+    result = run(make(router, page_size=3, max_rps=None).scan(["k"], since=(T0 + 1.5 * HOUR_MS) / 1000))
+    assert "k" not in result.found  # page 1 ends at hour 1, 30 minutes before since: complete
+    router.routes.clear()
+    pages_route(router, T2V, items)
+    pages_route(router, I2V, [])
+    result = run(make(router, page_size=3, max_rps=None).scan(["k"], since=(T0 + 1 * HOUR_MS) / 1000))
+    assert result.found["k"].task_id == "t0"  # page 1 ends exactly at since: page 2 is read too
+
+
+def test_scan_is_incomplete_when_a_task_with_our_key_cannot_be_read(router):
+    broken = {"task_status": "succeed", "task_info": {"external_task_id": "k"}, "created_at": T0}
+    pages_route(router, T2V, [broken])
+    pages_route(router, I2V, [])
+    result = run(make(router, page_size=3, max_rps=None).scan(["k"], since=0))
+    assert result.found == {}
+    assert not result.complete
+
+
+def test_a_refused_list_is_not_not_found(router):
+    router.get(T2V).respond(404, json=envelope(code=1202, message="method invalid"))
+    with pytest.raises(ProviderError, match="refused to list") as caught:
+        run(make(router).scan(["k"], since=0))
+    assert not isinstance(caught.value, NotFoundError | RejectedError)
+    assert caught.value.request_id == "r-1"
 
 
 # -- status ----------------------------------------------------------------------------------------

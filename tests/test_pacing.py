@@ -35,6 +35,42 @@ def test_rate_limiter_penalty_delays_the_next_request():
     assert asyncio.run(measure()) >= 0.18
 
 
+def test_rate_limiter_penalty_holds_after_an_idle_spell():
+    # Tokens earned while idle used to pay the penalty off at once: a 1302 after a quiet minute
+    # slowed nothing.
+    async def measure():
+        limiter = RateLimiter(rate=100.0, burst=5)
+        limiter._stamp -= 60  # a minute without requests
+        limiter.penalize(0.2)
+        start = time.monotonic()
+        await limiter.acquire()
+        return time.monotonic() - start
+
+    assert asyncio.run(measure()) >= 0.18
+
+
+def test_rate_limiter_penalties_arriving_together_do_not_add_up():
+    async def measure():
+        limiter = RateLimiter(rate=100.0, burst=5)
+        for _ in range(4):  # four requests in flight all hear "wait 0.2 s"
+            limiter.penalize(0.2)
+        start = time.monotonic()
+        await limiter.acquire()
+        return time.monotonic() - start
+
+    assert 0.18 <= asyncio.run(measure()) < 0.5
+
+
+def test_rate_limiter_serves_one_event_loop_after_another():
+    limiter = RateLimiter(rate=200.0, burst=1)
+
+    async def contend():
+        await asyncio.gather(*(limiter.acquire() for _ in range(5)))
+
+    asyncio.run(contend())
+    asyncio.run(contend())  # a provider reused by a later run, on a new loop
+
+
 def test_no_rate_means_no_waiting():
     async def measure():
         limiter = RateLimiter(rate=None)

@@ -3,7 +3,8 @@
 - ``Slots``: how many tasks may be in flight. Its limit starts at the provider's parallel-task
   limit and adapts: a "slots busy" answer lowers it to what is really free; quiet successes raise it
   back one at a time (additive increase, like TCP).
-- ``RateLimiter``: a token bucket over every API request (submits, polls, lookups).
+- ``RateLimiter``: a token bucket over every API request (submits, polls, lookups, list pages);
+  providers take its tokens on the wire through ``videobatch._http`` (``Provider.http_client``).
 - ``SlotPool``: the interface the runner takes slots through; ``LocalSlots`` adapts ``Slots`` to it
   (service workers use ``videobatch.service.slots.RedisSlots``, shared through Redis).
 """
@@ -21,32 +22,54 @@ __all__ = ["LocalSlots", "RateLimiter", "SlotPool", "Slots"]
 
 
 class RateLimiter:
-    """Token bucket: at most ``rate`` requests per second on average, bursts up to ``burst``."""
+    """Token bucket: at most ``rate`` requests per second on average, bursts up to ``burst``.
+
+    In any stretch of ``t`` seconds at most ``burst + rate * t`` tokens are handed out. One limiter
+    may serve several event loops in turn (a provider reused by a later run): its lock is made
+    for the loop that uses it.
+    """
 
     def __init__(self, rate: float | None, burst: float | None = None) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate or 1.0)
         self._tokens = self.burst
         self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    def _guard(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    def _refill(self, rate: float) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * rate)
+        self._stamp = now
 
     async def acquire(self) -> None:
-        if not self.rate:
+        rate = self.rate
+        if not rate:
             return
-        async with self._lock:
+        async with self._guard():
             while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
+                self._refill(rate)
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+                await asyncio.sleep((1 - self._tokens) / rate)
 
     def penalize(self, seconds: float) -> None:
-        """The provider said "too fast": spend the next ``seconds`` worth of tokens."""
-        if self.rate:
-            self._tokens = min(self._tokens, 0.0) - seconds * self.rate
+        """The provider said "too fast, wait ``seconds``": no token is handed out before then.
+
+        Answers that arrive together (several requests in flight when the limit hit) do not add
+        up: the longest wait asked for wins.
+        """
+        rate = self.rate
+        if rate and seconds > 0:
+            self._refill(rate)  # tokens earned while idle must not pay the penalty off at once
+            self._tokens = min(self._tokens, -seconds * rate)
 
 
 class Slots:

@@ -3,6 +3,12 @@
 A provider turns a ``VideoRequest`` into a paid task and reports on it. It never sees checkpoints,
 rows or retries: the runner owns those. Errors are raised as ``videobatch.errors.ProviderError``
 subclasses so the runner can tell "retry" from "give up on this row" from "stop the run".
+
+Every HTTP request a provider sends goes out through ``Provider.http_client()``: a client whose
+transport takes a token from the run's rate limiter (``attach``) before each request, so
+``max_rps`` holds on the wire however many requests one call needs (list pages, a second
+endpoint, a token renewal). This module may use the engine's pacing helpers for that
+(``videobatch._pacing``, ``videobatch._http``, ``videobatch._retry``) and nothing else of it.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from .._pacing import RateLimiter
 from ..errors import Problem, ProviderError
 from ..models import UNIT_PRICE_USD, resolve_model
 from ..request import VideoRequest
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Limits", "PollHint", "Provider", "ScanResult", "TaskState", "TaskStatus", "Video"]
 
@@ -97,6 +107,49 @@ class Provider(ABC):
     poll_hint: PollHint = PollHint()
     # Set True when status_many() is cheaper than one status() per task (e.g. a list endpoint).
     batch_polling: bool = False
+    _attached: RateLimiter | None = None  # the run's limiter (attach)
+    _own_limiter: RateLimiter | None = None  # used when none is attached, at limits.max_rps
+
+    def attach(self, limiter: RateLimiter | None) -> None:
+        """Share the run's rate limiter: every request sent through ``http_client`` clients takes
+        a token from it, and a "too fast" answer slows it. The runner calls this once per run,
+        before any other call; ``None`` goes back to the provider's own pacing (``limits.max_rps``).
+        A provider that overrides it must call ``super().attach(limiter)``.
+        """
+        self._attached = limiter
+
+    def limiter(self) -> RateLimiter:
+        """The limiter requests take tokens from now: the attached one, else the provider's own,
+        which paces at ``limits.max_rps`` (a provider used on its own, e.g. in a script or test)."""
+        if self._attached is not None:
+            return self._attached
+        own = self._own_limiter
+        if own is None or own.rate != self.limits.max_rps:
+            own = self._own_limiter = RateLimiter(self.limits.max_rps)
+        return own
+
+    def too_fast(self, response: httpx.Response) -> float | None:
+        """Seconds the whole account should pause after this HTTP 429 answer (its body is read),
+        or None if it does not mean "too many requests" (e.g. a quota or busy-slots answer).
+
+        Default: every 429 means too fast; wait what ``Retry-After`` says, else one second.
+        """
+        from .._http import default_too_fast
+
+        return default_too_fast(response)
+
+    def http_client(self, *, transport: httpx.AsyncBaseTransport | None = None,
+                    **options: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` (``options`` as for it) whose every request is paced by
+        ``limiter()``, looked up at each request, and whose 429 answers slow it (``too_fast``).
+
+        ``transport``: what the pacing wraps (tests pass a mock); by default a plain
+        ``httpx.AsyncHTTPTransport`` made from the pool options (``limits``, ``verify``, ``http2``,
+        ``proxy``), honouring the proxy environment variables. Use it for every API request.
+        """
+        from .._http import paced_client  # httpx is imported only by providers that talk HTTP
+
+        return paced_client(self.limiter, transport=transport, too_fast=self.too_fast, **options)
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
         """Pre-flight: problems with rows this provider would reject (row numbers 1-based).
@@ -110,8 +163,9 @@ class Provider(ABC):
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
         """Create a paid task. ``idempotency_key`` must reach the provider so ``find`` can see it.
 
-        A provider that reports "this idempotency key was already used" must not raise: it
-        returns ``await self.find(idempotency_key)``'s answer instead (the task exists; adopt it).
+        When the provider refuses the create because the key already has a task, return the task
+        ``await self.find(idempotency_key)`` finds (adopt it); if the lookup misses it or cannot
+        answer, raise ``KeyAlreadyUsed`` — never an error that reads as "nothing was created".
         """
 
     @abstractmethod
@@ -120,7 +174,13 @@ class Provider(ABC):
 
     @abstractmethod
     async def find(self, idempotency_key: str) -> TaskStatus | None:
-        """The task created with this idempotency key, or None if the provider has none."""
+        """The task created with exactly this idempotency key, or None when the provider answered
+        that it has none.
+
+        A lookup that cannot answer (refused, or the key ignored and other tasks listed instead)
+        raises a ``ProviderError`` that is *not* ``NotFoundError``: the runner then falls back to
+        ``scan``. A task whose own key is missing or different is never returned.
+        """
 
     async def scan(self, keys: Collection[str], since: float) -> ScanResult | None:
         """Look for tasks created with any of ``keys`` by listing the account's tasks back to

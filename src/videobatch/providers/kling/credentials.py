@@ -1,0 +1,95 @@
+"""Kling credentials: read from options or the environment, checked, held secret, turned into JWTs.
+
+An access key + secret key pair signs a short-lived JWT (HS256, ``{"iss": access, "exp": now + 1800,
+"nbf": now - 5}``) sent as ``Authorization: Bearer <token>``. Keys and tokens live in ``Secret``
+wrappers whose repr is ``'***'`` and which refuse to be pickled; no message shows a value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from typing import NoReturn
+
+import jwt
+
+from ...errors import ConfigError
+from .wire import ACCESS_ENV, SECRET_ENV
+
+__all__ = ["TOKEN_TTL", "Secret", "credential", "key_pair", "sign"]
+
+TOKEN_TTL = 1800  # seconds a JWT is valid
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no whitespace
+# PyJWT ≥ 2.10 warns about HMAC keys under 32 bytes; older versions have no such class.
+_SHORT_KEY_WARNING: type[Warning] = getattr(
+    getattr(jwt, "warnings", None), "InsecureKeyLengthWarning", RuntimeWarning
+)
+
+
+class Secret:
+    """A credential held in memory: its repr is ``'***'`` and it refuses to be pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Kling credentials cannot be pickled")
+
+
+def credential(value: str | None, env: str) -> Secret | None:
+    """``value``, else the environment variable ``env``; None when neither is set."""
+    if value is None:
+        value = os.environ.get(env)
+    value = (value or "").strip()
+    return Secret(value) if value else None
+
+
+def _key_problem(value: str) -> str | None:
+    if not _KEY_CHARS.match(value):
+        return "it contains spaces or characters a key never has"
+    if value[0] in "\"'<" or value[-1] in "\"'>":
+        return "it is wrapped in quotes or angle brackets"
+    if len(value) < 8:
+        return "it is too short"
+    return None
+
+
+def key_pair(access: Secret | None, secret: Secret | None) -> tuple[str, str]:
+    """Both keys, or a ConfigError naming the variable to set (never showing a value)."""
+    values: list[str] = []
+    for held, env, option in ((access, ACCESS_ENV, "access_key"), (secret, SECRET_ENV, "secret_key")):
+        if held is None:
+            raise ConfigError(
+                f"Kling credentials missing: set the environment variable {env} "
+                f"(or pass {option}=...). Keys are in the Kling developer console."
+            )
+        problem = _key_problem(held.reveal())
+        if problem:
+            raise ConfigError(
+                f"Kling credentials malformed: {env} ({option}) looks wrong: {problem}. "
+                "Copy the key again from the Kling developer console."
+            )
+        values.append(held.reveal())
+    return values[0], values[1]
+
+
+def sign(access: str, secret: str, now: float) -> tuple[Secret, int]:
+    """A fresh JWT for ``now`` (epoch seconds) and the second it expires."""
+    exp = int(now) + TOKEN_TTL
+    claims = {"iss": access, "exp": exp, "nbf": int(now) - 5}
+    with warnings.catch_warnings():
+        # Kling issues the keys; a warning about their length helps no one.
+        warnings.simplefilter("ignore", _SHORT_KEY_WARNING)
+        token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
+    return Secret(token), exp
