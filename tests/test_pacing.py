@@ -135,7 +135,6 @@ def test_poll_schedule_aims_at_learned_durations():
 
 
 def test_list_polling_lets_other_tasks_ride_along():
-    from videobatch._pacing import RateLimiter as Limiter
     from videobatch._polling import Poller
     from videobatch.providers.base import Limits, Provider, TaskState, TaskStatus, Video
 
@@ -163,7 +162,7 @@ def test_list_polling_lets_other_tasks_ride_along():
 
     async def scenario():
         provider = ListProvider()
-        poller = Poller(provider, Limiter(None), PollSchedule(provider.poll_hint), on_fatal=lambda e: None)
+        poller = Poller(provider, PollSchedule(provider.poll_hint), on_fatal=lambda e: None)
         now = time.time()
         old = asyncio.create_task(poller.wait("old", now - 100))  # due at once
         new = asyncio.create_task(poller.wait("new", now))  # its own first poll would be in 50 s

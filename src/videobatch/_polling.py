@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._pacing import RateLimiter
 from ._retry import RetryPolicy
 from .errors import AuthError, ProviderError, TransientError
 from .providers.base import PollHint, Provider, TaskStatus
@@ -90,14 +89,12 @@ class Poller:
     def __init__(
         self,
         provider: Provider,
-        limiter: RateLimiter,
         schedule: PollSchedule,
         *,
         on_fatal: Callable[[ProviderError], None],
         coalesce: float | None = None,
     ) -> None:
         self.provider = provider
-        self.limiter = limiter
         self.schedule = schedule
         self.on_fatal = on_fatal
         hint = provider.poll_hint
@@ -186,7 +183,6 @@ class Poller:
             # so a task that finished is seen at the next poll of *any* task, not only its own.
             due_ids = set(ids)
             riders = [t for t in self._watches if t not in due_ids]
-            await self.limiter.acquire()
             self.polls += 1
             try:
                 answers = dict(await self.provider.status_many(ids, riders))
@@ -207,7 +203,6 @@ class Poller:
                 "provider did not report on this task", maybe_accepted=False))
 
     async def _one(self, task_id: str) -> TaskStatus | ProviderError:
-        await self.limiter.acquire()
         self.polls += 1
         try:
             return await self.provider.status(task_id)

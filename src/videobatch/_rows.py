@@ -1,7 +1,7 @@
 """The life of one row in a run: submit it (the intent durable first), settle a submit in doubt,
 wait for its task, and record how it ended.
 
-``Rows`` holds what that takes — the provider, the run's retry policies, its rate limiter, slots,
+``Rows`` holds what that takes — the provider, the run's retry policies, its slots,
 poller and reconciler — and changes rows only through the runner's ``move`` (journal first, then
 observers). The runner (``_runner``) decides *which* row a worker drives and *when* the run ends.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ._jobs import Job, State
-from ._pacing import RateLimiter, SlotPool
+from ._pacing import SlotPool
 from ._polling import Poller
 from ._reconcile import Found, Free, Reconciler, Unknown
 from ._retry import RetryState
@@ -39,13 +39,12 @@ Emit = Callable[..., None]
 class Rows:
     """Drives single rows for one run (see the module docstring)."""
 
-    def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop, limiter: RateLimiter,
+    def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop,
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
                  started_wall: float, move: Move, emit: Emit) -> None:
         self.provider = provider
         self.settings = settings
         self.stop = stop
-        self.limiter = limiter
         self.slots = slots
         self.poller = poller
         self.reconciler = reconciler
@@ -64,7 +63,6 @@ class Rows:
         while job.state is State.PENDING:
             if stop.no_submit or stop.fatal or stop.cancelled:
                 return
-            await self.limiter.acquire()
             self.move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
             sent_at = job.updated_at
             self.submits += 1
@@ -75,8 +73,7 @@ class Rows:
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
                 if isinstance(exc, SlotsBusy):
                     await self.slots.shrink()
-                else:
-                    self.limiter.penalize(exc.retry_after or 1.0)
+                # (a "too fast" answer already slowed the run's limiter on the wire: _http)
                 delay = pushback.failed(exc.retry_after) or 0.0
                 self.emit("retry", job, error=exc, delay=delay)
                 await pushback.sleep(delay, stop.event)

@@ -134,12 +134,15 @@ class Runner:
         self._started_wall = time.time()
         self._stop = stop = Stop()
         self._slots: SlotPool = self._slots_arg or LocalSlots(self._ceiling)
+        # One rate limiter for every request this run's provider sends: it takes a token on the
+        # wire (Provider.http_client), however many requests one call needs.
         self._limiter = RateLimiter(self.provider.limits.max_rps)
-        self._poller = Poller(self.provider, self._limiter, PollSchedule(self.provider.poll_hint),
+        self.provider.attach(self._limiter)
+        self._poller = Poller(self.provider, PollSchedule(self.provider.poll_hint),
                               on_fatal=self._fatal)
         self._reconciler = Reconciler(self.provider, self.settings.lookup_policy(), stop=stop.event)
         self._rows = Rows(provider=self.provider, settings=self.settings, stop=stop,
-                          limiter=self._limiter, slots=self._slots, poller=self._poller,
+                          slots=self._slots, poller=self._poller,
                           reconciler=self._reconciler, run_id=self.store.run_id,
                           started_wall=self._started_wall, move=self._move, emit=self._emit)
         self._closing = False
