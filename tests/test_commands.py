@@ -246,3 +246,17 @@ def test_download_to_an_unusable_folder_is_one_line(tmp_path, capsys):
     assert main(["download", str(checkpoint), str(file / "videos")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(file) in lines[0] and "nothing was downloaded" in lines[0]
+
+
+def test_status_asks_the_provider_again_about_unknown_rows(tmp_path, capsys):
+    checkpoint = make_run(tmp_path, ["a cat", "a dog"], render=False)
+    dog = next(j.key for j in load(checkpoint).jobs if j.request.prompt == "a dog")
+    mark_unknown(checkpoint, dog)  # its task exists at the provider: a lost answer, found again
+    paid = len(submission_counts())
+    assert status_main([str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert f"{dog}: the provider has its task" in out and "the next run adopts it" in out
+    assert status_main([str(checkpoint), "--no-check"]) == 0
+    assert "Checked" not in capsys.readouterr().out
+    assert len(submission_counts()) == paid  # looking costs nothing
+    assert load(checkpoint).jobs[1].state is State.UNKNOWN or load(checkpoint).jobs[0].state is State.UNKNOWN

@@ -147,6 +147,9 @@ def status_main(argv: Sequence[str]) -> int:
                           "reason, the oldest rows still in flight and an estimate of the time left.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not ask the provider again about rows whose outcome is unknown")
+    add_provider(p, default=None)
     add_output(p, quiet=False)
     args = p.parse_args(list(argv))
     log_to_stderr(args.verbose)
@@ -154,7 +157,14 @@ def status_main(argv: Sequence[str]) -> int:
     if loaded is None:
         return ExitCode.USAGE
     info = status_report(loaded)
-    print(json.dumps(info, indent=2, default=str) if args.json else _status_text(args.checkpoint, info))
+    if not args.no_check:
+        from ._recheck import recheck_unknown
+
+        info["unknown_checked"] = recheck_unknown(loaded, args.provider, provider_options(args, p))
+    text = _status_text(args.checkpoint, info)
+    if info.get("unknown_checked"):
+        text += "\n" + "\n".join(info["unknown_checked"])
+    print(json.dumps(info, indent=2, default=str) if args.json else text)
     return ExitCode.OK
 
 
