@@ -17,6 +17,8 @@ Crash safety:
   fsync'ed). Appends switch to a new journal segment *before* the snapshot is built, so no record
   can fall between the snapshot and the journal. Old segments are deleted only after the rename.
 - A torn last journal line (crash during a write) is ignored on load.
+- One writer: ``Checkpoint.open`` takes the checkpoint's lock and holds it until ``close()``; a
+  later write takes it again only if nobody else wrote the checkpoint meanwhile.
 
 The checkpoint holds rows, requests and results, never provider credentials.
 """
@@ -29,6 +31,7 @@ import os
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,39 +106,52 @@ class _WriterLock:
 
     Two runs (or a run and ``videobatch download``) appending to one checkpoint would delete each
     other's journal segments when they fold them into snapshots. The OS drops the lock when the
-    process dies, so a ``kill -9`` never leaves a checkpoint locked.
+    process dies, so a ``kill -9`` never leaves a checkpoint locked; a holder dropped without
+    ``release()`` (a Batch built but never run, then garbage-collected) gives it back too.
     """
 
     def __init__(self, checkpoint: Path) -> None:
         self.checkpoint = checkpoint
         self.path = checkpoint.with_name(checkpoint.name + ".lock")
+        self.held = False
         self._file: IO[str] | None = None
+        self._closer: weakref.finalize[[], _WriterLock] | None = None
 
-    def acquire(self) -> None:
-        if self._file is not None or fcntl is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open as the lock itself
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    def acquire(self) -> bool:
+        """Take the lock (CheckpointError if someone else holds it); False if already held here."""
+        if self.held:
+            return False
+        if fcntl is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")  # noqa: SIM115 - held open as the lock itself
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                advice = ("wait for it to finish or stop it, then try again"
+                          if holder != f"pid {os.getpid()}" else
+                          "this process: a Batch (or download) holds it from when it is built until "
+                          "its run ends; let that run finish, or `del` a Batch you will not run")
+                raise CheckpointError(
+                    f"checkpoint {self.checkpoint} is being written by another run ({holder}); {advice}"
+                ) from None
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise CheckpointError(
-                f"checkpoint {self.checkpoint} is being written by another run ({holder}); wait "
-                "for it to finish or stop it, then try again"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        self._file = fh
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            self._file = fh
+            self._closer = weakref.finalize(self, fh.close)
+        self.held = True
+        return True
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._closer is not None:
+            self._closer()  # closes the file (dropping the lock) once, and detaches
+        self._closer = None
+        self._file = None
+        self.held = False
 
 
 class Checkpoint(Store):
@@ -150,8 +166,10 @@ class Checkpoint(Store):
         self.meta = meta
         self._static = _static_table(frame, jobs, request_json)
         self._fd: int | None = None
-        self._writer = _WriterLock(path)  # taken at the first write, given back at close()
+        self._writer = _WriterLock(path)  # open() hands over the one it holds; close() gives it back
+        self._released = False  # close() gave the lock back: check the file before writing again
         self._seq = int(meta.get("journal_seq", 0))
+        self._committed = self._seq  # journal_seq of the last snapshot we wrote
         self._lock = asyncio.Lock()
         self._dirty = False
 
@@ -170,14 +188,18 @@ class Checkpoint(Store):
         A checkpoint made from other rows or settings is refused (CheckpointError) unless ``force``:
         then rows whose key and request are unchanged keep their state, changed rows start afresh
         (with a new idempotency key), rows no longer in the input are dropped.
+
+        The store holds the checkpoint's writer lock from here until ``close()`` (or until it is
+        garbage-collected): a second open of the same checkpoint meanwhile is a CheckpointError.
         """
         path = Path(path)
         lock = _WriterLock(path)
-        lock.acquire()  # nobody else may be writing while we read and rewrite it
+        lock.acquire()  # nobody else may write while we read it, rewrite it and run
         try:
             return cls._open_locked(path, prompts, lock, settings=settings, force=force)
-        finally:
-            lock.release()  # the store takes it again at its first write
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
     def _open_locked(
@@ -237,11 +259,28 @@ class Checkpoint(Store):
 
     def _journal_fd(self) -> int:
         if self._fd is None:
-            self._writer.acquire()
+            self._hold_lock()
             self._fd = os.open(
                 self._segment_path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
             )
         return self._fd
+
+    def _hold_lock(self) -> None:
+        if not self._writer.acquire() or not self._released:
+            return
+        # Taken again after close(): what we hold in memory is only current if nobody wrote since.
+        try:
+            raw = (pq.read_schema(self.path).metadata or {}).get(_META_KEY)
+            on_disk = json.loads(raw).get("journal_seq") if raw else None
+        except (OSError, ValueError, pa.ArrowException):
+            on_disk = None
+        if on_disk != self._committed or any(seq > self._seq for seq in _segments(self.path)):
+            self._writer.release()
+            raise CheckpointError(
+                f"checkpoint {self.path} was written by another run since this batch last wrote it; "
+                "build the batch again (e.g. Batch.from_checkpoint) to go on from what is on disk"
+            )
+        self._released = False
 
     def append(self, record: dict[str, Any]) -> None:
         data = (_dumps(record) + "\n").encode()
@@ -263,11 +302,19 @@ class Checkpoint(Store):
             await asyncio.to_thread(self._commit, table, old_seq)
 
     async def close(self, jobs: Sequence[Job]) -> None:
-        await self.snapshot(jobs)
+        try:
+            await self.snapshot(jobs)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Close the journal and give the writer lock back (a later write takes it again)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._writer.release()
+        if self._writer.held:
+            self._writer.release()
+            self._released = True
 
     def _write_snapshot_sync(self, jobs: Sequence[Job]) -> None:
         table, old_seq = self._rotate_and_build(jobs)
@@ -275,7 +322,7 @@ class Checkpoint(Store):
 
     def _rotate_and_build(self, jobs: Sequence[Job]) -> tuple[pa.Table, int]:
         # Runs on the event loop without awaiting: no record can be appended meanwhile.
-        self._writer.acquire()
+        self._hold_lock()
         old_seq = self._seq
         if self._fd is not None:
             self.sync()
@@ -302,6 +349,7 @@ class Checkpoint(Store):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._committed = old_seq + 1
         _fsync_dir(directory)
         for seq in _segments(self.path):
             if seq <= old_seq:
