@@ -24,6 +24,7 @@ from videobatch._inputs import load_prompts
 from videobatch._jobs import State
 from videobatch._store import Checkpoint, load
 from videobatch.cli.commands import status_main
+from videobatch.cli.main import main
 from videobatch.errors import CheckpointError
 from videobatch.providers import get_provider
 from videobatch.providers.local.provider import read_submissions
@@ -185,6 +186,71 @@ def test_a_snapshot_deleted_before_anything_was_submitted_needs_no_lookups(tmp_p
     batch = videobatch.Batch(ROWS, "local", checkpoint=path, progress=False, **PROVIDER)
     assert batch.store.run_id == store.run_id
     assert all(j.state is State.PENDING for j in batch.jobs)  # the header says: untouched
+
+
+# ---------------------------------------------------------------------- corrupt snapshot, repair
+def test_a_corrupt_snapshot_says_what_to_do_then_repair_and_resume_pay_nothing_twice(tmp_path, capsys):
+    path = tmp_path / "run.parquet"
+    run_id = crashed_run(path, snapshot_after=2)
+    truncate(path)
+    with pytest.raises(CheckpointError, match=r"not readable .*python -m videobatch repair"):
+        videobatch.results(path)
+    with pytest.raises(CheckpointError, match="python -m videobatch repair"):
+        resume(path)
+    assert status_main([str(path)]) == 2
+    assert main(["repair", str(path)]) == 1  # partly: the rows' requests wait for the input
+    out = capsys.readouterr().out
+    assert f"run {run_id} recovered" in out and "moved the unreadable snapshot aside" in out
+    assert "generating 2" in out and "--input" in out
+    assert len(list(tmp_path.glob("run.parquet.damaged-*"))) == 1
+    df = resume(path)  # the original input again: rebuilt, the run id kept
+    assert (df["status"] == "completed").all()
+    assert_paid_once()
+
+
+def test_repair_with_the_input_rebuilds_the_snapshot_at_once(tmp_path, capsys):
+    path = tmp_path / "run.parquet"
+    crashed_run(path, snapshot_after=2)
+    truncate(path)
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame(ROWS).to_csv(prompts, index=False)
+    assert main(["repair", str(path), "--input", str(prompts)]) == 1  # four rows' states were lost
+    out = capsys.readouterr().out
+    assert "4 row(s) whose state was lost" in out and "repaired" in out
+    assert list(videobatch.results(path)["status"]) == ["submitting"] * 2 + ["generating"] * 2 + ["submitting"] * 2
+    assert status_main([str(path)]) == 0
+    assert (resume(path)["status"] == "completed").all()
+    assert_paid_once()
+
+
+def test_repair_of_a_readable_checkpoint_folds_its_damaged_journal(tmp_path, capsys):
+    path = tmp_path / "run.parquet"
+    crashed_run(path)
+    with latest_segment(path).open("ab") as fh:
+        fh.write(junk(50, seed=5) + b"\n")
+    assert main(["repair", str(path)]) == 1  # a line was lost (it named no row)
+    assert "1 damaged journal line(s) skipped" in capsys.readouterr().out
+    assert main(["repair", str(path)]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+    assert not load(path).journal.skipped
+    assert (resume(path)["status"] == "completed").all()
+    assert_paid_once()
+
+
+def test_repair_refuses_what_it_cannot_recover(tmp_path, capsys):
+    assert main(["repair", str(tmp_path / "none.parquet")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    # A lost snapshot whose journal has no header records (an older videobatch): the run id is gone.
+    path = tmp_path / "run.parquet"
+    crashed_run(path)
+    segment = latest_segment(path)
+    segment.write_bytes(b"".join(line for line in segment.read_bytes().splitlines(keepends=True)
+                                 if b'"k"' in line))
+    truncate(path)
+    assert main(["repair", str(path)]) == 2
+    assert "run id is gone" in capsys.readouterr().err
+    assert path.exists()  # nothing moved or deleted
+    assert read_submissions() and sum(s["outcome"] == "accepted" for s in read_submissions()) == 4
 
 
 # ---------------------------------------------------------------------- compatibility

@@ -166,6 +166,7 @@ SUBCOMMANDS = {
     "retry": "videobatch.cli.commands:retry_main",
     "download": "videobatch.cli.commands:download_main",
     "report": "videobatch.cli.commands:report_main",
+    "repair": "videobatch.cli.repair:repair_main",
     "serve": "videobatch.service.cli:serve_main",
     "worker": "videobatch.service.cli:worker_main",
 }
