@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from videobatch.providers.local.provider import read_submissions
 
 ROWS = [{"id": f"r{i}", "prompt": f"un café au bord du canal 🎬 n°{i}"} for i in range(6)]
 PROVIDER = {"render": False, "latency": 0.05}
+V1 = Path(__file__).parent / "data" / "checkpoint_v1"  # written by videobatch at commit 0b7cf7f
 
 
 def crashed_run(path: Path, submitted: int = 4, *, snapshot_after: int | None = None) -> str:
@@ -254,6 +256,32 @@ def test_repair_refuses_what_it_cannot_recover(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- compatibility
+def test_a_checkpoint_written_by_the_previous_release_resumes_without_paying_again(tmp_path, monkeypatch):
+    shutil.copytree(V1, tmp_path / "v1")
+    monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "v1" / "provider"))
+    path = tmp_path / "v1" / "run.parquet"
+    before = videobatch.results(path)
+    assert Counter(before["status"]) == {"completed": 3, "generating": 2, "submitting": 1, "pending": 2}
+    df = videobatch.run(str(tmp_path / "v1" / "prompts.csv"), "local", checkpoint=path, progress=False,
+                        **PROVIDER)
+    assert (df["status"] == "completed").all()
+    done = before["status"] == "completed"
+    assert list(df["task_id"][done]) == list(before["task_id"][done])
+    subs = read_submissions()
+    reached = Counter(s["idempotency_key"] for s in subs if s["outcome"] in ("accepted", "duplicate"))
+    assert all(n == 1 for n in reached.values()) and sum(s["outcome"] == "accepted" for s in subs) == 8
+
+
+def test_a_previous_release_checkpoint_without_its_snapshot_is_refused_not_paid_again(tmp_path):
+    shutil.copytree(V1, tmp_path / "v1")
+    path = tmp_path / "v1" / "run.parquet"
+    path.unlink()  # its journal has no header records: nothing says which run id its keys used
+    with pytest.raises(CheckpointError, match="does not record the run id"):
+        videobatch.Batch(str(tmp_path / "v1" / "prompts.csv"), "local", checkpoint=path, progress=False,
+                         **PROVIDER)
+    assert read_submissions() == []
+
+
 def test_load_tolerates_a_snapshot_without_a_newer_result_column(tmp_path):
     path = tmp_path / "run.parquet"
     crashed_run(path, snapshot_after=2)
