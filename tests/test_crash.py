@@ -52,7 +52,8 @@ def journal_states(workdir: Path) -> dict[str, str]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            last[rec["k"]] = rec["s"]
+            if "k" in rec and "s" in rec:  # a transition (not a segment's header record)
+                last[rec["k"]] = rec["s"]
     return last
 
 

@@ -41,7 +41,7 @@ BASE = "videobatch.providers.base"
 MAX_LINES = 400
 # Modules still over MAX_LINES, each to be split by concept (issue 10); the list may only shrink.
 TOO_LONG_FOR_NOW = {
-    "videobatch/_inputs.py", "videobatch/_store.py",
+    "videobatch/_inputs.py",
 }
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
+from collections import Counter
 
 import pandas as pd
 import pytest
 
+import videobatch
 from videobatch._inputs import load_prompts
 from videobatch._jobs import State
 from videobatch._results import results
 from videobatch._store import Checkpoint, iter_records, load
 from videobatch.errors import CheckpointError
+from videobatch.providers.local.provider import read_submissions
 
 
 def open_ckpt(path, rows, force=False, settings=None):
@@ -77,14 +81,16 @@ def test_torn_last_line_is_ignored(tmp_path):
     assert loaded.jobs[1].state is State.PENDING
 
 
-def test_corrupt_middle_line_is_reported(tmp_path):
+def test_corrupt_middle_line_is_skipped_and_reported(tmp_path, caplog):
     path = tmp_path / "run.parquet"
     store, jobs = open_ckpt(path, ROWS)
     store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
     segment = next(tmp_path.glob("run.parquet.journal.*"))
     segment.write_bytes(b"garbage\n" + segment.read_bytes())
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load(path)
+    loaded = load(path)  # a damaged line is skipped, not a dead end
+    assert loaded.jobs[0].state is State.SUBMITTING
+    assert loaded.journal.skipped == [f"{segment.name} line 1"]
+    assert "skipped 1 damaged journal line" in caplog.text and "repair" in caplog.text
 
 
 def test_snapshot_folds_journal_and_removes_old_segments(tmp_path):
@@ -148,7 +154,8 @@ def test_journal_lines_are_plain_json(tmp_path):
     store, jobs = open_ckpt(path, ROWS)
     store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
     segment = next(tmp_path.glob("run.parquet.journal.*"))
-    record = json.loads(segment.read_text().splitlines()[0])
+    header, record = (json.loads(line) for line in segment.read_text().splitlines())
+    assert header["vb"] == "journal" and "k" not in header  # readers before headers skip it
     assert record["k"] == "a" and record["s"] == "submitting"
 
 
@@ -161,3 +168,45 @@ def test_one_writer_at_a_time(tmp_path):
     asyncio.run(store.close(jobs))  # the run ends: the checkpoint is free again
     _, jobs2 = open_ckpt(path, ROWS)
     assert jobs2[0].state is State.SUBMITTING
+
+
+# ---------------------------------------------------------------------- one Batch per checkpoint
+LOCAL = {"progress": False, "render": False, "latency": 0.02}
+SHOTS = [{"id": "a", "prompt": "a fox"}, {"id": "b", "prompt": "a crow [reject]"}, {"id": "c", "prompt": "an owl"}]
+
+
+def paid() -> Counter:
+    return Counter(s["idempotency_key"] for s in read_submissions() if s["outcome"] in ("accepted", "duplicate"))
+
+
+def test_a_batch_holds_its_checkpoint_from_construction_to_the_end_of_its_run(tmp_path):
+    path = tmp_path / "run.parquet"
+    first = videobatch.Batch(SHOTS, "local", checkpoint=path, **LOCAL)
+    # Built but not run yet: a second batch on the same file is refused before it could pay anything.
+    with pytest.raises(CheckpointError, match=r"being written by another run \(pid \d+\); this process"):
+        videobatch.Batch(SHOTS, "local", checkpoint=path, **LOCAL)
+    assert read_submissions() == []
+    first.wait()
+    assert first.counts()["completed"] == 2 and first.counts()["failed"] == 1
+    assert first.retry_failed() == 1  # a run, then a retry and another run of the same batch
+    first.wait()
+    assert first.counts()["failed"] == 1 and first.jobs[1].generation == 1
+    # Its runs are over: the checkpoint is free. A batch built and dropped unrun gives it back too.
+    unrun = videobatch.Batch(SHOTS, "local", checkpoint=path, **LOCAL)
+    del unrun
+    gc.collect()
+    df = videobatch.run(SHOTS, "local", checkpoint=path, **LOCAL)
+    assert list(df["status"]) == ["completed", "failed", "completed"]
+    assert sorted(paid().values()) == [1, 1]  # a and c, each once (b is refused, never paid)
+
+
+def test_a_batch_does_not_write_over_a_run_that_came_after_it(tmp_path):
+    path = tmp_path / "run.parquet"
+    first = videobatch.Batch(SHOTS, "local", checkpoint=path, **LOCAL)
+    first.wait()
+    later = videobatch.Batch(SHOTS, "local", checkpoint=path, **LOCAL)
+    later.retry_failed()
+    later.wait()  # the checkpoint now holds what `later` did, which `first` has not seen
+    with pytest.raises(CheckpointError, match="written by another run since this batch last wrote it"):
+        first.retry_failed()
+    assert load(path).jobs[1].generation == 1  # later's retry, not overwritten by first's stale view

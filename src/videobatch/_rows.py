@@ -41,6 +41,7 @@ class Rows:
 
     def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop,
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
+                 run_began: float,
                  started_wall: float, move: Move, emit: Emit) -> None:
         self.provider = provider
         self.settings = settings
@@ -49,6 +50,7 @@ class Rows:
         self.poller = poller
         self.reconciler = reconciler
         self.run_id = run_id
+        self.run_began = run_began
         self.started_wall = started_wall
         self.move = move
         self.emit = emit
@@ -141,7 +143,11 @@ class Rows:
         """A row left ``submitting`` by a crash, or ``unknown`` since an earlier run: adopt its
         task if the provider has one; send it again only if the provider says the key is free."""
         key = job.idempotency_key(self.run_id)
-        sent_at = job.updated_at if job.state is State.SUBMITTING else (job.submitted_at or 0.0)
+        # When it was sent: kept in submitted_at for an unknown row. For a row left submitting by a
+        # crash, its record's time if it was replayed from the journal (or a service's job hash),
+        # but a snapshot keeps no send time: never later than the run's beginning, to be safe.
+        sent_at = (job.submitted_at if job.state is State.UNKNOWN else None) \
+            or min(job.updated_at, self.run_began)
 
         def on_retry(failures: int, exc: Exception, delay: float) -> None:
             if isinstance(exc, ProviderError):

@@ -144,6 +144,7 @@ class Runner:
         self._rows = Rows(provider=self.provider, settings=self.settings, stop=stop,
                           slots=self._slots, poller=self._poller,
                           reconciler=self._reconciler, run_id=self.store.run_id,
+                          run_began=self.store.created_at,
                           started_wall=self._started_wall, move=self._move, emit=self._emit)
         self._closing = False
         for job in self.jobs:  # resume: rows cancelled last time are wanted again

@@ -61,6 +61,7 @@ commands on a checkpoint:
                                               --unknown: rows whose outcome is unknown
   python -m videobatch download CHECKPOINT DIR   fetch finished videos that are not on disk yet
   python -m videobatch report CHECKPOINT      an HTML contact sheet (thumbnail, prompt, status, link)
+  python -m videobatch repair CHECKPOINT      rebuild a damaged checkpoint from its journal (says what it lost)
 
 examples:
   python -m videobatch data/prompts.csv --out results.csv
@@ -191,6 +192,7 @@ SUBCOMMANDS = {
     "retry": "videobatch.cli.commands:retry_main",
     "download": "videobatch.cli.commands:download_main",
     "report": "videobatch.cli.commands:report_main",
+    "repair": "videobatch.cli.repair:repair_main",
     "serve": "videobatch.service.cli:serve_main",
     "worker": "videobatch.service.cli:worker_main",
 }

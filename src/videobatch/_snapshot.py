@@ -1,0 +1,157 @@
+"""The snapshot half of a checkpoint: the parquet table (the user's input columns, each row's key,
+request, state and result fields, run metadata) and ``load``, which reads it and replays the journal.
+
+A result column that a newer videobatch added to ``RESULT_FIELDS`` is all-None in an older file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._jobs import RESULT_FIELDS, Job, State
+from ._journal import FORMAT, Replay, replay
+from ._journal import segments as _segments
+from .errors import CheckpointError
+from .request import VideoRequest
+
+__all__ = ["REPAIR_HINT", "LoadedCheckpoint", "load"]
+
+REPAIR_HINT = ("; `python -m videobatch repair {path}` rebuilds it from its journal without paying "
+               "again for rows already submitted")
+_META_KEY = b"videobatch"
+_PREFIX = "_vb_"
+_KEY_COL = _PREFIX + "key"
+_REQUEST_COL = _PREFIX + "request"
+_STATE_COL = _PREFIX + "state"
+_EXTRAS_COL = _PREFIX + "extras"
+_FLOAT_FIELDS = ("submitted_at", "completed_at", "video_duration", "expires_at")
+_INT_FIELDS = ("attempts", "generation")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read from disk without the original input (for results/status/retry)."""
+
+    frame: pd.DataFrame  # the user's input columns
+    jobs: list[Job]
+    meta: dict[str, Any]
+    request_json: list[str]  # each row's request as canonical JSON
+    journal: Replay = field(default_factory=Replay)  # damaged lines met while replaying
+
+
+# -------------------------------------------------------------------- table building
+def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequence[str]) -> pa.Table:
+    """The columns that never change during a run: the user's input, keys and requests."""
+    user = frame.reset_index(drop=True)
+    try:
+        table = pa.Table.from_pandas(user, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Mixed-type object columns: keep them as text rather than refuse the run.
+        table = pa.Table.from_pandas(user.astype(
+            {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
+    keys = pa.array([j.key for j in jobs], pa.string())
+    requests = pa.array(request_json, pa.string())
+    return table.append_column(_KEY_COL, keys).append_column(_REQUEST_COL, requests)
+
+
+def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
+    cols: dict[str, pa.Array] = {_STATE_COL: pa.array([j.state.value for j in jobs], pa.string())}
+    # Extras keep their insertion order: it is the order of the results' extra columns.
+    extras = [json.dumps(j.extras, ensure_ascii=False) if j.extras else None for j in jobs]
+    cols[_EXTRAS_COL] = pa.array(extras, pa.string())
+    for name in RESULT_FIELDS:
+        values = [getattr(j, name) for j in jobs]
+        if name in _INT_FIELDS:
+            typ: pa.DataType = pa.int64()
+        elif name in _FLOAT_FIELDS:
+            typ = pa.float64()
+        else:
+            typ = pa.string()
+        cols[_PREFIX + name] = pa.array(values, typ)
+    return pa.table(cols)
+
+
+def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
+    for name, column in zip(dynamic.column_names, dynamic.columns, strict=True):
+        static = static.append_column(name, column)
+    return static
+
+
+# -------------------------------------------------------------------- loading
+def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
+    """Read a checkpoint (snapshot + journal replay) without any input or provider.
+
+    ``requests=False`` skips rebuilding each row's ``VideoRequest`` (jobs then share a blank
+    placeholder request): enough for results and for resuming, where the input supplies them.
+    """
+    path = Path(path)
+    if not path.exists():
+        if _segments(path):
+            raise CheckpointError(
+                f"no checkpoint snapshot at {path}, only its journal files (the snapshot was deleted "
+                "or lost). Run the same command (or videobatch.run) with the same input again: it "
+                "rebuilds the snapshot and pays nothing twice. `python -m videobatch repair "
+                f"{path}` shows what the journal holds"
+            )
+        raise CheckpointError(f"no checkpoint at {path}")
+    repair = REPAIR_HINT.format(path=path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CheckpointError(f"checkpoint {path} is not readable ({exc}){repair}") from None
+    raw_meta = (table.schema.metadata or {}).get(_META_KEY)
+    if raw_meta is None:
+        raise CheckpointError(f"{path} is a parquet file but not a videobatch checkpoint")
+    try:
+        meta: dict[str, Any] = json.loads(raw_meta)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc}){repair}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format {meta.get('format')}; this videobatch reads {FORMAT}: "
+            "use the videobatch that wrote it"
+        )
+    if not {_KEY_COL, _REQUEST_COL, _STATE_COL} <= set(table.column_names):
+        raise CheckpointError(f"checkpoint {path} lacks its key, request or state column{repair}")
+
+    def column(name: str) -> list[Any]:  # a result column newer than the file: all None
+        return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
+
+    user_cols = [c for c in table.column_names if not c.startswith(_PREFIX)]
+    frame = table.select(user_cols).to_pandas()
+    keys = table.column(_KEY_COL).to_pylist()
+    request_json = table.column(_REQUEST_COL).to_pylist()
+    states = table.column(_STATE_COL).to_pylist()
+    fields = {name: column(_PREFIX + name) for name in RESULT_FIELDS}
+    extras = column(_EXTRAS_COL)
+    jobs = []
+    for i, key in enumerate(keys):
+        request = _request_from(request_json[i]) if requests else _PLACEHOLDER
+        job = Job(key, i, request, State(states[i]))
+        for name, values in fields.items():
+            value = values[i]
+            if value is not None:
+                setattr(job, name, value)
+        if extras[i]:
+            job.extras = json.loads(extras[i])
+        jobs.append(job)
+    report = replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
+    return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta, request_json=request_json,
+                            journal=report)
+
+
+_PLACEHOLDER = VideoRequest.model_construct(prompt="")
+
+
+def _request_from(text: str) -> VideoRequest:
+    # Written by us from a validated request: trusted, so no second validation.
+    return VideoRequest.model_construct(**json.loads(text))
