@@ -194,3 +194,19 @@ def test_retry_during_the_run_joins_it():
     asyncio.run(main())
     assert jobs[0].state is State.FAILED and jobs[0].generation == 1  # rejected again, new key
     assert sum(provider.submit_calls.values()) == 4
+
+
+def test_a_row_left_submitting_is_looked_for_back_to_the_runs_beginning():
+    """After a reload from a snapshot, a submitting row carries no send time: the listing must reach
+    back to the run's beginning, or a task sent an hour ago would look free and be paid again."""
+    # (a resent key is refused as a duplicate, as Kling does, so sending it again cannot hide a miss)
+    provider = ScriptedProvider(lookup="refused", listing="complete", duplicate="refuse")
+    store = Store(created_at=time.time() - 3600)
+    jobs = make_jobs(["a"])
+    key = jobs[0].idempotency_key(store.run_id)
+    status = asyncio.run(provider.submit(jobs[0].request, key))  # paid before the crash...
+    provider.tasks[status.task_id]["created"] = time.time() - 1800  # ...half an hour ago
+    jobs[0].state = State.SUBMITTING  # what the snapshot says; updated_at is "now" after loading
+    go(jobs, provider, store=store)
+    assert jobs[0].state is State.COMPLETED and jobs[0].task_id == status.task_id
+    assert provider.accepted[key] == 1
