@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import videobatch
-from videobatch import _store
+from videobatch import _journal
 from videobatch._jobs import State
 from videobatch._store import Checkpoint, load
 from videobatch.cli.main import main
@@ -237,7 +237,7 @@ def test_checkpoint_folder_turning_read_only_after_the_checks_is_one_line(tmp_pa
     def refuse(self):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.path))
 
-    monkeypatch.setattr(_store._WriterLock, "acquire", refuse)
+    monkeypatch.setattr(_journal.WriterLock, "acquire", refuse)
     assert main([str(csv), *FAST]) == 2
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "Read-only" in lines[0] and "p.checkpoint.parquet" in lines[0]
