@@ -23,7 +23,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .._jobs import SETTLED, Job
+from .._retry import RetryPolicy, RetryState
 from .records import UNAVAILABLE, Keys, decode_hash, job_from_hash
+
+# Waiting for Redis to come back: 0.1 s doubling to 2 s between tries, for as long as it takes.
+REDIS_OUTAGE = RetryPolicy(attempts=None, base=0.1, cap=2.0, jitter=0.0)
 
 __all__ = ["EndHooks", "RedisSource", "enqueue_fields"]
 
@@ -93,7 +97,7 @@ class RedisSource:
         return None  # unknown: keep every worker slot looking for work
 
     async def next(self) -> Job | None:
-        delay = 0.1
+        outage = RetryState(REDIS_OUTAGE)  # a worker waits out a Redis outage, however long
         while not self._stopping:
             try:
                 entry = await self._reclaim() or await self._read()
@@ -102,12 +106,12 @@ class RedisSource:
                 if not self._down:
                     log.warning("Redis unavailable (%s); waiting for it", exc)
                 self._down = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await outage.sleep(outage.failed() or 0.0)
                 continue
             if self._down:
                 log.warning("Redis is back")
-                self._down, delay = False, 0.1
+                self._down = False
+                outage.reset()
             if entry is None:
                 continue
             entry_id = entry[0]

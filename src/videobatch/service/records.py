@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._jobs import RESULT_FIELDS, Job, State
+from .._retry import RetryPolicy, RetryState
 from .._store import Store
 from ..request import VideoRequest
 
@@ -162,18 +163,17 @@ def public_view(fields: dict[str, str]) -> dict[str, Any]:
 
 def patiently(call: Callable[[], T], what: str, outage: float = 300.0) -> T:
     """``call()`` on a blocking client, waiting (up to ``outage`` seconds) while Redis is away."""
-    deadline = time.monotonic() + outage
-    delay = 0.05
+    tries = RetryState(RetryPolicy(attempts=None, base=0.05, cap=1.0, jitter=0.0, deadline=outage))
     while True:
         try:
             return call()
         except UNAVAILABLE as exc:
-            if time.monotonic() > deadline:
+            delay = tries.failed()
+            if delay is None:
                 raise
-            if delay == 0.05:
+            if tries.failures == 1:
                 log.warning("Redis unavailable (%s); waiting for it to %s", exc, what)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 class RedisStore(Store):
