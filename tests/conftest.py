@@ -14,3 +14,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 def _local_provider_dir(tmp_path, monkeypatch):
     """The offline provider keeps its 'account' on disk; each test gets its own."""
     monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "local-provider"))
+
+
+@pytest.fixture(autouse=True)
+def _videobatch_logger_restored():
+    """A command run in-process (``status_main([...])``) shows videobatch's log on stderr and stops
+    it propagating; undo that after each test so later tests' ``caplog`` still sees records."""
+    import logging
+
+    logger = logging.getLogger("videobatch")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    from videobatch.cli._boundary import _restore_logging
+
+    _restore_logging()
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
