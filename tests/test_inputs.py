@@ -269,6 +269,28 @@ def test_canonical_json_matches_the_documented_spelling():
     assert canonical_json(obj) == expected == '{"a":"é","b":[1,2.5,null],"c":{"y":true,"z":1}}'
 
 
+ODD_ROWS = [
+    {"prompt": '  héllo "quoted" \\ back  ', "cfg_scale": -0.0, "model": "v1"},
+    {"prompt": "x", "cfg_scale": 0.0, "model": "v1"},
+    {"prompt": "x", "cfg_scale": 0.0, "model": "v1"},
+    {"prompt": "emoji 🎬 \u2028 line", "duration": 10.0, "negative_prompt": '"prompt":"no"'},
+    {"prompt": "ab", "duration": "10s", "aspect_ratio": "1:1"},
+    {"prompt": "cam", "model": "kling-v1", "camera_control": '{"type":"simple","config":{"zoom":5}}'},
+    {"prompt": "img", "image": "https://x/y.png", "image_tail": "https://x/z.png"},
+    {"prompt": "t", "duration": 5, "mode": "pro"},
+    {"prompt": "t", "duration": 5.0, "mode": "pro", "cfg_scale": 1},
+    {"prompt": "", "image": "https://x/y.png"},
+]
+
+
+def test_request_json_is_the_canonical_json_of_each_request():
+    # request_json() spells rows of one shape from a template: it must equal the plain recipe.
+    prompts = load_prompts(ODD_ROWS + [{"prompt": f"row {i} \\ \"{i}\""} for i in range(5)])
+    expected = [canonical_json(r.model_dump(mode="json", exclude_none=True)) for r in prompts.requests]
+    assert prompts.request_json() == expected
+    assert inputs._requests_json(prompts.requests) == expected
+
+
 def test_prompts_repr_is_short():
     assert repr(load_prompts(["a"] * 3)) == "Prompts(3 rows from 'list')"
 
