@@ -12,7 +12,7 @@ import pytest
 from videobatch import _inputs as inputs
 from videobatch._inputs import Prompts, canonical_json, load_prompts
 from videobatch.errors import ConfigError, InputError, Problem
-from videobatch.request import REQUEST_FIELDS
+from videobatch.request import REQUEST_FIELDS, VideoRequest
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prompts.csv"
 
@@ -289,6 +289,23 @@ def test_request_json_is_the_canonical_json_of_each_request():
     expected = [canonical_json(r.model_dump(mode="json", exclude_none=True)) for r in prompts.requests]
     assert prompts.request_json() == expected
     assert inputs._requests_json(prompts.requests) == expected
+
+
+def test_rows_checked_once_per_combination_equal_rows_checked_one_by_one():
+    # Rows sharing every cell but the prompt are validated once; each must still be exactly what
+    # pydantic builds for that row alone.
+    rows = [{"prompt": f" shot {i} ", "duration": [None, 10, "5s"][i % 3], "cfg_scale": [None, 0.0, -0.0][i % 3],
+             "model": "kling-v1", "camera_control": '{"type":"simple"}' if i == 4 else None} for i in range(9)]
+    rows.append({"image": "https://x/a.png", "model": "kling-v1"})
+    prompts = load_prompts(rows, defaults={"mode": "pro"})
+    frame = pd.DataFrame(rows)
+    for request, (_, row) in zip(prompts.requests, frame.iterrows(), strict=True):
+        given = {k: v for k, v in row.items() if not inputs._is_blank(v)}
+        alone = VideoRequest.model_validate({"mode": "pro", **given})
+        assert request == alone
+        assert request.model_fields_set == alone.model_fields_set
+        assert request.model_dump_json() == alone.model_dump_json()
+    assert prompts.requests[2].cfg_scale == -0.0 and str(prompts.requests[2].cfg_scale) == "-0.0"
 
 
 def test_prompts_repr_is_short():

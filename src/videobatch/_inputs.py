@@ -427,23 +427,21 @@ def _validate(
     problems, blocking = _table_problems(frame, defaults)
     requests: list[VideoRequest] = []
     keys: list[str] = []
-    texts: list[str] | None = None
+    texts: list[str] = []
     if not blocking:
-        requests, row_problems = _validate_rows(frame, defaults)
+        requests, row_problems, texts = _validate_rows(frame, defaults)
         problems += row_problems
         if ID_COLUMN in frame.columns:
             keys, id_problems = _keys_from_ids(frame[ID_COLUMN].tolist())
             problems += id_problems
         elif not problems:
-            texts = _requests_json(requests)
             keys = _hashed_keys(texts)
     if problems:
         problems = _locate(problems, frame, csv_text)
         raise InputError(problems, source=source)
     _warn_near_misses(frame, source)
     prompts = Prompts(frame=frame, requests=requests, keys=keys, source=source)
-    if texts is not None:  # computed for the keys: the checkpoint stores the same texts
-        object.__setattr__(prompts, "_json_cache", texts)
+    object.__setattr__(prompts, "_json_cache", texts)  # the checkpoint stores the same texts
     return prompts
 
 
@@ -493,20 +491,108 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 def _validate_rows(
     frame: pd.DataFrame, defaults: Mapping[str, Any]
-) -> tuple[list[VideoRequest], list[Problem]]:
-    """One VideoRequest per row (cell, else default, else field default) and every row problem."""
+) -> tuple[list[VideoRequest], list[Problem], list[str]]:
+    """One VideoRequest per row (cell, else default, else field default), every row problem, and
+    each valid row's canonical request JSON.
+
+    Rows usually differ only in their prompt: pydantic checks each distinct combination of the
+    other cells once, with a stand-in prompt (the checks look at the prompt only to see whether it
+    is empty), and every row of a valid combination gets a copy with its own prompt. A row whose
+    combination fails, whose prompt is not text, or with a camera_control is validated on its own,
+    so its problems are exactly those pydantic reports for it.
+    """
     fields = [name for name in REQUEST_FIELDS if name in frame.columns]
     columns = [[_cell(v) for v in frame[name].tolist()] for name in fields]
     rows = zip(*columns, strict=True) if columns else iter([()] * len(frame))
+    prompt_at = fields.index("prompt") if "prompt" in fields else None
+    default_prompt = defaults.get("prompt", _EMPTY)
+    if type(default_prompt) is str:  # stripped like a cell (the validator strips it too)
+        default_prompt = default_prompt.strip() or _EMPTY
+    # What decides a row's combination: each cell, tagged so that 1, 1.0, True and 0.0, -0.0 differ.
+    tagged = [_tagged(name, column) for name, column in zip(fields, columns, strict=True)
+              if name != "prompt"]
+    combos = zip(*tagged, strict=True) if tagged else iter([()] * len(frame))
+    checked: dict[tuple[Any, ...], tuple[VideoRequest, tuple[str, str] | None] | None] = {}
     requests: list[VideoRequest] = []
     problems: list[Problem] = []
-    for row, cells in enumerate(rows, 1):
+    texts: list[str] = []
+    for row, (cells, combo) in enumerate(zip(rows, combos, strict=True), 1):
+        prompt = cells[prompt_at] if prompt_at is not None else _EMPTY
+        if prompt is _EMPTY:
+            prompt = default_prompt
+        entry = None
+        if (prompt is _EMPTY or type(prompt) is str) and _SLOW not in combo:
+            key = (combo, prompt is _EMPTY)
+            try:
+                entry = checked[key]
+            except KeyError:
+                entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY)
+        if entry is not None:
+            template, spelling = entry
+            request = _with_prompt(template, template.prompt if prompt is _EMPTY else prompt)
+            requests.append(request)
+            texts.append(_request_json(request) if spelling is None
+                         else f"{spelling[0]}{encode_basestring(request.prompt)}{spelling[1]}")
+            continue
         given = {name: v for name, v in zip(fields, cells, strict=True) if v is not _EMPTY}
         try:
-            requests.append(VideoRequest.model_validate({**defaults, **given}))
+            request = VideoRequest.model_validate({**defaults, **given})
         except ValidationError as exc:
             problems += _problems_from(exc, row, from_defaults=defaults.keys() - given.keys())
-    return requests, problems
+        else:
+            requests.append(request)
+            texts.append(_request_json(request))
+    return requests, problems, texts
+
+
+_SLOW: Any = object()  # a cell that makes its row be validated on its own
+_SCALARS = frozenset({int, float, bool})
+
+
+def _tagged(name: str, column: list[Any]) -> list[Any]:
+    if name == "camera_control":  # a nested value: each row on its own
+        return [_EMPTY if v is _EMPTY else _SLOW for v in column]
+    return [v if type(v) is str or v is _EMPTY
+            else (type(v), repr(v)) if type(v) in _SCALARS else _SLOW
+            for v in column]
+
+
+def _check_combination(
+    fields: list[str], cells: tuple[Any, ...], defaults: Mapping[str, Any], no_prompt: bool
+) -> tuple[VideoRequest, tuple[str, str] | None] | None:
+    """A validated request for these cells with a stand-in prompt ("x", or none), and its JSON
+    split around the prompt; None if pydantic refuses the combination."""
+    given = {name: v for name, v in zip(fields, cells, strict=True)
+             if v is not _EMPTY and name != "prompt"}
+    values = {**defaults, **given}
+    if no_prompt:
+        values.pop("prompt", None)
+    else:
+        values["prompt"] = "x"
+    try:
+        request = VideoRequest.model_validate(values)
+    except ValidationError:
+        return None
+    if request.camera_control is not None:
+        return None
+    return request, _template(request)
+
+
+_set_attribute = object.__setattr__
+
+
+def _with_prompt(template: VideoRequest, prompt: str) -> VideoRequest:
+    """``template`` with another prompt: what ``model_validate`` gives for a row that differs from
+    the template's only in its (already stripped, non-empty) prompt text. Shares the template's
+    fields-set (the model is frozen, nothing changes it)."""
+    request = VideoRequest.__new__(VideoRequest)
+    values = template.__dict__.copy()
+    values["prompt"] = prompt
+    _set_attribute(request, "__dict__", values)
+    _set_attribute(request, "__pydantic_fields_set__", template.__pydantic_fields_set__)
+    _set_attribute(request, "__pydantic_extra__", template.__pydantic_extra__)
+    _set_attribute(request, "__pydantic_private__", template.__pydantic_private__)
+    return request
 
 
 def _problems_from(
