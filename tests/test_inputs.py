@@ -539,3 +539,10 @@ def test_every_problem_of_a_row_at_once(tmp_path):
     # the same from Python (a list of dicts)
     rows = [{"prompt": "", "duration": 7, "aspect_ratio": "4:3", "mode": "ultra"}]
     assert len(problems_of(rows)) == 4
+
+
+@pytest.mark.parametrize("text", ["", "a", "a\n", "a\r\nb\rc\nd", "\r\r\n\n", "x\u2028y\x85z\x0bw\r", 'a,"b\r\nc"\nd'])
+def test_lines_are_those_of_a_newline_preserving_stringio(text):
+    import io
+
+    assert list(inputs._lines(text)) == list(io.StringIO(text, newline=""))

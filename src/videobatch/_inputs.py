@@ -18,7 +18,7 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
 from typing import Any
@@ -264,8 +264,11 @@ def _read_csv(name: str) -> tuple[pd.DataFrame, str]:
             # pandas would silently drop the first row's extra cells: refuse every such row
             _check_widths(_scan(text)[1] or first_rows, len(header), name)
     try:
+        # From the bytes (checked above to be UTF-8): a StringIO would copy the text at 4 bytes a
+        # character first; pandas parses UTF-8 bytes either way.
         frame = pd.read_csv(
-            io.StringIO(text), dtype=_text_columns(header), keep_default_na=False,
+            io.BytesIO(raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw),
+            encoding="utf-8", dtype=_text_columns(header), keep_default_na=False,
             na_values=[""], index_col=False,
         )
     except pd.errors.EmptyDataError:
@@ -334,7 +337,7 @@ def _scan(
     """The header cells, and (first line, cell count) of each data row (up to ``limit`` rows),
     skipping blank lines as pandas does. Rows are None when the csv module cannot read the text
     (e.g. a cell over its 128 KiB limit): line numbers then fall back to row + 1."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(_lines(text))
     header: list[str] | None = None
     rows: list[tuple[int, int]] = []
     next_line = 1
@@ -352,6 +355,15 @@ def _scan(
     except csv.Error:
         return header, None
     return header, rows
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines ``io.StringIO(text, newline="")`` yields (ends kept), one at a time: no copy of
+    the whole text (a StringIO holds 4 bytes a character)."""
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def _check_header(names: list[str], source: str) -> None:
