@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from ._jobs import RESULT_COLUMNS
+from ._jobs import RESULT_COLUMNS, gc_paused
 from .errors import ConfigError, InputError, Problem
 from .request import REQUEST_FIELDS, VideoRequest, request_errors
 
@@ -182,6 +182,7 @@ class Prompts:
         return self._fingerprint
 
 
+@gc_paused()
 def load_prompts(
     source: str | os.PathLike[str] | pd.DataFrame | Sequence[str | Mapping[str, Any]] | Prompts,
     *,

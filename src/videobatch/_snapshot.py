@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._jobs import RESULT_FIELDS, Job, State
+from ._jobs import RESULT_FIELDS, Job, State, gc_paused
 from ._journal import FORMAT, Replay, replay
 from ._journal import segments as _segments
 from .errors import CheckpointError
@@ -87,6 +87,7 @@ def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
 
 
 # -------------------------------------------------------------------- loading
+@gc_paused()
 def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
     """Read a checkpoint (snapshot + journal replay) without any input or provider.
 

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._inputs import Prompts
-from ._jobs import RESULT_FIELDS, Job, State
+from ._jobs import RESULT_FIELDS, Job, State, gc_paused
 from ._journal import FORMAT as FORMAT
 from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps
@@ -111,6 +111,7 @@ class Checkpoint(Store):
 
     # ---------------------------------------------------------------- opening
     @classmethod
+    @gc_paused()
     def open(
         cls,
         path: str | os.PathLike[str],
