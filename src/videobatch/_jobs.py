@@ -102,6 +102,7 @@ RESULT_FIELDS = (
     "error_kind",
     "error",
 )
+_RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
 
 
 @contextlib.contextmanager
@@ -186,14 +187,14 @@ class Job:
 
         Raises IllegalTransition (and changes nothing) if the state machine forbids the move.
         """
-        new = State(new)
+        if type(new) is not State:
+            new = State(new)
         if new not in _LEGAL[self.state]:
             raise IllegalTransition(
                 f"row {self.key!r}: cannot go from {self.state.value} to {new.value}"
             )
-        unknown = set(fields) - set(RESULT_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown job fields: {sorted(unknown)}")
+        if not _RESULT_FIELD_SET.issuperset(fields):
+            raise TypeError(f"unknown job fields: {sorted(set(fields) - _RESULT_FIELD_SET)}")
         if new is State.PENDING and self.state is State.FAILED:
             # A retry starts a fresh submission with its own idempotency key.
             fields.setdefault("generation", self.generation + 1)

@@ -51,8 +51,13 @@ _KEY = re.compile(rb'"k":("(?:[^"\\]|\\.)*")')
 log = logging.getLogger("videobatch")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, without
+    building an encoder per call (one per journal record)."""
+    return _ENCODER.encode(obj)
 
 
 def segment_path(path: Path, seq: int) -> Path:
