@@ -6,6 +6,7 @@ A result column that a newer videobatch added to ``RESULT_FIELDS`` is all-None i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -87,6 +88,12 @@ def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
 
 
 # -------------------------------------------------------------------- loading
+# Job's fields in order: key, index, request, state, then RESULT_FIELDS (load builds jobs positionally).
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+assert _JOB_FIELDS[4:4 + len(RESULT_FIELDS)] == RESULT_FIELDS, "Job's fields changed order"
+_STATES = {state.value: state for state in State}
+
+
 @gc_paused()
 def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
     """Read a checkpoint (snapshot + journal replay) without any input or provider.
@@ -132,18 +139,16 @@ def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckp
     keys = table.column(_KEY_COL).to_pylist()
     request_json = table.column(_REQUEST_COL).to_pylist()
     states = table.column(_STATE_COL).to_pylist()
-    fields = {name: column(_PREFIX + name) for name in RESULT_FIELDS}
+    fields = [column(_PREFIX + name) for name in RESULT_FIELDS]
     extras = column(_EXTRAS_COL)
     jobs = []
-    for i, key in enumerate(keys):
-        request = _request_from(request_json[i]) if requests else _PLACEHOLDER
-        job = Job(key, i, request, State(states[i]))
-        for name, values in fields.items():
-            value = values[i]
-            if value is not None:
-                setattr(job, name, value)
-        if extras[i]:
-            job.extras = json.loads(extras[i])
+    rows = zip(keys, states, request_json, extras, *fields, strict=True)
+    for i, (key, state, text, extra, attempts, generation, *values) in enumerate(rows):
+        # Positional: RESULT_FIELDS in Job's order; an empty attempts/generation keeps its 0.
+        job = Job(key, i, _request_from(text) if requests else _PLACEHOLDER, _STATES.get(state) or State(state),
+                  0 if attempts is None else attempts, 0 if generation is None else generation, *values)
+        if extra:
+            job.extras = json.loads(extra)
         jobs.append(job)
     report = replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
     return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta, request_json=request_json,
