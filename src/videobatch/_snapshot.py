@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,12 +66,13 @@ def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequen
 
 
 def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
-    cols: dict[str, pa.Array] = {_STATE_COL: pa.array([j.state.value for j in jobs], pa.string())}
+    # Runs on the event loop at every snapshot: plain loops over the jobs (a State is its text).
+    cols: dict[str, pa.Array] = {_STATE_COL: pa.array([j.state for j in jobs], pa.string())}
     # Extras keep their insertion order: it is the order of the results' extra columns.
     extras = [json.dumps(j.extras, ensure_ascii=False) if j.extras else None for j in jobs]
     cols[_EXTRAS_COL] = pa.array(extras, pa.string())
     for name in RESULT_FIELDS:
-        values = [getattr(j, name) for j in jobs]
+        values = list(map(operator.attrgetter(name), jobs))
         if name in _INT_FIELDS:
             typ: pa.DataType = pa.int64()
         elif name in _FLOAT_FIELDS:
