@@ -1,18 +1,26 @@
-"""Core figures, measured in one run: slot efficiency, runner overhead, checkpoint cost at 100k rows.
+"""Core figures, measured in one run: slot efficiency, runner overhead, checkpoint cost at 100k rows,
+and a 200k-row CSV from process start to the first paid request (and its resume).
 
-    python benchmarks/bench_core.py            # all three
-    python benchmarks/bench_core.py efficiency # or: overhead, checkpoint
+    python benchmarks/bench_core.py            # all five
+    python benchmarks/bench_core.py efficiency # or: overhead, checkpoint, scale (scale + resume)
 
 Targets (issue 3): efficiency >= 0.95 (200 rows, concurrency 10, known latency); overhead >= 2,000
 rows/s (zero latency); checkpoint write and load < 1 s and peak memory < 500 MB for 100,000 rows.
 Efficiency = ideal wall time / actual wall time, where ideal = ceil(rows / concurrency) * latency.
+Targets (issue 10): 200,000 CSV rows to the first submit < 3 s and a resume of that checkpoint to
+its first provider call < 3 s, peak memory < 500 MB for both; overhead >= 5,000 rows/s with the
+checkpoint on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import math
+import os
+import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +29,7 @@ from pathlib import Path
 
 import videobatch
 from videobatch._jobs import State
+from videobatch.providers import register
 from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
 from videobatch.providers.local.provider import LocalProvider
 from videobatch.request import VideoRequest
@@ -120,6 +129,10 @@ def _stage(stage: str, rows: int, path: Path) -> None:
         assert (df["status"] == "completed").sum() == len(range(1, rows, 3))
         assert sum(j.state is State.COMPLETED for j in loaded.jobs) == len(range(1, rows, 3))
         detail = f"load {t_load:.3f}s, file {path.stat().st_size / 1e6:.1f} MB"
+    elif stage == "results":  # videobatch.results(checkpoint): the results table of a big checkpoint
+        df = videobatch.results(path)
+        assert len(df) == rows
+        detail = f"results(checkpoint) {time.perf_counter() - t0:.2f}s"
     else:  # load with every request rebuilt (retry/status commands), and journal replay
         loaded = load(path)
         detail = f"load rebuilding every request {time.perf_counter() - t0:.3f}s"
@@ -135,10 +148,122 @@ def checkpoint(rows: int = 100_000) -> None:
             _child(stage, rows, path)
 
 
+_SUBJECTS = ("a red fox", "an old lighthouse keeper", "a paper boat", "two cyclists", "a neon koi fish",
+             "a glass greenhouse", "a lone astronaut", "a street violinist", "a herd of wild horses")
+_ACTIONS = ("drifting slowly across", "walking through", "circling above", "racing along",
+            "reflected in", "emerging from", "resting beside")
+_PLACES = ("a misty pine forest at dawn", "a rain-soaked Tokyo alley", "the dunes of the Sahara",
+           "a frozen mountain lake", "a crowded night market", "an abandoned train station")
+_STYLES = ("cinematic, 35mm film grain", "soft pastel light", "handheld documentary look",
+           "golden hour, shallow depth of field", "moody blue tones, slow dolly in")
+_NOTES = ("", "", "", "client approved", "check logo placement, colours", 'needs a "hero" feel',
+          "reshoot if too dark")
+
+
+def write_shot_list(path: Path, rows: int) -> None:
+    """A realistic pasted shot list: ~80-character prompts, a campaign and notes carried through,
+    duration and aspect-ratio columns filled on some rows only (the rest take the defaults), no id
+    column (keys are hashed from the requests)."""
+    rng = random.Random(10)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["shot", "campaign", "prompt", "duration", "aspect_ratio", "notes"])
+        for i in range(rows):
+            prompt = (f"Shot {i}: {rng.choice(_SUBJECTS)} {rng.choice(_ACTIONS)} {rng.choice(_PLACES)}, "
+                      f"{rng.choice(_STYLES)}")
+            duration = "10" if i % 4 == 0 else ""
+            aspect = "9:16" if i % 5 == 0 else ("1:1" if i % 7 == 0 else "")
+            out.writerow([f"S{i:06d}", f"spring-{i % 12:02d}", prompt, duration, aspect, rng.choice(_NOTES)])
+
+
+def _peak_mb_now() -> float:
+    """This process's peak resident memory so far (VmHWM), in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class FirstCallProvider(Provider):
+    """Records when the run first calls the provider (submit, poll or lookup) and the process's peak
+    memory then; after ``kill_after`` calls the process kills itself (``kill -9``, a crash mid-run).
+    Tasks are accepted and never finish."""
+
+    name = "bench"
+
+    def __init__(self, report: str, kill_after: str = "20") -> None:
+        self.limits = Limits(max_parallel=20)
+        self.poll_hint = PollHint(first_poll=0.05, min_interval=0.05, max_interval=0.2)
+        self._report = report
+        self._kill_after = int(kill_after)
+        self._calls = 0
+
+    def _called(self, what: str) -> None:
+        self._calls += 1
+        if self._calls == 1:
+            Path(self._report).write_text(f"{time.time()} {what} {_peak_mb_now():.0f}\n")
+        if self._calls >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
+        self._called("submit")
+        return TaskStatus(f"t-{idempotency_key}", TaskState.QUEUED, created_at=time.time())
+
+    async def status(self, task_id: str) -> TaskStatus:
+        self._called("poll")
+        return TaskStatus(task_id, TaskState.RUNNING)
+
+    async def find(self, idempotency_key: str) -> TaskStatus | None:
+        self._called("lookup")
+        return TaskStatus(f"t-{idempotency_key}", TaskState.RUNNING, created_at=time.time())
+
+
+def _scale_child(report: str, prompts: str, path: str) -> None:
+    """``python -m videobatch PROMPTS --provider bench --checkpoint PATH`` with the bench provider."""
+    from videobatch.cli import main
+
+    register("bench", FirstCallProvider)
+    raise SystemExit(main([prompts, "--provider", "bench", "-P", f"report={report}",
+                           "--checkpoint", path]))
+
+
+def _cli_until_first_call(prompts: Path, path: Path) -> str:
+    """Run the CLI in a fresh process until it has made a few provider calls (then it is killed)."""
+    report = path.with_name("first-call.txt")
+    report.unlink(missing_ok=True)
+    with tempfile.TemporaryFile() as err:
+        started = time.time()
+        proc = subprocess.Popen([sys.executable, __file__, "_scale_child", str(report), str(prompts), str(path)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != -signal.SIGKILL or not report.exists():
+            err.seek(0)
+            raise RuntimeError(f"the run ended with {proc.returncode}:\n{err.read().decode()[-3000:]}")
+    at, what, peak_then = report.read_text().split()
+    return (f"start to first {what} {float(at) - started:.2f}s (peak RSS then {peak_then} MB); "
+            f"peak RSS {usage.ru_maxrss / 1024:.0f} MB, CPU {usage.ru_utime + usage.ru_stime:.2f}s")
+
+
+def scale(rows: int = 200_000) -> None:
+    """Targets: CSV to the first submit < 3 s, resume to the first provider call < 3 s, peak < 500 MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "shots.csv"
+        write_shot_list(prompts, rows)
+        path = Path(tmp) / "shots.checkpoint.parquet"
+        size = prompts.stat().st_size / 1e6
+        print(f"scale       rows={rows} ({size:.0f} MB CSV), new run: {_cli_until_first_call(prompts, path)}")
+        print(f"resume      rows={rows}, after kill -9: {_cli_until_first_call(prompts, path)}")
+        _child("results", rows, path)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["_scale_child"]:
+        _scale_child(*sys.argv[2:5])
     if sys.argv[1:2] == ["_stage"]:
         _stage(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
         raise SystemExit(0)
-    which = sys.argv[1:] or ["efficiency", "overhead", "checkpoint"]
+    which = sys.argv[1:] or ["efficiency", "overhead", "checkpoint", "scale"]
     for name in which:
-        {"efficiency": efficiency, "overhead": overhead, "checkpoint": checkpoint}[name]()
+        {"efficiency": efficiency, "overhead": overhead, "checkpoint": checkpoint, "scale": scale}[name]()

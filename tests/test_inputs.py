@@ -12,7 +12,7 @@ import pytest
 from videobatch import _inputs as inputs
 from videobatch._inputs import Prompts, canonical_json, load_prompts
 from videobatch.errors import ConfigError, InputError, Problem
-from videobatch.request import REQUEST_FIELDS
+from videobatch.request import REQUEST_FIELDS, VideoRequest
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prompts.csv"
 
@@ -269,6 +269,45 @@ def test_canonical_json_matches_the_documented_spelling():
     assert canonical_json(obj) == expected == '{"a":"é","b":[1,2.5,null],"c":{"y":true,"z":1}}'
 
 
+ODD_ROWS = [
+    {"prompt": '  héllo "quoted" \\ back  ', "cfg_scale": -0.0, "model": "v1"},
+    {"prompt": "x", "cfg_scale": 0.0, "model": "v1"},
+    {"prompt": "x", "cfg_scale": 0.0, "model": "v1"},
+    {"prompt": "emoji 🎬 \u2028 line", "duration": 10.0, "negative_prompt": '"prompt":"no"'},
+    {"prompt": "ab", "duration": "10s", "aspect_ratio": "1:1"},
+    {"prompt": "cam", "model": "kling-v1", "camera_control": '{"type":"simple","config":{"zoom":5}}'},
+    {"prompt": "img", "image": "https://x/y.png", "image_tail": "https://x/z.png"},
+    {"prompt": "t", "duration": 5, "mode": "pro"},
+    {"prompt": "t", "duration": 5.0, "mode": "pro", "cfg_scale": 1},
+    {"prompt": "", "image": "https://x/y.png"},
+]
+
+
+def test_request_json_is_the_canonical_json_of_each_request():
+    # request_json() spells rows of one shape from a template: it must equal the plain recipe.
+    prompts = load_prompts(ODD_ROWS + [{"prompt": f"row {i} \\ \"{i}\""} for i in range(5)])
+    expected = [canonical_json(r.model_dump(mode="json", exclude_none=True)) for r in prompts.requests]
+    assert prompts.request_json() == expected
+    assert inputs._requests_json(prompts.requests) == expected
+
+
+def test_rows_checked_once_per_combination_equal_rows_checked_one_by_one():
+    # Rows sharing every cell but the prompt are validated once; each must still be exactly what
+    # pydantic builds for that row alone.
+    rows = [{"prompt": f" shot {i} ", "duration": [None, 10, "5s"][i % 3], "cfg_scale": [None, 0.0, -0.0][i % 3],
+             "model": "kling-v1", "camera_control": '{"type":"simple"}' if i == 4 else None} for i in range(9)]
+    rows.append({"image": "https://x/a.png", "model": "kling-v1"})
+    prompts = load_prompts(rows, defaults={"mode": "pro"})
+    frame = pd.DataFrame(rows)
+    for request, (_, row) in zip(prompts.requests, frame.iterrows(), strict=True):
+        given = {k: v for k, v in row.items() if not inputs._is_blank(v)}
+        alone = VideoRequest.model_validate({"mode": "pro", **given})
+        assert request == alone
+        assert request.model_fields_set == alone.model_fields_set
+        assert request.model_dump_json() == alone.model_dump_json()
+    assert prompts.requests[2].cfg_scale == -0.0 and str(prompts.requests[2].cfg_scale) == "-0.0"
+
+
 def test_prompts_repr_is_short():
     assert repr(load_prompts(["a"] * 3)) == "Prompts(3 rows from 'list')"
 
@@ -500,3 +539,10 @@ def test_every_problem_of_a_row_at_once(tmp_path):
     # the same from Python (a list of dicts)
     rows = [{"prompt": "", "duration": 7, "aspect_ratio": "4:3", "mode": "ultra"}]
     assert len(problems_of(rows)) == 4
+
+
+@pytest.mark.parametrize("text", ["", "a", "a\n", "a\r\nb\rc\nd", "\r\r\n\n", "x\u2028y\x85z\x0bw\r", 'a,"b\r\nc"\nd'])
+def test_lines_are_those_of_a_newline_preserving_stringio(text):
+    import io
+
+    assert list(inputs._lines(text)) == list(io.StringIO(text, newline=""))

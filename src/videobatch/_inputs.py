@@ -18,14 +18,15 @@ import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
 from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
 
-from ._jobs import RESULT_COLUMNS
+from ._jobs import RESULT_COLUMNS, gc_paused
 from .errors import ConfigError, InputError, Problem
 from .request import REQUEST_FIELDS, VideoRequest, request_errors
 
@@ -78,6 +79,61 @@ def _request_json(request: VideoRequest) -> str:
     return canonical_json(request.model_dump(mode="json", exclude_none=True))
 
 
+# Fields that decide a request's JSON "shape": rows with equal values here differ only in the prompt.
+# (Rows with an image or camera control are spelled one by one: those values are big or nested.)
+_SHAPE_FIELDS = tuple(n for n in REQUEST_FIELDS if n not in ("prompt", "image", "image_tail", "camera_control"))
+_PROMPT_KEY = '"prompt":'
+
+
+def _shape(request: VideoRequest) -> tuple[Any, ...] | None:
+    """What a request's JSON looks like apart from its prompt text; None: spell it one by one."""
+    values = request.__dict__
+    if (type(values.get("prompt")) is not str or values.get("image") is not None
+            or values.get("image_tail") is not None or values.get("camera_control") is not None):
+        return None
+    shape = tuple(map(values.get, _SHAPE_FIELDS))
+    types = tuple(map(type, shape))  # keeps 1, 1.0 and True apart
+    if float in types:  # and repr keeps 0.0 and -0.0 apart
+        return shape, types, tuple(map(repr, shape))
+    return shape, types
+
+
+def _requests_json(requests: Sequence[VideoRequest]) -> list[str]:
+    """Each request's canonical JSON: the same text as ``_request_json``, made ~20x faster.
+
+    The JSON of one request per shape is split around its prompt's spelling; every other request
+    of that shape is the same text with its own prompt spelled in. (In canonical JSON a string
+    value never contains an unescaped ``"prompt":``, so the first one is the key.)
+    """
+    out: list[str] = []
+    templates: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+    for request in requests:
+        template = None
+        shape = _shape(request)
+        if shape is not None:
+            try:
+                template = templates[shape]
+            except KeyError:
+                template = templates[shape] = _template(request)
+            except TypeError:  # an unhashable value (a request built without validation)
+                pass
+        if template is None:
+            out.append(_request_json(request))
+        else:
+            out.append(f"{template[0]}{encode_basestring(request.prompt)}{template[1]}")
+    return out
+
+
+def _template(request: VideoRequest) -> tuple[str, str] | None:
+    text = _request_json(request)
+    head, key, tail = text.partition(_PROMPT_KEY)
+    spelled = encode_basestring(request.prompt)
+    if not key or not tail.startswith(spelled):
+        return None
+    template = (head + key, tail[len(spelled):])
+    return template if template[0] + spelled + template[1] == text else None
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Prompts:
     """A validated prompts table: the user's rows, one request and one stable key per row."""
@@ -102,7 +158,7 @@ class Prompts:
     def request_json(self) -> list[str]:
         """Each row's request as canonical JSON (computed once; the checkpoint stores these)."""
         if self._json_cache is None:
-            object.__setattr__(self, "_json_cache", [_request_json(r) for r in self.requests])
+            object.__setattr__(self, "_json_cache", _requests_json(self.requests))
         assert self._json_cache is not None
         return self._json_cache
 
@@ -113,13 +169,20 @@ class Prompts:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            for key, request in zip(self.keys, self.request_json(), strict=True):
-                digest.update(f"[{canonical_json(key)},{request}]\n".encode())
+            keys, texts = self.keys, self.request_json()
+            if len(keys) != len(texts):
+                raise ValueError("Prompts: keys and requests must have one entry per row")
+            for start in range(0, len(keys), 4096):  # hashed in chunks: the same bytes, fewer calls
+                digest.update("".join([
+                    f"[{encode_basestring(key) if type(key) is str else canonical_json(key)},{text}]\n"
+                    for key, text in zip(keys[start:start + 4096], texts[start:start + 4096], strict=True)
+                ]).encode())
             object.__setattr__(self, "_fingerprint", digest.hexdigest())
         assert self._fingerprint is not None
         return self._fingerprint
 
 
+@gc_paused()
 def load_prompts(
     source: str | os.PathLike[str] | pd.DataFrame | Sequence[str | Mapping[str, Any]] | Prompts,
     *,
@@ -202,8 +265,11 @@ def _read_csv(name: str) -> tuple[pd.DataFrame, str]:
             # pandas would silently drop the first row's extra cells: refuse every such row
             _check_widths(_scan(text)[1] or first_rows, len(header), name)
     try:
+        # From the bytes (checked above to be UTF-8): a StringIO would copy the text at 4 bytes a
+        # character first; pandas parses UTF-8 bytes either way.
         frame = pd.read_csv(
-            io.StringIO(text), dtype=_text_columns(header), keep_default_na=False,
+            io.BytesIO(raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw),
+            encoding="utf-8", dtype=_text_columns(header), keep_default_na=False,
             na_values=[""], index_col=False,
         )
     except pd.errors.EmptyDataError:
@@ -272,7 +338,7 @@ def _scan(
     """The header cells, and (first line, cell count) of each data row (up to ``limit`` rows),
     skipping blank lines as pandas does. Rows are None when the csv module cannot read the text
     (e.g. a cell over its 128 KiB limit): line numbers then fall back to row + 1."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(_lines(text))
     header: list[str] | None = None
     rows: list[tuple[int, int]] = []
     next_line = 1
@@ -290,6 +356,15 @@ def _scan(
     except csv.Error:
         return header, None
     return header, rows
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines ``io.StringIO(text, newline="")`` yields (ends kept), one at a time: no copy of
+    the whole text (a StringIO holds 4 bytes a character)."""
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def _check_header(names: list[str], source: str) -> None:
@@ -365,19 +440,22 @@ def _validate(
     problems, blocking = _table_problems(frame, defaults)
     requests: list[VideoRequest] = []
     keys: list[str] = []
+    texts: list[str] = []
     if not blocking:
-        requests, row_problems = _validate_rows(frame, defaults)
+        requests, row_problems, texts = _validate_rows(frame, defaults)
         problems += row_problems
         if ID_COLUMN in frame.columns:
             keys, id_problems = _keys_from_ids(frame[ID_COLUMN].tolist())
             problems += id_problems
         elif not problems:
-            keys = _hashed_keys(requests)
+            keys = _hashed_keys(texts)
     if problems:
         problems = _locate(problems, frame, csv_text)
         raise InputError(problems, source=source)
     _warn_near_misses(frame, source)
-    return Prompts(frame=frame, requests=requests, keys=keys, source=source)
+    prompts = Prompts(frame=frame, requests=requests, keys=keys, source=source)
+    object.__setattr__(prompts, "_json_cache", texts)  # the checkpoint stores the same texts
+    return prompts
 
 
 def _table_problems(frame: pd.DataFrame, defaults: Mapping[str, Any]) -> tuple[list[Problem], bool]:
@@ -426,20 +504,108 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 def _validate_rows(
     frame: pd.DataFrame, defaults: Mapping[str, Any]
-) -> tuple[list[VideoRequest], list[Problem]]:
-    """One VideoRequest per row (cell, else default, else field default) and every row problem."""
+) -> tuple[list[VideoRequest], list[Problem], list[str]]:
+    """One VideoRequest per row (cell, else default, else field default), every row problem, and
+    each valid row's canonical request JSON.
+
+    Rows usually differ only in their prompt: pydantic checks each distinct combination of the
+    other cells once, with a stand-in prompt (the checks look at the prompt only to see whether it
+    is empty), and every row of a valid combination gets a copy with its own prompt. A row whose
+    combination fails, whose prompt is not text, or with a camera_control is validated on its own,
+    so its problems are exactly those pydantic reports for it.
+    """
     fields = [name for name in REQUEST_FIELDS if name in frame.columns]
     columns = [[_cell(v) for v in frame[name].tolist()] for name in fields]
     rows = zip(*columns, strict=True) if columns else iter([()] * len(frame))
+    prompt_at = fields.index("prompt") if "prompt" in fields else None
+    default_prompt = defaults.get("prompt", _EMPTY)
+    if type(default_prompt) is str:  # stripped like a cell (the validator strips it too)
+        default_prompt = default_prompt.strip() or _EMPTY
+    # What decides a row's combination: each cell, tagged so that 1, 1.0, True and 0.0, -0.0 differ.
+    tagged = [_tagged(name, column) for name, column in zip(fields, columns, strict=True)
+              if name != "prompt"]
+    combos = zip(*tagged, strict=True) if tagged else iter([()] * len(frame))
+    checked: dict[tuple[Any, ...], tuple[VideoRequest, tuple[str, str] | None] | None] = {}
     requests: list[VideoRequest] = []
     problems: list[Problem] = []
-    for row, cells in enumerate(rows, 1):
+    texts: list[str] = []
+    for row, (cells, combo) in enumerate(zip(rows, combos, strict=True), 1):
+        prompt = cells[prompt_at] if prompt_at is not None else _EMPTY
+        if prompt is _EMPTY:
+            prompt = default_prompt
+        entry = None
+        if (prompt is _EMPTY or type(prompt) is str) and _SLOW not in combo:
+            key = (combo, prompt is _EMPTY)
+            try:
+                entry = checked[key]
+            except KeyError:
+                entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY)
+        if entry is not None:
+            template, spelling = entry
+            request = _with_prompt(template, template.prompt if prompt is _EMPTY else prompt)
+            requests.append(request)
+            texts.append(_request_json(request) if spelling is None
+                         else f"{spelling[0]}{encode_basestring(request.prompt)}{spelling[1]}")
+            continue
         given = {name: v for name, v in zip(fields, cells, strict=True) if v is not _EMPTY}
         try:
-            requests.append(VideoRequest.model_validate({**defaults, **given}))
+            request = VideoRequest.model_validate({**defaults, **given})
         except ValidationError as exc:
             problems += _problems_from(exc, row, from_defaults=defaults.keys() - given.keys())
-    return requests, problems
+        else:
+            requests.append(request)
+            texts.append(_request_json(request))
+    return requests, problems, texts
+
+
+_SLOW: Any = object()  # a cell that makes its row be validated on its own
+_SCALARS = frozenset({int, float, bool})
+
+
+def _tagged(name: str, column: list[Any]) -> list[Any]:
+    if name == "camera_control":  # a nested value: each row on its own
+        return [_EMPTY if v is _EMPTY else _SLOW for v in column]
+    return [v if type(v) is str or v is _EMPTY
+            else (type(v), repr(v)) if type(v) in _SCALARS else _SLOW
+            for v in column]
+
+
+def _check_combination(
+    fields: list[str], cells: tuple[Any, ...], defaults: Mapping[str, Any], no_prompt: bool
+) -> tuple[VideoRequest, tuple[str, str] | None] | None:
+    """A validated request for these cells with a stand-in prompt ("x", or none), and its JSON
+    split around the prompt; None if pydantic refuses the combination."""
+    given = {name: v for name, v in zip(fields, cells, strict=True)
+             if v is not _EMPTY and name != "prompt"}
+    values = {**defaults, **given}
+    if no_prompt:
+        values.pop("prompt", None)
+    else:
+        values["prompt"] = "x"
+    try:
+        request = VideoRequest.model_validate(values)
+    except ValidationError:
+        return None
+    if request.camera_control is not None:
+        return None
+    return request, _template(request)
+
+
+_set_attribute = object.__setattr__
+
+
+def _with_prompt(template: VideoRequest, prompt: str) -> VideoRequest:
+    """``template`` with another prompt: what ``model_validate`` gives for a row that differs from
+    the template's only in its (already stripped, non-empty) prompt text. Shares the template's
+    fields-set (the model is frozen, nothing changes it)."""
+    request = VideoRequest.__new__(VideoRequest)
+    values = template.__dict__.copy()
+    values["prompt"] = prompt
+    _set_attribute(request, "__dict__", values)
+    _set_attribute(request, "__pydantic_fields_set__", template.__pydantic_fields_set__)
+    _set_attribute(request, "__pydantic_extra__", template.__pydantic_extra__)
+    _set_attribute(request, "__pydantic_private__", template.__pydantic_private__)
+    return request
 
 
 def _problems_from(
@@ -491,14 +657,14 @@ def _keys_from_ids(ids: list[Any]) -> tuple[list[str], list[Problem]]:
     return keys, problems
 
 
-def _hashed_keys(requests: list[VideoRequest]) -> list[str]:
+def _hashed_keys(texts: list[str]) -> list[str]:
     """sha256(request JSON + '#' + occurrence)[:16]: stable, and distinct for identical rows."""
-    seen: Counter[str] = Counter()
+    seen: dict[str, int] = {}
     keys = []
-    for request in requests:
-        body = _request_json(request)
-        keys.append(hashlib.sha256(f"{body}#{seen[body]}".encode()).hexdigest()[:16])
-        seen[body] += 1
+    sha256 = hashlib.sha256
+    for body in texts:
+        n = seen[body] = seen.get(body, -1) + 1
+        keys.append(sha256(f"{body}#{n}".encode()).hexdigest()[:16])
     return keys
 
 

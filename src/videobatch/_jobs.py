@@ -20,16 +20,19 @@ provider's idempotency lookup, never submitted again blindly.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import gc
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import IllegalTransition
 from .request import VideoRequest
 
-__all__ = ["RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "State", "idempotency_key"]
+__all__ = ["RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "State", "gc_paused", "idempotency_key"]
 
 
 class State(enum.StrEnum):
@@ -99,6 +102,24 @@ RESULT_FIELDS = (
     "error_kind",
     "error",
 )
+_RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a whole table of rows is built (requests, jobs, columns).
+
+    Each of its full collections walks every object alive, i.e. every row built so far: for 200,000
+    rows that doubles the build time. Memory is still freed by reference counting meanwhile, and
+    cycles are collected once the collector runs again. Usable as a decorator.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # What a new submission of a row starts without.
@@ -166,14 +187,14 @@ class Job:
 
         Raises IllegalTransition (and changes nothing) if the state machine forbids the move.
         """
-        new = State(new)
+        if type(new) is not State:
+            new = State(new)
         if new not in _LEGAL[self.state]:
             raise IllegalTransition(
                 f"row {self.key!r}: cannot go from {self.state.value} to {new.value}"
             )
-        unknown = set(fields) - set(RESULT_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown job fields: {sorted(unknown)}")
+        if not _RESULT_FIELD_SET.issuperset(fields):
+            raise TypeError(f"unknown job fields: {sorted(set(fields) - _RESULT_FIELD_SET)}")
         if new is State.PENDING and self.state is State.FAILED:
             # A retry starts a fresh submission with its own idempotency key.
             fields.setdefault("generation", self.generation + 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._jobs import RESULT_COLUMNS, Job
+from ._jobs import RESULT_COLUMNS, Job, gc_paused
 
 __all__ = ["RESULT_FORMATS", "results", "results_frame", "write_results"]
 
@@ -19,6 +19,7 @@ __all__ = ["RESULT_FORMATS", "results", "results_frame", "write_results"]
 RESULT_FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
 
 
+@gc_paused()
 def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
     """``frame`` (the user's input, index kept) with the result columns appended.
 

@@ -179,7 +179,10 @@ class Rows:
         waiting_since = max(accepted, self.started_wall)
         remaining = None if timeout is None else max(0.0, waiting_since + timeout - time.time())
         try:
-            status = await asyncio.wait_for(self.poller.wait(job.task_id, accepted), remaining)
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError  # as wait_for(..., 0): out of time before waiting at all
+            async with asyncio.timeout(remaining):  # no extra task per row, unlike wait_for
+                status = await self.poller.wait(job.task_id, accepted)
         except TimeoutError:
             self.move(job, State.FAILED, error_kind="timeout",
                        error=f"no result {timeout:.0f}s after the provider accepted task "

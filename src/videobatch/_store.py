@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._inputs import Prompts
-from ._jobs import RESULT_FIELDS, Job, State
+from ._jobs import RESULT_FIELDS, Job, State, gc_paused
 from ._journal import FORMAT as FORMAT
 from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps
@@ -111,6 +111,7 @@ class Checkpoint(Store):
 
     # ---------------------------------------------------------------- opening
     @classmethod
+    @gc_paused()
     def open(
         cls,
         path: str | os.PathLike[str],
@@ -145,8 +146,9 @@ class Checkpoint(Store):
     ) -> tuple[Checkpoint, list[Job]]:
         fingerprint = prompts.fingerprint()
         request_json = prompts.request_json()
-        jobs = [Job(key=k, index=i, request=r)
-                for i, (k, r) in enumerate(zip(prompts.keys, prompts.requests, strict=True))]
+        if len(prompts.keys) != len(prompts.requests):
+            raise ValueError("Prompts: keys and requests must have one entry per row")
+        jobs = list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
         if not path.exists() and _segments(path):  # the snapshot is lost: rebuild it
             meta, report, lost = rebuild(path, jobs, fingerprint=fingerprint, settings=settings,
                                          force=force)
