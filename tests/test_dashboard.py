@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 import videobatch
-from videobatch._events import Event, Progress
+from videobatch._events import Event, Tally
 from videobatch._jobs import Job, State
 from videobatch.request import VideoRequest
 from videobatch.ui import make_progress
@@ -34,7 +34,7 @@ def _job(i: int, prompt: str = "a red fox") -> Job:
     return Job(key=f"row-{i}", index=i, request=VideoRequest(prompt=prompt))
 
 
-def _move(progress: Progress, job: Job, new: State, **fields: object) -> Event:
+def _move(progress: Tally, job: Job, new: State, **fields: object) -> Event:
     """What the runner does: change the job, keep the counters, emit a transition."""
     old = job.state
     job.transition(new, **fields)
@@ -42,10 +42,10 @@ def _move(progress: Progress, job: Job, new: State, **fields: object) -> Event:
     progress.counts[new] += 1
     if job.terminal:
         progress.done_this_run += 1
-    return Event("transition", progress, job, old=old, new=new)
+    return Event("transition", progress.snapshot(), job.snapshot(), old=old, new=new)
 
 
-def _run_rows(model: DashboardModel, progress: Progress, jobs: list[Job], *, fail: set[int]) -> None:
+def _run_rows(model: DashboardModel, progress: Tally, jobs: list[Job], *, fail: set[int]) -> None:
     for job in jobs:
         model.update(_move(progress, job, State.SUBMITTING, attempts=1))
         if job.index in fail:
@@ -59,13 +59,13 @@ def _run_rows(model: DashboardModel, progress: Progress, jobs: list[Job], *, fai
 # ------------------------------------------------------------------------------------ the model
 def test_counts_recent_rows_clips_and_failures_follow_events():
     jobs = [_job(i) for i in range(8)]
-    progress = Progress(total=len(jobs))
+    progress = Tally(total=len(jobs))
     progress.counts[State.PENDING] = len(jobs)
     model = DashboardModel(recent=5, clips=3, clock=FakeClock())
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     _run_rows(model, progress, jobs, fail={2, 6})
     progress.slots_in_use, progress.slots_limit = 2, 5
-    model.update(Event("slots", progress))
+    model.update(Event("slots", progress.snapshot()))
 
     snap = model.snapshot()
     assert snap.total == 8 and snap.done == 8 and snap.running
@@ -88,31 +88,31 @@ def test_counts_recent_rows_clips_and_failures_follow_events():
     assert [r.key for r in snap.failures] == ["row-6"]
     assert snap.rows[0].key == "row-2" and snap.rows[0].state is State.PENDING
 
-    model.update(Event("finish", progress))
+    model.update(Event("finish", progress.snapshot()))
     final = model.snapshot()
     assert not final.running and final.slots_in_use == 0
 
 
 def test_throughput_and_eta_come_from_the_run_pace():
-    progress = Progress(total=100, started=time.monotonic() - 10.0)
+    progress = Tally(total=100, started=time.monotonic() - 10.0)
     progress.counts[State.COMPLETED] = 30  # 10 of them finished in an earlier run
     progress.counts[State.PENDING] = 70
     progress.done_this_run = 20
     model = DashboardModel(clock=FakeClock())
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     snap = model.snapshot()
     assert snap.throughput == pytest.approx(2.0, rel=0.02)  # 20 rows in 10 s
     assert snap.eta == pytest.approx(35.0, rel=0.02)  # 70 rows left at 2 rows/s
     assert snap.elapsed == pytest.approx(10.0, abs=0.2)
 
     # Nothing finished yet in this run: no ETA rather than a made-up one.
-    fresh = Progress(total=10)
+    fresh = Tally(total=10)
     fresh.counts[State.PENDING] = 10
-    model.update(Event("start", fresh))
+    model.update(Event("start", fresh.snapshot()))
     assert model.snapshot().eta is None
 
     # After the end the clock stops.
-    model.update(Event("finish", progress))
+    model.update(Event("finish", progress.snapshot()))
     first = model.snapshot().elapsed
     time.sleep(0.02)
     assert model.snapshot().elapsed == first
@@ -122,10 +122,10 @@ def test_renders_are_throttled_for_a_big_batch():
     clock = FakeClock()
     total = 10_000
     jobs = [_job(i) for i in range(total)]
-    progress = Progress(total=total)
+    progress = Tally(total=total)
     progress.counts[State.PENDING] = total
     model = DashboardModel(interval=0.25, clock=clock)
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     model.snapshot()
     events = 0
     for job in jobs:  # 40,000 events over 20 simulated seconds
@@ -145,14 +145,14 @@ def test_renders_are_throttled_for_a_big_batch():
 
 def test_due_waits_for_changes_or_the_heartbeat():
     clock = FakeClock()
-    progress = Progress(total=3)
+    progress = Tally(total=3)
     progress.counts[State.PENDING] = 3
     model = DashboardModel(interval=0.3, heartbeat=1.0, clock=clock)
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     assert model.due()
     model.snapshot()
     assert not model.due()  # nothing changed
-    model.update(Event("slots", progress))
+    model.update(Event("slots", progress.snapshot()))
     assert not model.due()  # changed, but too soon
     clock.now += 0.31
     assert model.due()
@@ -162,7 +162,7 @@ def test_due_waits_for_changes_or_the_heartbeat():
     clock.now += 0.6
     assert model.due()  # heartbeat: elapsed and ETA move on
     model.snapshot()
-    model.update(Event("finish", progress))
+    model.update(Event("finish", progress.snapshot()))
     model.snapshot()
     clock.now += 5
     assert not model.due()  # finished and drawn: no more renders
@@ -170,12 +170,12 @@ def test_due_waits_for_changes_or_the_heartbeat():
 
 def test_html_escapes_user_text_and_summary_lists_failures():
     jobs = [_job(0, "<script>alert(1)</script> a cat"), _job(1)]
-    progress = Progress(total=2)
+    progress = Tally(total=2)
     progress.counts[State.PENDING] = 2
     model = DashboardModel(clock=FakeClock())
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     _run_rows(model, progress, jobs, fail={1})
-    model.update(Event("finish", progress))
+    model.update(Event("finish", progress.snapshot()))
     snap = model.snapshot()
     table = table_html(snap)
     assert "<script>" not in table and "&lt;script&gt;" in table
@@ -189,12 +189,12 @@ def test_html_escapes_user_text_and_summary_lists_failures():
 
 def test_failures_shown_are_bounded_and_the_rest_counted():
     jobs = [_job(i) for i in range(30)]
-    progress = Progress(total=len(jobs))
+    progress = Tally(total=len(jobs))
     progress.counts[State.PENDING] = len(jobs)
     model = DashboardModel(failures=5, clock=FakeClock())
-    model.update(Event("start", progress))
+    model.update(Event("start", progress.snapshot()))
     _run_rows(model, progress, jobs, fail=set(range(0, 30, 2)))
-    model.update(Event("finish", progress))
+    model.update(Event("finish", progress.snapshot()))
     snap = model.snapshot()
     assert len(snap.failures) == 5 and snap.counts[State.FAILED] == 15
     assert summary_text(snap).splitlines()[-1] == "  ... and 10 more failed (see the results table)"
@@ -203,17 +203,17 @@ def test_failures_shown_are_bounded_and_the_rest_counted():
 # ------------------------------------------------------------------------------- the widget view
 def test_clip_previews_are_bounded_and_old_ones_closed():
     jobs = [_job(i) for i in range(7)]
-    progress = Progress(total=len(jobs))
+    progress = Tally(total=len(jobs))
     progress.counts[State.PENDING] = len(jobs)
     dash = Dashboard(display=False, clips=2)
     assert dash.view is not None
     seen = []
-    dash(Event("start", progress))
+    dash(Event("start", progress.snapshot()))
     for job in jobs:
         _run_rows(dash.model, progress, [job], fail=set())
         dash._render()
         seen.extend(box for box in dash.view.clips.children if box not in seen)
-    dash(Event("finish", progress))
+    dash(Event("finish", progress.snapshot()))
     shown = list(dash.view.clips.children)
     assert len(shown) == 2 and len(seen) == 7
     assert "row-6" in shown[0].children[1].value  # newest first

@@ -16,7 +16,7 @@ import videobatch
 from outputs_server import running
 from videobatch._events import Event
 from videobatch._inputs import load_prompts
-from videobatch._jobs import Job, State
+from videobatch._jobs import Job, RowSnapshot, State
 from videobatch.delivery.downloads import Downloader
 from videobatch.delivery.transfer import _status_error, check_container
 from videobatch.providers.local.render import render_clip
@@ -41,12 +41,20 @@ class Context:
 
     run_id = "test-run"
 
-    def __init__(self) -> None:
+    def __init__(self, jobs: list[Job] | None = None, *, listed: bool = False) -> None:
         self.records: list[tuple[str, dict[str, Any]]] = []
+        self.jobs = {job.key: job for job in jobs or ()}
+        self.listed = listed  # whether rows() lists them (a batch run) or not (service mode)
 
-    def annotate(self, job: Job, **extras: Any) -> None:
+    def rows(self, states: Any = None) -> list[RowSnapshot]:
+        return [job.snapshot() for job in self.jobs.values()
+                if self.listed and (states is None or job.state in states)]
+
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot:
+        job = self.jobs[row.key]  # the live row, as the runner keeps it
         job.annotate(**extras)
         self.records.append((job.key, extras))
+        return job.snapshot()
 
 
 def done_job(key: str, url: str, *, index: int = 0, expires_at: float | None = None) -> Job:
@@ -57,11 +65,12 @@ def done_job(key: str, url: str, *, index: int = 0, expires_at: float | None = N
 def download(dl: Downloader, *jobs: Job, context: Context | None = None,
              cancel_after: float | None = None) -> Context:
     ctx = context or Context()
+    ctx.jobs.update({job.key: job for job in jobs})
 
     async def go() -> None:
         dl.bind(ctx)
         for job in jobs:
-            dl.schedule(job)
+            dl.schedule(job.snapshot())
         if cancel_after is not None:
             await asyncio.sleep(cancel_after)
         await dl.drain(cancelled=cancel_after is not None)
@@ -234,14 +243,9 @@ def test_downloads_happen_during_the_run_and_join_the_results(tmp_path):
 
 
 def test_rows_finished_before_the_run_are_caught_up_when_the_context_lists_jobs(tmp_path, server, clip):
-    class ContextWithJobs(Context):
-        def __init__(self, jobs: list[Job]) -> None:
-            super().__init__()
-            self.jobs = jobs
-
     jobs = [done_job("a", server.add("a.mp4", clip)), done_job("b", server.add("b.mp4", clip), index=1),
             Job(key="c", index=2, request=VideoRequest(prompt="c"))]  # pending: nothing to fetch
-    download(fast(tmp_path / "out"), context=ContextWithJobs(jobs))
+    download(fast(tmp_path / "out"), context=Context(jobs, listed=True))
     assert (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "out" / "b.mp4").exists()
     assert "local_path" not in jobs[2].extras
 

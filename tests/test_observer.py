@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from videobatch._events import Event, Progress
-from videobatch._jobs import Job, State
+from videobatch._jobs import Job, RowSnapshot, State
 from videobatch._retry import RetryPolicy, RetryState, set_testing
 from videobatch.delivery._observer import BackgroundObserver, retry_policy
 from videobatch.delivery.downloads import Downloader
@@ -23,19 +23,22 @@ from videobatch.delivery.webhooks import WebhookNotifier
 from videobatch.errors import ConfigError, TransientError
 from videobatch.request import VideoRequest
 
-Work = Callable[["Toy", Job], Awaitable[None]]
+Work = Callable[["Toy", RowSnapshot], Awaitable[None]]
 
 
 class Context:
     run_id = "run-1"
 
-    def __init__(self, jobs: list[Job] | None = None) -> None:
+    def __init__(self, jobs: list[RowSnapshot] | None = None) -> None:
         self.jobs = jobs or []
         self.records: list[tuple[str, dict[str, Any]]] = []
 
-    def annotate(self, job: Job, **extras: Any) -> None:
-        job.annotate(**extras)
-        self.records.append((job.key, extras))
+    def rows(self, states: Any = None) -> list[RowSnapshot]:
+        return [row for row in self.jobs if states is None or row.state in states]
+
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot:
+        self.records.append((row.key, extras))
+        return row.with_extras(**extras)
 
 
 class Toy(BackgroundObserver[Context]):
@@ -48,16 +51,16 @@ class Toy(BackgroundObserver[Context]):
         self.crashes: list[tuple[str, str]] = []
         self.clients = 0
 
-    def owed(self, job: Job) -> bool:
+    def owed(self, job: RowSnapshot) -> bool:
         return "done" not in job.extras
 
-    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
+    def work(self, job: RowSnapshot) -> Coroutine[Any, Any, None] | None:
         async def run() -> None:
             await self.fn(self, job)
 
         return run()
 
-    def crashed(self, job: Job, message: str) -> None:
+    def crashed(self, job: RowSnapshot, message: str) -> None:
         self.crashes.append((job.key, message))
 
     def new_client(self) -> httpx.AsyncClient:
@@ -65,17 +68,17 @@ class Toy(BackgroundObserver[Context]):
         return httpx.AsyncClient()
 
 
-def job(key: str, state: State = State.COMPLETED, **extras: Any) -> Job:
+def job(key: str, state: State = State.COMPLETED, **extras: Any) -> RowSnapshot:
     row = Job(key=key, index=0, request=VideoRequest(prompt=key), state=state)
     row.extras.update(extras)
-    return row
+    return row.snapshot()
 
 
-def moved(row: Job, new: State) -> Event:
-    return Event("transition", Progress(total=1), job=row, old=State.GENERATING, new=new)
+def moved(row: RowSnapshot, new: State) -> Event:
+    return Event("transition", Progress(total=1), row=row, old=State.GENERATING, new=new)
 
 
-async def record_done(observer: Toy, row: Job) -> None:
+async def record_done(observer: Toy, row: RowSnapshot) -> None:
     await asyncio.sleep(0)
     observer.record(row, done=True)
 
@@ -88,7 +91,7 @@ def test_rows_reaching_its_states_start_work_and_outcomes_are_recorded():
         toy.bind(ctx)
         toy(moved(job("a"), State.COMPLETED))
         toy(moved(job("b"), State.FAILED))  # not one of its states
-        toy(Event("annotate", Progress(total=1), job=job("c")))  # not a transition
+        toy(Event("annotate", Progress(total=1), row=job("c")))  # not a transition
         await toy.drain(cancelled=False)
 
     asyncio.run(go())
@@ -109,7 +112,7 @@ def test_bind_catches_up_only_on_owed_rows_in_its_states():
 
 
 def test_a_crash_is_reported_and_the_others_go_on(caplog):
-    async def work(observer: Toy, row: Job) -> None:
+    async def work(observer: Toy, row: RowSnapshot) -> None:
         if row.key == "bad":
             raise RuntimeError("a bug")
         await record_done(observer, row)
@@ -132,7 +135,7 @@ def test_a_crash_is_reported_and_the_others_go_on(caplog):
 def test_drain_gives_up_work_past_its_timeout_or_at_once_when_cancelled(cancelled, caplog):
     ends: list[str] = []
 
-    async def stuck(observer: Toy, row: Job) -> None:
+    async def stuck(observer: Toy, row: RowSnapshot) -> None:
         try:
             await asyncio.Event().wait()  # never set
         except asyncio.CancelledError:
@@ -160,7 +163,7 @@ def test_running_names_a_rows_newest_task_until_it_ends():
     async def go() -> None:
         gate = asyncio.Event()
 
-        async def wait(observer: Toy, row: Job) -> None:
+        async def wait(observer: Toy, row: RowSnapshot) -> None:
             await gate.wait()
 
         toy = Toy(wait)
@@ -198,7 +201,7 @@ def test_a_wait_between_tries_holds_no_place():
     async def go() -> None:
         tries = {"a": 0}
 
-        async def flaky(observer: Toy, row: Job) -> None:
+        async def flaky(observer: Toy, row: RowSnapshot) -> None:
             async def once() -> None:
                 order.append(row.key)
                 if row.key == "a":
@@ -222,7 +225,7 @@ def test_a_wait_between_tries_holds_no_place():
 def test_retries_follow_the_policy_and_are_instant_in_test_mode():
     calls: list[int] = []
 
-    async def always_503(observer: Toy, row: Job) -> None:
+    async def always_503(observer: Toy, row: RowSnapshot) -> None:
         async def once() -> None:
             calls.append(1)
             raise TransientError("503")
@@ -247,7 +250,7 @@ def test_retries_follow_the_policy_and_are_instant_in_test_mode():
 def test_the_client_it_made_is_closed_a_given_one_is_not():
     used: list[httpx.AsyncClient] = []
 
-    async def use_client(observer: Toy, row: Job) -> None:
+    async def use_client(observer: Toy, row: RowSnapshot) -> None:
         used.append(observer.http())
 
     async def go() -> tuple[Toy, httpx.AsyncClient, Toy, httpx.AsyncClient]:

@@ -333,3 +333,60 @@ def test_retrying_any_other_failure_is_a_new_submission():
     go(jobs, provider)
     jobs[0].retry()
     assert jobs[0].state is State.PENDING and jobs[0].generation == 1 and jobs[0].task_id is None
+
+
+def test_observers_get_frozen_snapshots_of_rows_and_progress_never_the_live_rows():
+    """An observer that keeps what it was told sees each row as it stood at that event, and the
+    counters of that moment: the runner's later changes do not reach back into them."""
+    seen = []
+
+    class Keeper:
+        def bind(self, context):
+            self.context = context
+            self.rows_at_bind = context.rows()
+
+        def __call__(self, event):
+            seen.append(event)
+
+    jobs = make_jobs([f"clip {i}" for i in range(4)])
+    keeper = Keeper()
+    asyncio.run(Runner(jobs, ScriptedProvider(latency=0.0, max_parallel=2), Store(), RunSettings(),
+                       [keeper]).run())
+    assert [row.state for row in keeper.rows_at_bind] == [State.PENDING] * 4
+    transitions = [e for e in seen if e.kind == "transition"]
+    assert len(transitions) == 12  # submitting, generating, completed per row
+    for event in transitions:
+        assert event.row.state is event.new  # not the row's final state
+    assert [e.row.state for e in transitions if e.row.key == "r0"] == [
+        State.SUBMITTING, State.GENERATING, State.COMPLETED]
+    done = [e.progress.done for e in transitions]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 4  # each event kept its own count
+    with pytest.raises(AttributeError):
+        transitions[0].row.state = State.FAILED  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        transitions[0].progress.counts[State.FAILED] = 1  # type: ignore[index]
+    assert not any(isinstance(e.row, Job) for e in seen if e.row is not None)
+
+
+def test_an_annotation_through_the_context_is_durable_and_seen_in_the_next_snapshot(tmp_path):
+    from videobatch._inputs import load_prompts
+    from videobatch._results import results
+    from videobatch._store import Checkpoint
+
+    annotated = []
+
+    class Tagger:
+        def bind(self, context):
+            self.context = context
+
+        def __call__(self, event):
+            if event.kind == "transition" and event.new is State.COMPLETED:
+                annotated.append(self.context.annotate(event.row, reviewed="yes"))
+            elif event.kind == "annotate":
+                annotated.append(event.row)
+
+    path = tmp_path / "run.parquet"
+    store, jobs = Checkpoint.open(path, load_prompts(["a"]), settings={})
+    asyncio.run(Runner(jobs, ScriptedProvider(latency=0.0), store, RunSettings(), [Tagger()]).run())
+    assert [dict(row.extras) for row in annotated] == [{"reviewed": "yes"}] * 2
+    assert list(results(path)["reviewed"]) == ["yes"]

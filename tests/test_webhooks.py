@@ -122,10 +122,14 @@ def test_rows_that_ended_unnotified_are_caught_up_when_the_context_lists_jobs(se
         run_id = "r1"
 
         def __init__(self, jobs: list[Job]) -> None:
-            self.jobs = jobs
+            self.jobs = {job.key: job for job in jobs}
 
-        def annotate(self, job: Job, **extras: Any) -> None:
-            job.annotate(**extras)
+        def rows(self, states: Any = None) -> list[Any]:
+            return [job.snapshot() for job in self.jobs.values() if states is None or job.state in states]
+
+        def annotate(self, row: Any, **extras: Any) -> Any:
+            self.jobs[row.key].annotate(**extras)
+            return self.jobs[row.key].snapshot()
 
     told = Job(key="told", index=0, request=VideoRequest(prompt="a"), state=State.COMPLETED)
     told.extras["webhook_event"] = "completed"

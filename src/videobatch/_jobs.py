@@ -21,18 +21,23 @@ provider's idempotency lookup, never submitted again blindly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import gc
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .errors import IllegalTransition
 from .request import VideoRequest
 
-__all__ = ["RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "State", "gc_paused", "idempotency_key"]
+__all__ = [
+    "RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "RowSnapshot", "State", "annotation", "gc_paused",
+    "idempotency_key",
+]
 
 
 class State(enum.StrEnum):
@@ -137,6 +142,53 @@ def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
     return "vb-" + digest[:32]
 
 
+_NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
+_CORE_NAMES = frozenset(RESULT_COLUMNS) | _RESULT_FIELD_SET
+
+
+def annotation(key: str, extras: Mapping[str, Any]) -> dict[str, Any]:
+    """The journal record that sets extra result columns of row ``key`` (no state change)."""
+    clash = _CORE_NAMES.intersection(extras)
+    if clash:
+        raise ValueError(f"extra result columns may not reuse core names: {sorted(clash)}")
+    return {"k": key, "x": dict(extras), "t": time.time()}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RowSnapshot:
+    """One row as it stood at one moment: what observers (bars, dashboards, downloads, webhooks)
+    are given instead of the live ``Job``, which the runner goes on changing. Immutable."""
+
+    key: str
+    index: int
+    request: VideoRequest
+    state: State
+    attempts: int
+    generation: int
+    task_id: str | None
+    submitted_at: float | None
+    completed_at: float | None
+    video_url: str | None
+    video_id: str | None
+    video_duration: float | None
+    expires_at: float | None
+    error_kind: str | None
+    error: str | None
+    updated_at: float
+    extras: Mapping[str, Any]  # read-only copy
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def idempotency_key(self, run_id: str) -> str:
+        return idempotency_key(run_id, self.key, self.generation)
+
+    def with_extras(self, **extras: Any) -> RowSnapshot:
+        """This snapshot with ``extras`` added (what an annotation leaves behind)."""
+        return dataclasses.replace(self, extras=MappingProxyType({**self.extras, **extras}))
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """One row's request and where it stands."""
@@ -162,6 +214,14 @@ class Job:
 
     def idempotency_key(self, run_id: str) -> str:
         return idempotency_key(run_id, self.key, self.generation)
+
+    def snapshot(self) -> RowSnapshot:
+        """This row as it stands now, frozen (see ``RowSnapshot``)."""
+        return RowSnapshot(
+            self.key, self.index, self.request, self.state, self.attempts, self.generation,
+            self.task_id, self.submitted_at, self.completed_at, self.video_url, self.video_id,
+            self.video_duration, self.expires_at, self.error_kind, self.error, self.updated_at,
+            MappingProxyType(dict(self.extras)) if self.extras else _NO_EXTRAS)
 
     def retry(self) -> dict[str, Any]:
         """Put a failed row back to work; returns the journal record.
@@ -208,11 +268,9 @@ class Job:
 
     def annotate(self, **extras: Any) -> dict[str, Any]:
         """Set extra result columns (no state change); returns the journal record."""
-        clash = set(extras) & (set(RESULT_COLUMNS) | set(RESULT_FIELDS))
-        if clash:
-            raise ValueError(f"extra result columns may not reuse core names: {sorted(clash)}")
+        record = annotation(self.key, extras)
         self.extras.update(extras)
-        return {"k": self.key, "x": extras, "t": time.time()}
+        return record
 
     def apply(self, record: dict[str, Any]) -> None:
         """Replay a journal record (no legality check: the record was legal when written)."""

@@ -25,11 +25,11 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from ._events import Event, EventKind, Observer, Progress, notify
-from ._jobs import Job, State
+from ._events import Event, EventKind, Observer, Progress, RunContext, Tally, notify
+from ._jobs import Job, RowSnapshot, State, annotation
 from ._pacing import LocalSlots, RateLimiter, SlotPool
 from ._polling import Poller, PollSchedule
 from ._reconcile import Reconciler
@@ -47,34 +47,6 @@ __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-e
 log = logging.getLogger("videobatch")
 
 _IN_DOUBT = frozenset({State.SUBMITTING, State.UNKNOWN})
-
-
-class RunContext:
-    """What an observer may do during a run besides watching (see ``videobatch._events.Observer``)."""
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
-    @property
-    def run_id(self) -> str:
-        return self._runner.store.run_id
-
-    @property
-    def progress(self) -> Progress:
-        return self._runner.progress
-
-    @property
-    def jobs(self) -> Sequence[Job]:
-        """The batch's rows (empty in service mode, where rows arrive one by one)."""
-        return self._runner.jobs
-
-    def annotate(self, job: Job, **extras: Any) -> None:
-        """Record extra result columns for ``job`` durably (e.g. ``local_path`` after a download)."""
-        self._runner.store.append(job.annotate(**extras))
-        self._runner._emit("annotate", job)
-
-    def cancel(self) -> None:
-        self._runner.cancel()
 
 
 class Runner:
@@ -99,14 +71,45 @@ class Runner:
         ceiling = provider.limits.max_parallel
         if self.settings.concurrency:
             ceiling = min(ceiling, self.settings.concurrency)
-        self.progress = Progress(total=len(self.jobs), slots_limit=ceiling)
-        self.progress.counts.update(j.state for j in self.jobs)
+        self._tally = Tally(total=len(self.jobs), slots_limit=ceiling)
+        self._tally.counts.update(j.state for j in self.jobs)
+        self._by_key: dict[str, Job] | None = None  # built on the first annotation
         self._ceiling = ceiling
         self._source_arg = source
         self._slots_arg = slots
         self._stop: Stop | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ what observers may use
+    @property
+    def run_id(self) -> str:
+        return self.store.run_id
+
+    def snapshot(self) -> Progress:
+        """The run's counters now, frozen."""
+        return self._tally.snapshot()
+
+    def rows(self, states: Collection[State] | None = None) -> list[RowSnapshot]:
+        """Snapshots of the batch's rows, all or those in ``states``."""
+        if states is None:
+            return [job.snapshot() for job in self.jobs]
+        wanted = frozenset(states)
+        return [job.snapshot() for job in self.jobs if job.state in wanted]
+
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot:
+        """Record extra result columns for ``row`` durably; returns its snapshot with them."""
+        if self._by_key is None:
+            self._by_key = {job.key: job for job in self.jobs}
+        job = self._by_key.get(row.key)
+        if job is not None:
+            self.store.append(job.annotate(**extras))
+            after = job.snapshot()
+        else:  # service mode: the row has left this worker; the record is keyed by row alone
+            self.store.append(annotation(row.key, extras))
+            after = row.with_extras(**extras)
+        self._emit_row("annotate", after)
+        return after
 
     # ------------------------------------------------------------------ control
     def cancel(self) -> None:
@@ -180,7 +183,7 @@ class Runner:
             raise stop.crash
         return RunOutcome(
             counts=Counter(j.state for j in self.jobs),
-            elapsed=self.progress.elapsed,
+            elapsed=time.monotonic() - self._tally.started,
             cancelled=stop.cancelled,
             stopped_by=stop.fatal or stop.no_submit,
             polls=self._poller.polls,
@@ -362,19 +365,21 @@ class Runner:
         """Store a transition ``job`` has made from ``old`` and tell the observers."""
         self.store.append(record)
         new = job.state
-        counts = self.progress.counts
+        counts = self._tally.counts
         counts[old] -= 1
         counts[new] += 1
         if job.terminal:
-            self.progress.done_this_run += 1
-            if job.completed_at and job.submitted_at:
-                self.progress.finished_durations.append(job.completed_at - job.submitted_at)
+            self._tally.done_this_run += 1
         self._emit("transition", job, old=old, new=new)
 
     def _emit(self, kind: EventKind, job: Job | None = None, **extra: Any) -> None:
+        if self.observers:
+            self._emit_row(kind, None if job is None else job.snapshot(), **extra)
+
+    def _emit_row(self, kind: EventKind, row: RowSnapshot | None, **extra: Any) -> None:
         if not self.observers:
             return
         if kind == "slots":
-            self.progress.slots_in_use = self._slots.in_use
-            self.progress.slots_limit = self._slots.limit
-        notify(self.observers, Event(kind, self.progress, job, **extra))
+            self._tally.slots_in_use = self._slots.in_use
+            self._tally.slots_limit = self._slots.limit
+        notify(self.observers, Event(kind, self._tally.snapshot(), row, **extra))

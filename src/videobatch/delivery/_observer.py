@@ -1,7 +1,7 @@
 """One background-observer base: the skeleton every acting observer (downloads, webhooks) shares.
 
 A ``BackgroundObserver`` binds to the run's context, picks the rows that reach one of its
-``states``, and runs the work ``work(job)`` returns as a background task on the run's loop, each
+``states``, and runs the work ``work(row)`` returns as a background task on the run's loop, each
 try of it holding one of ``concurrency`` places (``attempt``: the one retry policy, never a place
 held while waiting). Outcomes are recorded durably through ``context.annotate`` (``record``). At
 ``bind`` it catches up on rows that ended in an earlier run but are still ``owed`` work; ``drain``
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import httpx
 
 from .._events import Event
-from .._jobs import Job, State
+from .._jobs import RowSnapshot, State
 from .._retry import RetryOn, RetryPolicy, RetryState, call
 from ..errors import ConfigError
 
@@ -36,7 +36,7 @@ T = TypeVar("T")
 class Annotator(Protocol):
     """Where outcomes are recorded: ``videobatch._runner.RunContext`` during a run."""
 
-    def annotate(self, job: Job, **extras: Any) -> None: ...
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot: ...
 
 
 C = TypeVar("C", bound=Annotator)
@@ -81,19 +81,19 @@ class BackgroundObserver(Generic[C]):
         self._latest: dict[str, asyncio.Task[None]] = {}  # row key -> its newest task
 
     # ------------------------------------------------------------------ what a subclass says
-    def owed(self, job: Job) -> bool:
-        """At ``bind``: does ``job``, ended in an earlier run, still need this observer's work?"""
+    def owed(self, row: RowSnapshot) -> bool:
+        """At ``bind``: does ``row``, ended in an earlier run, still need this observer's work?"""
         return False
 
-    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
-        """The background work for ``job`` (not yet started), or None when there is none."""
+    def work(self, row: RowSnapshot) -> Coroutine[Any, Any, None] | None:
+        """The background work for ``row`` (not yet started), or None when there is none."""
         raise NotImplementedError
 
     def new_client(self) -> httpx.AsyncClient:
         raise NotImplementedError
 
-    def crashed(self, job: Job, message: str) -> None:
-        """The work for ``job`` raised unexpectedly (already logged): record it if it matters."""
+    def crashed(self, row: RowSnapshot, message: str) -> None:
+        """The work for ``row`` raised unexpectedly (already logged): record it if it matters."""
 
     # ------------------------------------------------------------------ observer protocol
     def bind(self, context: C) -> None:
@@ -101,14 +101,15 @@ class BackgroundObserver(Generic[C]):
         self._context = context
         self._gate = asyncio.Semaphore(self.concurrency)
         self._tasks, self._latest = set(), {}
-        # Rows that ended in an earlier run without this work done (when the context lists jobs).
-        for job in getattr(context, "jobs", None) or ():
-            if job.state in self.states and self.owed(job):
-                self.schedule(job)
+        # Rows that ended in an earlier run without this work done (when the context lists rows).
+        rows = getattr(context, "rows", None)
+        for row in rows(self.states) if rows is not None else ():
+            if self.owed(row):
+                self.schedule(row)
 
     def __call__(self, event: Event) -> None:
-        if event.kind == "transition" and event.new in self.states and event.job is not None:
-            self.schedule(event.job)
+        if event.kind == "transition" and event.new in self.states and event.row is not None:
+            self.schedule(event.row)
 
     async def drain(self, cancelled: bool) -> None:
         """Wait for work in flight, up to ``drain_timeout``; give up what is left (at once when
@@ -132,26 +133,26 @@ class BackgroundObserver(Generic[C]):
             self._client = None
 
     # ------------------------------------------------------------------ for subclasses
-    def schedule(self, job: Job) -> asyncio.Task[None] | None:
-        """Start ``job``'s work in the background; None when ``work`` says there is none."""
-        work = self.work(job)
+    def schedule(self, row: RowSnapshot) -> asyncio.Task[None] | None:
+        """Start ``row``'s work in the background; None when ``work`` says there is none."""
+        work = self.work(row)
         if work is None:
             return None
-        task = asyncio.get_running_loop().create_task(self._guarded(job, work),
-                                                      name=f"videobatch-{self.noun}-{job.key}")
+        task = asyncio.get_running_loop().create_task(self._guarded(row, work),
+                                                      name=f"videobatch-{self.noun}-{row.key}")
         self._tasks.add(task)
-        self._latest[job.key] = task
-        task.add_done_callback(lambda done: self._done(job.key, done))
+        self._latest[row.key] = task
+        task.add_done_callback(lambda done: self._done(row.key, done))
         return task
 
-    def running(self, job: Job) -> asyncio.Task[None] | None:
-        """``job``'s newest task, while it runs."""
-        return self._latest.get(job.key)
+    def running(self, row: RowSnapshot) -> asyncio.Task[None] | None:
+        """``row``'s newest task, while it runs."""
+        return self._latest.get(row.key)
 
-    def record(self, job: Job, **extras: Any) -> None:
-        """Record result columns for ``job`` durably (nothing before ``bind``)."""
+    def record(self, row: RowSnapshot, **extras: Any) -> None:
+        """Record result columns for ``row`` durably (nothing before ``bind``)."""
         if self._context is not None:
-            self._context.annotate(job, **extras)
+            self._context.annotate(row, **extras)
 
     def http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -172,12 +173,12 @@ class BackgroundObserver(Generic[C]):
         return await call(state or self.retry, gated, retry_on=retry_on, on_retry=on_retry)
 
     # ------------------------------------------------------------------ internals
-    async def _guarded(self, job: Job, work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, row: RowSnapshot, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
         except Exception as exc:  # a bug here must not take the run down
-            log.exception("row %s: %s crashed", job.key, self.noun)
-            self.crashed(job, f"{self.noun} crashed: {exc!r}")
+            log.exception("row %s: %s crashed", row.key, self.noun)
+            self.crashed(row, f"{self.noun} crashed: {exc!r}")
 
     def _done(self, key: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -37,7 +37,7 @@ import httpx
 import pandas as pd
 
 from .._inputs import Prompts
-from .._jobs import Job, State
+from .._jobs import Job, RowSnapshot, State
 from .._retry import RetryPolicy, RetryState
 from .._store import Checkpoint, LoadedCheckpoint, load
 from ..errors import ConfigError, VideobatchError
@@ -128,15 +128,15 @@ class Downloader(BackgroundObserver[Annotator]):
         self.directory.mkdir(parents=True, exist_ok=True)
         super().bind(context)
 
-    def owed(self, job: Job) -> bool:
+    def owed(self, job: RowSnapshot) -> bool:
         return not self.on_disk(job)  # completed in an earlier run, its file missing
 
-    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
+    def work(self, job: RowSnapshot) -> Coroutine[Any, Any, None] | None:
         if job.video_url is None or self.running(job) is not None:
             return None  # once per row at a time
         return self._run_one(job)
 
-    def crashed(self, job: Job, message: str) -> None:
+    def crashed(self, job: RowSnapshot, message: str) -> None:
         self._record_failure(job, message)
 
     def new_client(self) -> httpx.AsyncClient:
@@ -147,7 +147,7 @@ class Downloader(BackgroundObserver[Annotator]):
         )
 
     # ------------------------------------------------------------------ one row
-    def on_disk(self, job: Job) -> bool:
+    def on_disk(self, job: RowSnapshot) -> bool:
         """True when the row's recorded file exists in this directory with its recorded size."""
         recorded, size = job.extras.get("local_path"), job.extras.get("bytes")
         if not recorded or size is None:
@@ -158,13 +158,13 @@ class Downloader(BackgroundObserver[Annotator]):
         except OSError:
             return False
 
-    async def _run_one(self, job: Job) -> None:
+    async def _run_one(self, job: RowSnapshot) -> None:
         try:
             await self._download(job)
         except VideobatchError as exc:  # e.g. the name template does not fit this row
             self._record_failure(job, str(exc))
 
-    def target(self, job: Job) -> Path:
+    def target(self, job: RowSnapshot) -> Path:
         """The final path of ``job``'s video (stable for a row once recorded)."""
         recorded = job.extras.get("local_path")
         if recorded and Path(recorded).parent.is_relative_to(self.directory):
@@ -180,7 +180,7 @@ class Downloader(BackgroundObserver[Annotator]):
             self._claimed[relative] = job.key
         return self.directory / relative
 
-    async def _download(self, job: Job) -> None:
+    async def _download(self, job: RowSnapshot) -> None:
         url = job.video_url
         assert url is not None
         if await asyncio.to_thread(self._intact, job):
@@ -214,7 +214,7 @@ class Downloader(BackgroundObserver[Annotator]):
         self.record(job, **extras)
         self.summary.downloaded.append(job.key)
 
-    def _intact(self, job: Job) -> bool:
+    def _intact(self, job: RowSnapshot) -> bool:
         if not self.on_disk(job):
             return False
         try:
@@ -223,7 +223,7 @@ class Downloader(BackgroundObserver[Annotator]):
             return False
         return True
 
-    async def _thumbnail(self, job: Job, video: Path) -> str | None:
+    async def _thumbnail(self, job: RowSnapshot, video: Path) -> str | None:
         png = self.directory / "thumbnails" / video.relative_to(self.directory).with_suffix(".png")
         try:
             await asyncio.to_thread(poster_frame, video, png)
@@ -232,7 +232,7 @@ class Downloader(BackgroundObserver[Annotator]):
             return None
         return str(png)
 
-    def _explain(self, job: Job, exc: Exception) -> str:
+    def _explain(self, job: RowSnapshot, exc: Exception) -> str:
         text = str(exc)
         if job.expires_at is not None and time.time() > job.expires_at and getattr(exc, "permanent", False):
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.expires_at))
@@ -240,7 +240,7 @@ class Downloader(BackgroundObserver[Annotator]):
                      "downloaded; generate the row again to get a new one)")
         return text
 
-    def _record_failure(self, job: Job, message: str) -> None:
+    def _record_failure(self, job: RowSnapshot, message: str) -> None:
         log.warning("row %s: download failed: %s", job.key, message)
         self.summary.failed.append((job.key, message))
         self.record(job, local_path=None, bytes=None, sha256=None, download_error=message)
@@ -263,7 +263,7 @@ class Downloader(BackgroundObserver[Annotator]):
                 f"which is not a column; available: {', '.join(sorted(known))}"
             )
 
-    def _values(self, job: Job) -> Mapping[str, Any]:
+    def _values(self, job: RowSnapshot) -> Mapping[str, Any]:
         values: dict[str, Any] = {}
         if self.frame is not None and job.index < len(self.frame):
             row = self.frame.iloc[job.index]
@@ -271,7 +271,7 @@ class Downloader(BackgroundObserver[Annotator]):
         values.update(key=job.key, index=job.index, row=job.index + 1)
         return {k: (_safe(v) if isinstance(v, str) else v) for k, v in values.items()}
 
-    def _render_name(self, job: Job) -> str:
+    def _render_name(self, job: RowSnapshot) -> str:
         try:
             text = self.template.format_map(self._values(job))
         except (KeyError, ValueError, IndexError) as exc:
@@ -296,11 +296,14 @@ def _missing(value: Any) -> bool:
 class _StoreSink:
     """Records outcomes straight into a checkpoint's journal (no run in progress)."""
 
-    def __init__(self, store: Checkpoint) -> None:
+    def __init__(self, store: Checkpoint, jobs: list[Job]) -> None:
         self.store = store
+        self.jobs = {job.key: job for job in jobs}
 
-    def annotate(self, job: Job, **extras: Any) -> None:
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot:
+        job = self.jobs[row.key]
         self.store.append(job.annotate(**extras))
+        return job.snapshot()
 
 
 def reopen(checkpoint: str | os.PathLike[str]) -> tuple[Checkpoint, LoadedCheckpoint]:
@@ -341,10 +344,10 @@ async def download_missing(
                             backoff_base=backoff_base, thumbnails=thumbnails, retry=retry)
     cancelled = True
     try:
-        downloader.bind(_StoreSink(store))
+        downloader.bind(_StoreSink(store, loaded.jobs))
         for job in loaded.jobs:
             if job.state is State.COMPLETED:
-                downloader.schedule(job)
+                downloader.schedule(job.snapshot())
         await downloader.drain(cancelled=False)
         cancelled = False
     finally:

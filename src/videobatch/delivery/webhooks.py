@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import httpx
 import pandas as pd
 
-from .._jobs import Job, State
+from .._jobs import RowSnapshot, State
 from .._retry import RetryPolicy, parse_retry_after
 from ..errors import ConfigError, Problem
 from ._observer import BackgroundObserver, retry_policy
@@ -61,7 +61,7 @@ class _Context(Protocol):
     @property
     def run_id(self) -> str: ...
 
-    def annotate(self, job: Job, **extras: Any) -> None: ...
+    def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot: ...
 
 
 class _Undelivered(Exception):
@@ -126,7 +126,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def build_payload(job: Job, row: Mapping[str, Any], *, run_id: str, column: str = "webhook_url") -> dict[str, Any]:
+def build_payload(job: RowSnapshot, row: Mapping[str, Any], *, run_id: str,
+                  column: str = "webhook_url") -> dict[str, Any]:
     """The JSON body for ``job``'s current state; ``row`` is its input columns."""
     metadata = {str(k): _plain(v) for k, v in row.items() if k not in ("prompt", column)}
     delivery = hashlib.sha256(f"{run_id}\x1f{job.key}\x1f{job.generation}\x1f{job.state.value}"
@@ -219,10 +220,10 @@ class WebhookNotifier(BackgroundObserver[_Context]):
         return self.__secret is not None
 
     # ------------------------------------------------------------------ the observer's parts
-    def owed(self, job: Job) -> bool:
+    def owed(self, job: RowSnapshot) -> bool:
         return job.extras.get("webhook_event") != job.state.value  # ended before a crash, untold
 
-    def work(self, job: Job) -> Coroutine[Any, Any, None] | None:
+    def work(self, job: RowSnapshot) -> Coroutine[Any, Any, None] | None:
         url = self.target(job)
         if url is None or self._context is None:
             return None
@@ -235,7 +236,7 @@ class WebhookNotifier(BackgroundObserver[_Context]):
                                  limits=httpx.Limits(max_connections=self.concurrency))
 
     # ------------------------------------------------------------------ delivering
-    def target(self, job: Job) -> str | None:
+    def target(self, job: RowSnapshot) -> str | None:
         """The URL ``job`` is reported to: its own cell, else the run-wide one, else None."""
         if self.frame is not None and self.column in self.frame.columns and job.index < len(self.frame):
             cell = _plain(self.frame[self.column].iloc[job.index])
@@ -243,13 +244,13 @@ class WebhookNotifier(BackgroundObserver[_Context]):
                 return str(cell).strip()
         return self.url
 
-    def row(self, job: Job) -> Mapping[str, Any]:
+    def row(self, job: RowSnapshot) -> Mapping[str, Any]:
         """``job``'s input columns (its prompt, metadata and webhook_url cell)."""
         if self.frame is not None and job.index < len(self.frame):
             return {str(k): v for k, v in self.frame.iloc[job.index].items()}
         return {}
 
-    async def _deliver(self, job: Job, url: str, body: bytes, event: str, delivery: str) -> None:
+    async def _deliver(self, job: RowSnapshot, url: str, body: bytes, event: str, delivery: str) -> None:
         attempts = 0
         status = job.state.value
 

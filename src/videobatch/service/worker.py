@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from .._jobs import Job, State
+from .._jobs import Job, RowSnapshot, State
 from .._runner import Runner, RunOutcome, RunSettings
 from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
@@ -65,19 +65,19 @@ class _ServiceWebhooks(WebhookNotifier):
         self._keys = keys
         self._deliveries: dict[str, asyncio.Task[None]] = {}
 
-    def _fields(self, job: Job) -> dict[str, str]:
+    def _fields(self, job: RowSnapshot) -> dict[str, str]:
         key = self._keys.job(job.key)
         return decode_hash(patiently(lambda: self._redis.hgetall(key), f"read {key}", 60.0))
 
-    def target(self, job: Job) -> str | None:
+    def target(self, job: RowSnapshot) -> str | None:
         return self._fields(job).get("webhook_url") or None
 
-    def row(self, job: Job) -> Mapping[str, Any]:
+    def row(self, job: RowSnapshot) -> Mapping[str, Any]:
         fields = self._fields(job)
         metadata = json.loads(fields.get("metadata") or "{}")
         return {"prompt": job.request.prompt, **(metadata if isinstance(metadata, dict) else {})}
 
-    def schedule(self, job: Job) -> asyncio.Task[None] | None:
+    def schedule(self, job: RowSnapshot) -> asyncio.Task[None] | None:
         task = super().schedule(job)
         if task is not None:
             self._deliveries[job.key] = task
@@ -88,6 +88,7 @@ class _ServiceWebhooks(WebhookNotifier):
         if self._deliveries.get(key) is task:
             del self._deliveries[key]
 
+    # ------------------------------------------------------------------ EndHooks (live rows)
     def pending(self, job: Job) -> asyncio.Task[None] | None:
         return self._deliveries.get(job.key)
 
@@ -96,7 +97,7 @@ class _ServiceWebhooks(WebhookNotifier):
             return None
         if job.extras.get("webhook_event") == job.state.value:
             return None  # delivered (or given up on) already
-        return self.pending(job) or self.schedule(job)
+        return self.pending(job) or self.schedule(job.snapshot())
 
 
 async def run_worker(settings: WorkerSettings, *, provider: Provider | None = None,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from .._events import Event
+from .._events import Event, RunContext
 from .._jobs import State
 from .dashboard_model import (
     DashboardModel,
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._jobs import Job
-    from .._runner import RunContext
 
 
 class Batch(Protocol):
@@ -233,8 +232,8 @@ class Dashboard:
             if not self._live:
                 self.model.note("This cell is busy until the run ends: interrupt the kernel (■) to "
                                 "stop it early. Batch(...).start() keeps these buttons live.")
-            if self.batch is not None:  # rows finished before this run: show them too
-                self.model.seed(self.batch.jobs)
+            if self._context is not None:  # rows finished before this run: show them too
+                self.model.seed(self._context.rows((State.COMPLETED, State.FAILED)))
             self.view.set_title(self._heading())
             self._watch_cells(True)
             self._render()

@@ -13,12 +13,12 @@ import html
 import itertools
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .._events import Event, Progress
-from .._jobs import Job, State
+from .._jobs import RowSnapshot, State
 from .progress import _duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "chips_html", "stats_html",
@@ -49,7 +49,7 @@ class Row:
     video_url: str | None
 
     @classmethod
-    def of(cls, job: Job) -> Row:
+    def of(cls, job: RowSnapshot) -> Row:
         prompt = _cut(job.request.prompt, 70) or ("(image)" if job.request.image else "")
         return cls(job.key, prompt, job.state, job.attempts, job.error, job.error_kind,
                    job.video_url)
@@ -90,9 +90,10 @@ class DashboardModel:
         self._recent_size, self._failures_shown = recent, failures
         self._lock = threading.Lock()
         self._progress: Progress | None = None
-        self._recent: OrderedDict[str, Job] = OrderedDict()
-        self._clips: deque[Job] = deque(maxlen=clips)
-        self._failures: dict[str, Job] = {}
+        self._recent: OrderedDict[str, RowSnapshot] = OrderedDict()
+        self._clips: OrderedDict[str, RowSnapshot] = OrderedDict()  # oldest first
+        self._clips_shown = clips
+        self._failures: dict[str, RowSnapshot] = {}
         self._running = False
         self._final: tuple[float, float] | None = None  # elapsed, throughput when it finished
         self._note = ""
@@ -103,11 +104,11 @@ class DashboardModel:
     def running(self) -> bool:
         return self._running
 
-    def seed(self, jobs: Iterable[Job]) -> None:
+    def seed(self, rows: Iterable[RowSnapshot]) -> None:
         """Rows finished before this run: their clips and failures are shown too."""
         with self._lock:
-            for job in jobs:
-                self._track(job)
+            for row in rows:
+                self._track(row)
 
     def update(self, event: Event) -> None:
         with self._lock:
@@ -116,13 +117,13 @@ class DashboardModel:
                 self._running, self._final = True, None
             elif event.kind == "finish":
                 self._end()
-            job = event.job
-            if job is not None:
-                self._recent[job.key] = job
-                self._recent.move_to_end(job.key, last=False)
+            row = event.row
+            if row is not None:
+                self._recent[row.key] = row
+                self._recent.move_to_end(row.key, last=False)
                 if len(self._recent) > self._recent_size:
                     self._recent.popitem()
-                self._track(job)
+                self._track(row)
             self._dirty = True
 
     def end(self) -> None:
@@ -136,13 +137,17 @@ class DashboardModel:
             self._final = (p.elapsed, p.throughput)
         self._running, self._dirty = False, True
 
-    def _track(self, job: Job) -> None:
-        if job.state is State.FAILED:
-            self._failures[job.key] = job
+    def _track(self, row: RowSnapshot) -> None:
+        if row.state is State.FAILED:
+            self._failures[row.key] = row
         else:
-            self._failures.pop(job.key, None)
-        if job.state is State.COMPLETED and job.video_url and job not in self._clips:
-            self._clips.append(job)
+            self._failures.pop(row.key, None)
+        if row.state is State.COMPLETED and row.video_url:
+            clips = self._clips  # a clip already shown keeps its place, with its newest snapshot
+            fresh = row.key not in clips
+            clips[row.key] = row
+            if fresh and len(clips) > self._clips_shown:
+                clips.popitem(last=False)
 
     def note(self, text: str) -> None:
         """A line shown under the buttons (what a click did)."""
@@ -171,7 +176,7 @@ class DashboardModel:
                 total=p.total, counts=Counter(p.counts), elapsed=elapsed, throughput=rate, eta=eta,
                 slots_in_use=p.slots_in_use if self._running else 0, slots_limit=p.slots_limit,
                 rows=tuple(Row.of(j) for j in self._recent.values()),
-                clips=tuple(Row.of(j) for j in reversed(self._clips)),
+                clips=tuple(Row.of(j) for j in reversed(self._clips.values())),
                 failures=tuple(Row.of(j) for j in
                                itertools.islice(self._failures.values(), self._failures_shown)),
                 running=self._running, note=self._note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from typing import IO, Any
 
 from tqdm.auto import tqdm
@@ -24,7 +25,7 @@ _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, St
           State.UNKNOWN, State.CANCELLED)
 
 
-def _postfix(counts: Counter[State]) -> str:
+def _postfix(counts: Mapping[State, int]) -> str:
     return " ".join(f"{s.value}={counts[s]}" for s in _ORDER if counts[s])
 
 
