@@ -14,6 +14,7 @@ from videobatch._jobs import Job, State
 from videobatch._retry import set_testing
 from videobatch._runner import Runner, RunSettings
 from videobatch._store import Store
+from videobatch.providers.base import Capabilities
 from videobatch.request import VideoRequest
 
 
@@ -210,3 +211,43 @@ def test_a_row_left_submitting_is_looked_for_back_to_the_runs_beginning():
     go(jobs, provider, store=store)
     assert jobs[0].state is State.COMPLETED and jobs[0].task_id == status.task_id
     assert provider.accepted[key] == 1
+
+
+class NoLookup(ScriptedProvider):
+    """A provider without a client-chosen id to look up (fal, Replicate, Runway, Google)."""
+
+    capabilities = Capabilities(listing=False)
+
+
+class ListingOnly(ScriptedProvider):
+    capabilities = Capabilities(listing=True)
+
+
+def test_without_a_lookup_a_lost_answer_is_unknown_and_never_resent():
+    provider = NoLookup(listing=None)
+    jobs = make_jobs(["a [lost]", "b"])
+    runner, outcome = go(jobs, provider)
+    assert outcome.stopped_by is None
+    assert jobs[0].state is State.UNKNOWN and jobs[1].state is State.COMPLETED
+    assert "cannot look a task up" in jobs[0].error
+    assert provider.find_calls == 0  # not even asked: it declared it cannot answer
+    assert provider.submit_calls[jobs[0].idempotency_key(runner.store.run_id)] == 1
+
+
+def test_without_a_lookup_a_listing_still_finds_the_task():
+    provider = ListingOnly(listing="complete")
+    jobs = make_jobs(["a [lost]", "b"])
+    go(jobs, provider)
+    assert [j.state for j in jobs] == [State.COMPLETED] * 2
+    assert provider.find_calls == 0 and paid(provider) == 2
+
+
+def test_capabilities_are_credited_from_what_a_provider_implements():
+    assert ScriptedProvider.capabilities.lookup and ScriptedProvider.capabilities.listing
+    assert not ScriptedProvider.capabilities.cancel
+    assert NoLookup.capabilities == Capabilities(listing=False)  # declared wins
+
+    class Child(NoLookup):
+        pass
+
+    assert Child.capabilities == NoLookup.capabilities  # inherited, not guessed again

@@ -76,18 +76,20 @@ class Reconciler:
         provider error.
         """
         refused: ProviderError | None = None
-        try:
-            status = await self._lookup(key, on_retry)
-        except AuthError:
-            raise
-        except NotFoundError:
-            status = None
-        except ProviderError as exc:  # refused, or transient past the policy: cannot answer
-            refused = exc
-            status = None
+        status: TaskStatus | None = None
+        can_look_up = self.provider.capabilities.lookup
+        if can_look_up:
+            try:
+                status = await self._lookup(key, on_retry)
+            except AuthError:
+                raise
+            except NotFoundError:
+                pass
+            except ProviderError as exc:  # refused, or transient past the policy: cannot answer
+                refused = exc
         if status is not None:
             return Found(status)
-        if refused is None and not key_used:
+        if can_look_up and refused is None and not key_used:
             return Free("lookup")
         listing = await self._scan(key, since)
         if isinstance(listing, AuthError):
@@ -98,7 +100,7 @@ class Reconciler:
                 return Found(found)
             if listing.complete and not key_used:
                 return Free("listing")
-        return Unknown(self._reason(refused, listing, key_used),
+        return Unknown(self._reason(refused, listing, key_used, can_look_up),
                        request_id=_request_id(refused, listing))
 
     async def _lookup(self, key: str, on_retry: OnRetry | None) -> TaskStatus | None:
@@ -150,8 +152,10 @@ class Reconciler:
 
     @staticmethod
     def _reason(refused: ProviderError | None, listing: ScanResult | ProviderError | None,
-                key_used: bool) -> str:
-        if key_used:
+                key_used: bool, can_look_up: bool) -> str:
+        if not can_look_up:
+            first = "this provider cannot look a task up by a key of ours"
+        elif key_used:
             first = "the provider says this idempotency key already has a task"
         elif refused is not None:
             first = f"the lookup by idempotency key could not answer ({refused.message})"

@@ -28,7 +28,7 @@ from ..request import VideoRequest
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Limits", "PollHint", "Provider", "ScanResult", "TaskState", "TaskStatus", "Video"]
+__all__ = ["Capabilities", "Limits", "PollHint", "Provider", "ScanResult", "TaskState", "TaskStatus", "Video"]
 
 
 class TaskState(enum.StrEnum):
@@ -99,16 +99,48 @@ class PollHint:
     growth: float = 1.5
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do besides submit and status. The runner's policies follow it: without
+    ``lookup`` a submit whose answer was lost is never resubmitted on its own (its row's outcome is
+    unknown until ``listing`` finds it or the user decides); ``cancel`` lets a cancelled run stop
+    queued tasks at the provider, where they cost nothing.
+    """
+
+    idempotency_key: bool = False  # the provider keeps a client-chosen id with each task
+    lookup: bool = False  # ``find``: the task created with a given idempotency key
+    listing: bool = False  # ``scan``: the account's tasks, back to a given time
+    cancel: bool = False  # ``cancel``: stop a task at the provider
+    webhooks: bool = False  # the provider can call a URL when a task ends
+    batch_status: bool = False  # ``status_many`` is cheaper than one ``status`` per task
+
+
 class Provider(ABC):
-    """Base class of providers. Subclass it and register the class (see ``videobatch.providers``)."""
+    """Base class of providers. Subclass it and register the class (see ``videobatch.providers``).
+
+    ``capabilities``: declare them; a subclass that does not is credited with what it implements
+    (``find`` -> idempotency key and lookup, ``scan`` -> listing, ``cancel``, ``batch_polling``).
+    """
 
     name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    _capabilities_inferred: ClassVar[bool] = False
     limits: Limits = Limits()
     poll_hint: PollHint = PollHint()
     # Set True when status_many() is cheaper than one status() per task (e.g. a list endpoint).
     batch_polling: bool = False
     _attached: RateLimiter | None = None  # the run's limiter (attach)
     _own_limiter: RateLimiter | None = None  # used when none is attached, at limits.max_rps
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = next(c for c in cls.__mro__ if "capabilities" in c.__dict__)
+        if declared is Provider or "_capabilities_inferred" in declared.__dict__:
+            cls._capabilities_inferred = True
+            looks_up = cls.find is not Provider.find
+            cls.capabilities = Capabilities(
+                idempotency_key=looks_up, lookup=looks_up, listing=cls.scan is not Provider.scan,
+                cancel=cls.cancel is not Provider.cancel, batch_status=bool(cls.batch_polling))
 
     def attach(self, limiter: RateLimiter | None) -> None:
         """Share the run's rate limiter: every request sent through ``http_client`` clients takes
@@ -172,15 +204,21 @@ class Provider(ABC):
     async def status(self, task_id: str) -> TaskStatus:
         """The current status of one task."""
 
-    @abstractmethod
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         """The task created with exactly this idempotency key, or None when the provider answered
-        that it has none.
+        that it has none (only for providers whose capabilities include ``lookup``).
 
         A lookup that cannot answer (refused, or the key ignored and other tasks listed instead)
         raises a ``ProviderError`` that is *not* ``NotFoundError``: the runner then falls back to
         ``scan``. A task whose own key is missing or different is never returned.
         """
+        raise ProviderError(f"{self.name} cannot look tasks up by an idempotency key")
+
+    async def cancel(self, task_id: str) -> bool:
+        """Stop a task at the provider (only with the ``cancel`` capability). True when the
+        provider says it will not run (nothing more is charged); False when it is already running
+        or finished and will end on its own."""
+        raise ProviderError(f"{self.name} cannot cancel tasks")
 
     async def scan(self, keys: Collection[str], since: float) -> ScanResult | None:
         """Look for tasks created with any of ``keys`` by listing the account's tasks back to

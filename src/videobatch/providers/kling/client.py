@@ -49,7 +49,7 @@ from ...errors import (
     RejectedError,
 )
 from ...request import VideoRequest
-from ..base import Limits, PollHint, Provider, ScanResult, TaskStatus
+from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from . import listing, wire
 from .credentials import Secret, credential, key_pair, sign
 from .wire import ACCESS_ENV, KINDS, SECRET_ENV, TEXT2VIDEO
@@ -89,6 +89,10 @@ class KlingProvider(Provider):
     """
 
     name: ClassVar[str] = "kling"
+    # external_task_id is kept with each task and can be looked up; task lists page back in time;
+    # callback_url reports ends; one list page answers for many tasks. No cancel endpoint.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        idempotency_key=True, lookup=True, listing=True, webhooks=True, batch_status=True)
     batch_polling = True
 
     def __init__(

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from ...errors import ConfigError, KeyAlreadyUsed, NotFoundError, RejectedError, SlotsBusy, TransientError
 from ...request import VideoRequest
-from ..base import Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus, Video
+from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus, Video
 from .account import Account, StoredTask, default_root, read_submissions, submission_counts, task_id_for
 from .render import ASPECT_RATIOS, render_clip
 
@@ -123,6 +123,9 @@ class LocalProvider(Account, Provider):
     """
 
     name: ClassVar[str] = "local"
+    # Like a provider with a client-chosen id, its lookup and a task list (``lookup="refused"``
+    # makes the lookup refuse, as some real ones do).
+    capabilities: ClassVar[Capabilities] = Capabilities(idempotency_key=True, lookup=True, listing=True)
 
     def __init__(
         self,
