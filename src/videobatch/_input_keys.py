@@ -144,10 +144,12 @@ class Prompts:
 
 def hashed_keys(texts: list[str]) -> list[str]:
     """sha256(request JSON + '#' + occurrence)[:16]: stable, and distinct for identical rows."""
+    sha256 = hashlib.sha256  # first 8 bytes in hex = the first 16 hex digits
+    if len(set(texts)) == len(texts):  # the usual case: every occurrence is the first
+        return [sha256(f"{body}#0".encode()).digest()[:8].hex() for body in texts]
     seen: dict[str, int] = {}
     keys = []
-    sha256 = hashlib.sha256
     for body in texts:
         n = seen[body] = seen.get(body, -1) + 1
-        keys.append(sha256(f"{body}#{n}".encode()).hexdigest()[:16])
+        keys.append(sha256(f"{body}#{n}".encode()).digest()[:8].hex())
     return keys
