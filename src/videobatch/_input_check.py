@@ -124,7 +124,7 @@ def validate_rows(
     so its problems are exactly those pydantic reports for it.
     """
     fields = [name for name in REQUEST_FIELDS if name in frame.columns]
-    columns = [[_cell(v) for v in frame[name].tolist()] for name in fields]
+    columns = [_cells(frame[name].tolist()) for name in fields]
     rows = zip(*columns, strict=True) if columns else iter([()] * len(frame))
     prompt_at = fields.index("prompt") if "prompt" in fields else None
     default_prompt = defaults.get("prompt", _EMPTY)
@@ -134,7 +134,7 @@ def validate_rows(
     tagged = [_tagged(name, column) for name, column in zip(fields, columns, strict=True)
               if name != "prompt"]
     combos = zip(*tagged, strict=True) if tagged else iter([()] * len(frame))
-    checked: dict[tuple[Any, ...], tuple[VideoRequest, tuple[str, str] | None] | None] = {}
+    checked: dict[tuple[Any, ...], _Combination | None] = {}
     requests: list[VideoRequest] = []
     problems: list[Problem] = []
     texts: list[str] = []
@@ -150,11 +150,19 @@ def validate_rows(
             except KeyError:
                 entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY)
         if entry is not None:
-            template, spelling = entry
-            request = _with_prompt(template, template.prompt if prompt is _EMPTY else prompt)
+            # The combination's request with this row's prompt: what model_validate would build
+            # for the row (it is frozen, so the fields-set object can be shared).
+            values, fields_set, extra, private, head, tail = entry
+            if prompt is _EMPTY:
+                prompt = values["prompt"]
+            request = _new_object(VideoRequest)
+            _set_attribute(request, "__dict__", {**values, "prompt": prompt})
+            _set_attribute(request, "__pydantic_fields_set__", fields_set)
+            _set_attribute(request, "__pydantic_extra__", extra)
+            _set_attribute(request, "__pydantic_private__", private)
             requests.append(request)
-            texts.append(request_text(request) if spelling is None
-                         else f"{spelling[0]}{encode_basestring(request.prompt)}{spelling[1]}")
+            texts.append(request_text(request) if head is None
+                         else f"{head}{encode_basestring(prompt)}{tail}")
             continue
         given = {name: v for name, v in zip(fields, cells, strict=True) if v is not _EMPTY}
         try:
@@ -179,11 +187,16 @@ def _tagged(name: str, column: list[Any]) -> list[Any]:
             for v in column]
 
 
+# A validated combination: the request's values (with a stand-in prompt), fields-set, extra and
+# private parts, and its JSON before and after the prompt (None: spell each row's JSON in full).
+_Combination = tuple[dict[str, Any], set[str], Any, Any, str | None, str | None]
+
+
 def _check_combination(
     fields: list[str], cells: tuple[Any, ...], defaults: Mapping[str, Any], no_prompt: bool
-) -> tuple[VideoRequest, tuple[str, str] | None] | None:
-    """A validated request for these cells with a stand-in prompt ("x", or none), and its JSON
-    split around the prompt; None if pydantic refuses the combination."""
+) -> _Combination | None:
+    """pydantic's request for these cells with a stand-in prompt ("x", or none), split into the
+    parts each of its rows copies; None if pydantic refuses the combination."""
     given = {name: v for name, v in zip(fields, cells, strict=True)
              if v is not _EMPTY and name != "prompt"}
     values = {**defaults, **given}
@@ -197,24 +210,13 @@ def _check_combination(
         return None
     if request.camera_control is not None:
         return None
-    return request, prompt_template(request)
+    head, tail = prompt_template(request) or (None, None)
+    return (request.__dict__, request.__pydantic_fields_set__, request.__pydantic_extra__,
+            request.__pydantic_private__, head, tail)
 
 
+_new_object = object.__new__
 _set_attribute = object.__setattr__
-
-
-def _with_prompt(template: VideoRequest, prompt: str) -> VideoRequest:
-    """``template`` with another prompt: what ``model_validate`` gives for a row that differs from
-    the template's only in its (already stripped, non-empty) prompt text. Shares the template's
-    fields-set (the model is frozen, nothing changes it)."""
-    request = VideoRequest.__new__(VideoRequest)
-    values = template.__dict__.copy()
-    values["prompt"] = prompt
-    _set_attribute(request, "__dict__", values)
-    _set_attribute(request, "__pydantic_fields_set__", template.__pydantic_fields_set__)
-    _set_attribute(request, "__pydantic_extra__", template.__pydantic_extra__)
-    _set_attribute(request, "__pydantic_private__", template.__pydantic_private__)
-    return request
 
 
 def _problems_from(
@@ -297,6 +299,14 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and value != value:  # NaN
         return _EMPTY
     return value
+
+
+def _cells(values: list[Any]) -> list[Any]:
+    """``_cell`` of each value; text and floats (most cells) handled inline."""
+    return [(v.strip() or _EMPTY) if type(v) is str
+            else (v if v == v else _EMPTY) if type(v) is float
+            else _cell(v)
+            for v in values]
 
 
 def is_blank(value: Any) -> bool:
