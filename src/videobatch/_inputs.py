@@ -91,7 +91,7 @@ def _validate(
         raise InputError(problems, source=source)
     warn_near_misses(frame, source)
     prompts = Prompts(frame=frame, requests=requests, keys=keys, source=source)
-    object.__setattr__(prompts, "_json_cache", texts)  # the checkpoint stores the same texts
+    prompts._keep_texts(texts)  # the checkpoint stores the same texts
     return prompts
 
 

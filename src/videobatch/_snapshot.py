@@ -51,7 +51,9 @@ class LoadedCheckpoint:
 
 
 # -------------------------------------------------------------------- table building
-def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequence[str]) -> pa.Table:
+def _static_table(
+    frame: pd.DataFrame, keys: Sequence[str], request_json: Sequence[str] | pa.ChunkedArray
+) -> pa.Table:
     """The columns that never change during a run: the user's input, keys and requests."""
     user = frame.reset_index(drop=True)
     try:
@@ -60,9 +62,10 @@ def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequen
         # Mixed-type object columns: keep them as text rather than refuse the run.
         table = pa.Table.from_pandas(user.astype(
             {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
-    keys = pa.array([j.key for j in jobs], pa.string())
-    requests = pa.array(request_json, pa.string())
-    return table.append_column(_KEY_COL, keys).append_column(_REQUEST_COL, requests)
+    key_column = pa.array(keys, pa.string())
+    requests = (request_json if isinstance(request_json, pa.ChunkedArray)
+                else pa.array(request_json, pa.string()))
+    return table.append_column(_KEY_COL, key_column).append_column(_REQUEST_COL, requests)
 
 
 def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
@@ -80,6 +83,18 @@ def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
         else:
             typ = pa.string()
         cols[_PREFIX + name] = pa.array(values, typ)
+    return pa.table(cols)
+
+
+def _fresh_table(rows: int) -> pa.Table:
+    """``_dynamic_table`` of ``rows`` new jobs (pending, nothing else set), without visiting them."""
+    cols: dict[str, pa.Array] = {_STATE_COL: pa.repeat(pa.scalar(State.PENDING.value), rows),
+                                 _EXTRAS_COL: pa.nulls(rows, pa.string())}
+    for name in RESULT_FIELDS:
+        if name in _INT_FIELDS:
+            cols[_PREFIX + name] = pa.repeat(pa.scalar(0, pa.int64()), rows)
+        else:
+            cols[_PREFIX + name] = pa.nulls(rows, pa.float64() if name in _FLOAT_FIELDS else pa.string())
     return pa.table(cols)
 
 

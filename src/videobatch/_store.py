@@ -92,13 +92,13 @@ class Checkpoint(Store):
     """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
 
     def __init__(
-        self, path: Path, frame: pd.DataFrame, jobs: list[Job], request_json: Sequence[str],
-        meta: dict[str, Any],
+        self, path: Path, frame: pd.DataFrame, keys: Sequence[str],
+        request_json: Sequence[str] | pa.ChunkedArray, meta: dict[str, Any],
     ) -> None:
         super().__init__(meta["run_id"], meta.get("created_at"))
         self.path = path
         self.meta = meta
-        self._static = _static_table(frame, jobs, request_json)
+        self._static = _static_table(frame, keys, request_json)
         self._fd: int | None = None
         self._writer = WriterLock(path)  # open() hands over the one it holds; close() gives it back
         self._released = False  # close() gave the lock back: check the file before writing again
@@ -145,14 +145,14 @@ class Checkpoint(Store):
         force: bool,
     ) -> tuple[Checkpoint, list[Job]]:
         fingerprint = prompts.fingerprint()
-        request_json = prompts.request_json()
+        column = prompts.request_json_column()
         if len(prompts.keys) != len(prompts.requests):
             raise ValueError("Prompts: keys and requests must have one entry per row")
-        jobs = list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
         if not path.exists() and _segments(path):  # the snapshot is lost: rebuild it
+            jobs = _new_jobs(prompts)
             meta, report, lost = rebuild(path, jobs, fingerprint=fingerprint, settings=settings,
                                          force=force)
-            store = cls(path, prompts.frame, jobs, request_json, meta)
+            store = cls(path, prompts.frame, prompts.keys, column, meta)
             store._writer, store.recovery, store.lost_rows = lock, report, lost
             store._write_snapshot_sync(jobs)
             return store, jobs
@@ -165,11 +165,17 @@ class Checkpoint(Store):
                 "created_at": time.time(),
                 "journal_seq": 0,
             }
-            store = cls(path, prompts.frame, jobs, request_json, meta)
+            store = cls(path, prompts.frame, prompts.keys, column, meta)
             store._writer = lock
+            # The first snapshot (every row pending: constant columns, no job visited) is written on
+            # a thread while the jobs are built here: Arrow writes without the GIL. Errors still
+            # raise from open.
+            jobs = _new_jobs(prompts)
             store._write_snapshot_sync(jobs)
             return store, jobs
 
+        jobs = _new_jobs(prompts)
+        request_json = prompts.request_json()
         old = load(path, requests=False)
         same = old.meta.get("fingerprint") == fingerprint and old.meta.get("settings") == settings
         if not same and not force:
@@ -194,7 +200,7 @@ class Checkpoint(Store):
                 # Same key, new request: a new submission that must not collide with the old one.
                 job.generation = prev.generation + 1
         meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
-        store = cls(path, prompts.frame, jobs, request_json, meta)
+        store = cls(path, prompts.frame, prompts.keys, column, meta)
         store._writer = lock
         store._write_snapshot_sync(jobs)
         return store, jobs
@@ -254,7 +260,7 @@ class Checkpoint(Store):
     # ---------------------------------------------------------------- snapshot
     async def snapshot(self, jobs: Sequence[Job]) -> None:
         async with self._lock:
-            table, old_seq = self._rotate_and_build(jobs)
+            table, old_seq = self._rotate_and_build(jobs, _dynamic_table(jobs))
             await asyncio.to_thread(self._commit, table, old_seq)
 
     async def close(self, jobs: Sequence[Job]) -> None:
@@ -273,10 +279,12 @@ class Checkpoint(Store):
             self._released = True
 
     def _write_snapshot_sync(self, jobs: Sequence[Job]) -> None:
-        table, old_seq = self._rotate_and_build(jobs)
+        table, old_seq = self._rotate_and_build(jobs, _dynamic_table(jobs))
         self._commit(table, old_seq)
 
-    def _rotate_and_build(self, jobs: Sequence[Job]) -> tuple[pa.Table, int]:
+    def _rotate_and_build(self, jobs: Sequence[Job], dynamic: pa.Table) -> tuple[pa.Table, int]:
+        """Switch appends to a new segment (its header from ``jobs``: generations, untouched) and
+        join the snapshot's table: the static columns and ``dynamic``, the job columns."""
         # Runs on the event loop without awaiting: no record can be appended meanwhile.
         self._hold_lock()
         old_seq = self._seq
@@ -288,7 +296,7 @@ class Checkpoint(Store):
         self.meta["journal_seq"] = self._seq
         self.meta["updated_at"] = time.time()
         self._start_segment(jobs)
-        table = _join(self._static, _dynamic_table(jobs))
+        table = _join(self._static, dynamic)
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[_META_KEY] = _dumps(self.meta).encode()
         return table.replace_schema_metadata(schema_meta), old_seq
@@ -318,6 +326,10 @@ class Checkpoint(Store):
 
     def __repr__(self) -> str:
         return f"<Checkpoint {str(self.path)!r} run={self.run_id[:8]}>"
+
+
+def _new_jobs(prompts: Prompts) -> list[Job]:
+    return list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
 
 
 def _describe_difference(
