@@ -159,6 +159,15 @@ def test_journal_lines_are_plain_json(tmp_path):
     assert record["k"] == "a" and record["s"] == "submitting"
 
 
+def test_a_new_checkpoint_writes_the_same_job_columns_as_any_snapshot(tmp_path):
+    from videobatch._snapshot import _dynamic_table, _fresh_table
+
+    _, jobs = open_ckpt(tmp_path / "run.parquet", ROWS)
+    assert _fresh_table(len(jobs)).equals(_dynamic_table(jobs))
+    assert _fresh_table(0).equals(_dynamic_table([]))
+    assert _fresh_table(len(jobs)).equals(_dynamic_table(load(tmp_path / "run.parquet").jobs))
+
+
 def test_one_writer_at_a_time(tmp_path):
     path = tmp_path / "run.parquet"
     store, jobs = open_ckpt(path, ROWS)

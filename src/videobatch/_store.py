@@ -40,6 +40,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
 from ._journal import segments as _segments
 from ._recover import rebuild
-from ._snapshot import _META_KEY, _dynamic_table, _join, _static_table
+from ._snapshot import _META_KEY, _dynamic_table, _fresh_table, _join, _static_table
 from ._snapshot import LoadedCheckpoint as LoadedCheckpoint
 from ._snapshot import load as load
 from .errors import CheckpointError
@@ -170,8 +171,11 @@ class Checkpoint(Store):
             # The first snapshot (every row pending: constant columns, no job visited) is written on
             # a thread while the jobs are built here: Arrow writes without the GIL. Errors still
             # raise from open.
-            jobs = _new_jobs(prompts)
-            store._write_snapshot_sync(jobs)
+            table, old_seq = store._rotate_and_build((), _fresh_table(len(prompts.keys)))
+            with ThreadPoolExecutor(1, thread_name_prefix="videobatch-snapshot") as pool:
+                written = pool.submit(store._commit, table, old_seq)
+                jobs = _new_jobs(prompts)
+                written.result()
             return store, jobs
 
         jobs = _new_jobs(prompts)
