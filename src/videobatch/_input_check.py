@@ -280,7 +280,7 @@ def warn_near_misses(frame: pd.DataFrame, source: str) -> None:
                 f"{source}: column {column!r} is not used as {meant!r} (names are matched "
                 f"exactly) and is only carried through; rename it to {meant!r} if you meant it",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=6,  # load_prompts's caller (through _validate, _load and gc_paused)
             )
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from ._input_check import (
     check_defaults,
@@ -52,6 +53,15 @@ def load_prompts(
     """
     if isinstance(source, Prompts) and defaults is None:
         return source
+    try:
+        return _load(source, defaults)
+    finally:
+        # Parsing a big CSV leaves Arrow's pool holding freed memory: hand it back to the OS before
+        # the run builds its jobs and checkpoint.
+        pa.default_memory_pool().release_unused()
+
+
+def _load(source: object, defaults: Mapping[str, Any] | None) -> Prompts:
     run_defaults = check_defaults(defaults)
     given: object = source  # checked at run time: callers pass anything
     if isinstance(given, Prompts):
