@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from videobatch import _inputs as inputs
+from videobatch import _input_check as check_module
+from videobatch import _input_keys as keys_module
+from videobatch import _input_read as read_module
 from videobatch._inputs import Prompts, canonical_json, load_prompts
 from videobatch.errors import ConfigError, InputError, Problem
 from videobatch.request import REQUEST_FIELDS, VideoRequest
@@ -288,7 +290,7 @@ def test_request_json_is_the_canonical_json_of_each_request():
     prompts = load_prompts(ODD_ROWS + [{"prompt": f"row {i} \\ \"{i}\""} for i in range(5)])
     expected = [canonical_json(r.model_dump(mode="json", exclude_none=True)) for r in prompts.requests]
     assert prompts.request_json() == expected
-    assert inputs._requests_json(prompts.requests) == expected
+    assert keys_module.request_texts(prompts.requests) == expected
 
 
 def test_rows_checked_once_per_combination_equal_rows_checked_one_by_one():
@@ -300,7 +302,7 @@ def test_rows_checked_once_per_combination_equal_rows_checked_one_by_one():
     prompts = load_prompts(rows, defaults={"mode": "pro"})
     frame = pd.DataFrame(rows)
     for request, (_, row) in zip(prompts.requests, frame.iterrows(), strict=True):
-        given = {k: v for k, v in row.items() if not inputs._is_blank(v)}
+        given = {k: v for k, v in row.items() if not check_module.is_blank(v)}
         alone = VideoRequest.model_validate({"mode": "pro", **given})
         assert request == alone
         assert request.model_fields_set == alone.model_fields_set
@@ -458,7 +460,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     # chmod does not stop root (tests may run as root), so refuse the open itself
-    monkeypatch.setattr(inputs, "open", refuse, raising=False)
+    monkeypatch.setattr(read_module, "open", refuse, raising=False)
     problem = only(problems_of(path))
     assert "permission denied" in problem.message
 
@@ -545,4 +547,4 @@ def test_every_problem_of_a_row_at_once(tmp_path):
 def test_lines_are_those_of_a_newline_preserving_stringio(text):
     import io
 
-    assert list(inputs._lines(text)) == list(io.StringIO(text, newline=""))
+    assert list(read_module.text_lines(text)) == list(io.StringIO(text, newline=""))

@@ -159,6 +159,15 @@ def test_journal_lines_are_plain_json(tmp_path):
     assert record["k"] == "a" and record["s"] == "submitting"
 
 
+def test_a_new_checkpoint_writes_the_same_job_columns_as_any_snapshot(tmp_path):
+    from videobatch._snapshot import _dynamic_table, _fresh_table
+
+    _, jobs = open_ckpt(tmp_path / "run.parquet", ROWS)
+    assert _fresh_table(len(jobs)).equals(_dynamic_table(jobs))
+    assert _fresh_table(0).equals(_dynamic_table([]))
+    assert _fresh_table(len(jobs)).equals(_dynamic_table(load(tmp_path / "run.parquet").jobs))
+
+
 def test_one_writer_at_a_time(tmp_path):
     path = tmp_path / "run.parquet"
     store, jobs = open_ckpt(path, ROWS)
@@ -210,3 +219,78 @@ def test_a_batch_does_not_write_over_a_run_that_came_after_it(tmp_path):
     with pytest.raises(CheckpointError, match="written by another run since this batch last wrote it"):
         first.retry_failed()
     assert load(path).jobs[1].generation == 1  # later's retry, not overwritten by first's stale view
+
+
+def test_an_unchanged_resume_keeps_the_snapshot_and_journals_after_it(tmp_path):
+    # The snapshot on disk is still right: it is not rewritten at open; this run's records go to a
+    # new segment (with its header record) after the existing ones, and loading replays them in order.
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    with next(tmp_path.glob("run.parquet.journal.*")).open("ab") as fh:
+        fh.write(b'{"k": "b", "s": "subm')  # torn by the crash
+    die(store)
+    written = path.stat().st_mtime_ns, path.read_bytes()
+    store2, jobs2 = open_ckpt(path, ROWS)
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+    assert jobs2[0].state is State.SUBMITTING and jobs2[1].state is State.PENDING
+    store2.append(jobs2[0].transition(State.GENERATING, task_id="t1", submitted_at=10.0))
+    store2.append(jobs2[1].transition(State.SUBMITTING, attempts=1))
+    die(store2)
+    segments = sorted(tmp_path.glob("run.parquet.journal.*"))
+    assert len(segments) == 2
+    header = json.loads(segments[-1].read_text().splitlines()[0])
+    assert header["vb"] == "journal" and header["run_id"] == store.run_id and header["untouched"] is False
+    store3, jobs3 = open_ckpt(path, ROWS)
+    assert store3.run_id == store.run_id
+    assert (jobs3[0].state, jobs3[0].task_id) == (State.GENERATING, "t1")
+    assert jobs3[1].state is State.SUBMITTING
+    asyncio.run(store3.close(jobs3))  # the next snapshot folds every segment
+    assert [p.name for p in tmp_path.glob("run.parquet.journal.*")] == ["run.parquet.journal.4"]
+    assert [j.state for j in load(path).jobs] == [State.GENERATING, State.SUBMITTING]
+
+
+def test_an_unchanged_resume_has_exactly_the_jobs_load_gives(tmp_path):
+    from videobatch._jobs import RESULT_FIELDS
+
+    path = tmp_path / "run.parquet"
+    rows = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(6)]
+    store, jobs = open_ckpt(path, rows)
+    store.append(jobs[1].transition(State.SUBMITTING, attempts=1))
+    store.append(jobs[2].transition(State.SUBMITTING, attempts=2))
+    store.append(jobs[2].transition(State.GENERATING, task_id="t2", submitted_at=5.0))
+    store.append(jobs[2].transition(State.COMPLETED, video_url="u2", completed_at=9.0, video_duration=5.1,
+                                    expires_at=99.0, video_id="v2"))
+    store.append(jobs[2].annotate(local_path="/x/r2.mp4"))
+    store.append(jobs[3].transition(State.SUBMITTING, attempts=1))
+    store.append(jobs[3].transition(State.FAILED, error_kind="rejected", error="no"))
+    store.append(jobs[3].retry())
+    asyncio.run(store.snapshot(jobs))  # some of it in the snapshot...
+    store.append(jobs[4].transition(State.CANCELLED))  # ...and some only in the journal
+    store.append(jobs[5].annotate(note="x"))  # extras only, still pending
+    die(store)
+    expected = load(path).jobs
+    _, resumed = open_ckpt(path, rows)
+    for old, new in zip(expected, resumed, strict=True):
+        assert (new.key, new.index, new.state, new.extras) == (old.key, old.index, old.state, old.extras)
+        assert [getattr(new, f) for f in RESULT_FIELDS] == [getattr(old, f) for f in RESULT_FIELDS]
+        assert new.request.prompt == f"p{new.index}"
+    assert resumed[2].state is State.COMPLETED and resumed[3].generation == 1
+
+
+def test_a_changed_resume_after_unchanged_ones_replays_no_folded_record(tmp_path):
+    # Resumes that died before any snapshot leave several segments; a --force open with a changed
+    # row folds them all into its snapshot and journals after them, so none is replayed again.
+    path = tmp_path / "run.parquet"
+    store, _ = open_ckpt(path, ROWS)
+    die(store)
+    store2, jobs2 = open_ckpt(path, ROWS)
+    store2.append(jobs2[1].transition(State.SUBMITTING, attempts=1))
+    store2.append(jobs2[1].transition(State.GENERATING, task_id="t1", submitted_at=1.0))
+    store2.append(jobs2[1].transition(State.COMPLETED, video_url="u", completed_at=2.0))
+    die(store2)
+    changed = [ROWS[0], {**ROWS[1], "prompt": "a different crow"}]
+    store3, jobs3 = open_ckpt(path, changed, force=True)
+    assert jobs3[1].state is State.PENDING and jobs3[1].generation == 1
+    die(store3)
+    assert [(j.state, j.generation) for j in load(path).jobs] == [(State.PENDING, 0), (State.PENDING, 1)]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._jobs import RESULT_FIELDS, Job, State, gc_paused
@@ -25,7 +26,7 @@ from ._journal import segments as _segments
 from .errors import CheckpointError
 from .request import VideoRequest
 
-__all__ = ["REPAIR_HINT", "LoadedCheckpoint", "load"]
+__all__ = ["REPAIR_HINT", "LoadedCheckpoint", "load", "read_meta", "resumed_jobs"]
 
 REPAIR_HINT = ("; `python -m videobatch repair {path}` rebuilds it from its journal without paying "
                "again for rows already submitted")
@@ -51,7 +52,9 @@ class LoadedCheckpoint:
 
 
 # -------------------------------------------------------------------- table building
-def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequence[str]) -> pa.Table:
+def _static_table(
+    frame: pd.DataFrame, keys: Sequence[str], request_json: Sequence[str] | pa.ChunkedArray
+) -> pa.Table:
     """The columns that never change during a run: the user's input, keys and requests."""
     user = frame.reset_index(drop=True)
     try:
@@ -60,9 +63,10 @@ def _static_table(frame: pd.DataFrame, jobs: Sequence[Job], request_json: Sequen
         # Mixed-type object columns: keep them as text rather than refuse the run.
         table = pa.Table.from_pandas(user.astype(
             {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
-    keys = pa.array([j.key for j in jobs], pa.string())
-    requests = pa.array(request_json, pa.string())
-    return table.append_column(_KEY_COL, keys).append_column(_REQUEST_COL, requests)
+    key_column = pa.array(keys, pa.string())
+    requests = (request_json if isinstance(request_json, pa.ChunkedArray)
+                else pa.array(request_json, pa.string()))
+    return table.append_column(_KEY_COL, key_column).append_column(_REQUEST_COL, requests)
 
 
 def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
@@ -83,6 +87,18 @@ def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
     return pa.table(cols)
 
 
+def _fresh_table(rows: int) -> pa.Table:
+    """``_dynamic_table`` of ``rows`` new jobs (pending, nothing else set), without visiting them."""
+    cols: dict[str, pa.Array] = {_STATE_COL: pa.repeat(pa.scalar(State.PENDING.value), rows),
+                                 _EXTRAS_COL: pa.nulls(rows, pa.string())}
+    for name in RESULT_FIELDS:
+        if name in _INT_FIELDS:
+            cols[_PREFIX + name] = pa.repeat(pa.scalar(0, pa.int64()), rows)
+        else:
+            cols[_PREFIX + name] = pa.nulls(rows, pa.float64() if name in _FLOAT_FIELDS else pa.string())
+    return pa.table(cols)
+
+
 def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
     for name, column in zip(dynamic.column_names, dynamic.columns, strict=True):
         static = static.append_column(name, column)
@@ -96,14 +112,9 @@ assert _JOB_FIELDS[4:4 + len(RESULT_FIELDS)] == RESULT_FIELDS, "Job's fields cha
 _STATES = {state.value: state for state in State}
 
 
-@gc_paused()
-def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
-    """Read a checkpoint (snapshot + journal replay) without any input or provider.
-
-    ``requests=False`` skips rebuilding each row's ``VideoRequest`` (jobs then share a blank
-    placeholder request): enough for results and for resuming, where the input supplies them.
-    """
-    path = Path(path)
+def read_meta(path: Path) -> dict[str, Any]:
+    """The run metadata of the checkpoint at ``path``, from the parquet footer only (CheckpointError
+    if there is none, or it is no checkpoint this videobatch reads)."""
     if not path.exists():
         if _segments(path):
             raise CheckpointError(
@@ -115,10 +126,10 @@ def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckp
         raise CheckpointError(f"no checkpoint at {path}")
     repair = REPAIR_HINT.format(path=path)
     try:
-        table = pq.read_table(path)
+        schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
         raise CheckpointError(f"checkpoint {path} is not readable ({exc}){repair}") from None
-    raw_meta = (table.schema.metadata or {}).get(_META_KEY)
+    raw_meta = (schema.metadata or {}).get(_META_KEY)
     if raw_meta is None:
         raise CheckpointError(f"{path} is a parquet file but not a videobatch checkpoint")
     try:
@@ -130,44 +141,105 @@ def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckp
             f"checkpoint {path} has format {meta.get('format')}; this videobatch reads {FORMAT}: "
             "use the videobatch that wrote it"
         )
-    if not {_KEY_COL, _REQUEST_COL, _STATE_COL} <= set(table.column_names):
+    if not {_KEY_COL, _REQUEST_COL, _STATE_COL} <= set(schema.names):
         raise CheckpointError(f"checkpoint {path} lacks its key, request or state column{repair}")
+    return meta
 
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        repair = REPAIR_HINT.format(path=path)
+        raise CheckpointError(f"checkpoint {path} is not readable ({exc}){repair}") from None
+
+
+@gc_paused()
+def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
+    """Read a checkpoint (snapshot + journal replay) without any input or provider.
+
+    ``requests=False`` skips rebuilding each row's ``VideoRequest`` (jobs then share a blank
+    placeholder request): enough for results and for resuming, where the input supplies them.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    table = _read_table(path)
     user_cols = [c for c in table.column_names if not c.startswith(_PREFIX)]
     frame = table.select(user_cols).to_pandas()
     names = [_KEY_COL, _STATE_COL, _REQUEST_COL]
     names += [name for name in (_EXTRAS_COL, *(_PREFIX + n for n in RESULT_FIELDS)) if name in table.column_names]
-    at = {name: k for k, name in enumerate(names)}
     request_json: list[str] = []
     jobs: list[Job] = []
     # A slice of rows at a time: the per-column lists stay small (200k rows: ~40 MB less at peak).
     for batch in table.select(names).to_batches(max_chunksize=16384):
-        chunk = batch.column(at[_REQUEST_COL]).to_pylist()
+        chunk = batch.column(_REQUEST_COL).to_pylist()
         request_json += chunk
-        fields = [_column(batch, at, _PREFIX + name) for name in RESULT_FIELDS]
-        rows = zip(batch.column(at[_KEY_COL]).to_pylist(), _states(batch.column(at[_STATE_COL])), chunk,
-                   _column(batch, at, _EXTRAS_COL), *fields, strict=True)
-        for i, (key, state, text, extra, attempts, generation, *values) in enumerate(rows, len(jobs)):
-            # Positional: RESULT_FIELDS in Job's order; an empty attempts/generation keeps its 0.
-            job = Job(key, i, _request_from(text) if requests else _PLACEHOLDER, state,
-                      0 if attempts is None else attempts, 0 if generation is None else generation,
-                      *values)
-            if extra:
-                job.extras = json.loads(extra)
-            jobs.append(job)
+        built = [_request_from(text) for text in chunk] if requests else [_PLACEHOLDER] * len(chunk)
+        jobs += _jobs_from(batch, range(len(jobs), len(jobs) + batch.num_rows), built)
     report = replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
     return LoadedCheckpoint(frame=frame, jobs=jobs, meta=meta, request_json=request_json,
                             journal=report)
 
 
-def _column(batch: pa.RecordBatch, at: dict[str, int], name: str) -> list[Any]:
-    """A column's values in this slice of rows; a result column newer than the file: all None."""
-    k = at.get(name)
-    return [None] * batch.num_rows if k is None else batch.column(k).to_pylist()
+def _jobs_from(
+    rows: pa.Table | pa.RecordBatch, indices: Sequence[int], requests: Sequence[VideoRequest]
+) -> list[Job]:
+    """Jobs from snapshot rows (key, state, extras and result columns), at these row indices."""
+    names = set(rows.schema.names)
+
+    def column(name: str) -> list[Any]:  # a result column newer than the file: all None
+        return rows.column(name).to_pylist() if name in names else [None] * rows.num_rows
+
+    fields = [column(_PREFIX + name) for name in RESULT_FIELDS]
+    jobs = []
+    for i, key, request, state, extra, attempts, generation, *values in zip(
+            indices, rows.column(_KEY_COL).to_pylist(), requests, _states(rows.column(_STATE_COL)),
+            column(_EXTRAS_COL), *fields, strict=True):
+        # Positional: RESULT_FIELDS in Job's order; an empty attempts/generation keeps its 0.
+        job = Job(key, i, request, state, 0 if attempts is None else attempts,
+                  0 if generation is None else generation, *values)
+        if extra:
+            job.extras = json.loads(extra)
+        jobs.append(job)
+    return jobs
+
+
+@gc_paused()
+def resumed_jobs(path: Path, meta: dict[str, Any], keys: list[str],
+                 requests: Sequence[VideoRequest]) -> tuple[list[Job], Replay] | None:
+    """The jobs of a checkpoint resumed with unchanged rows (same fingerprint), or None if its keys
+    are not ``keys`` (a file edited by hand: then compare row by row).
+
+    What ``load`` gives, but built from the input's keys and requests, with the saved state given to
+    only the rows that have one (found with Arrow compute: a mostly pending 200k-row checkpoint has
+    few); neither the input columns nor the request texts of the checkpoint are read.
+    """
+    names = set(pq.read_schema(path).names)
+    wanted = [n for n in (_KEY_COL, _STATE_COL, _EXTRAS_COL, *(_PREFIX + n for n in RESULT_FIELDS))
+              if n in names]
+    table = _read_table(path, wanted)
+    if table.num_rows != len(keys) or not table.column(_KEY_COL).equals(
+            pa.chunked_array([pa.array(keys, pa.string())])):
+        return None
+    jobs = list(map(Job, keys, range(len(keys)), requests))
+    saved = pc.fill_null(pc.not_equal(table.column(_STATE_COL), State.PENDING.value), True)
+    for name in wanted[2:]:
+        column = table.column(name)
+        differs = pc.not_equal(column, 0) if name[len(_PREFIX):] in _INT_FIELDS else pc.is_valid(column)
+        saved = pc.or_(saved, pc.fill_null(differs, False))
+    rows = pc.indices_nonzero(saved).to_pylist()
+    if rows:
+        for job in _jobs_from(table.take(rows), rows, [requests[i] for i in rows]):
+            job.key = keys[job.index]  # the input's own key object (equal text)
+            jobs[job.index] = job
+    report = replay(path, int(meta.get("journal_seq", 0)), {j.key: j for j in jobs})
+    return jobs, report
 
 
 def _states(column: pa.Array | pa.ChunkedArray) -> list[State]:
     """Each row's State, without a text object per row (the column holds a handful of values)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     encoded = column.dictionary_encode()
     members = [_STATES.get(v) or State(v) for v in encoded.dictionary.to_pylist()]
     return [members[i] for i in encoded.indices.to_pylist()]

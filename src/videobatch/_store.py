@@ -20,7 +20,8 @@ Crash safety:
   fsync'ed). Appends switch to a new journal segment *before* the snapshot is built, so no record
   can fall between the snapshot and the journal. The new segment is created (header record written
   and fsync'ed) before the rename too, so some segment always holds the run id. Old segments are
-  deleted only after the rename.
+  deleted only after the rename. A resume with unchanged rows keeps the snapshot as it is and
+  journals into a new segment (header first) after the existing ones; the next snapshot folds them.
 - A torn last journal line (crash during a write) is ignored on load; other damaged lines are
   skipped with a warning (see ``videobatch._journal``). A lost snapshot is rebuilt from the input
   and the journal without paying again (``videobatch._recover``); ``python -m videobatch repair``
@@ -40,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,7 @@ from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
 from ._journal import segments as _segments
 from ._recover import rebuild
-from ._snapshot import _META_KEY, _dynamic_table, _join, _static_table
+from ._snapshot import _META_KEY, _dynamic_table, _fresh_table, _join, _static_table, read_meta, resumed_jobs
 from ._snapshot import LoadedCheckpoint as LoadedCheckpoint
 from ._snapshot import load as load
 from .errors import CheckpointError
@@ -92,13 +94,13 @@ class Checkpoint(Store):
     """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
 
     def __init__(
-        self, path: Path, frame: pd.DataFrame, jobs: list[Job], request_json: Sequence[str],
-        meta: dict[str, Any],
+        self, path: Path, frame: pd.DataFrame, keys: Sequence[str],
+        request_json: Sequence[str] | pa.ChunkedArray, meta: dict[str, Any],
     ) -> None:
         super().__init__(meta["run_id"], meta.get("created_at"))
         self.path = path
         self.meta = meta
-        self._static = _static_table(frame, jobs, request_json)
+        self._static = _static_table(frame, keys, request_json)
         self._fd: int | None = None
         self._writer = WriterLock(path)  # open() hands over the one it holds; close() gives it back
         self._released = False  # close() gave the lock back: check the file before writing again
@@ -145,14 +147,14 @@ class Checkpoint(Store):
         force: bool,
     ) -> tuple[Checkpoint, list[Job]]:
         fingerprint = prompts.fingerprint()
-        request_json = prompts.request_json()
+        column = prompts.request_json_column()
         if len(prompts.keys) != len(prompts.requests):
             raise ValueError("Prompts: keys and requests must have one entry per row")
-        jobs = list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
         if not path.exists() and _segments(path):  # the snapshot is lost: rebuild it
+            jobs = _new_jobs(prompts)
             meta, report, lost = rebuild(path, jobs, fingerprint=fingerprint, settings=settings,
                                          force=force)
-            store = cls(path, prompts.frame, jobs, request_json, meta)
+            store = cls(path, prompts.frame, prompts.keys, column, meta)
             store._writer, store.recovery, store.lost_rows = lock, report, lost
             store._write_snapshot_sync(jobs)
             return store, jobs
@@ -165,11 +167,36 @@ class Checkpoint(Store):
                 "created_at": time.time(),
                 "journal_seq": 0,
             }
-            store = cls(path, prompts.frame, jobs, request_json, meta)
+            store = cls(path, prompts.frame, prompts.keys, column, meta)
             store._writer = lock
-            store._write_snapshot_sync(jobs)
+            # The first snapshot (every row pending: constant columns, no job visited) is written on
+            # a thread while the jobs are built here: Arrow writes without the GIL. Errors still
+            # raise from open.
+            table, seq = store._rotate_and_build((), _fresh_table(len(prompts.keys)))
+            with ThreadPoolExecutor(1, thread_name_prefix="videobatch-snapshot") as pool:
+                written = pool.submit(store._commit, table, seq)
+                jobs = _new_jobs(prompts)
+                written.result()
             return store, jobs
 
+        old_meta = read_meta(path)
+        same = old_meta.get("fingerprint") == fingerprint and old_meta.get("settings") == settings
+        # Same fingerprint: the same keys and requests in the same order, so the rows resume as the
+        # checkpoint left them, built from the input's keys and requests.
+        resumed = resumed_jobs(path, old_meta, prompts.keys, prompts.requests) if same else None
+        if resumed is not None:
+            jobs = resumed[0]
+            store = cls(path, prompts.frame, prompts.keys, column, old_meta)
+            store._writer = lock
+            # The snapshot on disk is still right, so it is not rewritten now (the first periodic
+            # snapshot folds the journal): this run's records go to a new segment after the
+            # existing ones, with its header, which loading replays in order.
+            store._seq = max([store._seq, *_segments(path)]) + 1
+            store._start_segment(jobs)
+            return store, jobs
+
+        jobs = _new_jobs(prompts)
+        request_json = prompts.request_json()
         old = load(path, requests=False)
         same = old.meta.get("fingerprint") == fingerprint and old.meta.get("settings") == settings
         if not same and not force:
@@ -194,7 +221,7 @@ class Checkpoint(Store):
                 # Same key, new request: a new submission that must not collide with the old one.
                 job.generation = prev.generation + 1
         meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
-        store = cls(path, prompts.frame, jobs, request_json, meta)
+        store = cls(path, prompts.frame, prompts.keys, column, meta)
         store._writer = lock
         store._write_snapshot_sync(jobs)
         return store, jobs
@@ -254,8 +281,8 @@ class Checkpoint(Store):
     # ---------------------------------------------------------------- snapshot
     async def snapshot(self, jobs: Sequence[Job]) -> None:
         async with self._lock:
-            table, old_seq = self._rotate_and_build(jobs)
-            await asyncio.to_thread(self._commit, table, old_seq)
+            table, seq = self._rotate_and_build(jobs, _dynamic_table(jobs))
+            await asyncio.to_thread(self._commit, table, seq)
 
     async def close(self, jobs: Sequence[Job]) -> None:
         try:
@@ -273,27 +300,31 @@ class Checkpoint(Store):
             self._released = True
 
     def _write_snapshot_sync(self, jobs: Sequence[Job]) -> None:
-        table, old_seq = self._rotate_and_build(jobs)
-        self._commit(table, old_seq)
+        table, seq = self._rotate_and_build(jobs, _dynamic_table(jobs))
+        self._commit(table, seq)
 
-    def _rotate_and_build(self, jobs: Sequence[Job]) -> tuple[pa.Table, int]:
+    def _rotate_and_build(self, jobs: Sequence[Job], dynamic: pa.Table) -> tuple[pa.Table, int]:
+        """Switch appends to a new segment (its header from ``jobs``: generations, untouched) and
+        join the snapshot's table: the static columns and ``dynamic``, the job columns."""
         # Runs on the event loop without awaiting: no record can be appended meanwhile.
         self._hold_lock()
-        old_seq = self._seq
         if self._fd is not None:
             self.sync()
             os.close(self._fd)
             self._fd = None
-        self._seq += 1
+        # After every segment on disk: a resumed run's older segments (it journals after them) and
+        # any a crash left behind are folded into this snapshot and deleted once it is in place.
+        self._seq = max([self._seq, *_segments(self.path)]) + 1
         self.meta["journal_seq"] = self._seq
         self.meta["updated_at"] = time.time()
         self._start_segment(jobs)
-        table = _join(self._static, _dynamic_table(jobs))
+        table = _join(self._static, dynamic)
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[_META_KEY] = _dumps(self.meta).encode()
-        return table.replace_schema_metadata(schema_meta), old_seq
+        return table.replace_schema_metadata(schema_meta), self._seq
 
-    def _commit(self, table: pa.Table, old_seq: int) -> None:
+    def _commit(self, table: pa.Table, seq: int) -> None:
+        """Put the snapshot ``table`` (it names journal segment ``seq``) in place; older segments go."""
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
@@ -306,11 +337,11 @@ class Checkpoint(Store):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._committed = old_seq + 1
+        self._committed = seq
         _fsync_dir(directory)
-        for seq in _segments(self.path):
-            if seq <= old_seq:
-                self._segment_path(seq).unlink(missing_ok=True)
+        for old in _segments(self.path):
+            if old < seq:
+                self._segment_path(old).unlink(missing_ok=True)
 
     @property
     def location(self) -> str:
@@ -318,6 +349,10 @@ class Checkpoint(Store):
 
     def __repr__(self) -> str:
         return f"<Checkpoint {str(self.path)!r} run={self.run_id[:8]}>"
+
+
+def _new_jobs(prompts: Prompts) -> list[Job]:
+    return list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
 
 
 def _describe_difference(

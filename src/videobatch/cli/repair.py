@@ -21,6 +21,7 @@ rows whose state was lost). Exit codes: 0 repaired (or nothing to repair) · 1 p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -76,8 +77,9 @@ def repair_main(argv: Sequence[str]) -> int:
         print(f"{path}: snapshot readable, run {loaded.meta.get('run_id')}")
         if damaged:
             with _quiet():
-                store, _ = Checkpoint.open(path, prompts, settings=loaded.meta.get("settings", {}))
-            store.release()
+                store, jobs = Checkpoint.open(path, prompts, settings=loaded.meta.get("settings", {}))
+                # Folded into a fresh snapshot now (an unchanged resume would leave it to the run).
+                asyncio.run(store.close(jobs))
         _report(loaded.journal, Counter(j.state.value for j in loaded.jobs), [])
     except (CheckpointError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

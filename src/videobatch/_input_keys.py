@@ -1,0 +1,182 @@
+"""Row keys and request texts: each row's canonical request JSON, its stable key (the ``id`` column,
+else a hash of that JSON) and the table's fingerprint, held together in ``Prompts``.
+
+The checkpoint stores these texts and keys; two tables with the same fingerprint ask for the same
+videos under the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .request import REQUEST_FIELDS, VideoRequest
+
+__all__ = ["ID_COLUMN", "Prompts", "canonical_json", "hashed_keys", "prompt_template", "request_text", "request_texts"]
+
+ID_COLUMN = "id"
+"""The optional column whose values become the row keys (verbatim, stripped)."""
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON spelling of ``obj`` used for hashing: sorted keys, no spaces, UTF-8 text.
+
+    Same text as ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
+    """
+    return _CANONICAL.encode(obj)
+
+
+def request_text(request: VideoRequest) -> str:
+    return canonical_json(request.model_dump(mode="json", exclude_none=True))
+
+
+# Fields that decide a request's JSON "shape": rows with equal values here differ only in the prompt.
+# (Rows with an image or camera control are spelled one by one: those values are big or nested.)
+_SHAPE_FIELDS = tuple(n for n in REQUEST_FIELDS if n not in ("prompt", "image", "image_tail", "camera_control"))
+_PROMPT_KEY = '"prompt":'
+
+
+def _shape(request: VideoRequest) -> tuple[Any, ...] | None:
+    """What a request's JSON looks like apart from its prompt text; None: spell it one by one."""
+    values = request.__dict__
+    if (type(values.get("prompt")) is not str or values.get("image") is not None
+            or values.get("image_tail") is not None or values.get("camera_control") is not None):
+        return None
+    shape = tuple(map(values.get, _SHAPE_FIELDS))
+    types = tuple(map(type, shape))  # keeps 1, 1.0 and True apart
+    if float in types:  # and repr keeps 0.0 and -0.0 apart
+        return shape, types, tuple(map(repr, shape))
+    return shape, types
+
+
+def request_texts(requests: Sequence[VideoRequest]) -> list[str]:
+    """Each request's canonical JSON: the same text as ``request_text``, made ~20x faster.
+
+    The JSON of one request per shape is split around its prompt's spelling; every other request
+    of that shape is the same text with its own prompt spelled in. (In canonical JSON a string
+    value never contains an unescaped ``"prompt":``, so the first one is the key.)
+    """
+    out: list[str] = []
+    templates: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+    for request in requests:
+        template = None
+        shape = _shape(request)
+        if shape is not None:
+            try:
+                template = templates[shape]
+            except KeyError:
+                template = templates[shape] = prompt_template(request)
+            except TypeError:  # an unhashable value (a request built without validation)
+                pass
+        if template is None:
+            out.append(request_text(request))
+        else:
+            out.append(f"{template[0]}{encode_basestring(request.prompt)}{template[1]}")
+    return out
+
+
+def prompt_template(request: VideoRequest) -> tuple[str, str] | None:
+    text = request_text(request)
+    head, key, tail = text.partition(_PROMPT_KEY)
+    spelled = encode_basestring(request.prompt)
+    if not key or not tail.startswith(spelled):
+        return None
+    template = (head + key, tail[len(spelled):])
+    return template if template[0] + spelled + template[1] == text else None
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Prompts:
+    """A validated prompts table: the user's rows, one request and one stable key per row."""
+
+    frame: pd.DataFrame  # the user's columns as given, input order, user's index kept
+    requests: list[VideoRequest]  # one per row, validated, defaults applied
+    keys: list[str]  # one stable key per row
+    source: str  # the CSV path as given, "DataFrame" or "list"
+    _fingerprint: str | None = field(default=None, init=False, compare=False)
+    _json_cache: list[str] | None = field(default=None, init=False, compare=False)
+    _json_column: pa.ChunkedArray | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not len(self.frame) == len(self.requests) == len(self.keys):
+            raise ValueError("Prompts: frame, requests and keys must have one entry per row")
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __repr__(self) -> str:
+        return f"Prompts({len(self)} rows from {self.source!r})"
+
+    def request_json(self) -> list[str]:
+        """Each row's request as canonical JSON (computed once; the checkpoint stores these)."""
+        if self._json_cache is None:
+            texts = (request_texts(self.requests) if self._json_column is None
+                     else self._json_column.to_pylist())
+            object.__setattr__(self, "_json_cache", texts)
+        assert self._json_cache is not None
+        return self._json_cache
+
+    def request_json_column(self) -> pa.ChunkedArray:
+        """``request_json()`` as an Arrow string column (what the checkpoint writes)."""
+        if self._json_column is None:
+            object.__setattr__(self, "_json_column", _text_column(self.request_json()))
+        assert self._json_column is not None
+        return self._json_column
+
+    def fingerprint(self) -> str:
+        """sha256 hex over every row's key and canonical request JSON, in order.
+
+        Two tables with the same fingerprint ask for the same videos under the same keys.
+        """
+        if self._fingerprint is None:
+            object.__setattr__(self, "_fingerprint", _fingerprint(self.keys, self.request_json()))
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    def _keep_texts(self, texts: list[str]) -> None:
+        """Take the request texts computed while validating, keeping them only as an Arrow column
+        (a 200k-row table: ~37 MB of Arrow buffers instead of ~46 MB of str objects for the whole
+        run); the fingerprint is taken while the list exists."""
+        object.__setattr__(self, "_fingerprint", _fingerprint(self.keys, texts))
+        object.__setattr__(self, "_json_column", _text_column(texts))
+
+
+def _fingerprint(keys: list[str], texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    if len(keys) != len(texts):
+        raise ValueError("Prompts: keys and requests must have one entry per row")
+    for start in range(0, len(keys), 4096):  # hashed in chunks: the same bytes, fewer calls
+        digest.update("".join([
+            f"[{encode_basestring(key) if type(key) is str else canonical_json(key)},{text}]\n"
+            for key, text in zip(keys[start:start + 4096], texts[start:start + 4096], strict=True)
+        ]).encode())
+    return digest.hexdigest()
+
+
+def _text_column(texts: list[str], chunk: int = 65536) -> pa.ChunkedArray:
+    """Texts as an Arrow string column, built in chunks (no doubling buffer of the whole size)."""
+    return pa.chunked_array([pa.array(texts[i:i + chunk], pa.string())
+                             for i in range(0, len(texts), chunk)], pa.string())
+
+
+def hashed_keys(texts: list[str]) -> list[str]:
+    """sha256(request JSON + '#' + occurrence)[:16]: stable, and distinct for identical rows."""
+    sha256 = hashlib.sha256  # first 8 bytes in hex = the first 16 hex digits
+    if len(set(texts)) == len(texts):  # the usual case: every occurrence is the first
+        return [sha256(f"{body}#0".encode()).digest()[:8].hex() for body in texts]
+    seen: dict[str, int] = {}
+    keys = []
+    for body in texts:
+        n = seen[body] = seen.get(body, -1) + 1
+        keys.append(sha256(f"{body}#{n}".encode()).digest()[:8].hex())
+    return keys
