@@ -22,20 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 
+from ._serving import in_process, in_thread, serve_forever
 from .kling_app import KlingApp, create_app
 from .kling_sim import LIST_ORDERS, LOOKUPS, SimConfig
 
@@ -73,21 +66,6 @@ class ServerHandle:
         httpx.post(f"{self.url}/_test/reset", timeout=10).raise_for_status()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # IPPROTO_TCP named explicitly: asyncio then turns Nagle's algorithm off (TCP_NODELAY) on the
-    # accepted connections; without it every answer waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
-def _uvicorn(app: Starlette, log_level: str) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
-                                         lifespan="off", timeout_keep_alive=30,
-                                         timeout_graceful_shutdown=1))
-
-
 @contextlib.contextmanager
 def running_server(*, process: bool = False, faults: str | dict[str, Any] | None = None,
                    log_level: str = "critical", **settings: Any) -> Iterator[ServerHandle]:
@@ -99,66 +77,15 @@ def running_server(*, process: bool = False, faults: str | dict[str, Any] | None
     config = SimConfig()
     config.update(settings)
     if process:
-        with _server_process(config, faults, log_level) as handle:
-            yield handle
+        argv = ["-m", "videobatch.testing.kling_server", "--port", "0",
+                "--config-json", json.dumps(asdict(config)), "--log-level", log_level]
+        if faults:
+            argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
+        with in_process(argv, name="kling", ready_path="/_test/counters") as url:
+            yield ServerHandle(url, config)
         return
-    sock = _bind("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = _uvicorn(create_app(config, faults), log_level)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name="kling-test-server")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Kling test server did not start")
-            time.sleep(0.01)
+    with in_thread(create_app(config, faults), name="kling", log_level=log_level) as url:
         yield ServerHandle(url, config)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def _wait_until_serving(url: str, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(f"{url}/_test/counters", timeout=1.0)
-            return
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Kling test server at {url} did not start") from None
-            time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def _server_process(config: SimConfig, faults: str | dict[str, Any] | None,
-                    log_level: str) -> Iterator[ServerHandle]:
-    argv = [sys.executable, "-m", "videobatch.testing.kling_server", "--port", "0",
-            "--config-json", json.dumps(asdict(config)), "--log-level", log_level]
-    if faults:
-        argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("kling test server: "):
-            raise RuntimeError(f"the Kling test server did not start (said {line!r})")
-        url = line.split()[-1]
-        _wait_until_serving(url, proc)  # the address is printed before uvicorn listens on it
-        yield ServerHandle(url, config)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,9 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     faults: str | dict[str, Any] | None = spec
     if spec and spec.lstrip().startswith("{"):
         faults = json.loads(spec)
-    sock = _bind(args.host, args.port)
-    print(f"kling test server: http://{args.host}:{sock.getsockname()[1]}", flush=True)
-    _uvicorn(create_app(config, faults), args.log_level).run(sockets=[sock])
+    serve_forever(create_app(config, faults), name="kling", host=args.host, port=args.port,
+                  log_level=args.log_level)
 
 
 if __name__ == "__main__":
