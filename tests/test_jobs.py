@@ -22,6 +22,7 @@ LEGAL = [
     (State.UNKNOWN, State.PENDING),
     (State.GENERATING, State.COMPLETED),
     (State.GENERATING, State.FAILED),
+    (State.GENERATING, State.CANCELLED),  # the provider stopped its task on our word
     (State.FAILED, State.PENDING),
     (State.FAILED, State.GENERATING),
     (State.CANCELLED, State.PENDING),

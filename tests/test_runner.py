@@ -390,3 +390,46 @@ def test_an_annotation_through_the_context_is_durable_and_seen_in_the_next_snaps
     asyncio.run(Runner(jobs, ScriptedProvider(latency=0.0), store, RunSettings(), [Tagger()]).run())
     assert [dict(row.extras) for row in annotated] == [{"reviewed": "yes"}] * 2
     assert list(results(path)["reviewed"]) == ["yes"]
+
+
+class Cancellable(ScriptedProvider):
+    """Stops a task on request while it is queued (``[queued]`` in its prompt), not once running."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.cancel_calls: list[str] = []
+
+    async def cancel(self, task_id: str) -> bool:
+        self.cancel_calls.append(task_id)
+        return "[queued]" in self.tasks[task_id]["prompt"]
+
+
+def test_cancel_stops_queued_tasks_at_the_provider_and_leaves_running_ones_in_flight():
+    provider = Cancellable(max_parallel=2, latency=10.0)
+    assert provider.capabilities.cancel  # credited: it implements cancel
+    jobs = make_jobs(["clip 0 [queued]", "clip 1", "clip 2", "clip 3"])
+    runner = Runner(jobs, provider, Store(), RunSettings())
+
+    async def scenario():
+        task = asyncio.create_task(runner.run())
+        while sum(provider.accepted.values()) < 2:
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()).cancelled
+    assert len(provider.cancel_calls) == 2  # both open tasks asked
+    assert [j.state for j in jobs] == [State.CANCELLED, State.GENERATING, State.CANCELLED, State.CANCELLED]
+    assert "new, separately paid request" in jobs[0].error
+    first_key = jobs[0].idempotency_key("run")
+
+    # Resume: the row the provider stopped is a new submission under a new key; the running one is
+    # collected, not paid again.
+    provider.latency = 0.0
+    provider.poll_hint = ScriptedProvider(latency=0.0).poll_hint
+    for t in provider.tasks.values():
+        t["ready"] = time.monotonic()
+    go(jobs, provider)
+    assert all(j.state is State.COMPLETED for j in jobs)
+    assert jobs[0].generation == 1 and jobs[0].idempotency_key("run") != first_key
+    assert sum(provider.accepted.values()) == 5  # 4 rows, one of them paid again on the user's word

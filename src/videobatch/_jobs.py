@@ -12,6 +12,8 @@
     unknown ──► pending               the provider says the key is free (same key), or the
                                       user resubmits it (retry --unknown: new key, may pay twice)
     pending ──cancel──► cancelled ──resume──► pending
+    generating ──cancel──► cancelled  the provider stopped the task on our word (queued: nothing
+                                      charged); resuming it is a new paid submission (new key)
 
 ``submitting`` is written to the checkpoint *before* the paid request leaves the process. A row found
 in ``submitting`` after a crash may or may not exist at the provider; it is reconciled through the
@@ -67,12 +69,14 @@ _LEGAL: dict[State, frozenset[State]] = {
     # Re-checked on every resume and status: found (-> generating/completed/failed), the provider
     # says the key is free (-> pending, same key), or the user resubmits it (-> pending, new key).
     State.UNKNOWN: frozenset({State.GENERATING, State.COMPLETED, State.FAILED, State.PENDING}),
-    State.GENERATING: frozenset({State.COMPLETED, State.FAILED}),
+    # -> cancelled: the provider stopped the task on our word before it ran (nothing charged)
+    State.GENERATING: frozenset({State.COMPLETED, State.FAILED, State.CANCELLED}),
     State.COMPLETED: frozenset(),
     # explicit retry: a new, separately paid submission (-> pending), or, for a row that timed out
     # while its task was still open at the provider, waiting for that same task again (-> generating)
     State.FAILED: frozenset({State.PENDING, State.GENERATING}),
-    State.CANCELLED: frozenset({State.PENDING}),  # resume
+    # resume; a row whose task the provider cancelled starts a new, separately paid submission
+    State.CANCELLED: frozenset({State.PENDING}),
 }
 
 # Columns the results DataFrame adds after the user's own columns, in this order. Input columns with
@@ -255,7 +259,8 @@ class Job:
             )
         if not _RESULT_FIELD_SET.issuperset(fields):
             raise TypeError(f"unknown job fields: {sorted(set(fields) - _RESULT_FIELD_SET)}")
-        if new is State.PENDING and self.state is State.FAILED:
+        if new is State.PENDING and (self.state is State.FAILED
+                                     or (self.state is State.CANCELLED and self.task_id)):
             # A retry starts a fresh submission with its own idempotency key.
             fields.setdefault("generation", self.generation + 1)
             for name in _CLEARED:

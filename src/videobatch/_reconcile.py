@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ._retry import RetryPolicy, call
 from .errors import AuthError, NotFoundError, ProviderError, TransientError
 from .providers.base import Provider, ScanResult, TaskStatus
+from .request import VideoRequest
 
 __all__ = ["Found", "Free", "Reconciler", "Unknown", "Verdict"]
 
@@ -64,12 +65,14 @@ class Reconciler:
         self.policy = policy
         self.stop = stop
         self.lookups = 0  # provider calls spent (lookups and listings), for the run's figures
-        self._waiting: dict[str, tuple[float, asyncio.Future[ScanResult | ProviderError | None]]] = {}
+        self._waiting: dict[str, tuple[float, VideoRequest | None,
+                                       asyncio.Future[ScanResult | ProviderError | None]]] = {}
         self._scanner: asyncio.Task[None] | None = None
 
     async def check(self, key: str, since: float | None, *, key_used: bool = False,
-                    on_retry: OnRetry | None = None) -> Verdict:
+                    on_retry: OnRetry | None = None, request: VideoRequest | None = None) -> Verdict:
         """What the provider knows of ``key``, sent no earlier than ``since`` (epoch seconds).
+        ``request``: what was sent under it (a listing without our keys matches on it).
 
         ``key_used``: the provider refused a create because the key already has a task, so "no
         such task" from a lookup is not believed. Raises AuthError (the run stops); never any other
@@ -91,7 +94,7 @@ class Reconciler:
             return Found(status)
         if can_look_up and refused is None and not key_used:
             return Free("lookup")
-        listing = await self._scan(key, since)
+        listing = await self._scan(key, since, request)
         if isinstance(listing, AuthError):
             raise listing
         if isinstance(listing, ScanResult):
@@ -110,10 +113,11 @@ class Reconciler:
 
         return await call(self.policy, once, retry_on=_transient, on_retry=on_retry, stop=self.stop)
 
-    async def _scan(self, key: str, since: float | None) -> ScanResult | ProviderError | None:
+    async def _scan(self, key: str, since: float | None,
+                    request: VideoRequest | None) -> ScanResult | ProviderError | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ScanResult | ProviderError | None] = loop.create_future()
-        self._waiting[key] = (since if since is not None else 0.0, future)
+        self._waiting[key] = (since if since is not None else 0.0, request, future)
         if self._scanner is None or self._scanner.done():
             self._scanner = asyncio.create_task(self._scan_rounds(), name="videobatch-listing")
         return await asyncio.shield(future)
@@ -122,22 +126,22 @@ class Reconciler:
         while self._waiting:
             await asyncio.sleep(0)  # rows arriving in the same instant share this round
             batch, self._waiting = self._waiting, {}
-            since = min(s for s, _ in batch.values()) - CLOCK_MARGIN
+            since = min(s for s, _, _ in batch.values()) - CLOCK_MARGIN
             answer: ScanResult | ProviderError | None
             try:
-                answer = await self._list(set(batch), since)
+                answer = await self._list({key: request for key, (_, request, _) in batch.items()}, since)
             except ProviderError as exc:
                 answer = exc
             except BaseException as exc:  # a bug, or the run is stopping: every waiter hears it
-                for _, future in batch.values():
+                for _, _, future in batch.values():
                     if not future.done():
                         future.set_exception(exc)
                 raise
-            for _, future in batch.values():
+            for _, _, future in batch.values():
                 if not future.done():
                     future.set_result(answer)
 
-    async def _list(self, keys: set[str], since: float) -> ScanResult | None:
+    async def _list(self, keys: dict[str, VideoRequest | None], since: float) -> ScanResult | None:
         async def once() -> ScanResult | None:
             self.lookups += 1
             return await self.provider.scan(keys, since)

@@ -9,8 +9,9 @@ observers). The runner (``_runner``) decides *which* row a worker drives and *wh
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ._jobs import Job, State
 from ._pacing import SlotPool
@@ -29,6 +30,8 @@ from .errors import (
     TransientError,
 )
 from .providers.base import Provider, TaskState, TaskStatus
+
+log = logging.getLogger("videobatch")
 
 __all__ = ["Rows"]
 
@@ -119,7 +122,8 @@ class Rows:
             if isinstance(exc, ProviderError):
                 self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
 
-        verdict = await self.reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry)
+        verdict = await self.reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry,
+                                              request=job.request)
         if isinstance(verdict, Found):
             self.adopt(job, verdict.status)
             return False
@@ -153,7 +157,7 @@ class Rows:
             if isinstance(exc, ProviderError):
                 self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
 
-        verdict = await self.reconciler.check(key, sent_at, on_retry=on_retry)
+        verdict = await self.reconciler.check(key, sent_at, on_retry=on_retry, request=job.request)
         if isinstance(verdict, Found):
             self.adopt(job, verdict.status)
         elif isinstance(verdict, Free):
@@ -217,3 +221,30 @@ class Rows:
     def _grow_slots(self) -> None:
         if self.slots.limit < self.slots.ceiling:
             asyncio.get_running_loop().create_task(self.slots.grow())
+
+    async def cancel_open(self, jobs: Sequence[Job], deadline: float = 15.0) -> None:
+        """A cancelled run asks the provider to stop the tasks it has open, where it can: a task
+        it stops (still queued: nothing charged) ends ``cancelled``; one it cannot stop (already
+        running) stays in flight, to be collected by the next run. Bounded by ``deadline``."""
+        if not self.provider.capabilities.cancel:
+            return
+        open_tasks = [j for j in jobs if j.state is State.GENERATING and j.task_id]
+
+        async def one(job: Job) -> None:
+            assert job.task_id is not None
+            try:
+                stopped = await self.provider.cancel(job.task_id)
+            except ProviderError as exc:
+                log.warning("row %s: could not cancel task %s at %s: %s", job.key, job.task_id,
+                            self.provider.name, exc)
+                return
+            if stopped and job.state is State.GENERATING:
+                self.move(job, State.CANCELLED, error_kind="cancelled",
+                          error=f"cancelled at {self.provider.name} before it ran; running it "
+                                "again is a new, separately paid request")
+
+        if open_tasks:
+            _, late = await asyncio.wait([asyncio.ensure_future(one(j)) for j in open_tasks],
+                                         timeout=deadline)
+            for task in late:
+                task.cancel()

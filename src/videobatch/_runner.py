@@ -267,6 +267,8 @@ class Runner:
         await self._reconciler.aclose()
         assert self._stop is not None
         if self._stop.cancelled:
+            if self._source_arg is None:  # service mode: a worker's cancel is a hand-over
+                await self._rows.cancel_open(self.jobs)
             for job in self.jobs:
                 if job.state is State.PENDING:
                     self._move(job, State.CANCELLED)

@@ -54,7 +54,8 @@ async def _ask(client: Any, rows: list[Job], run_id: str) -> list[Verdict]:
                             stop=stop)
     try:
         return list(await asyncio.gather(*(
-            reconciler.check(job.idempotency_key(run_id), job.submitted_at) for job in rows)))
+            reconciler.check(job.idempotency_key(run_id), job.submitted_at, request=job.request)
+            for job in rows)))
     finally:
         await reconciler.aclose()
         await client.aclose()
