@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 def _local_provider_dir(tmp_path, monkeypatch):
     """The offline provider keeps its 'account' on disk; each test gets its own."""
     monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "local-provider"))
+    # and model catalogues as packaged: a catalogue file in the user's home must not change tests
+    monkeypatch.setenv("VIDEOBATCH_CATALOG_DIR", str(tmp_path / "catalog"))
 
 
 @pytest.fixture(autouse=True)

@@ -144,9 +144,11 @@ class ApiHandle:
 
 @contextlib.contextmanager
 def running_api(redis_url: str, *, tokens: list[str] | None = None,
-                prefix: str = "vb:") -> Iterator[ApiHandle]:
-    """The service's FastAPI app (``tokens``: default [TOKEN]) on uvicorn in a thread."""
-    app = create_app(redis_url, tokens=tokens if tokens is not None else [TOKEN], prefix=prefix)
+                prefix: str = "vb:", provider: str = "local") -> Iterator[ApiHandle]:
+    """The service's FastAPI app (``tokens``: default [TOKEN]; ``provider``: the workers') on
+    uvicorn in a thread."""
+    app = create_app(redis_url, tokens=tokens if tokens is not None else [TOKEN], prefix=prefix,
+                     provider=provider)
     with serving(app) as handle:
         yield handle
 

@@ -52,7 +52,7 @@ def test_real_clips_are_rendered(tmp_path):
 
 def test_bad_input_submits_nothing(tmp_path):
     with pytest.raises(InputError) as err:
-        videobatch.run([{"prompt": ""}, {"prompt": "ok", "duration": 7}], "local", **FAST)
+        videobatch.run([{"prompt": ""}, {"prompt": "ok", "duration": 30}], "local", **FAST)
     assert len(err.value.problems) == 2
     assert read_submissions() == []
 

@@ -153,3 +153,59 @@ def test_a_broken_catalogue_file_names_the_file_and_the_problem(tmp_path, text, 
     with pytest.raises(ConfigError) as caught:
         catalog(tmp_path, text)
     assert "packaged.toml" in str(caught.value) and words in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- packaged catalogues
+@pytest.mark.parametrize("provider", ["kling", "local"])
+def test_packaged_catalogues_are_whole(provider):
+    from videobatch.providers import catalog_of
+
+    cat = catalog_of(provider)
+    assert cat is not None and cat.updated
+    default = cat.resolve(None)
+    assert default is not None and not default.retired  # the default model is a current one
+    for card in cat.current():
+        values = card.complete({"prompt": "x"})
+        assert card.check(values) == [], (card.id, card.check(values))  # its own defaults fit it
+        assert card.durations or card.duration_range
+    for card in cat.models.values():
+        if card.retired:
+            assert card.replacement and not cat.resolve(card.replacement).retired
+
+
+def test_kling_prices_follow_its_published_units():
+    from videobatch.providers import catalog_of
+
+    cat = catalog_of("kling")
+    v26 = cat.resolve("kling-v2-6")
+    assert v26.estimate(v26.complete({"duration": 10})) == 5.0  # pro by default: 5 units
+    assert v26.estimate(v26.complete({"duration": 5, "audio": True})) == 5.0
+    v3 = cat.resolve("kling-v3")
+    assert v3.estimate(v3.complete({"duration": 8})) == pytest.approx(4.8)  # std 0.6 a second
+    assert cat.to_usd(1.0) == 0.14
+
+
+def test_a_users_catalogue_file_is_what_runs_check_against(tmp_path, monkeypatch):
+    """A model Kling adds tomorrow: a user's file makes it usable without a release."""
+    from videobatch.providers import catalog_of
+
+    home = tmp_path / "mine"
+    home.mkdir()
+    (home / "kling.toml").write_text('[models.kling-v4]\ninputs = ["text"]\ndurations = [5]\n'
+                                     'options.mode = { choices = ["pro"] }\n')
+    monkeypatch.setenv(CATALOG_DIR_ENV, str(home))
+    card = catalog_of("kling").resolve("kling-v4")
+    assert card is not None and card.check({"prompt": "x", "duration": 5, "mode": "pro"}) == []
+
+
+def test_models_command_lists_current_models_with_prices(capsys):
+    from videobatch.cli.models import models_main
+
+    assert models_main(["--provider", "kling"]) == 0
+    out = capsys.readouterr().out
+    assert "default model kling-v2-6" in out
+    assert "kling-v3" in out and "$0.42 per 5s clip" in out
+    assert "kling-v1-6" not in out  # retired: shown with --all
+    assert models_main(["--provider", "kling", "--all"]) == 0
+    assert "kling-v1-6 (kling-v1.6, v1.6)" in capsys.readouterr().out
+    assert models_main(["--provider", "nope"]) == 2

@@ -59,7 +59,7 @@ def test_some_failed_exits_1_with_reasons(tmp_path):
 
 def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch):
     csv = tmp_path / "p.csv"
-    csv.write_text("prompt,duration\nok,5\n,5\nfine,7\n")
+    csv.write_text("prompt,duration\nok,5\n,5\nfine,30\n")
     res = cli(str(csv), *FAST)
     assert res.returncode == 2
     assert "row 2" in res.stderr and "row 3" in res.stderr and "nothing was submitted" in res.stderr
@@ -79,7 +79,7 @@ def test_dry_run_calls_no_provider(tmp_path):
     res = cli(str(csv), "--dry-run", "--duration", "10", "--mode", "pro")
     assert res.returncode == 0
     assert "3 rows valid; 3 would be submitted" in res.stdout
-    assert "kling-v1-6 pro 10s" in res.stdout and "estimated cost" in res.stdout
+    assert "3 × local-v1 pro 10s" in res.stdout and "estimated cost: about $0.60" in res.stdout
     assert "nothing was submitted" in res.stdout
     assert read_submissions() == []
     assert not (tmp_path / "p.checkpoint.parquet").exists()

@@ -13,10 +13,18 @@ from videobatch import _input_check as check_module
 from videobatch import _input_keys as keys_module
 from videobatch import _input_read as read_module
 from videobatch._inputs import Prompts, canonical_json, load_prompts
+from videobatch.catalog import Catalog
 from videobatch.errors import ConfigError, InputError, Problem
-from videobatch.request import REQUEST_FIELDS, VideoRequest
+from videobatch.providers.kling.options import MODELS_FILE, KlingOptions
+from videobatch.request import REQUEST_FIELDS, RequestRules, VideoRequest
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prompts.csv"
+# Kling's rules as a run uses them (its packaged catalogue, no user file)
+KLING = RequestRules("kling", KlingOptions, Catalog.load("kling", MODELS_FILE, user=False))
+
+
+def kling(source: object, **kwargs: object) -> Prompts:
+    return load_prompts(source, rules=KLING, **kwargs)  # type: ignore[arg-type]
 
 
 def write(tmp_path: Path, text: str, name: str = "prompts.csv") -> str:
@@ -26,6 +34,8 @@ def write(tmp_path: Path, text: str, name: str = "prompts.csv") -> str:
 
 
 def problems_of(source: object, **kwargs: object) -> list[Problem]:
+    """The problems found in ``source`` checked against Kling's rules (unless ``rules=`` says)."""
+    kwargs.setdefault("rules", KLING)
     with pytest.raises(InputError) as info:
         load_prompts(source, **kwargs)  # type: ignore[arg-type]
     return info.value.problems
@@ -45,14 +55,15 @@ def test_csv_reads_requests_keys_and_metadata(tmp_path):
         'a-1,"A fox, running",10,9:16,pro,spring\n'
         "a-2,A lighthouse at dusk,,,,brand\n"
     ))
-    prompts = load_prompts(path)
+    prompts = kling(path)
     assert prompts.source == path
     assert len(prompts) == 2
     assert prompts.keys == ["a-1", "a-2"]
     first, second = prompts.requests
-    assert (first.prompt, first.duration, first.aspect_ratio, first.mode) == (
-        "A fox, running", 10, "9:16", "pro")
-    assert (second.duration, second.aspect_ratio, second.mode) == (5, "16:9", "std")
+    assert (first.prompt, first.duration, first.aspect_ratio, first.options) == (
+        "A fox, running", 10, "9:16", {"mode": "pro"})
+    # a request holds what the row gave; the provider fills in its model's defaults when sending
+    assert (second.duration, second.aspect_ratio, second.options, second.model) == (None, None, None, None)
     assert list(prompts.frame.columns) == ["id", "prompt", "duration", "aspect_ratio", "mode",
                                            "campaign"]
     assert prompts.frame["campaign"].tolist() == ["spring", "brand"]
@@ -66,7 +77,8 @@ def test_shipped_example_csv_loads_cleanly():
     assert all(key.startswith("spot-") for key in prompts.keys)
     assert {"campaign", "negative_prompt"} <= set(prompts.frame.columns)
     assert {r.aspect_ratio for r in prompts.requests} == {"16:9", "9:16", "1:1"}
-    assert {r.mode for r in prompts.requests} == {"std", "pro"}
+    assert {r.options["mode"] for r in prompts.requests} == {"std", "pro"}  # (no rules: read as options)
+    assert len(kling(DATA)) == len(prompts)
     assert {r.duration for r in prompts.requests} == {5, 10}
 
 
@@ -128,13 +140,13 @@ def test_list_of_dicts_and_mixed_list():
         {"duration": 10, "prompt": "dunes", "owner": "ana"},
     ])
     assert list(prompts.frame.columns) == ["prompt", "shot", "duration", "owner"]
-    assert [r.duration for r in prompts.requests] == [5, 5, 10]
+    assert [r.duration for r in prompts.requests] == [None, None, 10]
     assert prompts.frame["owner"].tolist()[2] == "ana"
 
 
 def test_model_alias_resolves():
-    prompts = load_prompts([{"prompt": "a koi pond", "model": "kling-v1.5"}])
-    assert prompts.requests[0].model == "kling-v1-5"
+    prompts = kling([{"prompt": "a koi pond", "model": "Kling-V2.6"}])
+    assert prompts.requests[0].model == "kling-v2-6"
 
 
 def test_image_column_makes_prompt_column_optional():
@@ -152,26 +164,28 @@ def test_defaults_apply_to_missing_columns_and_empty_cells(tmp_path):
         "b,5,  ,   \n"    # whitespace is empty too
         "c,10,std,grainy\n"
     ))
-    prompts = load_prompts(
+    prompts = kling(
         path, defaults={"duration": 10, "mode": "std", "aspect_ratio": "1:1",
                         "negative_prompt": "blurry"}
     )
     a, b, c = prompts.requests
-    assert (a.duration, a.mode, a.negative_prompt) == (10, "pro", "blurry")
-    assert (b.duration, b.mode, b.negative_prompt) == (5, "std", "blurry")
-    assert (c.duration, c.mode, c.negative_prompt) == (10, "std", "grainy")
+    assert (a.duration, a.options, a.negative_prompt) == (10, {"mode": "pro"}, "blurry")
+    assert (b.duration, b.options, b.negative_prompt) == (5, {"mode": "std"}, "blurry")
+    assert (c.duration, c.options, c.negative_prompt) == (10, {"mode": "std"}, "grainy")
     assert {r.aspect_ratio for r in prompts.requests} == {"1:1"}
 
 
 def test_none_and_nan_cells_take_defaults():
     df = pd.DataFrame({"prompt": ["a", "b"], "mode": [None, "std"], "duration": [float("nan"), 5]})
-    prompts = load_prompts(df, defaults={"mode": "pro", "duration": 10})
-    assert [(r.mode, r.duration) for r in prompts.requests] == [("pro", 10), ("std", 5)]
+    prompts = kling(df, defaults={"mode": "pro", "duration": 10})
+    assert [(r.options, r.duration) for r in prompts.requests] == [({"mode": "pro"}, 10), ({"mode": "std"}, 5)]
 
 
-def test_without_default_the_field_default_applies():
-    request = load_prompts([{"prompt": "x", "mode": ""}]).requests[0]
-    assert (request.model, request.mode, request.duration) == ("kling-v1-6", "std", 5)
+def test_without_a_default_nothing_is_filled_in_until_the_provider_sends_it():
+    request = kling([{"prompt": "x", "mode": ""}]).requests[0]
+    assert (request.model, request.options, request.duration) == (None, None, None)
+    card = KLING.card(request.model)
+    assert card is not None and card.complete(request.values())["mode"] == "pro"  # kling-v2-6's default
 
 
 def test_unknown_default_key_is_a_config_error():
@@ -185,8 +199,10 @@ def test_unknown_default_key_is_a_config_error():
 
 
 def test_unusable_default_value_is_a_config_error():
-    with pytest.raises(ConfigError, match="defaults: model: model 'kling-v9' is not allowed"):
-        load_prompts(["x"], defaults={"model": "kling-v9"})
+    with pytest.raises(ConfigError, match="defaults: model: kling has no model 'kling-v9'"):
+        kling(["x"], defaults={"model": "kling-v9"})
+    with pytest.raises(ConfigError, match="defaults: duration: duration must be a whole number"):
+        kling(["x"], defaults={"duration": "long"})
 
 
 def test_prompt_default_makes_prompt_column_optional():
@@ -205,8 +221,8 @@ def test_row_problem_caused_by_a_default_says_so():
 def test_prompts_object_passes_through_or_revalidates_with_defaults():
     prompts = load_prompts(["a", "b"])
     assert load_prompts(prompts) is prompts
-    again = load_prompts(prompts, defaults={"mode": "pro"})
-    assert [r.mode for r in again.requests] == ["pro", "pro"]
+    again = kling(prompts, defaults={"mode": "pro"})
+    assert [r.options for r in again.requests] == [{"mode": "pro"}, {"mode": "pro"}]
     assert again.source == "list"
 
 
@@ -242,16 +258,20 @@ def test_integer_ids_become_text_keys():
     assert prompts.keys == ["7", "8"]
 
 
-def test_changing_a_default_changes_hashed_keys():
-    plain = load_prompts(["a", "b"]).keys
-    assert load_prompts(["a", "b"], defaults={"mode": "pro"}).keys != plain
-    # ...while a default equal to the built-in value resolves to the same request and keys
-    assert load_prompts(["a", "b"], defaults={"mode": "std"}).keys == plain
+def test_giving_a_value_changes_hashed_keys_a_catalogue_default_does_not():
+    plain = kling(["a", "b"]).keys
+    assert kling(["a", "b"], defaults={"mode": "pro"}).keys != plain
+    # Keys hash what the rows give, not the model's defaults: a catalogue whose defaults change
+    # (a new default model, say) leaves every row's key, and so its checkpointed result, as it was.
+    changed = Catalog.load("kling", MODELS_FILE, user=False)
+    changed.default_model = "kling-v3"
+    assert kling(["a", "b"]).keys == load_prompts(
+        ["a", "b"], rules=RequestRules("kling", KlingOptions, changed)).keys
 
 
 def test_alias_and_canonical_model_name_give_the_same_key():
-    alias = load_prompts([{"prompt": "x", "model": "kling-v1.5"}]).keys
-    assert alias == load_prompts([{"prompt": "x", "model": "kling-v1-5"}]).keys
+    alias = kling([{"prompt": "x", "model": "kling-v2.6"}]).keys
+    assert alias == kling([{"prompt": "x", "model": "kling-v2-6"}]).keys
 
 
 def test_fingerprint_is_stable_and_follows_the_requests():
@@ -296,18 +316,19 @@ def test_request_json_is_the_canonical_json_of_each_request():
 def test_rows_checked_once_per_combination_equal_rows_checked_one_by_one():
     # Rows sharing every cell but the prompt are validated once; each must still be exactly what
     # pydantic builds for that row alone.
-    rows = [{"prompt": f" shot {i} ", "duration": [None, 10, "5s"][i % 3], "cfg_scale": [None, 0.0, -0.0][i % 3],
-             "model": "kling-v1", "camera_control": '{"type":"simple"}' if i == 4 else None} for i in range(9)]
-    rows.append({"image": "https://x/a.png", "model": "kling-v1"})
-    prompts = load_prompts(rows, defaults={"mode": "pro"})
+    rows = [{"prompt": f" shot {i} ", "duration": [None, 10, "5s"][i % 3], "audio": [None, "on", True][i % 3],
+             "model": "kling-v2.6", "voice_list": '[{"voice_id": "v1"}]' if i == 4 else None} for i in range(9)]
+    rows.append({"image": "https://x/a.png", "model": "kling-v2-6"})
+    prompts = kling(rows, defaults={"mode": "pro"})
     frame = pd.DataFrame(rows)
     for request, (_, row) in zip(prompts.requests, frame.iterrows(), strict=True):
         given = {k: v for k, v in row.items() if not check_module.is_blank(v)}
-        alone = VideoRequest.model_validate({"mode": "pro", **given})
+        alone = VideoRequest.model_validate({"mode": "pro", **given}, context={"rules": KLING})
         assert request == alone
         assert request.model_fields_set == alone.model_fields_set
         assert request.model_dump_json() == alone.model_dump_json()
-    assert prompts.requests[2].cfg_scale == -0.0 and str(prompts.requests[2].cfg_scale) == "-0.0"
+    assert prompts.requests[4].options == {"mode": "pro", "voice_list": [{"voice_id": "v1"}]}  # typed
+    assert prompts.requests[0].model == "kling-v2-6"  # one spelling per model
 
 
 def test_prompts_repr_is_short():
@@ -321,16 +342,19 @@ def test_prompts_repr_is_short():
     ("row", "column", "fragment", "allowed"),
     [
         ({"prompt": "   "}, "prompt", "prompt is empty", "non-empty text"),
-        ({"prompt": "x", "model": "kling-v9"}, "model", "model 'kling-v9' is not allowed",
-         "kling-v1-6"),
-        ({"prompt": "x", "duration": "long"}, "duration", "whole number of seconds", "5 or 10"),
-        ({"prompt": "x", "duration": 7}, "duration", "duration 7 is not allowed", "5, 10"),
+        ({"prompt": "x", "model": "kling-v9"}, "model", "kling has no model 'kling-v9'", "kling-v2-6"),
+        ({"prompt": "x", "model": "kling-v1.6"}, "model", "retired on 2026-09-15; use kling-v3", "kling-v3"),
+        ({"prompt": "x", "duration": "long"}, "duration", "whole number of seconds", "whole number"),
+        ({"prompt": "x", "duration": 7}, "duration", "duration 7 is not allowed for kling model kling-v2-6",
+         "5, 10"),
+        ({"prompt": "x", "model": "kling-v3", "duration": 16}, "duration", "not allowed", "3 to 15 seconds"),
         ({"prompt": "x", "aspect_ratio": "4:3"}, "aspect_ratio", "'4:3' is not allowed", "16:9"),
-        ({"prompt": "x", "mode": "turbo"}, "mode", "'turbo' is not allowed", "std, pro"),
-        ({"prompt": "x", "cfg_scale": 1.5}, "cfg_scale", "cfg_scale 1.5 is not allowed",
-         "0 to 1"),
-        ({"prompt": "x", "cfg_scale": "lots"}, "cfg_scale", "got 'lots'", "0 to 1"),
-        ({"prompt": "x", "camera_control": "{zoom"}, "camera_control", "JSON object", "zoom"),
+        ({"prompt": "x", "mode": "turbo"}, "mode", "mode 'turbo' is not one of", "std, pro"),
+        ({"prompt": "x", "model": "kling-v2-5-turbo", "audio": "on"}, "audio", "does not take audio", "leave it"),
+        ({"prompt": "x", "image": "https://x/a.png", "end_image": "https://x/b.png", "mode": "std"},
+         "end_image", "end_image needs mode pro", "set mode to pro"),
+        ({"prompt": "x", "cfg_scale": 0.5}, "cfg_scale", "has no option 'cfg_scale'", "mode"),
+        ({"prompt": "x", "voice_list": "[{", "audio": "on"}, "voice_list", "must be JSON", "see the provider"),
     ],
 )
 def test_bad_value_names_row_column_and_allowed(row, column, fragment, allowed):
@@ -349,10 +373,10 @@ def test_all_bad_rows_are_reported_at_once_with_lines(tmp_path):
         "3,ok,7,16:9,\n"
         "4,ok,5,4:3,\n"
         "5,ok,5,16:9,sora\n"
-        "6,ok,5,16:9,kling-v1.5\n"
+        "6,ok,5,16:9,kling-v2.5-turbo\n"
     ))
     with pytest.raises(InputError) as info:
-        load_prompts(path)
+        kling(path)
     found = [(p.row, p.line, p.column) for p in info.value.problems]
     assert found == [(2, 3, "prompt"), (3, 4, "duration"), (4, 5, "aspect_ratio"),
                      (5, 6, "model")]
@@ -520,7 +544,9 @@ def test_unsupported_source_types(source):
 def test_near_miss_column_name_warns():
     with pytest.warns(UserWarning, match="'Duration' is not used as 'duration'"):
         prompts = load_prompts([{"prompt": "x", "Duration": 10}])
-    assert prompts.requests[0].duration == 5
+    assert prompts.requests[0].duration is None
+    with pytest.warns(UserWarning, match="'Voice List' is not used as 'voice_list'"):
+        kling([{"prompt": "x", "Voice List": "[]"}])  # the provider's options too
     assert prompts.frame["Duration"].tolist() == [10]
 
 

@@ -30,6 +30,7 @@ from videobatch.errors import (
 )
 from videobatch.providers import TaskState, get_provider
 from videobatch.providers.kling import client as kling_module
+from videobatch.providers.kling import wire
 from videobatch.providers.kling.client import KlingProvider
 from videobatch.request import VideoRequest
 
@@ -83,13 +84,35 @@ def sent_body(route: respx.Route, index: int = -1) -> dict[str, Any]:
 
 def test_text2video_body(router):
     route = router.post(T2V).respond(json=envelope(task()))
-    status = run(make(router).submit(VideoRequest(prompt="a cat", model="kling-v1.5"), "key-1"))
+    status = run(make(router).submit(VideoRequest(prompt="a cat", model="kling-v2.6"), "key-1"))
     assert status.task_id == "t1"
     assert status.state is TaskState.QUEUED
     assert status.idempotency_key == "key-1"
-    assert sent_body(route) == {"model_name": "kling-v1-5", "mode": "std", "duration": "5",
+    # the model's defaults from the catalogue (kling-v2-6: pro, 5 s, 16:9), spelled as Kling reads them
+    assert sent_body(route) == {"model_name": "kling-v2-6", "mode": "pro", "duration": "5",
                                 "aspect_ratio": "16:9", "prompt": "a cat",
                                 "external_task_id": "key-1"}
+
+
+def test_a_row_without_a_model_names_the_catalogue_default_never_kling_s():
+    """Kling's own default for a missing model_name is kling-v1, retired: always send one."""
+    provider = KlingProvider(access_key=AK, secret_key=SK, base_url=BASE)
+    body = run(wire.request_body(VideoRequest(prompt="x"), provider.resolve(VideoRequest(prompt="x")), "k", None))[1]
+    assert body["model_name"] == "kling-v2-6"
+
+
+def test_audio_voices_watermark_and_end_image_reach_the_wire(router):
+    route = router.post(I2V).respond(json=envelope(task()))
+    request = VideoRequest(prompt="sing", model="kling-v3", duration=8, audio=True, image="https://img.test/a.jpg",
+                           end_image="https://img.test/b.jpg",
+                           options={"mode": "pro", "voice_list": [{"voice_id": "v1"}], "watermark": False})
+    run(make(router).submit(request, "k"))
+    body = sent_body(route)
+    assert body["model_name"] == "kling-v3" and body["duration"] == "8" and body["mode"] == "pro"
+    assert body["sound"] == "on" and body["voice_list"] == [{"voice_id": "v1"}]
+    assert body["watermark_info"] == {"enabled": False}
+    assert body["image"] == "https://img.test/a.jpg" and body["image_tail"] == "https://img.test/b.jpg"
+    assert "aspect_ratio" not in body  # image-to-video: the image decides
 
 
 def test_optional_fields_only_when_set(router):

@@ -285,12 +285,12 @@ def test_content_policy_and_failed_tasks(server):
 
 
 def test_account_and_permission_errors(server):
-    server.configure(max_tasks=1, allowed_models=["kling-v1-6"])
+    server.configure(max_tasks=1, allowed_models=["kling-v2-6"])
     kling = provider(server)
 
     async def go() -> tuple[Exception, Exception]:
         async with kling:
-            denied = await submit_error(kling, VideoRequest(prompt="p", model="kling-v2-master"),
+            denied = await submit_error(kling, VideoRequest(prompt="p", model="kling-v3"),
                                         "k0")
             await kling.submit(VideoRequest(prompt="p"), "k1")
             broke = await submit_error(kling, VideoRequest(prompt="q"), "k2")
@@ -298,7 +298,7 @@ def test_account_and_permission_errors(server):
 
     denied, broke = run(go())
     assert isinstance(denied, RejectedError)
-    assert "kling-v2-master" in str(denied)
+    assert "kling-v3" in str(denied)
     assert isinstance(broke, AccountError)
     assert "balance" in str(broke)
 
@@ -314,12 +314,20 @@ def test_account_and_permission_errors(server):
     ({"prompt": ""}, "prompt"),
 ])
 def test_server_validates_bodies_like_kling(server, change, field):
-    body = {"model_name": "kling-v1-6", "prompt": "p", "duration": "5", **change}
+    body = {"model_name": "kling-v2-6", "prompt": "p", "duration": "5", **change}
     answer = httpx.post(f"{server.url}/v1/videos/text2video", json=body,
                         headers={"Authorization": f"Bearer {token()}"})
     assert answer.status_code == 400
     assert answer.json()["code"] == 1201
     assert field in answer.json()["message"]
+
+
+@pytest.mark.parametrize("body", [{"model_name": "kling-v1-6", "prompt": "p"}, {"prompt": "p"}])
+def test_a_retired_model_or_none_at_all_is_a_resource_that_does_not_exist(server, body):
+    """Kling answers 404 / 1203 for a retired model; without model_name it means kling-v1 (retired)."""
+    answer = httpx.post(f"{server.url}/v1/videos/text2video", json=body,
+                        headers={"Authorization": f"Bearer {token()}"})
+    assert answer.status_code == 404 and answer.json()["code"] == 1203
 
 
 def token() -> str:

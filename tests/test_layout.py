@@ -34,7 +34,7 @@ FACES = ("videobatch", "videobatch.__main__", "videobatch._api", "videobatch.cli
 UI = ("videobatch.ui",)
 DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",
-             "videobatch.models", "videobatch.catalog")
+             "videobatch.catalog")
 CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local")
 PROVIDER_HELPERS = ("videobatch._pacing", "videobatch._http", "videobatch._retry")
 BASE = "videobatch.providers.base"

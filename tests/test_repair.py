@@ -23,6 +23,7 @@ import pytest
 import videobatch
 from videobatch._inputs import load_prompts
 from videobatch._jobs import State
+from videobatch._snapshot import read_meta
 from videobatch._store import Checkpoint, load
 from videobatch.cli.commands import status_main
 from videobatch.cli.main import main
@@ -33,6 +34,9 @@ from videobatch.providers.local.provider import read_submissions
 ROWS = [{"id": f"r{i}", "prompt": f"un café au bord du canal 🎬 n°{i}"} for i in range(6)]
 PROVIDER = {"render": False, "latency": 0.05}
 V1 = Path(__file__).parent / "data" / "checkpoint_v1"  # written by videobatch at commit 0b7cf7f
+# Hashed row keys of the requests with Kling's defaults of then (no id column), killed mid-run;
+# written by videobatch at commit 3479fb3, the last before requests became provider-neutral.
+KEYS1 = Path(__file__).parent / "data" / "checkpoint_keys1"
 
 
 def crashed_run(path: Path, submitted: int = 4, *, snapshot_after: int | None = None) -> str:
@@ -146,7 +150,7 @@ def test_every_segment_starts_with_what_idempotency_keys_depend_on(tmp_path):
     header = json.loads(latest_segment(path).read_bytes().splitlines()[0])
     assert header == {"vb": "journal", "format": 1, "seq": 1, "run_id": store.run_id,
                       "fingerprint": store.meta["fingerprint"], "settings": {"provider": "local"},
-                      "created_at": store.meta["created_at"], "untouched": True, "generations": {}}
+                      "created_at": store.meta["created_at"], "keys": 2, "untouched": True, "generations": {}}
     store.append(jobs[2].transition(State.FAILED, error="refusé"))
     store.append(jobs[2].retry())
     asyncio.run(store.close(jobs))
@@ -270,6 +274,35 @@ def test_a_checkpoint_written_by_the_previous_release_resumes_without_paying_aga
     subs = read_submissions()
     reached = Counter(s["idempotency_key"] for s in subs if s["outcome"] in ("accepted", "duplicate"))
     assert all(n == 1 for n in reached.values()) and sum(s["outcome"] == "accepted" for s in subs) == 8
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_rows_keyed_the_first_release_s_way_keep_their_keys_and_nothing_is_paid_again(tmp_path, monkeypatch,
+                                                                                     snapshot):
+    """Keys used to hash each request with Kling's defaults of then filled in; a checkpoint made so
+    (it says nothing about its keys) is resumed with rows keyed that way, snapshot or not."""
+    shutil.copytree(KEYS1, tmp_path / "k1")
+    monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "k1" / "provider"))
+    path = tmp_path / "k1" / "run.parquet"
+    before = videobatch.results(path)
+    assert Counter(before["status"]) == {"completed": 5, "generating": 3}
+    if not snapshot:
+        path.unlink()  # rebuilt from the journal, whose header says nothing of keys either
+    df = videobatch.run(str(tmp_path / "k1" / "prompts.csv"), "local", checkpoint=path, progress=False,
+                        render=False, latency=0.05)
+    assert (df["status"] == "completed").all()
+    assert list(df["key"]) == list(before["key"])
+    done = before["status"] == "completed"
+    assert list(df["task_id"][done]) == list(before["task_id"][done])
+    subs = read_submissions()
+    assert sum(s["outcome"] == "accepted" for s in subs) == 8  # each row paid once, all in the first run
+    assert read_meta(path).get("keys") is None  # still keyed the first release's way
+
+
+def test_a_new_checkpoint_says_how_its_rows_are_keyed(tmp_path):
+    path = tmp_path / "run.parquet"
+    videobatch.run(["a", "b"], "local", checkpoint=path, progress=False, **PROVIDER)
+    assert read_meta(path)["keys"] == 2
 
 
 def test_a_previous_release_checkpoint_without_its_snapshot_is_refused_not_paid_again(tmp_path):

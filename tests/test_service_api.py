@@ -126,7 +126,7 @@ def test_openapi_spec_is_served_with_bearer_auth(api):
 
 # ------------------------------------------------------------------------------------------ videos
 def test_seed_fields_round_trip(client):
-    body = {"prompt": "A cat playing piano in a jazz club", "duration": 10, "model": "kling-v1.5",
+    body = {"prompt": "A cat playing piano in a jazz club", "duration": 8, "model": "local-hd",
             "webhook_url": "https://example.invalid/hooks/videos",
             "metadata": {"customer": "acme", "n": 3, "tags": ["a", "b"], "nested": {"x": 1.5}}}
     created = client.post("/api/v1/videos", json=body)
@@ -140,16 +140,15 @@ def test_seed_fields_round_trip(client):
     assert seen["status"] == "pending"
     assert seen["video_url"] is None and seen["error"] is None
     assert seen["request"]["prompt"] == body["prompt"]
-    assert seen["request"]["duration"] == 10
-    assert seen["request"]["model"] == "kling-v1-5"  # the alias, resolved as the library does
+    assert seen["request"]["duration"] == 8
+    assert seen["request"]["model"] == "local-v2"  # the alias, resolved as the library does
     assert seen["webhook_url"] == body["webhook_url"]
     assert seen["metadata"] == body["metadata"]
 
 
-def test_defaults_match_the_seed(client):
+def test_a_request_holds_what_was_given_the_provider_fills_in_the_rest(client):
     seen = client.get(f"/api/v1/videos/{client.post('/api/v1/videos', json={'prompt': 'x'}).json()['request_id']}")
-    request = seen.json()["request"]
-    assert request["duration"] == 5 and request["prompt"] == "x"
+    assert seen.json()["request"] == {"prompt": "x"}  # the model's defaults apply when it is sent
 
 
 MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
@@ -157,16 +156,16 @@ MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
     "no body": ({}, "Field required"),
     "empty prompt": ({"json": {"prompt": "  "}}, "prompt is empty"),
     "missing prompt": ({"json": {"duration": 5}}, "prompt is empty"),
-    "duration 7": ({"json": {"prompt": "x", "duration": 7}}, "duration 7 is not allowed"),
+    "duration 30": ({"json": {"prompt": "x", "duration": 30}}, "duration 30 is not allowed"),
     "duration text": ({"json": {"prompt": "x", "duration": "long"}}, "integer"),
-    "unknown model": ({"json": {"prompt": "x", "model": "sora-9"}}, "model 'sora-9' is not allowed"),
-    "cfg_scale 2": ({"json": {"prompt": "x", "cfg_scale": 2}}, "cfg_scale 2.0 is not allowed"),
+    "unknown model": ({"json": {"prompt": "x", "model": "sora-9"}}, "local has no model 'sora-9'"),
+    "an option it lacks": ({"json": {"prompt": "x", "cfg_scale": 2}}, "local has no option 'cfg_scale'"),
+    "bad option value": ({"json": {"prompt": "x", "options": {"mode": "max"}}}, "mode 'max' is not one of"),
     "unknown field": ({"json": {"prompt": "x", "colour": "red"}}, "Extra inputs"),
     "bad webhook": ({"json": {"prompt": "x", "webhook_url": "ftp://host/x"}}, "http:// or https://"),
     "metadata list": ({"json": {"prompt": "x", "metadata": [1, 2]}}, "dictionary"),
     "prompt too long": ({"json": {"prompt": "x" * 2501}}, "2500"),
-    "camera on v1-6": ({"json": {"prompt": "x", "camera_control": {"type": "simple"}}},
-                       "does not accept camera_control"),
+    "duration on local-hd": ({"json": {"prompt": "x", "model": "local-hd", "duration": 5}}, "4, 6, 8"),
 }
 
 
@@ -184,11 +183,11 @@ def test_malformed_bodies_are_422_with_reasons_and_enqueue_nothing(client, redis
 
 def test_a_422_lists_every_problem_of_the_request(client, redis_server):
     before = redis_server.digest()
-    response = client.post("/api/v1/videos", json={"prompt": "", "duration": 7, "aspect_ratio": "4:3",
+    response = client.post("/api/v1/videos", json={"prompt": "", "duration": 30, "aspect_ratio": "4:3",
                                                     "mode": "ultra"})
     assert response.status_code == 422, response.text
     text = response.text
-    assert all(word in text for word in ("prompt is empty", "duration 7", "'4:3'", "'ultra'")), text
+    assert all(word in text for word in ("prompt is empty", "duration 30", "'4:3'", "'ultra'")), text
     assert redis_server.digest() == before
 
 
@@ -247,7 +246,7 @@ def test_batch_of_json_rows(client):
             {"id": "r2", "prompt": "a blue whale", "client": "zen", "tags": ["x"],
              "webhook_url": "https://example.invalid/own"},
             {"id": "r3", "prompt": "a paper boat"}]
-    created = client.post("/api/v1/batches", json={"rows": rows, "defaults": {"model": "kling-v1.5"},
+    created = client.post("/api/v1/batches", json={"rows": rows, "defaults": {"model": "local-v1"},
                                                    "webhook_url": "https://example.invalid/all"})
     assert created.status_code == 202, created.text
     batch = created.json()
@@ -259,8 +258,8 @@ def test_batch_of_json_rows(client):
     views = [client.get(f"/api/v1/videos/{rid}").json() for rid in batch["request_ids"]]
     assert [v["row_key"] for v in views] == ["r1", "r2", "r3"]
     assert {v["batch_id"] for v in views} == {batch["batch_id"]}
-    assert [v["request"]["model"] for v in views] == ["kling-v1-5"] * 3
-    assert views[0]["request"]["duration"] == 10 and views[1]["request"]["duration"] == 5
+    assert [v["request"]["model"] for v in views] == ["local-v1"] * 3
+    assert views[0]["request"]["duration"] == 10 and "duration" not in views[1]["request"]
     assert views[0]["metadata"] == {"id": "r1", "client": "acme", "score": 0.5}
     assert views[1]["metadata"] == {"id": "r2", "client": "zen", "tags": ["x"]}
     assert [v["webhook_url"] for v in views] == ["https://example.invalid/all",
@@ -294,11 +293,11 @@ def test_batch_csv_upload(client, redis_server):
 
 def test_bad_batch_rows_are_all_listed_and_nothing_is_enqueued(client, redis_server):
     csv = ("prompt,duration,model,webhook_url\n"
-           "a red fox,5,kling-v1.5,\n"          # row 1: fine
-           ",5,kling-v1.5,\n"                   # row 2: empty prompt
-           "a boat,7,kling-v1.5,\n"             # row 3: duration
-           "a whale,5,sora-9,\n"                # row 4: model
-           "a cat,5,kling-v1.5,ftp://x/y\n")    # row 5: webhook URL
+           "a red fox,8,local-hd,\n"            # row 1: fine
+           ",8,local-hd,\n"                     # row 2: empty prompt
+           "a boat,7,local-hd,\n"               # row 3: duration
+           "a whale,8,sora-9,\n"                # row 4: model
+           "a cat,8,local-hd,ftp://x/y\n")      # row 5: webhook URL
     before = redis_server.digest()
     response = client.post("/api/v1/batches/csv", files={"file": ("p.csv", csv.encode(), "text/csv")})
     assert response.status_code == 422, response.text
@@ -308,12 +307,12 @@ def test_bad_batch_rows_are_all_listed_and_nothing_is_enqueued(client, redis_ser
     assert all(p["row"] != 1 for p in problems)
     assert {p["line"] for p in problems if p["row"] == 3} == {4}  # CSV line numbers, header = 1
 
-    rows = [{"prompt": "ok"}, {"prompt": ""}, {"prompt": "x", "cfg_scale": 3},
+    rows = [{"prompt": "ok"}, {"prompt": ""}, {"prompt": "x", "mode": "max"},
             {"prompt": "y", "webhook_url": "nope"}]
     response = client.post("/api/v1/batches", json={"rows": rows})
     assert response.status_code == 422
     where = {(p["row"], p["column"]) for p in response.json()["detail"]}
-    assert {(2, "prompt"), (3, "cfg_scale"), (4, "webhook_url")} <= where
+    assert {(2, "prompt"), (3, "mode"), (4, "webhook_url")} <= where
 
     for body in ({"rows": []}, {"rows": [{"prompt": "x"}], "defaults": {"colour": "red"}},
                  {"rows": [{"prompt": "x"}], "webhook_url": "mailto:a@b"}, {"rows": "x"}):

@@ -58,7 +58,7 @@ def test_report_is_escaped_and_links_local_files(tmp_path):
     assert "<b>ops</b>" not in page and "&lt;b&gt;ops&lt;/b&gt;" in page
     assert page.count('class="card"') == 4 and page.count('<img class="thumb"') == 3
     assert 'src="thumbnails/' in page and 'href="' in page and "content policy" in page
-    assert "model=kling-v1-6 · mode=std · duration=5" in page  # from the stored request
+    assert "model=local-v1 · duration=5 · aspect_ratio=16:9 · mode=std" in page  # as sent: defaults in
     embedded = write_report(checkpoint, tmp_path / "portable.html", embed=True).read_text()
     assert embedded.count('src="data:image/png;base64,') == 3
 

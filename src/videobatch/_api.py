@@ -25,7 +25,7 @@ from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, Store
 from .errors import ConfigError, InputError
-from .providers import Provider, get_provider
+from .providers import Provider, get_provider, option_names
 from .request import REQUEST_FIELDS
 from .ui import make_progress
 
@@ -34,10 +34,12 @@ __all__ = ["Batch", "arun", "run"]
 PromptsLike = Any  # str | PathLike | DataFrame | list[str | dict] | Prompts
 
 
-def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keyword options that name a request field are run-wide defaults; the rest go to the provider."""
-    defaults = {k: v for k, v in options.items() if k in REQUEST_FIELDS}
-    provider_options = {k: v for k, v in options.items() if k not in REQUEST_FIELDS}
+def _split_options(options: dict[str, Any], provider: str | Provider) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options that name a request field or one of the provider's options (``mode=`` for
+    Kling) are run-wide defaults; the rest go to the provider itself (``latency=``, ``base_url=``)."""
+    names = {*REQUEST_FIELDS, *option_names(provider), "image_tail"}
+    defaults = {k: v for k, v in options.items() if k in names}
+    provider_options = {k: v for k, v in options.items() if k not in names}
     return defaults, provider_options
 
 
@@ -87,12 +89,12 @@ class Batch:
             raise ConfigError(f"timeout must be more than 0 seconds (or None for none), got {timeout}")
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
-        defaults, provider_options = _split_options(options)
-        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None)
-        outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
-                                observers)
+        defaults, provider_options = _split_options(options, provider)
         self._owns_provider = not isinstance(provider, Provider)
         self.provider = get_provider(provider, **provider_options)
+        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None, rules=self.provider.rules())
+        outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
+                                observers)
         problems = self.provider.check(self.prompts.requests)
         if problems:
             raise InputError(problems, source=self.prompts.source)

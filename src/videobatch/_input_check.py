@@ -23,9 +23,10 @@ from ._input_keys import ID_COLUMN, prompt_template, request_text
 from ._input_read import join_numbers
 from ._jobs import RESULT_COLUMNS
 from .errors import ConfigError, Problem
-from .request import REQUEST_FIELDS, VideoRequest, request_errors
+from .request import REQUEST_FIELDS, RequestRules, VideoRequest, request_errors
 
-__all__ = ["check_defaults", "is_blank", "keys_from_ids", "table_problems", "validate_rows", "warn_near_misses"]
+__all__ = ["check_defaults", "is_blank", "keys_from_ids", "request_columns", "table_problems", "validate_rows",
+           "warn_near_misses"]
 
 # What to show as "allowed" when pydantic's own error carries no hint.
 _HINTS = {
@@ -35,31 +36,49 @@ _HINTS = {
     "duration": "5 or 10",
     "cfg_scale": "a number from 0 to 1",
     "image": "an image URL or base64 text",
+    "end_image": "an image URL or base64 text",
     "image_tail": "an image URL or base64 text",
     "camera_control": 'a JSON object such as {"type": "simple", "config": {"zoom": 5}}',
 }
+# Columns the first release read as request fields: still read (as end_image, and as options).
+_EARLIER = ("image_tail", "mode", "cfg_scale", "camera_control")
 
 
-def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+def request_columns(rules: RequestRules | None) -> tuple[str, ...]:
+    """Every column name a row's request is read from: the shared fields, the provider's options
+    (without a provider: the first release's), and ``image_tail`` (``end_image`` spelled as before)."""
+    options = rules.option_names if rules is not None else _EARLIER[1:]
+    names = [*REQUEST_FIELDS, *options, "image_tail"]
+    return tuple(dict.fromkeys(names))
+
+
+def _context(rules: RequestRules | None) -> dict[str, Any] | None:
+    return None if rules is None else {"rules": rules}
+
+
+def check_defaults(defaults: Mapping[str, Any] | None, rules: RequestRules | None = None) -> dict[str, Any]:
     """Run-wide defaults with blanks dropped; ConfigError for unknown keys or unusable values."""
     if not defaults:
         return {}
-    unknown = [key for key in defaults if key not in REQUEST_FIELDS]
+    known = request_columns(rules)
+    unknown = [key for key in defaults if key not in known]
     if unknown:
-        hints = [_did_you_mean(str(key), REQUEST_FIELDS) for key in unknown]
+        hints = [_did_you_mean(str(key), known) for key in unknown]
         raise ConfigError(
             f"defaults: unknown key{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))}{''.join(hints)}; "
-            f"allowed keys: {', '.join(REQUEST_FIELDS)}"
+            f"allowed keys: {', '.join(known)}"
         )
     cleaned = {key: _cell(value) for key, value in defaults.items() if not is_blank(value)}
     try:
-        VideoRequest.model_validate({"prompt": "check", **cleaned})
+        VideoRequest.model_validate({"prompt": "check", **cleaned}, context=_context(rules))
     except ValidationError as exc:
         # A field error is wrong whatever the rows say; a model-level error (e.g. duration 7 for
         # the default model) depends on each row's values and is reported per row instead.
         wrong = [p for p in _problems_from(exc, row=None, field_errors_only=True)
                  if p.column in cleaned]
+        wrong += [p for p in _problems_from(exc, row=None)  # a model nobody offers: no row can help
+                  if p.column == "model" and "model" in cleaned and p not in wrong]
         if wrong:
             raise ConfigError("defaults: " + "; ".join(
                 f"{p.column}: {p.message}" + (f" (allowed: {p.allowed})" if p.allowed else "")
@@ -67,7 +86,8 @@ def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
             )) from None
     return cleaned
 
-def table_problems(frame: pd.DataFrame, defaults: Mapping[str, Any]) -> tuple[list[Problem], bool]:
+def table_problems(frame: pd.DataFrame, defaults: Mapping[str, Any],
+                   rules: RequestRules | None = None) -> tuple[list[Problem], bool]:
     """Problems with the table as a whole, and whether rows cannot be checked because of them."""
     columns = list(frame.columns)
     problems: list[Problem] = []
@@ -84,7 +104,7 @@ def table_problems(frame: pd.DataFrame, defaults: Mapping[str, Any]) -> tuple[li
         blocking = True
     counts = Counter(columns)
     for name, count in counts.items():
-        if count > 1 and (name in REQUEST_FIELDS or name == ID_COLUMN):
+        if count > 1 and (name in request_columns(rules) or name == ID_COLUMN):
             problems.append(Problem(None, str(name), f"appears {count} times; keep one column "
                                                      "with this name"))
             blocking = True
@@ -112,7 +132,7 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 
 def validate_rows(
-    frame: pd.DataFrame, defaults: Mapping[str, Any]
+    frame: pd.DataFrame, defaults: Mapping[str, Any], rules: RequestRules | None = None
 ) -> tuple[list[VideoRequest], list[Problem], list[str]]:
     """One VideoRequest per row (cell, else default, else field default), every row problem, and
     each valid row's canonical request JSON.
@@ -123,7 +143,8 @@ def validate_rows(
     combination fails, whose prompt is not text, or with a camera_control is validated on its own,
     so its problems are exactly those pydantic reports for it.
     """
-    fields = [name for name in REQUEST_FIELDS if name in frame.columns]
+    fields = [name for name in request_columns(rules) if name in frame.columns]
+    context = _context(rules)
     columns = [_cells(frame[name].tolist()) for name in fields]
     rows = zip(*columns, strict=True) if columns else iter([()] * len(frame))
     prompt_at = fields.index("prompt") if "prompt" in fields else None
@@ -148,7 +169,8 @@ def validate_rows(
             try:
                 entry = checked[key]
             except KeyError:
-                entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY)
+                entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY,
+                                                          context)
         if entry is not None:
             # The combination's request with this row's prompt: what model_validate would build
             # for the row (it is frozen, so the fields-set object can be shared).
@@ -166,7 +188,7 @@ def validate_rows(
             continue
         given = {name: v for name, v in zip(fields, cells, strict=True) if v is not _EMPTY}
         try:
-            request = VideoRequest.model_validate({**defaults, **given})
+            request = VideoRequest.model_validate({**defaults, **given}, context=context)
         except ValidationError as exc:
             problems += _problems_from(exc, row, from_defaults=defaults.keys() - given.keys())
         else:
@@ -193,7 +215,8 @@ _Combination = tuple[dict[str, Any], set[str], Any, Any, str | None, str | None]
 
 
 def _check_combination(
-    fields: list[str], cells: tuple[Any, ...], defaults: Mapping[str, Any], no_prompt: bool
+    fields: list[str], cells: tuple[Any, ...], defaults: Mapping[str, Any], no_prompt: bool,
+    context: dict[str, Any] | None,
 ) -> _Combination | None:
     """pydantic's request for these cells with a stand-in prompt ("x", or none), split into the
     parts each of its rows copies; None if pydantic refuses the combination."""
@@ -205,11 +228,11 @@ def _check_combination(
     else:
         values["prompt"] = "x"
     try:
-        request = VideoRequest.model_validate(values)
+        request = VideoRequest.model_validate(values, context=context)
     except ValidationError:
         return None
-    if request.camera_control is not None:
-        return None
+    if request.image is not None or request.end_image is not None:
+        return None  # the image decides what is checked (text or image input): each row on its own
     head, tail = prompt_template(request) or (None, None)
     return (request.__dict__, request.__pydantic_fields_set__, request.__pydantic_extra__,
             request.__pydantic_private__, head, tail)
@@ -268,9 +291,9 @@ def keys_from_ids(ids: list[Any]) -> tuple[list[str], list[Problem]]:
     return keys, problems
 
 
-def warn_near_misses(frame: pd.DataFrame, source: str) -> None:
+def warn_near_misses(frame: pd.DataFrame, source: str, rules: RequestRules | None = None) -> None:
     """Warn about a column that looks like a request field but is not one (e.g. 'Duration')."""
-    wanted = {_normalize(name): name for name in (*REQUEST_FIELDS, ID_COLUMN)}
+    wanted = {_normalize(name): name for name in (*request_columns(rules), ID_COLUMN)}
     for column in frame.columns:
         if not isinstance(column, str) or column in wanted.values():
             continue

@@ -19,8 +19,10 @@ import pyarrow as pa
 
 from .request import REQUEST_FIELDS, VideoRequest
 
-__all__ = ["ID_COLUMN", "Prompts", "canonical_json", "hashed_keys", "prompt_template", "request_text", "request_texts"]
+__all__ = ["ID_COLUMN", "KEYS", "Prompts", "canonical_json", "first_release_text", "hashed_keys", "prompt_template",
+           "request_text", "request_texts"]
 
+KEYS = 2  # how row keys are made: 2 from the row's given values; 1 (no mark) the first release's way
 ID_COLUMN = "id"
 """The optional column whose values become the row keys (verbatim, stripped)."""
 
@@ -41,22 +43,59 @@ def request_text(request: VideoRequest) -> str:
 
 
 # Fields that decide a request's JSON "shape": rows with equal values here differ only in the prompt.
-# (Rows with an image or camera control are spelled one by one: those values are big or nested.)
-_SHAPE_FIELDS = tuple(n for n in REQUEST_FIELDS if n not in ("prompt", "image", "image_tail", "camera_control"))
+# (Rows with an image are spelled one by one: those values are big; options are shaped separately.)
+_SHAPE_FIELDS = tuple(n for n in REQUEST_FIELDS if n not in ("prompt", "image", "end_image"))
 _PROMPT_KEY = '"prompt":'
+_SCALAR_TYPES = frozenset({str, int, float, bool})
 
 
 def _shape(request: VideoRequest) -> tuple[Any, ...] | None:
     """What a request's JSON looks like apart from its prompt text; None: spell it one by one."""
     values = request.__dict__
     if (type(values.get("prompt")) is not str or values.get("image") is not None
-            or values.get("image_tail") is not None or values.get("camera_control") is not None):
+            or values.get("end_image") is not None):
         return None
+    options = values.get("options")
+    if options:
+        if not all(type(v) in _SCALAR_TYPES for v in options.values()):
+            return None  # nested values (a voice list): spelled one by one
+        shown = tuple(sorted((name, type(v), repr(v)) for name, v in options.items()))
+    else:
+        shown = ()
     shape = tuple(map(values.get, _SHAPE_FIELDS))
     types = tuple(map(type, shape))  # keeps 1, 1.0 and True apart
     if float in types:  # and repr keeps 0.0 and -0.0 apart
-        return shape, types, tuple(map(repr, shape))
-    return shape, types
+        return shape, types, tuple(map(repr, shape)), shown
+    return shape, types, shown
+
+
+# ---------------------------------------------------------------- the first release's row keys
+# Checkpoints written before requests became provider-neutral keyed each row by a hash of its request
+# *with Kling's defaults of then filled in*. To resume them with nothing paid again, rows are keyed
+# the same way for such a checkpoint (``Prompts.first_release``); new checkpoints say ``keys: 2``.
+_FIRST_DEFAULTS = {"model": "kling-v1-6", "duration": 5, "aspect_ratio": "16:9", "mode": "std"}
+_FIRST_ALIASES = {
+    alias: name for name, aliases in {
+        "kling-v1": ("kling-v1.0", "v1"), "kling-v1-5": ("kling-v1.5", "v1.5"),
+        "kling-v1-6": ("kling-v1.6", "v1.6"), "kling-v2-master": ("kling-v2", "kling-v2.0", "v2-master"),
+        "kling-v2-1": ("kling-v2.1", "v2.1"), "kling-v2-1-master": ("kling-v2.1-master", "v2.1-master"),
+        "kling-v2-5-turbo": ("kling-v2.5-turbo", "v2.5-turbo"),
+    }.items() for alias in (name, *aliases)
+}
+
+
+def first_release_text(request: VideoRequest) -> str:
+    """The request JSON the first release hashed for this row (its defaults filled in)."""
+    data: dict[str, Any] = request.model_dump(mode="json", exclude_none=True)
+    options = data.pop("options", None) or {}
+    data.update(options)
+    if "end_image" in data:
+        data["image_tail"] = data.pop("end_image")
+    for name, default in _FIRST_DEFAULTS.items():
+        data.setdefault(name, default)
+    model = str(data["model"])
+    data["model"] = _FIRST_ALIASES.get(model.lower(), model)
+    return canonical_json(data)
 
 
 def request_texts(requests: Sequence[VideoRequest]) -> list[str]:
@@ -142,6 +181,15 @@ class Prompts:
             object.__setattr__(self, "_fingerprint", _fingerprint(self.keys, self.request_json()))
         assert self._fingerprint is not None
         return self._fingerprint
+
+    def first_release(self) -> Prompts:
+        """These rows keyed and spelled as the first release did (see ``first_release_text``):
+        for resuming a checkpoint it wrote. Keys from an id column stay as they are."""
+        texts = [first_release_text(request) for request in self.requests]
+        keys = self.keys if ID_COLUMN in self.frame.columns else hashed_keys(texts)
+        old = Prompts(frame=self.frame, requests=self.requests, keys=keys, source=self.source)
+        old._keep_texts(texts)
+        return old
 
     def _keep_texts(self, texts: list[str]) -> None:
         """Take the request texts computed while validating, keeping them only as an Arrow column

@@ -31,7 +31,7 @@ from ._input_keys import ID_COLUMN, Prompts, canonical_json, hashed_keys
 from ._input_read import frame_from_list, read_csv, scan, unsupported_type
 from ._jobs import gc_paused
 from .errors import InputError, Problem
-from .request import VideoRequest
+from .request import RequestRules, VideoRequest
 
 __all__ = ["ID_COLUMN", "Prompts", "canonical_json", "load_prompts"]
 
@@ -41,39 +41,42 @@ def load_prompts(
     source: str | os.PathLike[str] | pd.DataFrame | Sequence[str | Mapping[str, Any]] | Prompts,
     *,
     defaults: Mapping[str, Any] | None = None,
+    rules: RequestRules | None = None,
 ) -> Prompts:
     """Read and validate a prompts table.
 
     ``source``: a CSV path, a pandas DataFrame, a list of prompt texts and/or dicts of columns, or
     an existing ``Prompts`` (returned as is without ``defaults``, re-validated from its frame with
-    them). ``defaults``: run-wide values for request fields, used where a row's cell is empty or
-    its column is missing.
+    them). ``defaults``: run-wide values for request fields and options, used where
+    a row's cell is empty or its column is missing. ``rules``: the provider's options and model
+    catalogue (``Provider.rules()``) every row is checked against; without them only the shared
+    fields are.
 
     Raises ``InputError`` listing every problem of the table, ``ConfigError`` for bad ``defaults``.
     """
     if isinstance(source, Prompts) and defaults is None:
         return source
     try:
-        return _load(source, defaults)
+        return _load(source, defaults, rules)
     finally:
         # Parsing a big CSV leaves Arrow's pool holding freed memory: hand it back to the OS before
         # the run builds its jobs and checkpoint.
         pa.default_memory_pool().release_unused()
 
 
-def _load(source: object, defaults: Mapping[str, Any] | None) -> Prompts:
-    run_defaults = check_defaults(defaults)
+def _load(source: object, defaults: Mapping[str, Any] | None, rules: RequestRules | None) -> Prompts:
+    run_defaults = check_defaults(defaults, rules)
     given: object = source  # checked at run time: callers pass anything
     if isinstance(given, Prompts):
-        return _validate(given.frame, given.source, run_defaults, csv_text=None)
+        return _validate(given.frame, given.source, run_defaults, rules, csv_text=None)
     if isinstance(given, pd.DataFrame):
-        return _validate(given.copy(), "DataFrame", run_defaults, csv_text=None)
+        return _validate(given.copy(), "DataFrame", run_defaults, rules, csv_text=None)
     if isinstance(given, str | os.PathLike):
         name = os.fspath(given)
         frame, text = read_csv(name)
-        return _validate(frame, name, run_defaults, csv_text=text)
+        return _validate(frame, name, run_defaults, rules, csv_text=text)
     if isinstance(given, Sequence) and not isinstance(given, bytes | bytearray):
-        return _validate(frame_from_list(given), "list", run_defaults, csv_text=None)
+        return _validate(frame_from_list(given), "list", run_defaults, rules, csv_text=None)
     raise InputError([Problem(None, None, unsupported_type(given))], source="input")
 
 
@@ -81,15 +84,16 @@ def _validate(
     frame: pd.DataFrame,
     source: str,
     defaults: dict[str, Any],
+    rules: RequestRules | None,
     csv_text: str | None,
 ) -> Prompts:
     """Check the table and every row; raise one InputError with everything found."""
-    problems, blocking = table_problems(frame, defaults)
+    problems, blocking = table_problems(frame, defaults, rules)
     requests: list[VideoRequest] = []
     keys: list[str] = []
     texts: list[str] = []
     if not blocking:
-        requests, row_problems, texts = validate_rows(frame, defaults)
+        requests, row_problems, texts = validate_rows(frame, defaults, rules)
         problems += row_problems
         if ID_COLUMN in frame.columns:
             keys, id_problems = keys_from_ids(frame[ID_COLUMN].tolist())
@@ -99,7 +103,7 @@ def _validate(
     if problems:
         problems = _locate(problems, frame, csv_text)
         raise InputError(problems, source=source)
-    warn_near_misses(frame, source)
+    warn_near_misses(frame, source, rules)
     prompts = Prompts(frame=frame, requests=requests, keys=keys, source=source)
     prompts._keep_texts(texts)  # the checkpoint stores the same texts
     return prompts

@@ -42,8 +42,8 @@ except ImportError:  # Windows: no advisory locks; one writer per checkpoint is 
 from ._jobs import Job, State
 from .errors import CheckpointError
 
-__all__ = ["FORMAT", "HEADER", "Replay", "WriterLock", "dumps", "header_record", "iter_records", "replay",
-           "segment_path", "segments"]
+__all__ = ["FORMAT", "HEADER", "Replay", "WriterLock", "dumps", "first_header", "header_record", "iter_records",
+           "replay", "segment_path", "segments"]
 
 FORMAT = 1
 HEADER = "vb"  # the field that marks a segment's header record (row records have "k" instead)
@@ -91,7 +91,7 @@ def header_record(meta: Mapping[str, Any], seq: int, jobs: Iterable[Job]) -> dic
         if untouched and job.state not in (State.PENDING, State.CANCELLED):
             untouched = False
     return {HEADER: "journal", "format": FORMAT, "seq": seq,
-            **{name: meta.get(name) for name in ("run_id", "fingerprint", "settings", "created_at")},
+            **{name: meta.get(name) for name in ("run_id", "fingerprint", "settings", "created_at", "keys")},
             "untouched": untouched, "generations": generations}
 
 
@@ -198,6 +198,19 @@ def replay(path: Path, from_seq: int, by_key: Mapping[str, Job]) -> Replay:
             path, len(report.skipped), ", ".join(report.skipped[:3]),
             ", ..." if len(report.skipped) > 3 else "", path)
     return report
+
+
+def first_header(path: Path) -> dict[str, Any] | None:
+    """The header record of the oldest journal segment that has a readable one, or None."""
+    for seq in segments(path):
+        try:
+            with segment_path(path, seq).open("rb") as segment:
+                record = json.loads(segment.readline())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and HEADER in record:
+            return record
+    return None
 
 
 def iter_records(path: str | os.PathLike[str]) -> Iterable[dict[str, Any]]:

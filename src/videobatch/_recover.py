@@ -77,6 +77,8 @@ def rebuild(
         "journal_seq": report.segments[-1],
         "rebuilt_at": time.time(),
     }
+    if header.get("keys") is not None:  # how its rows were keyed (none: the first release's way)
+        meta["keys"] = header["keys"]
     return meta, report, lost
 
 

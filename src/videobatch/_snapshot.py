@@ -21,12 +21,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._jobs import RESULT_FIELDS, Job, State, gc_paused
-from ._journal import FORMAT, Replay, replay
+from ._journal import FORMAT, Replay, first_header, replay
 from ._journal import segments as _segments
 from .errors import CheckpointError
 from .request import VideoRequest
 
-__all__ = ["REPAIR_HINT", "LoadedCheckpoint", "load", "read_meta", "resumed_jobs"]
+__all__ = ["REPAIR_HINT", "LoadedCheckpoint", "key_scheme", "load", "read_meta", "resumed_jobs"]
 
 REPAIR_HINT = ("; `python -m videobatch repair {path}` rebuilds it from its journal without paying "
                "again for rows already submitted")
@@ -110,6 +110,17 @@ def _join(static: pa.Table, dynamic: pa.Table) -> pa.Table:
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 assert _JOB_FIELDS[4:4 + len(RESULT_FIELDS)] == RESULT_FIELDS, "Job's fields changed order"
 _STATES = {state.value: state for state in State}
+
+
+def key_scheme(path: Path, *, default: int) -> int:
+    """How the rows of the checkpoint at ``path`` are keyed (1: the first release's way, before
+    checkpoints said); ``default`` for a checkpoint that does not exist yet."""
+    if path.exists():
+        return int(read_meta(path).get("keys", 1))
+    if _segments(path):
+        header = first_header(path)
+        return int((header or {}).get("keys") or 1)
+    return default
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -49,6 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._input_keys import KEYS
 from ._inputs import Prompts
 from ._jobs import RESULT_FIELDS, Job, State, gc_paused
 from ._journal import FORMAT as FORMAT
@@ -57,7 +58,16 @@ from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
 from ._journal import segments as _segments
 from ._recover import rebuild
-from ._snapshot import _META_KEY, _dynamic_table, _fresh_table, _join, _static_table, read_meta, resumed_jobs
+from ._snapshot import (
+    _META_KEY,
+    _dynamic_table,
+    _fresh_table,
+    _join,
+    _static_table,
+    key_scheme,
+    read_meta,
+    resumed_jobs,
+)
 from ._snapshot import LoadedCheckpoint as LoadedCheckpoint
 from ._snapshot import load as load
 from .errors import CheckpointError
@@ -146,6 +156,8 @@ class Checkpoint(Store):
         cls, path: Path, prompts: Prompts, lock: WriterLock, *, settings: dict[str, Any],
         force: bool,
     ) -> tuple[Checkpoint, list[Job]]:
+        if key_scheme(path, default=KEYS) == 1:  # written before keys were made from given values
+            prompts = prompts.first_release()
         fingerprint = prompts.fingerprint()
         column = prompts.request_json_column()
         if len(prompts.keys) != len(prompts.requests):
@@ -166,6 +178,7 @@ class Checkpoint(Store):
                 "settings": settings,
                 "created_at": time.time(),
                 "journal_seq": 0,
+                "keys": KEYS,
             }
             store = cls(path, prompts.frame, prompts.keys, column, meta)
             store._writer = lock

@@ -217,8 +217,9 @@ class ModelCard:
                 continue
             for other, wanted in conditions.items():
                 if values.get(other) not in wanted:
-                    found.append((column, f"{column} needs {other} {' or '.join(map(str, wanted))} on {name}",
-                                  f"set {other} to {' or '.join(map(str, wanted))}, or leave {column} empty"))
+                    spelled = " or ".join(_spell(w) for w in wanted)
+                    found.append((column, f"{column} needs {other} {spelled} on {name}",
+                                  f"set {other} to {spelled}, or leave {column} empty"))
         return found
 
     def estimate(self, values: Mapping[str, Any]) -> float | None:
@@ -301,6 +302,11 @@ class Catalog:
 
     def to_usd(self, amount: float | None) -> float | None:
         return None if amount is None else amount * self.unit_price
+
+
+def _spell(value: Any) -> str:
+    """A value as a user types it in a table (true/false, not Python's True/False)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _tuple(raw: Any, name: str) -> tuple[Any, ...]:

@@ -1,132 +1,180 @@
 """The provider-neutral request one row asks for, validated with pydantic.
 
-Every provider receives a ``VideoRequest``; how it is put on the wire is the provider's business.
-Errors raised here carry an ``allowed`` hint (in the pydantic error context) that the input
-validation shows next to the problem.
+The core knows only what every video API shares: the prompt and negative prompt, a start and an
+end image, duration, aspect ratio, resolution, seed, audio, and the model. Everything else is a
+provider's *option* (Kling's ``mode``, say): ``options`` holds them, typed by the provider's own
+schema and checked against the provider's model catalogue (``videobatch.catalog``).
+
+A request holds what the row *gave* (``None``: not given; the provider fills in its model's
+defaults when it sends it), so a row keeps its identity when a catalogue's defaults change. Rules
+come from the provider through the validation context (``RequestRules``); without them only the
+shared fields are checked. Errors carry an ``allowed`` hint (in the pydantic error context) that
+the input validation shows next to the problem; a row's several problems come as one ``many`` error.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .models import DEFAULT_MODEL, known_models, resolve_model
+from .catalog import Catalog, ModelCard
 
-__all__ = ["REQUEST_FIELDS", "VideoRequest", "request_errors"]
+__all__ = ["REQUEST_FIELDS", "RequestRules", "VideoRequest", "request_errors"]
+
+# Fields of the first release that are now options (of Kling, where they came from), and renamed ones.
+_NOW_OPTIONS = ("mode", "cfg_scale", "camera_control")
+_RENAMED = {"image_tail": "end_image"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
 
 
-def _not_allowed(value: Any, allowed: str, what: str) -> PydanticCustomError:
-    return PydanticCustomError(
-        "not_allowed", "{what} {value} is not allowed", {"what": what, "value": repr(value),
-                                                         "allowed": allowed}
-    )
+def _rules(info: ValidationInfo) -> RequestRules | None:
+    rules = (info.context or {}).get("rules") if isinstance(info.context, Mapping) else None
+    return rules if isinstance(rules, RequestRules) else None
+
+
+def _problem(field: str, message: str, allowed: str) -> dict[str, str]:
+    return {"field": field, "message": message, "allowed": allowed}
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """What a provider adds to the neutral request: its options' typed schema and its catalogue.
+
+    ``options``: a pydantic model whose fields are the provider's option names (types only; which
+    values each model takes is the catalogue's business). ``catalog``: its models, or None when it
+    takes any model name.
+    """
+
+    provider: str
+    options: type[BaseModel] | None = None
+    catalog: Catalog | None = None
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(self.options.model_fields) if self.options is not None else ()
+
+    def card(self, model: str | None) -> ModelCard | None:
+        return None if self.catalog is None else self.catalog.resolve(model)
+
+    def resolved(self, request: VideoRequest) -> dict[str, Any]:
+        """``request``'s values as they are sent: its model's defaults (and its options' defaults)
+        filled in, the model named by its id."""
+        card = self.card(request.model)
+        values = request.values()
+        if card is not None:
+            values = card.complete(values)
+            values["model"] = card.id
+        return values
+
+    def typed_options(self, request: VideoRequest) -> BaseModel | None:
+        """``request.options`` as the provider's typed schema (None when it has none)."""
+        if self.options is None:
+            return None
+        return self.options.model_validate(request.options or {})
 
 
 class VideoRequest(BaseModel):
-    """What to generate for one row. Field names are the optional columns of the prompts table."""
+    """What to generate for one row. Field names are the optional columns of the prompts table;
+    ``options`` holds the provider's own (columns named after them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str = ""
     negative_prompt: str | None = None
-    model: str = DEFAULT_MODEL
-    duration: int = 5
-    aspect_ratio: str = "16:9"
-    mode: str = "std"
-    cfg_scale: float | None = None
     image: str | None = None
-    image_tail: str | None = None
-    camera_control: dict[str, Any] | None = None
+    end_image: str | None = None
+    duration: int | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    seed: int | None = None
+    audio: bool | None = None
+    model: str | None = None
+    options: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any, info: ValidationInfo) -> Any:
+        """Columns named after the provider's options go into ``options``. Requests written by the
+        first release (checkpoints, Python calls) spelled ``end_image`` ``image_tail`` and had
+        ``mode``, ``cfg_scale`` and ``camera_control`` as fields: they are options now."""
+        if not isinstance(data, Mapping):
+            return data
+        rules = _rules(info)
+        names = (*_NOW_OPTIONS, *(rules.option_names if rules is not None else ()))
+        if not any(name in data for name in (*names, *_RENAMED)):
+            return data
+        data = dict(data)
+        for old, new in _RENAMED.items():
+            if old in data:
+                value = data.pop(old)
+                data.setdefault(new, value)
+        moved = {name: data.pop(name) for name in names if name in data and name not in cls.model_fields}
+        moved = {name: value for name, value in moved.items() if value is not None}
+        if moved:
+            data["options"] = {**moved, **(data.get("options") or {})}
+        return data
 
     @field_validator("prompt", mode="before")
     @classmethod
     def _prompt_text(cls, v: Any) -> Any:
-        if v is None:
-            return ""
-        if isinstance(v, float) and math.isnan(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
             return ""
         return v.strip() if isinstance(v, str) else v
 
-    @field_validator("model", mode="before")
+    @field_validator("negative_prompt", "image", "end_image", "aspect_ratio", "resolution", "model",
+                     mode="before")
     @classmethod
-    def _known_model(cls, v: Any) -> Any:
-        if not isinstance(v, str):
-            return v
-        spec = resolve_model(v)
-        if spec is None:
-            raise _not_allowed(v, ", ".join(known_models()), "model")
-        return spec.name
-
-    @field_validator("duration", mode="before")
-    @classmethod
-    def _whole_seconds(cls, v: Any) -> Any:
-        # CSV cells arrive as "5", 5.0 or "5s"; all mean 5 seconds.
+    def _text_or_none(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = v.strip().removesuffix("s").strip()
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise PydanticCustomError(
-                "duration", "duration must be a whole number of seconds, got {value}",
-                {"value": repr(v), "allowed": "5 or 10"},
-            ) from None
-        if not f.is_integer():
-            raise PydanticCustomError(
-                "duration", "duration must be a whole number of seconds, got {value}",
-                {"value": repr(v), "allowed": "5 or 10"},
-            )
-        return int(f)
-
-    @field_validator("camera_control", mode="before")
-    @classmethod
-    def _json_object(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return json.loads(v)
-            except json.JSONDecodeError:
-                raise PydanticCustomError(
-                    "json", "camera_control must be a JSON object",
-                    {"allowed": '{"type": "simple", "config": {"zoom": 5}}'},
-                ) from None
+            return v.strip() or None
+        if isinstance(v, float) and math.isnan(v):
+            return None
         return v
 
-    @field_validator("cfg_scale")
+    @field_validator("duration", "seed", mode="before")
     @classmethod
-    def _unit_interval(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise _not_allowed(v, "a number from 0 to 1", "cfg_scale")
+    def _whole_number(cls, v: Any, info: ValidationInfo) -> Any:
+        # CSV cells arrive as "5", 5.0 or "5s"; all mean 5 (seconds, for a duration).
+        if v is None:
+            return None
+        text = v.strip().removesuffix("s").strip() if isinstance(v, str) and info.field_name == "duration" else v
+        try:
+            number = float(text)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(v, bool) or not number.is_integer() or number < 0:
+            what = "a whole number of seconds" if info.field_name == "duration" else "a whole number"
+            raise PydanticCustomError("whole", f"{info.field_name} must be {what}, got {{value}}",
+                                      {"value": repr(v), "allowed": what})
+        return int(number)
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _yes_or_no(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            word = v.strip().lower()
+            if word in _TRUE | _FALSE:
+                return word in _TRUE
+            raise PydanticCustomError("yes_no", "audio must be on or off, got {value}",
+                                      {"value": repr(v), "allowed": "on, off, true, false"})
         return v
 
     @model_validator(mode="after")
-    def _fits_model(self) -> VideoRequest:
-        """Every cross-field problem of the row at once (one error per problem, ``many`` if several)."""
-        spec = resolve_model(self.model)
-        assert spec is not None  # checked by the field validator
+    def _fits_provider(self, info: ValidationInfo) -> VideoRequest:
+        """Every problem of the row against its provider's rules at once (``many`` if several)."""
         found: list[dict[str, str]] = []
         if not self.prompt and not self.image:
-            found.append({"field": "prompt", "message": "prompt is empty",
-                          "allowed": "any non-empty text (or an image for image-to-video)"})
-        checks: list[tuple[str, Any, tuple[Any, ...]]] = [
-            ("duration", self.duration, spec.durations),
-            ("aspect_ratio", self.aspect_ratio, spec.aspect_ratios),
-            ("mode", self.mode, spec.modes),
-        ]
-        for name, value, allowed in checks:
-            if value not in allowed:
-                found.append({"field": name,
-                              "message": f"{name} {value!r} is not allowed for model {spec.name}",
-                              "allowed": ", ".join(map(str, allowed))})
-        if self.cfg_scale is not None and not spec.cfg_scale:
-            found.append({"field": "cfg_scale", "message": f"model {spec.name} does not accept cfg_scale",
-                          "allowed": "leave cfg_scale empty, or choose kling-v1/v1-5/v1-6"})
-        if self.camera_control is not None and not spec.camera_control:
-            found.append({"field": "camera_control",
-                          "message": f"model {spec.name} does not accept camera_control",
-                          "allowed": "kling-v1"})
+            found.append(_problem("prompt", "prompt is empty",
+                                  "any non-empty text (or an image for image-to-video)"))
+        rules = _rules(info)
+        if rules is not None:
+            found += self._against(rules)
         if len(found) == 1:
             one = found[0]
             raise PydanticCustomError("not_allowed", one["message"].replace("{", "{{").replace("}", "}}"),
@@ -135,19 +183,63 @@ class VideoRequest(BaseModel):
             raise PydanticCustomError("many", "{count} problems", {"count": len(found), "problems": found})
         return self
 
+    def _against(self, rules: RequestRules) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = []
+        options = dict(self.options or {})
+        if rules.options is None:
+            found += [_problem(name, f"{rules.provider} takes no option {name!r}", "no options")
+                      for name in options]
+        else:
+            try:
+                typed = rules.options.model_validate(options)
+            except ValidationError as exc:
+                for e in exc.errors(include_url=False):
+                    name = str(e["loc"][0]) if e["loc"] else "options"
+                    if e["type"] == "extra_forbidden":
+                        found.append(_problem(name, f"{rules.provider} has no option {name!r}",
+                                              ", ".join(rules.option_names) or "no options"))
+                    else:
+                        found.append(_problem(name, e["msg"], str((e.get("ctx") or {}).get(
+                            "allowed", "see the provider's options"))))
+            else:
+                options = typed.model_dump(exclude_none=True)
+                object.__setattr__(self, "options", options or None)  # typed, as the provider reads them
+        if rules.catalog is None:
+            return found
+        card = rules.card(self.model)
+        if card is None:
+            listed = ", ".join(c.id for c in rules.catalog.current())
+            found.append(_problem("model", f"{rules.provider} has no model {self.model!r}", listed))
+            return found
+        if self.model is not None and self.model != card.id:
+            object.__setattr__(self, "model", card.id)  # one spelling per model (aliases resolved)
+        found += [_problem(f, m, a) for f, m, a in card.check(card.complete(self.values(options)))]
+        return found
+
+    def values(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The row's given values, shared fields and options in one flat mapping."""
+        flat = {name: value for name, value in self.__dict__.items()
+                if value is not None and name != "options"}
+        flat.update(self.options or {} if options is None else options)
+        return flat
+
     def summary(self, width: int = 60) -> str:
         """A one-line description for dry runs and logs."""
         text = self.prompt if len(self.prompt) <= width else self.prompt[: width - 1] + "…"
+        given = [self.model or "default model"]
+        given += [f"{v}" for v in (self.options or {}).values() if isinstance(v, str)]
+        given += [f"{self.duration}s"] if self.duration else []
+        given += [self.aspect_ratio] if self.aspect_ratio else []
         extra = " +image" if self.image else ""
-        return f"{self.model} {self.mode} {self.duration}s {self.aspect_ratio}{extra}: {text}"
+        return f"{' '.join(given)}{extra}: {text}"
 
 
-REQUEST_FIELDS: tuple[str, ...] = tuple(VideoRequest.model_fields)
+REQUEST_FIELDS: tuple[str, ...] = tuple(name for name in VideoRequest.model_fields if name != "options")
 
 
 def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """``exc.errors()`` with a row's several cross-field problems (type ``many``) spelled out one by
-    one, each shaped like a pydantic error: ``loc`` (the field), ``msg``, ``ctx['allowed']``."""
+    """``exc.errors()`` with a row's several problems (type ``many``) spelled out one by one, each
+    shaped like a pydantic error: ``loc`` (the field), ``msg``, ``ctx['allowed']``."""
     out: list[dict[str, Any]] = []
     for error in exc.errors(include_url=False):
         if error["type"] != "many":

@@ -19,6 +19,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = [
     "EXIT_CODES_HELP",
     "FORMATS_TEXT",
@@ -56,7 +58,7 @@ EXIT_CODES_HELP = textwrap.fill(
 FORMATS_TEXT = ".csv, .parquet or .jsonl"  # _results.RESULT_FORMATS, as people read it
 
 # Request fields the main command takes as flags, used for empty cells.
-REQUEST_DEFAULTS = ("model", "duration", "aspect_ratio", "mode", "negative_prompt", "cfg_scale")
+REQUEST_DEFAULTS = ("model", "duration", "aspect_ratio", "resolution", "mode", "negative_prompt")
 
 
 def command_parser(command: str | None, description: str, epilog: str | None = None, *,
@@ -155,8 +157,14 @@ def provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    """Run-wide defaults for empty cells from the flags that name a request field."""
-    return {n: getattr(args, n) for n in REQUEST_DEFAULTS if getattr(args, n, None) is not None}
+    """Run-wide defaults for empty cells from the flags that name a request field, and ``-O``."""
+    defaults = {n: getattr(args, n) for n in REQUEST_DEFAULTS if getattr(args, n, None) is not None}
+    for item in getattr(args, "request_option", None) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"-O expects NAME=VALUE, got {item!r}")
+        defaults[key.strip().replace("-", "_")] = value
+    return defaults
 
 
 def delivery_options(args: argparse.Namespace) -> dict[str, Any]:

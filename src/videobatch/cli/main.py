@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,11 @@ __all__ = ["SUBCOMMANDS", "main"]
 DESCRIPTION = """\
 Generate one video per row of PROMPTS, a CSV file with a `prompt` column.
 
-Optional columns set per-row options: negative_prompt, model, duration, aspect_ratio, mode,
-cfg_scale, image (URL or file, for image-to-video), image_tail, camera_control (JSON). An `id`
-column names rows; every other column is carried through to the results untouched.
+Optional columns set per-row values every provider knows: model, duration, aspect_ratio,
+resolution, negative_prompt, seed, audio (on/off), image and end_image (URL or file, for
+image-to-video); and the provider's own options (Kling: mode, voice_list, watermark; see
+`python -m videobatch models`). An `id` column names rows; every other column is carried through
+to the results untouched.
 
 Progress is checkpointed as the run goes. Run the same command again after a crash or Ctrl-C and
 it resumes: finished rows are kept, rows already accepted by the provider are picked up again
@@ -62,11 +64,12 @@ commands on a checkpoint:
   python -m videobatch download CHECKPOINT DIR   fetch finished videos that are not on disk yet
   python -m videobatch report CHECKPOINT      an HTML contact sheet (thumbnail, prompt, status, link)
   python -m videobatch repair CHECKPOINT      rebuild a damaged checkpoint from its journal (says what it lost)
+  python -m videobatch models [--provider P]  each provider's models: what a row may ask for, price per clip
 
 examples:
   python -m videobatch data/prompts.csv --out results.csv
   python -m videobatch prompts.csv --dry-run --duration 10
-  python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v2-1
+  python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v3 -O mode=pro
   python -m videobatch prompts.csv -P latency=1 -P failure_rate=0.1     (options of the provider)
 
 """ + EXIT_CODES_HELP
@@ -90,12 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     add_output(p)
 
     g = p.add_argument_group("defaults for empty cells")
-    g.add_argument("--model", help="e.g. kling-v1-6 (default), kling-v2-1, kling-v2-5-turbo")
-    g.add_argument("--duration", help="seconds: 5 or 10")
-    g.add_argument("--aspect-ratio", help="16:9, 9:16 or 1:1")
-    g.add_argument("--mode", help="std or pro")
+    g.add_argument("--model", help="the provider's model (default: its catalogue's; see `models`)")
+    g.add_argument("--duration", help="seconds (what the model takes: see `models`)")
+    g.add_argument("--aspect-ratio", help="e.g. 16:9, 9:16, 1:1")
+    g.add_argument("--resolution", help="e.g. 720p, 1080p (models that take one)")
+    g.add_argument("--mode", help="an option of Kling's (and the local provider's): std or pro")
     g.add_argument("--negative-prompt", metavar="TEXT")
-    g.add_argument("--cfg-scale", type=float, metavar="X", help="0 to 1 (kling-v1.x models)")
+    g.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE",
+                   dest="request_option", help="any option of the provider, for every row (repeatable)")
     return p
 
 
@@ -159,8 +164,8 @@ def run_main(argv: Sequence[str]) -> int:
 
 def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
              checkpoint: Path | None) -> int:
-    prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None)
     provider = get_provider(args.provider, **provider_options)
+    prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None, rules=provider.rules())
     problems = provider.check(prompts.requests)
     if problems:
         raise InputError(problems, source=prompts.source)
@@ -173,7 +178,7 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
     costs = [provider.estimate_cost(r) for _, r in todo]
     print(f"{len(prompts)} rows valid; {len(todo)} would be submitted to {provider.name!r}"
           + (f" ({len(done)} already completed in {checkpoint})" if done else ""))
-    by_kind = Counter(f"{r.model} {r.mode} {r.duration}s" for _, r in todo)
+    by_kind = Counter(_kind(provider.resolve(r).values) for _, r in todo)
     for kind, n in by_kind.most_common():
         print(f"  {n:>5} × {kind}")
     if todo and all(c is not None for c in costs):
@@ -186,6 +191,15 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
     return ExitCode.OK
 
 
+def _kind(values: Mapping[str, Any]) -> str:
+    """A row's model and the choices that set its price, e.g. ``kling-v2-6 pro 5s``."""
+    parts = [str(values.get("model") or "default model")]
+    parts += [str(values[name]) for name in ("mode", "resolution") if values.get(name)]
+    parts += [f"{values['duration']}s"] if values.get("duration") else []
+    parts += ["audio"] if values.get("audio") else []
+    return " ".join(parts)
+
+
 # Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
 SUBCOMMANDS = {
     "status": "videobatch.cli.commands:status_main",
@@ -193,6 +207,7 @@ SUBCOMMANDS = {
     "download": "videobatch.cli.commands:download_main",
     "report": "videobatch.cli.commands:report_main",
     "repair": "videobatch.cli.repair:repair_main",
+    "models": "videobatch.cli.models:models_main",
     "serve": "videobatch.service.cli:serve_main",
     "worker": "videobatch.service.cli:worker_main",
 }

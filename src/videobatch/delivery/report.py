@@ -26,6 +26,8 @@ from urllib.request import url2pathname
 import pandas as pd
 
 from .._jobs import RESULT_COLUMNS
+from ..errors import ConfigError
+from ..request import RequestRules
 from .thumbnails import poster_frame
 
 __all__ = ["write_report"]
@@ -34,7 +36,8 @@ log = logging.getLogger("videobatch")
 
 _OWN_EXTRAS = {"local_path", "bytes", "sha256", "thumbnail", "download_error", "webhook_status",
                "webhook_attempts", "webhook_error", "webhook_event", "webhook_url"}
-_PARAMS = ("model", "mode", "duration", "aspect_ratio", "cfg_scale", "negative_prompt")
+_PARAMS = ("model", "duration", "aspect_ratio", "resolution", "audio", "negative_prompt")
+_NOT_SHOWN = frozenset({"prompt", "image", "end_image", "seed"})  # shown elsewhere, or noise
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -101,12 +104,24 @@ def _thumbnail(row: pd.Series, key: str, thumbs: Path, make: bool) -> Path | Non
         return None
 
 
+def _rules(provider: str) -> RequestRules | None:
+    """The rules of the provider a checkpoint was made with (to show what each row was sent as)."""
+    from ..providers import rules_of
+
+    try:
+        return rules_of(provider) if provider else None
+    except ConfigError:  # a plug-in that is not installed here
+        return None
+
+
 def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key).strip(".") or "_"
 
 
 def _params(row: pd.Series, inputs: list[str], request: dict[str, Any] | None) -> str:
-    shown = {k: request[k] for k in _PARAMS if request.get(k) not in (None, "")} if request else {}
+    given = request or {}
+    names = [*_PARAMS, *sorted(k for k in given if k not in _PARAMS and k not in _NOT_SHOWN)]
+    shown = {k: given[k] for k in names if given.get(k) not in (None, "")}
     for col in inputs:
         if col not in ("prompt", "id") and col not in _OWN_EXTRAS and _text(row[col]):
             shown.setdefault(col, row[col])
@@ -168,7 +183,8 @@ def write_report(
 
         loaded = load(source)
         df = results_frame(loaded.frame, loaded.jobs)
-        requests = [j.request.model_dump() for j in loaded.jobs]
+        rules = _rules(str(loaded.meta.get("settings", {}).get("provider", "")))
+        requests = [rules.resolved(j.request) if rules else j.request.values() for j in loaded.jobs]
         title = title or f"videobatch: {Path(source).name}"
     base = path.parent
     base.mkdir(parents=True, exist_ok=True)

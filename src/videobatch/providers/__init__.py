@@ -11,7 +11,9 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..catalog import Catalog
 from ..errors import ConfigError
+from ..request import RequestRules
 from .base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
 
 __all__ = [
@@ -22,8 +24,11 @@ __all__ = [
     "TaskStatus",
     "Video",
     "available",
+    "catalog_of",
     "get_provider",
+    "option_names",
     "register",
+    "rules_of",
 ]
 
 Factory = Callable[..., Provider]
@@ -60,6 +65,46 @@ def _resolve(factory: Factory | str) -> Factory:
     obj = importlib.import_module(module)
     resolved: Factory = getattr(obj, attr)
     return resolved
+
+
+def _provider_class(provider: str) -> type[Provider] | None:
+    """The registered class of ``provider`` (not built), or None when its factory is no class."""
+    if provider not in _REGISTRY:
+        _load_entry_points()
+    factory = _REGISTRY.get(provider)
+    if factory is None:
+        return None
+    built = _resolve(factory)
+    return built if isinstance(built, type) and issubclass(built, Provider) else None
+
+
+def option_names(provider: str | Provider) -> tuple[str, ...]:
+    """The names of the options rows may give for ``provider`` (its option schema's fields), known
+    without building it; () when its factory is not a Provider class or it is unknown."""
+    if isinstance(provider, Provider):
+        return provider.rules().option_names
+    cls = _provider_class(provider)
+    schema = cls.option_schema if cls is not None else None
+    return tuple(schema.model_fields) if schema is not None else ()
+
+
+def catalog_of(provider: str) -> Catalog | None:
+    """``provider``'s model catalogue (packaged file and the user's), without building it."""
+    cls = _provider_class(provider)
+    if cls is None or cls.models_file is None:
+        return None
+    return Catalog.load(provider, cls.models_file)
+
+
+def rules_of(provider: str) -> RequestRules:
+    """What rows for ``provider`` are checked against (its options and catalogue), without
+    building it: the service's API checks requests for the workers' provider this way."""
+    cls = _provider_class(provider)
+    if cls is None:
+        if provider not in _REGISTRY:
+            raise ConfigError(f"unknown provider {provider!r}; available: {', '.join(available())}")
+        return RequestRules(provider)
+    return RequestRules(provider, cls.option_schema, catalog_of(provider))
 
 
 def get_provider(provider: str | Provider, **options: Any) -> Provider:

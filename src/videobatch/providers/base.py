@@ -21,14 +21,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from .._pacing import RateLimiter
+from ..catalog import Catalog, ModelCard
 from ..errors import Problem, ProviderError
-from ..models import UNIT_PRICE_USD, resolve_model
-from ..request import VideoRequest
+from ..request import RequestRules, VideoRequest
 
 if TYPE_CHECKING:
-    import httpx
+    from pathlib import Path
 
-__all__ = ["Capabilities", "Limits", "PollHint", "Provider", "ScanResult", "TaskState", "TaskStatus", "Video"]
+    import httpx
+    from pydantic import BaseModel
+
+__all__ = ["Capabilities", "Limits", "PollHint", "Provider", "Resolved", "ScanResult", "TaskState", "TaskStatus",
+           "Video"]
 
 
 class TaskState(enum.StrEnum):
@@ -115,6 +119,21 @@ class Capabilities:
     batch_status: bool = False  # ``status_many`` is cheaper than one ``status`` per task
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """One request as the provider sends it: its model's card, every value with the model's
+    defaults filled in (shared fields and options, flat), and the options typed by the provider's
+    schema."""
+
+    card: ModelCard | None
+    values: Mapping[str, Any]
+    options: BaseModel | None
+
+    @property
+    def model(self) -> str | None:
+        return self.card.id if self.card is not None else self.values.get("model")
+
+
 class Provider(ABC):
     """Base class of providers. Subclass it and register the class (see ``videobatch.providers``).
 
@@ -125,6 +144,11 @@ class Provider(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     _capabilities_inferred: ClassVar[bool] = False
+    # Its own options (types only: which values each model takes is the catalogue's business) and
+    # its packaged model catalogue; see videobatch.catalog for the file and how users extend it.
+    option_schema: ClassVar[type[BaseModel] | None] = None
+    models_file: ClassVar[Path | None] = None
+    _catalog: Catalog | None = None
     limits: Limits = Limits()
     poll_hint: PollHint = PollHint()
     # Set True when status_many() is cheaper than one status() per task (e.g. a list endpoint).
@@ -228,6 +252,11 @@ class Provider(ABC):
         idempotency key equals one of ``keys`` exactly are returned; other systems' tasks on the
         account are skipped. ``None``: this provider cannot list tasks. Errors are raised like
         ``find``'s.
+
+        ``keys`` is a mapping from each key to the request sent under it (or None when unknown):
+        a provider that keeps no key of ours matches listed tasks on their inputs instead, and must
+        adopt a task only when exactly one listed task and one key match each other (two rows with
+        the same inputs are a tie: neither is adopted, so neither can be paid twice).
         """
         return None
 
@@ -249,12 +278,29 @@ class Provider(ABC):
                 raise answer
         return out
 
+    # ------------------------------------------------------------------ its parameters
+    def catalog(self) -> Catalog | None:
+        """Its models: the packaged file, then the user's (read once per provider object)."""
+        if self._catalog is None and self.models_file is not None:
+            self._catalog = Catalog.load(self.name, self.models_file)
+        return self._catalog
+
+    def rules(self) -> RequestRules:
+        """What rows for this provider are checked against (options and catalogue)."""
+        return RequestRules(self.name, self.option_schema, self.catalog())
+
+    def resolve(self, request: VideoRequest) -> Resolved:
+        """``request`` as it is sent: its model's defaults filled in, its options typed."""
+        rules = self.rules()
+        return Resolved(rules.card(request.model), rules.resolved(request), rules.typed_options(request))
+
     def estimate_cost(self, request: VideoRequest) -> float | None:
         """Estimated price of one request in USD, or None if unknown."""
-        spec = resolve_model(request.model)
-        if spec is None:
+        catalog = self.catalog()
+        resolved = self.resolve(request)
+        if catalog is None or resolved.card is None:
             return None
-        return spec.units_for(request.mode, request.duration) * UNIT_PRICE_USD
+        return catalog.to_usd(resolved.card.estimate(resolved.values))
 
     def describe(self) -> dict[str, Any]:
         """Settings that change what is generated (stored in the checkpoint). Never secrets."""

@@ -45,6 +45,7 @@ from .._inputs import load_prompts
 from .._jobs import TERMINAL, State
 from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
+from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
 from .auth import BearerGate, Token, configured_tokens, tenant_of
 from .queue import enqueue_fields
@@ -65,6 +66,8 @@ __all__ = ["create_app"]
 
 IDEMPOTENCY_TTL = 7 * 86400  # seconds an Idempotency-Key is remembered
 _NOT_METADATA = frozenset({*REQUEST_FIELDS, "webhook_url"})
+# What of a create body becomes the request (the earlier spellings are read as they were).
+_REQUEST_BODY = {*REQUEST_FIELDS, "options", "mode", "cfg_scale", "image_tail", "camera_control"}
 
 
 _COMMON: dict[int | str, dict[str, Any]] = {
@@ -111,9 +114,12 @@ def _text(value: Any) -> str:
 
 
 def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
-               prefix: str = "vb:") -> FastAPI:
+               prefix: str = "vb:", provider: str = "local") -> FastAPI:
     """The gateway app. ``tokens`` default to ``VIDEOBATCH_API_TOKENS``; with none, every request
-    is refused (a service without tokens would be open to anyone)."""
+    is refused (a service without tokens would be open to anyone). ``provider``: the one the
+    workers use; requests are checked against its options and models before they are queued."""
+    rules = rules_of(provider)
+    context = {"rules": rules}
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     allowed = configured_tokens(tokens)
     keys = Keys(prefix)
@@ -172,10 +178,10 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def create_video(body: VideoCreate, token: Token, response: Response,
                            idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
-        fields = {k: v for k, v in body.model_dump(include=set(REQUEST_FIELDS)).items()
+        fields = {k: v for k, v in body.model_dump(include=_REQUEST_BODY).items()
                   if v is not None and v != ""}
         try:
-            request = VideoRequest.model_validate(fields)
+            request = VideoRequest.model_validate(fields, context=context)
         except ValidationError as exc:
             return problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
                                         "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
@@ -213,7 +219,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         problems: list[Problem] = []
         prompts = None
         try:
-            prompts = await run_in_threadpool(load_prompts, source, defaults=defaults)
+            prompts = await run_in_threadpool(load_prompts, source, defaults=defaults, rules=rules)
         except InputError as exc:
             problems.extend(exc.problems)
         except ConfigError as exc:  # bad defaults

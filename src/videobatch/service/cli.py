@@ -36,16 +36,23 @@ def serve_main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
     parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
+    parser.add_argument("--provider", default="local",
+                        help="the workers' provider: requests are checked against its models and "
+                             "options before they are queued (default local)")
     args = parser.parse_args(argv)
     if not [t for t in os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",") if t.strip()]:
         parser.error("set VIDEOBATCH_API_TOKENS (comma-separated bearer tokens) first: "
                      "without tokens every request would be refused")
     import uvicorn
 
+    from ..errors import ConfigError
     from .api import create_app
 
-    uvicorn.run(create_app(_redis_url(args.redis_url), prefix=args.prefix), host=args.host,
-                port=args.port, log_level="info")
+    try:
+        app = create_app(_redis_url(args.redis_url), prefix=args.prefix, provider=args.provider)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

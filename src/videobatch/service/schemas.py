@@ -52,12 +52,18 @@ class VideoCreate(BaseModel):
 
     prompt: str = Field("", max_length=2500)
     negative_prompt: str | None = Field(None, max_length=2500)
-    model: str | None = Field(None, description="model name or alias, e.g. kling-v1.5")
-    duration: int | None = Field(None, description="seconds (5 or 10)")
+    model: str | None = Field(None, description="model name or alias, e.g. kling-v2-6")
+    duration: int | None = Field(None, description="seconds (what the model takes)")
     aspect_ratio: str | None = None
+    resolution: str | None = None
+    seed: int | None = None
+    audio: bool | None = None
+    image: str | None = None
+    end_image: str | None = None
+    options: dict[str, Any] | None = Field(None, description="the provider's own options, e.g. {\"mode\": \"pro\"}")
+    # Spellings of the first release, still accepted: Kling's options and the end image.
     mode: str | None = None
     cfg_scale: float | None = None
-    image: str | None = None
     image_tail: str | None = None
     camera_control: dict[str, Any] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
@@ -86,8 +92,8 @@ class VideoStatus(BaseModel):
     submitted_at: float | None = None
     completed_at: float | None = None
     expires_at: float | None = None
-    request: dict[str, Any] | None = Field(None, description="the validated request (model names "
-                                           "resolved, defaults filled in)")
+    request: dict[str, Any] | None = Field(None, description="the validated request as given (model "
+                                           "aliases resolved; the model's defaults apply when sent)")
     webhook_url: str | None = None
     webhook_status: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

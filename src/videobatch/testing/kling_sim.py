@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..models import known_models, resolve_model
 from .faults import CODES
 
 __all__ = ["Account", "SimConfig", "SimError", "SimTask"]
@@ -36,6 +35,16 @@ KINDS = ("text2video", "image2video")
 RATIOS = ("16:9", "9:16", "1:1")
 MODES = ("std", "pro")
 DURATIONS = ("5", "10")
+# The server's own list, from Kling's documentation (docs/providers/kling.md), not from the
+# client's catalogue: a misread catalogue must show up as a refusal here. model_name -> durations.
+MODELS: dict[str, tuple[str, ...]] = {
+    "kling-v3": tuple(str(n) for n in range(3, 16)),
+    "kling-v2-6": DURATIONS,
+    "kling-v2-5-turbo": DURATIONS,
+}
+# Retired on 2026-09-15 (and the v1 family before): Kling answers 404 / 1203 for them. A body
+# without model_name asks for Kling's documented default, kling-v1: retired too.
+RETIRED = ("kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master")
 MAX_TEXT = 2500
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 LOOKUPS = ("answered", "refused", "ignored")  # how ``GET ?external_task_id=`` is served
@@ -222,17 +231,18 @@ class Account:
         if not isinstance(body, dict):
             raise bad("body", "must be a JSON object")
         model = body.get("model_name", "kling-v1")
-        spec = resolve_model(model) if isinstance(model, str) else None
-        if spec is None or spec.name != model:
-            raise bad("model_name", f"{model!r} is not one of {', '.join(known_models())}")
+        if model in RETIRED:
+            raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
+        if model not in MODELS:
+            raise bad("model_name", f"{model!r} is not one of {', '.join(MODELS)}")
         for name in ("prompt", "negative_prompt"):
             value = body.get(name)
             if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
                 raise bad(name, "must be a string of at most 2500 characters")
         if kind == "text2video" and not body.get("prompt"):
             raise bad("prompt", "is required")
-        if body.get("duration", "5") not in DURATIONS:
-            raise bad("duration", f"must be one of the strings {DURATIONS}")
+        if body.get("duration", "5") not in MODELS[model]:
+            raise bad("duration", f"must be one of the strings {', '.join(MODELS[model])} for {model}")
         if body.get("mode", "std") not in MODES:
             raise bad("mode", f"must be one of {MODES}")
         if body.get("aspect_ratio", "16:9") not in RATIOS:

@@ -1,4 +1,5 @@
-"""Kling AI: the provider (``client``), its image rules (``images``); the model catalogue is ``videobatch.models``."""
+"""Kling AI: the provider (``client``), its wire format (``wire``), image rules (``images``), options
+and model catalogue (``options``, ``models.toml``)."""
 
 from .client import DEFAULT_BASE_URL, KlingProvider
 

@@ -52,6 +52,7 @@ from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from . import listing, wire
 from .credentials import Secret, credential, key_pair, sign
+from .options import MODELS_FILE, KlingOptions
 from .wire import ACCESS_ENV, KINDS, SECRET_ENV, TEXT2VIDEO
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
@@ -94,6 +95,8 @@ class KlingProvider(Provider):
     capabilities: ClassVar[Capabilities] = Capabilities(
         idempotency_key=True, lookup=True, listing=True, webhooks=True, batch_status=True)
     batch_polling = True
+    option_schema = KlingOptions
+    models_file = MODELS_FILE
 
     def __init__(
         self,
@@ -166,7 +169,8 @@ class KlingProvider(Provider):
         return wire.body_problems(requests)
 
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
-        kind, body = await wire.request_body(request, idempotency_key, self.callback_url)
+        kind, body = await wire.request_body(request, self.resolve(request), idempotency_key,
+                                             self.callback_url)
         self._key_kinds[idempotency_key] = kind
         try:
             data = await self._call("POST", f"/v1/videos/{kind}", body=body, submitting=True,

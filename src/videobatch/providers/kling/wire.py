@@ -4,10 +4,12 @@ One job: translate between videobatch's vocabulary (``VideoRequest``, ``TaskStat
 ``videobatch.errors`` classes) and Kling's JSON. It sends nothing; ``client.py`` does, and asks
 this module what to send and what an answer means. The contract is ``shared/kling-api.md``:
 
-* create bodies are flat (``model_name``, ``mode``, ``duration`` as a string, ``aspect_ratio`` for
-  text2video only — the image decides it otherwise —, ``external_task_id``, ...); ``image`` /
-  ``image_tail`` are URLs passed through or bare base64 (``images.wire_value``); what Kling would
-  refuse in them (over-long prompts, images out of bounds) is found before paying.
+* create bodies are flat (``model_name`` always, ``mode``, ``duration`` as a string,
+  ``aspect_ratio`` for text2video only — the image decides it otherwise —, ``sound`` for audio,
+  ``external_task_id``, ...), from the request resolved against Kling's catalogue (defaults filled
+  in, options typed); ``image`` / ``image_tail`` (the end image) are URLs passed through or bare
+  base64 (``images.wire_value``); what Kling would refuse in them (over-long prompts, images out of
+  bounds) is found before paying.
 
 * envelope ``{"code": 0, "message": ..., "request_id": ..., "data": ...}``; ``code != 0`` is an
   error even with HTTP 200. Every mapped error carries Kling's ``request_id`` (to quote to
@@ -38,10 +40,10 @@ from ...errors import (
     SlotsBusy,
     TransientError,
 )
-from ...models import resolve_model
 from ...request import VideoRequest
-from ..base import TaskState, TaskStatus, Video
+from ..base import Resolved, TaskState, TaskStatus, Video
 from . import images
+from .options import KlingOptions
 
 __all__ = [
     "ACCESS_ENV",
@@ -77,30 +79,38 @@ _STATES = {
 }
 
 
-async def request_body(request: VideoRequest, key: str,
+async def request_body(request: VideoRequest, resolved: Resolved, key: str,
                        callback_url: str | None) -> tuple[str, dict[str, Any]]:
-    """The endpoint kind (text2video / image2video) and the JSON body creating ``request``."""
-    spec = resolve_model(request.model)
-    kind = IMAGE2VIDEO if (request.image or request.image_tail) else TEXT2VIDEO
-    body: dict[str, Any] = {
-        "model_name": spec.name if spec else request.model,
-        "mode": request.mode,
-        "duration": str(request.duration),
-    }
-    if kind == TEXT2VIDEO:
-        body["aspect_ratio"] = request.aspect_ratio
+    """The endpoint kind (text2video / image2video) and the JSON body creating ``request``
+    (``resolved``: its values with its model's defaults, options typed)."""
+    values = resolved.values
+    options = resolved.options if isinstance(resolved.options, KlingOptions) else KlingOptions()
+    kind = IMAGE2VIDEO if (request.image or request.end_image) else TEXT2VIDEO
+    body: dict[str, Any] = {"model_name": resolved.model}  # always: Kling's default is a retired model
+    if values.get("mode"):
+        body["mode"] = values["mode"]
+    if values.get("duration") is not None:
+        body["duration"] = str(values["duration"])
+    if kind == TEXT2VIDEO and values.get("aspect_ratio"):
+        body["aspect_ratio"] = values["aspect_ratio"]
     if request.prompt:
         body["prompt"] = request.prompt
     if request.negative_prompt:
         body["negative_prompt"] = request.negative_prompt
-    if request.cfg_scale is not None:
-        body["cfg_scale"] = request.cfg_scale
-    if request.camera_control is not None:
-        body["camera_control"] = request.camera_control
-    for column in ("image", "image_tail"):
-        value = getattr(request, column)
+    if values.get("audio") is not None:
+        body["sound"] = "on" if values["audio"] else "off"
+    if options.voice_list:
+        body["voice_list"] = options.voice_list
+    if options.watermark is not None:
+        body["watermark_info"] = {"enabled": options.watermark}
+    if options.cfg_scale is not None:
+        body["cfg_scale"] = options.cfg_scale
+    if options.camera_control is not None:
+        body["camera_control"] = options.camera_control
+    for column, field in (("image", "image"), ("image_tail", "end_image")):
+        value = getattr(request, field)
         if value:
-            body[column] = await images.wire_value(column, value)
+            body[column] = await images.wire_value(field, value)
     if callback_url:
         body["callback_url"] = callback_url
     body["external_task_id"] = key
@@ -118,15 +128,15 @@ def body_problems(requests: Sequence[VideoRequest]) -> list[Problem]:
                 problems.append(Problem(row, column, f"{column} is {len(text)} characters "
                                         f"long, Kling accepts at most {MAX_TEXT}",
                                         allowed=f"at most {MAX_TEXT} characters"))
-        for column in ("image", "image_tail"):
+        for column in ("image", "end_image"):
             value = getattr(req, column)
             message = images.problem(value) if value else None
             if message:
                 problems.append(Problem(row, column, message, allowed=images.ALLOWED))
-        if req.image_tail and req.camera_control is not None:
+        if req.end_image and (req.options or {}).get("camera_control") is not None:
             problems.append(Problem(row, "camera_control", "Kling does not accept "
-                                    "camera_control together with image_tail",
-                                    allowed="one of image_tail or camera_control"))
+                                    "camera_control together with an end image",
+                                    allowed="one of end_image or camera_control"))
     return problems
 
 

@@ -59,13 +59,12 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import NotFoundError
-from ...request import VideoRequest
 
 _lock_file: Callable[[int, bool], None] | None
 try:
@@ -283,7 +282,7 @@ class Account:
                     os.unlink(os.path.join(self._active_str, name))
         return busy, earliest
 
-    def _accept(self, task: StoredTask, request: VideoRequest, attempt: int, lost: bool) -> bool:
+    def _accept(self, task: StoredTask, request: Mapping[str, Any], attempt: int, lost: bool) -> bool:
         """Create the task (False if it already exists), log it, take its slot. Under the lock.
 
         Order matters for crash safety: the complete file is linked into ``tasks/`` (the moment
@@ -294,7 +293,7 @@ class Account:
         data = json.dumps({
             "task_id": task.task_id,
             "idempotency_key": task.idempotency_key,
-            "request": request.model_dump(mode="json"),
+            "request": dict(request),  # as sent: the model's defaults filled in
             "created_at": task.created_at,
             "ready_at": task.ready_at,
             "fails": task.fails,

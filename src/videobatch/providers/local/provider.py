@@ -34,11 +34,24 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
 from ...errors import ConfigError, KeyAlreadyUsed, NotFoundError, RejectedError, SlotsBusy, TransientError
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus, Video
 from .account import Account, StoredTask, default_root, read_submissions, submission_counts, task_id_for
 from .render import ASPECT_RATIOS, render_clip
+
+MODELS_FILE = Path(__file__).with_name("models.toml")
+
+
+class LocalOptions(BaseModel):
+    """The local provider's options (it takes Kling's ``mode``, so Kling-shaped tables run here)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: str | None = None
+
 
 # read_submissions / submission_counts / task_id_for are the account's; re-exported here because
 # callers imported them from this module before the account had one of its own.
@@ -126,6 +139,8 @@ class LocalProvider(Account, Provider):
     # Like a provider with a client-chosen id, its lookup and a task list (``lookup="refused"``
     # makes the lookup refuse, as some real ones do).
     capabilities: ClassVar[Capabilities] = Capabilities(idempotency_key=True, lookup=True, listing=True)
+    option_schema = LocalOptions
+    models_file = MODELS_FILE
 
     def __init__(
         self,
@@ -211,17 +226,18 @@ class LocalProvider(Account, Provider):
                     f"all {self.max_parallel} parallel task slots of the local account are busy",
                     retry_after=max(0.01, earliest - now), status_code=429,
                 )
+            values = self.resolve(request).values
             task = StoredTask(
                 task_id=task_id,
                 idempotency_key=key,
                 prompt=request.prompt,
-                aspect_ratio=request.aspect_ratio,
-                duration=request.duration,
+                aspect_ratio=str(values.get("aspect_ratio", "16:9")),
+                duration=int(values.get("duration", 5)),
                 created_at=now,
                 ready_at=now + latency,
                 fails=fails,
             )
-            created = self._accept(task, request, attempt, lost)
+            created = self._accept(task, values, attempt, lost)
         if not created:  # another process created it since our check
             return await self._duplicate(key, task_id, attempt, request)
         if lost:
