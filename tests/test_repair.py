@@ -324,3 +324,13 @@ def test_load_tolerates_a_snapshot_without_a_newer_result_column(tmp_path):
     assert loaded.jobs[0].task_id and loaded.jobs[0].video_id is None
     assert (resume(path)["status"] == "completed").all()
     assert_paid_once()
+
+
+def test_requests_of_the_first_release_read_back_with_their_options(tmp_path):
+    """Its request texts had image_tail, and Kling's mode as a field: they are read as the end image
+    and an option, not dropped (status, retry and Batch.from_checkpoint rebuild requests so)."""
+    shutil.copytree(KEYS1, tmp_path / "k1")
+    loaded = load(tmp_path / "k1" / "run.parquet")
+    modes = [(j.request.options or {}).get("mode") for j in loaded.jobs]
+    assert modes == ["std", "std", "pro", "pro", "std", "std", "std", "pro"]  # defaults of then included
+    assert {j.request.model for j in loaded.jobs} == {"kling-v1-6"}

@@ -259,6 +259,13 @@ def _states(column: pa.Array | pa.ChunkedArray) -> list[State]:
 _PLACEHOLDER = VideoRequest.model_construct(prompt="")
 
 
+_FIELDS = frozenset(VideoRequest.model_fields)
+
+
 def _request_from(text: str) -> VideoRequest:
-    # Written by us from a validated request: trusted, so no second validation.
-    return VideoRequest.model_construct(**json.loads(text))
+    # Written by us from a validated request: trusted, so no second validation, unless it was
+    # written by the first release (image_tail, and Kling's options as fields): then converted.
+    data = json.loads(text)
+    if not _FIELDS.issuperset(data):
+        return VideoRequest.model_validate(data)
+    return VideoRequest.model_construct(**data)
