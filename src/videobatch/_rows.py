@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ._jobs import Job, State
 from ._pacing import SlotPool
@@ -42,7 +42,8 @@ class Rows:
     def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop,
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
                  run_began: float,
-                 started_wall: float, move: Move, emit: Emit) -> None:
+                 started_wall: float, move: Move, emit: Emit,
+                 durable: Callable[[], Awaitable[None]]) -> None:
         self.provider = provider
         self.settings = settings
         self.stop = stop
@@ -54,6 +55,7 @@ class Rows:
         self.started_wall = started_wall
         self.move = move
         self.emit = emit
+        self.durable = durable  # the store's: the intent to pay survives power loss before paying
         self.submits = 0
 
     # ------------------------------------------------------------------ submit
@@ -65,7 +67,8 @@ class Rows:
         while job.state is State.PENDING:
             if stop.no_submit or stop.fatal or stop.cancelled:
                 return
-            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
+            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)
+            await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             sent_at = job.updated_at
             self.submits += 1
             try:
