@@ -360,3 +360,19 @@ def _line_ends(data: bytes):
         end += len(line) + 1
         if line.strip():
             yield end, line
+
+
+@pytest.mark.parametrize("text", [
+    '{"aspect_ratio":"16:9","duration":5,"mode":"std","model":"kling-v1-6","prompt":"a fox"}',
+    '{"camera_control":{"config":{"zoom":5},"type":"simple"},"cfg_scale":0.5,"model":"kling-v1","prompt":"x"}',
+    '{"image":"https://x/a.png","prompt":"","unknown":1}',
+    "{}",
+])
+def test_requests_rebuilt_from_the_checkpoint_are_what_model_construct_gives(text):
+    from videobatch._snapshot import _request_from
+    from videobatch.request import VideoRequest
+
+    fast, slow = _request_from(text), VideoRequest.model_construct(**json.loads(text))
+    assert fast == slow and fast.__dict__ == slow.__dict__ and list(fast.__dict__) == list(slow.__dict__)
+    assert fast.model_fields_set == slow.model_fields_set
+    assert (fast.__pydantic_extra__, fast.__pydantic_private__) == (slow.__pydantic_extra__, slow.__pydantic_private__)
