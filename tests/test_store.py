@@ -168,6 +168,29 @@ def test_a_new_checkpoint_writes_the_same_job_columns_as_any_snapshot(tmp_path):
     assert _fresh_table(len(jobs)).equals(_dynamic_table(load(tmp_path / "run.parquet").jobs))
 
 
+def test_submitting_records_share_one_fsync_before_the_requests_leave(tmp_path, monkeypatch):
+    path = tmp_path / "run.parquet"
+    rows = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(20)]
+    store, jobs = open_ckpt(path, rows)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[-1])
+
+    async def submit(job):
+        store.append(job.transition(State.SUBMITTING, attempts=1))
+        await store.durable()
+        return len(synced)  # fsyncs done when this row may send its request
+
+    async def main():
+        return await asyncio.gather(*(submit(job) for job in jobs))
+
+    seen = asyncio.run(main())
+    assert synced and len(synced) == 1  # one fsync for the 20 rows that submitted together
+    assert all(n >= 1 for n in seen)  # ...and none of them went on before it
+    asyncio.run(store.durable())  # nothing new: no fsync
+    assert len(synced) == 1
+
+
 def test_one_writer_at_a_time(tmp_path):
     path = tmp_path / "run.parquet"
     store, jobs = open_ckpt(path, ROWS)
@@ -294,3 +317,62 @@ def test_a_changed_resume_after_unchanged_ones_replays_no_folded_record(tmp_path
     assert jobs3[1].state is State.PENDING and jobs3[1].generation == 1
     die(store3)
     assert [(j.state, j.generation) for j in load(path).jobs] == [(State.PENDING, 0), (State.PENDING, 1)]
+
+
+def test_every_paid_request_leaves_after_its_submitting_record_is_fsynced(tmp_path, monkeypatch):
+    # The invariant behind group commit: the intent to pay survives power loss before the request
+    # is sent. fsync (in a thread, on a duplicate descriptor) notes how much of the journal it made
+    # durable; at each submit the row's submitting record must lie within it.
+    from fakes import ScriptedProvider
+
+    path = tmp_path / "run.parquet"
+    durable: dict[int, int] = {}  # inode -> bytes known fsynced
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        size, inode = os.fstat(fd).st_size, os.fstat(fd).st_ino
+        real_fsync(fd)
+        durable[inode] = max(durable.get(inode, 0), size)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    checked = []
+
+    class Checking(ScriptedProvider):
+        async def submit(self, request, idempotency_key):
+            for segment in tmp_path.glob("run.parquet.journal.*"):
+                data = segment.read_bytes()
+                for line_end, line in _line_ends(data):
+                    record = json.loads(line)
+                    if record.get("s") == "submitting" and record["k"] == f"r{request.prompt[1:]}":
+                        assert durable.get(segment.stat().st_ino, 0) >= line_end, request.prompt
+                        checked.append(request.prompt)
+            return await super().submit(request, idempotency_key)
+
+    rows = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(30)]
+    df = videobatch.run(rows, Checking(latency=0.01, max_parallel=10), checkpoint=path, progress=False)
+    assert (df["status"] == "completed").all()
+    assert sorted(set(checked)) == sorted(f"p{i}" for i in range(30))
+
+
+def _line_ends(data: bytes):
+    end = 0
+    for line in data.split(b"\n")[:-1]:
+        end += len(line) + 1
+        if line.strip():
+            yield end, line
+
+
+@pytest.mark.parametrize("text", [
+    '{"aspect_ratio":"16:9","duration":5,"mode":"std","model":"kling-v1-6","prompt":"a fox"}',
+    '{"camera_control":{"config":{"zoom":5},"type":"simple"},"cfg_scale":0.5,"model":"kling-v1","prompt":"x"}',
+    '{"image":"https://x/a.png","prompt":"","unknown":1}',
+    "{}",
+])
+def test_requests_rebuilt_from_the_checkpoint_are_what_model_construct_gives(text):
+    from videobatch._snapshot import _request_from
+    from videobatch.request import VideoRequest
+
+    fast, slow = _request_from(text), VideoRequest.model_construct(**json.loads(text))
+    assert fast == slow and fast.__dict__ == slow.__dict__ and list(fast.__dict__) == list(slow.__dict__)
+    assert fast.model_fields_set == slow.model_fields_set
+    assert (fast.__pydantic_extra__, fast.__pydantic_private__) == (slow.__pydantic_extra__, slow.__pydantic_private__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ._jobs import Job, State
 from ._pacing import SlotPool
@@ -45,7 +45,8 @@ class Rows:
     def __init__(self, *, provider: Provider, settings: RunSettings, stop: Stop,
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
                  run_began: float,
-                 started_wall: float, move: Move, emit: Emit) -> None:
+                 started_wall: float, move: Move, emit: Emit,
+                 durable: Callable[[], Awaitable[None]]) -> None:
         self.provider = provider
         self.settings = settings
         self.stop = stop
@@ -57,6 +58,7 @@ class Rows:
         self.started_wall = started_wall
         self.move = move
         self.emit = emit
+        self.durable = durable  # the store's: the intent to pay survives power loss before paying
         self.submits = 0
 
     # ------------------------------------------------------------------ submit
@@ -68,7 +70,8 @@ class Rows:
         while job.state is State.PENDING:
             if stop.no_submit or stop.fatal or stop.cancelled:
                 return
-            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)  # durable before sending
+            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)
+            await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             sent_at = job.updated_at
             self.submits += 1
             try:

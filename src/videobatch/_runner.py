@@ -150,7 +150,8 @@ class Runner:
                           slots=self._slots, poller=self._poller,
                           reconciler=self._reconciler, run_id=self.store.run_id,
                           run_began=self.store.created_at,
-                          started_wall=self._started_wall, move=self._move, emit=self._emit)
+                          started_wall=self._started_wall, move=self._move, emit=self._emit,
+                          durable=self.store.durable)
         self._closing = False
         # (Enum members looked up once: these loops see every row of a 200k-row batch.)
         cancelled, waiting, accepted, in_doubt = State.CANCELLED, State.PENDING, State.GENERATING, _IN_DOUBT
@@ -288,7 +289,7 @@ class Runner:
         last = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, every))
-            self.store.sync()
+            await self.store.durable()  # fsync in a thread: the loop goes on meanwhile
             if time.monotonic() - last >= every:
                 await self.store.snapshot(self.jobs)
                 last = time.monotonic()

@@ -259,13 +259,23 @@ def _states(column: pa.Array | pa.ChunkedArray) -> list[State]:
 _PLACEHOLDER = VideoRequest.model_construct(prompt="")
 
 
-_FIELDS = frozenset(VideoRequest.model_fields)
+# What VideoRequest.model_construct fills in for a field the text leaves out (all are immutable).
+_DEFAULTS = {name: info.get_default(call_default_factory=True)
+             for name, info in VideoRequest.model_fields.items()}
+_FIELDS = frozenset(_DEFAULTS)
 
 
 def _request_from(text: str) -> VideoRequest:
-    # Written by us from a validated request: trusted, so no second validation, unless it was
-    # written by the first release (image_tail, and Kling's options as fields): then converted.
+    """``VideoRequest.model_construct(**json.loads(text))`` (written by us from a validated request:
+    trusted, so no second validation), built directly: the same dict, fields-set and extra. A text
+    written by the first release (``image_tail``, Kling's options as fields) is converted instead."""
     data = json.loads(text)
     if not _FIELDS.issuperset(data):
         return VideoRequest.model_validate(data)
-    return VideoRequest.model_construct(**data)
+    request = object.__new__(VideoRequest)
+    object.__setattr__(request, "__dict__", {name: data.get(name, default)
+                                             for name, default in _DEFAULTS.items()})
+    object.__setattr__(request, "__pydantic_fields_set__", {name for name in _DEFAULTS if name in data})
+    object.__setattr__(request, "__pydantic_extra__", None)
+    object.__setattr__(request, "__pydantic_private__", None)
+    return request

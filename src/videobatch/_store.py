@@ -13,9 +13,11 @@ snapshot from the input and the journal in ``videobatch._recover``.
 Crash safety:
 - ``append`` issues one ``write(2)`` per record before returning, so a record survives the process
   being killed (``kill -9``) at any later instant. ``submitting`` records (the intent to pay) are
-  also fsync'ed, so they survive power loss too; other records are fsync'ed at the next snapshot or
-  ``sync()``. A lost non-submitting record is harmless: the row falls back to an earlier state and is
-  reconciled with the provider by its idempotency key.
+  also fsync'ed before the request leaves the process, so they survive power loss too: the runner
+  awaits ``durable()`` in between, and every row that submits in the same event-loop iteration
+  shares one fsync, run in a thread. Other records are fsync'ed at the next snapshot or
+  ``durable()``/``sync()``. A lost non-submitting record is harmless: the row falls back to an
+  earlier state and is reconciled with the provider by its idempotency key.
 - A snapshot goes to a temporary file, is fsync'ed, then renamed over the old one (and the directory
   fsync'ed). Appends switch to a new journal segment *before* the snapshot is built, so no record
   can fall between the snapshot and the journal. The new segment is created (header record written
@@ -51,13 +53,14 @@ import pyarrow.parquet as pq
 
 from ._input_keys import KEYS
 from ._inputs import Prompts
-from ._jobs import RESULT_FIELDS, Job, State, gc_paused
+from ._jobs import Job, gc_paused
 from ._journal import FORMAT as FORMAT
 from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
 from ._journal import segments as _segments
 from ._recover import rebuild
+from ._resume import carry_over
 from ._snapshot import (
     _META_KEY,
     _dynamic_table,
@@ -89,6 +92,10 @@ class Store:
     def sync(self) -> None:
         """Make every appended record durable against power loss."""
 
+    async def durable(self) -> None:
+        """Return once every record appended so far survives power loss (the runner awaits this
+        between a ``submitting`` record and the paid request it announces)."""
+
     async def snapshot(self, jobs: Sequence[Job]) -> None:
         """Fold the journal into a fresh snapshot."""
 
@@ -118,6 +125,9 @@ class Checkpoint(Store):
         self._committed = self._seq  # journal_seq of the last snapshot we wrote
         self._lock = asyncio.Lock()
         self._dirty = False
+        self._appended = 0  # records written to the journal by this store
+        self._synced = 0  # ...of which these are known to be fsync'ed
+        self._syncing: asyncio.Future[None] | None = None  # the fsync durable() callers share
         self.recovery: Replay | None = None  # what a rebuild from the journal met (lost snapshot)
         self.lost_rows: list[str] = []  # rows a rebuild could not place: looked up before paying
 
@@ -209,30 +219,8 @@ class Checkpoint(Store):
             return store, jobs
 
         jobs = _new_jobs(prompts)
-        request_json = prompts.request_json()
-        old = load(path, requests=False)
-        same = old.meta.get("fingerprint") == fingerprint and old.meta.get("settings") == settings
-        if not same and not force:
-            diff = _describe_difference(old, prompts.keys, request_json, settings)
-            raise CheckpointError(
-                f"checkpoint {path} was made from different rows or settings: {diff}.\n"
-                "Use --force (force=True) to keep the finished rows whose request is unchanged "
-                "and run the rest, or choose another checkpoint path."
-            )
-        old_rows = {j.key: (j, text) for j, text in zip(old.jobs, old.request_json, strict=True)}
-        for job, text in zip(jobs, request_json, strict=True):
-            prev, prev_text = old_rows.get(job.key, (None, None))
-            if prev is None:
-                continue
-            if prev_text == text:
-                for name in RESULT_FIELDS:
-                    setattr(job, name, getattr(prev, name))
-                job.extras = prev.extras
-                job.state = prev.state
-                job.updated_at = prev.updated_at
-            else:
-                # Same key, new request: a new submission that must not collide with the old one.
-                job.generation = prev.generation + 1
+        old = carry_over(path, jobs, prompts.keys, prompts.request_json(), fingerprint=fingerprint,
+                         settings=settings, force=force)
         meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
         store = cls(path, prompts.frame, prompts.keys, column, meta)
         store._writer = lock
@@ -283,13 +271,36 @@ class Checkpoint(Store):
         fd = self._journal_fd()
         os.write(fd, data)
         self._dirty = True
-        if record.get("s") == State.SUBMITTING:
-            os.fsync(fd)
+        self._appended += 1
 
     def sync(self) -> None:
+        upto = self._appended
         if self._fd is not None and self._dirty:
             os.fsync(self._fd)
             self._dirty = False
+        self._synced = max(self._synced, upto)
+
+    async def durable(self) -> None:
+        # Group commit, off the event loop: one fsync (in a thread, on a duplicate descriptor, so a
+        # snapshot may switch segments meanwhile) covers every record appended before it starts;
+        # rows that append while it runs share the next one.
+        target = self._appended
+        while self._synced < target:
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._sync_in_thread())
+            await asyncio.shield(self._syncing)  # a cancelled caller must not cancel the others'
+
+    async def _sync_in_thread(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the other rows of this loop iteration append first
+            upto = self._appended
+            if self._fd is not None and self._dirty:
+                await asyncio.to_thread(_fsync_closing, os.dup(self._fd))
+                if self._appended == upto:  # nothing written since: all clean
+                    self._dirty = False
+            self._synced = max(self._synced, upto)
+        finally:
+            self._syncing = None
 
     # ---------------------------------------------------------------- snapshot
     async def snapshot(self, jobs: Sequence[Job]) -> None:
@@ -368,24 +379,11 @@ def _new_jobs(prompts: Prompts) -> list[Job]:
     return list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
 
 
-def _describe_difference(
-    old: LoadedCheckpoint, keys: Sequence[str], request_json: Sequence[str], settings: dict[str, Any]
-) -> str:
-    old_req = dict(zip((j.key for j in old.jobs), old.request_json, strict=True))
-    new_req = dict(zip(keys, request_json, strict=True))
-    changed = [k for k in new_req if k in old_req and old_req[k] != new_req[k]]
-    added = [k for k in new_req if k not in old_req]
-    removed = [k for k in old_req if k not in new_req]
-    parts = []
-    for label, ks in (("changed", changed), ("new", added), ("no longer in the input", removed)):
-        if ks:
-            parts.append(f"{len(ks)} row(s) {label} (e.g. {', '.join(map(repr, ks[:3]))})")
-    old_settings = old.meta.get("settings")
-    if old_settings != settings:
-        parts.append(f"settings differ (checkpoint: {old_settings}, now: {settings})")
-    if not parts:
-        parts.append("the rows are the same but in a different order")
-    return "; ".join(parts)
+def _fsync_closing(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:
