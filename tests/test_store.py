@@ -363,9 +363,8 @@ def _line_ends(data: bytes):
 
 
 @pytest.mark.parametrize("text", [
-    '{"aspect_ratio":"16:9","duration":5,"mode":"std","model":"kling-v1-6","prompt":"a fox"}',
-    '{"camera_control":{"config":{"zoom":5},"type":"simple"},"cfg_scale":0.5,"model":"kling-v1","prompt":"x"}',
-    '{"image":"https://x/a.png","prompt":"","unknown":1}',
+    '{"aspect_ratio":"16:9","duration":5,"model":"kling-v2-6","options":{"mode":"std"},"prompt":"a fox"}',
+    '{"end_image":"https://x/b.png","image":"https://x/a.png","prompt":"","seed":7,"audio":true}',
     "{}",
 ])
 def test_requests_rebuilt_from_the_checkpoint_are_what_model_construct_gives(text):
@@ -376,3 +375,12 @@ def test_requests_rebuilt_from_the_checkpoint_are_what_model_construct_gives(tex
     assert fast == slow and fast.__dict__ == slow.__dict__ and list(fast.__dict__) == list(slow.__dict__)
     assert fast.model_fields_set == slow.model_fields_set
     assert (fast.__pydantic_extra__, fast.__pydantic_private__) == (slow.__pydantic_extra__, slow.__pydantic_private__)
+
+
+def test_requests_the_first_release_wrote_are_read_in_today_s_terms():
+    from videobatch._snapshot import _request_from
+
+    old = _request_from('{"camera_control":{"type":"simple"},"cfg_scale":0.5,"image_tail":"https://x/b.png",'
+                        '"mode":"pro","model":"kling-v1","prompt":"","unknown":1}')
+    assert old.options == {"mode": "pro", "cfg_scale": 0.5, "camera_control": {"type": "simple"}}
+    assert old.end_image == "https://x/b.png" and old.model == "kling-v1" and old.prompt == ""

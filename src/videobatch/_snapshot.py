@@ -24,7 +24,7 @@ from ._jobs import RESULT_FIELDS, Job, State, gc_paused
 from ._journal import FORMAT, Replay, first_header, replay
 from ._journal import segments as _segments
 from .errors import CheckpointError
-from .request import VideoRequest
+from .request import VideoRequest, earlier_spellings
 
 __all__ = ["REPAIR_HINT", "LoadedCheckpoint", "key_scheme", "load", "read_meta", "resumed_jobs"]
 
@@ -268,10 +268,11 @@ _FIELDS = frozenset(_DEFAULTS)
 def _request_from(text: str) -> VideoRequest:
     """``VideoRequest.model_construct(**json.loads(text))`` (written by us from a validated request:
     trusted, so no second validation), built directly: the same dict, fields-set and extra. A text
-    written by the first release (``image_tail``, Kling's options as fields) is converted instead."""
+    written by the first release (``image_tail``, Kling's options as fields) is read in today's
+    terms first."""
     data = json.loads(text)
-    if not _FIELDS.issuperset(data):
-        return VideoRequest.model_validate(data)
+    if not _FIELDS.issuperset(data):  # the first release's spellings; keys nobody knows are dropped
+        data = {k: v for k, v in earlier_spellings(data).items() if k in _FIELDS}
     request = object.__new__(VideoRequest)
     object.__setattr__(request, "__dict__", {name: data.get(name, default)
                                              for name, default in _DEFAULTS.items()})

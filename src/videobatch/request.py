@@ -24,13 +24,30 @@ from pydantic_core import PydanticCustomError
 
 from .catalog import Catalog, ModelCard
 
-__all__ = ["REQUEST_FIELDS", "RequestRules", "VideoRequest", "request_errors"]
+__all__ = ["REQUEST_FIELDS", "RequestRules", "VideoRequest", "earlier_spellings", "request_errors"]
 
 # Fields of the first release that are now options (of Kling, where they came from), and renamed ones.
 _NOW_OPTIONS = ("mode", "cfg_scale", "camera_control")
 _RENAMED = {"image_tail": "end_image"}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
+
+
+def earlier_spellings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A request as the first release wrote it (checkpoints, Python calls) in today's terms:
+    ``image_tail`` is ``end_image``; ``mode``, ``cfg_scale`` and ``camera_control`` are options."""
+    out = dict(data)
+    if not any(k in out for k in (*_NOW_OPTIONS, *_RENAMED)):
+        return out
+    for old, new in _RENAMED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    moved = {name: out.pop(name) for name in _NOW_OPTIONS if name in out}
+    moved = {name: value for name, value in moved.items() if value is not None}
+    if moved:
+        out["options"] = {**moved, **(out.get("options") or {})}
+    return out
 
 
 def _rules(info: ValidationInfo) -> RequestRules | None:
@@ -100,20 +117,13 @@ class VideoRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _gather_options(cls, data: Any, info: ValidationInfo) -> Any:
-        """Columns named after the provider's options go into ``options``. Requests written by the
-        first release (checkpoints, Python calls) spelled ``end_image`` ``image_tail`` and had
-        ``mode``, ``cfg_scale`` and ``camera_control`` as fields: they are options now."""
+        """Columns named after the provider's options go into ``options``; the first release's
+        spellings are read as today's (``earlier_spellings``)."""
         if not isinstance(data, Mapping):
             return data
         rules = _rules(info)
-        names = (*_NOW_OPTIONS, *(rules.option_names if rules is not None else ()))
-        if not any(name in data for name in (*names, *_RENAMED)):
-            return data
-        data = dict(data)
-        for old, new in _RENAMED.items():
-            if old in data:
-                value = data.pop(old)
-                data.setdefault(new, value)
+        names = rules.option_names if rules is not None else ()
+        data = earlier_spellings(data)
         moved = {name: data.pop(name) for name in names if name in data and name not in cls.model_fields}
         moved = {name: value for name, value in moved.items() if value is not None}
         if moved:
