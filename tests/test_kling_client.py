@@ -698,6 +698,30 @@ def test_status_many_reports_a_rate_limit_for_each_task(router):
 # -- configuration and secrets ---------------------------------------------------------------------
 
 
+def test_a_console_api_key_is_sent_as_is_and_wins_over_a_key_pair(router):
+    route = router.post(T2V).respond(json=envelope(task()))
+    api_key = "api-key-kling-0123456789abcdef"
+    provider = make(router, api_key=api_key)
+    provider.check([VideoRequest(prompt="p")])
+    run(provider.submit(VideoRequest(prompt="p"), "key-1"))
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {api_key}"
+    assert api_key not in repr(provider) and api_key not in str(provider.describe())
+    alone = make(router, api_key=api_key, access_key=None, secret_key=None)
+    alone.check([])  # the API key alone is enough
+
+
+def test_without_any_key_the_error_names_both_ways(router, monkeypatch):
+    for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        make(router, access_key=None, secret_key=None).check([])
+    assert all(name in str(caught.value) for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"))
+    monkeypatch.setenv("KLING_API_KEY", "api-key-kling-from-the-environment")
+    make(router, access_key=None, secret_key=None).check([])
+    with pytest.raises(ConfigError, match="KLING_API_KEY"):
+        make(router, api_key="key with spaces").check([])
+
+
 @pytest.mark.parametrize(("missing", "variable"), [("access_key", "KLING_ACCESS_KEY"),
                                                     ("secret_key", "KLING_SECRET_KEY")])
 def test_missing_key_names_the_variable_and_sends_nothing(router, missing, variable):
@@ -742,7 +766,10 @@ def test_options_arrive_as_strings():
     assert default.poll_hint.first_poll == 30
     assert default.poll_hint.min_interval == 5
     assert default.poll_hint.max_interval == 60
-    assert default.base_url == "https://api.klingai.com"
+    assert default.base_url == "https://api-singapore.klingai.com"  # the documented default host
+    assert KlingProvider(region="cn").base_url == "https://api-beijing.klingai.com"
+    with pytest.raises(ConfigError, match="region 'mars'"):
+        KlingProvider(region="mars")
     with pytest.raises(ConfigError, match="max_parallel"):
         get_provider("kling", max_parallel="lots")
     with pytest.raises(ConfigError, match="bad option"):

@@ -57,6 +57,8 @@ class SimConfig:
 
     access_key: str = "test-access-key"
     secret_key: str = "test-secret-key-0123456789abcdef"  # noqa: S105 (a test double's key)
+    # A console API key, sent as is ("Authorization: Bearer <key>"); None: only JWTs are accepted.
+    api_key: str | None = "api-key-kling-test-0123456789"
     latency: float = 0.5  # seconds from create to the end of a task
     jitter: float = 0.2  # ± fraction of latency, uniform
     queue_share: float = 0.2  # share of the latency spent "submitted"

@@ -1,8 +1,14 @@
 """Kling credentials: read from options or the environment, checked, held secret, turned into JWTs.
 
-An access key + secret key pair signs a short-lived JWT (HS256, ``{"iss": access, "exp": now + 1800,
-"nbf": now - 5}``) sent as ``Authorization: Bearer <token>``. Keys and tokens live in ``Secret``
-wrappers whose repr is ``'***'`` and which refuse to be pickled; no message shows a value.
+Two ways, as Kling's console offers them (docs/providers/kling.md, "Auth and hosts"):
+
+* a console **API key** (``KLING_API_KEY``), sent as is: ``Authorization: Bearer <API key>``;
+* an **access key + secret key** pair (``KLING_ACCESS_KEY`` / ``KLING_SECRET_KEY``) signing a
+  short-lived JWT (HS256, ``{"iss": access, "exp": now + 1800, "nbf": now - 5}``) sent as
+  ``Authorization: Bearer <token>``.
+
+The API key wins when both are set. Keys and tokens live in ``Secret`` wrappers whose repr is
+``'***'`` and which refuse to be pickled; no message shows a value.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from typing import NoReturn
 import jwt
 
 from ...errors import ConfigError
-from .wire import ACCESS_ENV, SECRET_ENV
+from .wire import ACCESS_ENV, API_KEY_ENV, SECRET_ENV
 
-__all__ = ["TOKEN_TTL", "Secret", "credential", "key_pair", "sign"]
+__all__ = ["TOKEN_TTL", "Secret", "api_key", "credential", "key_pair", "sign"]
 
 TOKEN_TTL = 1800  # seconds a JWT is valid
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no whitespace
@@ -65,14 +71,33 @@ def _key_problem(value: str) -> str | None:
     return None
 
 
+_NEITHER = (f"Kling credentials missing: set {API_KEY_ENV} (a console API key), or "
+            f"{ACCESS_ENV} and {SECRET_ENV} (an access key and its secret key); or pass api_key=... "
+            "/ access_key=... and secret_key=... Keys are in the Kling developer console.")
+
+
+def api_key(held: Secret | None) -> str:
+    """The console API key, checked, or a ConfigError naming the variable (never the value)."""
+    if held is None:
+        raise ConfigError(_NEITHER)
+    problem = _key_problem(held.reveal())
+    if problem:
+        raise ConfigError(f"Kling credentials malformed: {API_KEY_ENV} (api_key) looks wrong: "
+                          f"{problem}. Copy the key again from the Kling developer console.")
+    return held.reveal()
+
+
 def key_pair(access: Secret | None, secret: Secret | None) -> tuple[str, str]:
     """Both keys, or a ConfigError naming the variable to set (never showing a value)."""
+    if access is None and secret is None:
+        raise ConfigError(_NEITHER)
     values: list[str] = []
     for held, env, option in ((access, ACCESS_ENV, "access_key"), (secret, SECRET_ENV, "secret_key")):
         if held is None:
             raise ConfigError(
                 f"Kling credentials missing: set the environment variable {env} "
-                f"(or pass {option}=...). Keys are in the Kling developer console."
+                f"(or pass {option}=...), or use a console API key ({API_KEY_ENV}) instead. "
+                "Keys are in the Kling developer console."
             )
         problem = _key_problem(held.reveal())
         if problem:

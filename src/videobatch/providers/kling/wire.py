@@ -47,6 +47,7 @@ from .options import KlingOptions
 
 __all__ = [
     "ACCESS_ENV",
+    "API_KEY_ENV",
     "IMAGE2VIDEO",
     "KINDS",
     "MAX_TEXT",
@@ -66,7 +67,7 @@ __all__ = [
     "transport_error",
 ]
 
-ACCESS_ENV, SECRET_ENV = "KLING_ACCESS_KEY", "KLING_SECRET_KEY"
+ACCESS_ENV, SECRET_ENV, API_KEY_ENV = "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_API_KEY"
 MAX_TEXT = 2500  # characters of prompt / negative_prompt
 RESULT_TTL = 30 * 24 * 3600  # Kling deletes result files after 30 days
 TEXT2VIDEO, IMAGE2VIDEO = "text2video", "image2video"
