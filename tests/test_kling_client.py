@@ -21,6 +21,7 @@ from videobatch.errors import (
     AuthError,
     ConfigError,
     KeyAlreadyUsed,
+    ModelRefused,
     NotFoundError,
     ProviderError,
     RateLimited,
@@ -234,8 +235,8 @@ CASES = [
     (401, 1000, AuthError), (401, 1001, AuthError), (401, 1002, AuthError),
     (401, 1003, AuthError),
     (429, 1100, AccountError), (429, 1101, AccountError), (429, 1102, AccountError),
-    (403, 1103, RejectedError), (400, 1200, RejectedError), (400, 1201, RejectedError),
-    (404, 1202, RejectedError), (404, 1203, NotFoundError),
+    (403, 1103, ModelRefused), (400, 1200, RejectedError), (400, 1201, RejectedError),
+    (404, 1202, RejectedError), (404, 1203, ModelRefused),  # on a create the missing resource is the model
     (400, 1300, RejectedError), (400, 1301, RejectedError),
     (429, 1302, RateLimited), (429, 1303, SlotsBusy), (429, 1304, AccountError),
     (500, 5000, TransientError), (503, 5001, TransientError), (504, 5002, TransientError),
@@ -257,6 +258,9 @@ def test_business_codes_map_to_error_classes(router, status, code, expected):
     if expected is AuthError:
         assert "KLING_ACCESS_KEY" in str(error)
         assert "KLING_SECRET_KEY" in str(error)
+        assert "KLING_API_KEY" in str(error)
+    if expected is ModelRefused:
+        assert error.model == "kling-v2-master" and "kling-v2-master" in str(error)
     if code in (1100, 1101, 1102):
         assert "balance" in str(error)
     if code == 1304:

@@ -66,6 +66,7 @@ class SimConfig:
     rps: float | None = None  # API requests per second (1302 beyond); None: unlimited
     retry_after: bool = True  # send Retry-After with the rate limit's 1302
     allowed_models: tuple[str, ...] | None = None  # others get 1103; None: all
+    retired: tuple[str, ...] = RETIRED  # models answered 404 / 1203 (add one to act out a retirement)
     max_tasks: int | None = None  # resource pack size in tasks (1102 beyond); None: unlimited
     slow_seconds: float = 3.0  # how late a "slow" answer comes
     video_seconds: float = 1.0  # length of the MP4 files served
@@ -97,7 +98,7 @@ class SimConfig:
                 raise ValueError(f"unknown server setting {name!r}")
         old = {name: getattr(self, name) for name in values}
         for name, value in values.items():
-            if name == "allowed_models" and value is not None:
+            if name in ("allowed_models", "retired") and value is not None:
                 value = tuple(value)
             setattr(self, name, value)
         try:
@@ -233,7 +234,7 @@ class Account:
         if not isinstance(body, dict):
             raise bad("body", "must be a JSON object")
         model = body.get("model_name", "kling-v1")
-        if model in RETIRED:
+        if model in self.config.retired:
             raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
         if model not in MODELS:
             raise bad("model_name", f"{model!r} is not one of {', '.join(MODELS)}")

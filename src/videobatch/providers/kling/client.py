@@ -51,9 +51,9 @@ from ...errors import (
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from . import listing, wire
-from .credentials import Secret, api_key, credential, key_pair, sign
+from .credentials import Credentials
 from .options import MODELS_FILE, KlingOptions
-from .wire import ACCESS_ENV, API_KEY_ENV, KINDS, SECRET_ENV, TEXT2VIDEO
+from .wire import KINDS, TEXT2VIDEO
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
 
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 HOSTS = {"global": "https://api-singapore.klingai.com", "cn": "https://api-beijing.klingai.com"}
 DEFAULT_BASE_URL = HOSTS["global"]
 BASE_URL_ENV = "KLING_BASE_URL"
-TOKEN_RENEW_BEFORE = 300  # renew a JWT this long before it expires
 
 _now = time.time  # the clock; tests replace it
 
@@ -123,9 +122,7 @@ class KlingProvider(Provider):
         scan_pages: int | str = 20,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._api_key = credential(api_key, API_KEY_ENV)
-        self._access = credential(access_key, ACCESS_ENV)
-        self._secret = credential(secret_key, SECRET_ENV)
+        self._keys = Credentials(api_key, access_key, secret_key)
         if region not in HOSTS:
             raise ConfigError(f"kling region {region!r} is not one of {', '.join(HOSTS)} (keys are "
                               "bound to the region of the console that issued them)")
@@ -154,34 +151,18 @@ class KlingProvider(Provider):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._token: Secret | None = None
-        self._token_exp = 0.0
         self._kinds: dict[str, str] = {}  # task_id -> text2video / image2video
         self._key_kinds: dict[str, str] = {}  # external_task_id -> kind
 
     # -- credentials -------------------------------------------------------------------------
 
-    def _credentials(self) -> tuple[str, str] | str:
-        """The console API key when one is set (it wins), else the access/secret key pair."""
-        if self._api_key is not None:
-            return api_key(self._api_key)
-        return key_pair(self._access, self._secret)
-
     def _bearer(self, *, renew: bool = False) -> str:
-        """The API key as is, or a JWT reused until ~5 minutes before it expires."""
-        held = self._credentials()
-        if isinstance(held, str):
-            return held
-        access, secret = held
-        now = _now()
-        if renew or self._token is None or now >= self._token_exp - TOKEN_RENEW_BEFORE:
-            self._token, self._token_exp = sign(access, secret, now)
-        return self._token.reveal()
+        return self._keys.bearer(_now(), renew=renew)
 
     # -- the provider interface --------------------------------------------------------------
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
-        self._credentials()
+        self._keys.check()
         return self.check_rows(requests)
 
     def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:

@@ -23,9 +23,11 @@ import jwt
 from ...errors import ConfigError
 from .wire import ACCESS_ENV, API_KEY_ENV, SECRET_ENV
 
-__all__ = ["TOKEN_TTL", "Secret", "api_key", "credential", "key_pair", "sign"]
+__all__ = ["TOKEN_RENEW_BEFORE", "TOKEN_TTL", "Credentials", "Secret", "api_key", "credential", "key_pair",
+           "sign"]
 
 TOKEN_TTL = 1800  # seconds a JWT is valid
+TOKEN_RENEW_BEFORE = 300  # renew a JWT this long before it expires
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no whitespace
 # PyJWT ≥ 2.10 warns about HMAC keys under 32 bytes; older versions have no such class.
 _SHORT_KEY_WARNING: type[Warning] = getattr(
@@ -118,3 +120,38 @@ def sign(access: str, secret: str, now: float) -> tuple[Secret, int]:
         warnings.simplefilter("ignore", _SHORT_KEY_WARNING)
         token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
     return Secret(token), exp
+
+
+class Credentials:
+    """What one provider object authenticates with: a console API key (it wins when both are
+    set), or an access/secret key pair whose JWT is reused until shortly before it expires.
+    Read from the options, else the environment; checked only when used (a dry run needs none)."""
+
+    def __init__(self, api_key: str | None, access_key: str | None, secret_key: str | None) -> None:
+        self._api_key = credential(api_key, API_KEY_ENV)
+        self._access = credential(access_key, ACCESS_ENV)
+        self._secret = credential(secret_key, SECRET_ENV)
+        self._token: Secret | None = None
+        self._token_exp = 0.0
+
+    def check(self) -> None:
+        """ConfigError naming what to set when the keys are missing or malformed."""
+        self._held()
+
+    def _held(self) -> tuple[str, str] | str:
+        if self._api_key is not None:
+            return api_key(self._api_key)
+        return key_pair(self._access, self._secret)
+
+    def bearer(self, now: float, *, renew: bool = False) -> str:
+        """The Authorization bearer: the API key as is, or a JWT (a fresh one when ``renew``)."""
+        held = self._held()
+        if isinstance(held, str):
+            return held
+        access, secret = held
+        if renew or self._token is None or now >= self._token_exp - TOKEN_RENEW_BEFORE:
+            self._token, self._token_exp = sign(access, secret, now)
+        return self._token.reveal()
+
+    def __repr__(self) -> str:
+        return "<Kling credentials ***>"
