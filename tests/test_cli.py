@@ -317,3 +317,15 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path, command):
     if command == "run":
         assert all(j.state is State.COMPLETED for j in load(checkpoint).jobs)
         assert (tmp_path / "p.results.csv").exists()
+
+
+def test_a_dry_run_for_kling_needs_no_keys_and_says_what_the_run_will(tmp_path, monkeypatch):
+    for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    csv = write_csv(tmp_path / "p.csv", ["a cat", "a dog"])
+    res = cli(str(csv), "--provider", "kling", "--dry-run", "--model", "kling-v3", "--duration", "8")
+    assert res.returncode == 0, res.stderr
+    assert "KLING_API_KEY" in res.stdout and "2 rows valid" in res.stdout
+    assert "2 × kling-v3 std 8s" in res.stdout and "estimated cost: about $1.34" in res.stdout
+    retired = cli(str(csv), "--provider", "kling", "--dry-run", "--model", "kling-v1-6")
+    assert retired.returncode == 2 and "retired on 2026-09-15; use kling-v3" in retired.stderr

@@ -21,6 +21,7 @@ from videobatch.errors import (
     AuthError,
     ConfigError,
     KeyAlreadyUsed,
+    ModelRefused,
     NotFoundError,
     ProviderError,
     RateLimited,
@@ -234,8 +235,8 @@ CASES = [
     (401, 1000, AuthError), (401, 1001, AuthError), (401, 1002, AuthError),
     (401, 1003, AuthError),
     (429, 1100, AccountError), (429, 1101, AccountError), (429, 1102, AccountError),
-    (403, 1103, RejectedError), (400, 1200, RejectedError), (400, 1201, RejectedError),
-    (404, 1202, RejectedError), (404, 1203, NotFoundError),
+    (403, 1103, ModelRefused), (400, 1200, RejectedError), (400, 1201, RejectedError),
+    (404, 1202, RejectedError), (404, 1203, ModelRefused),  # on a create the missing resource is the model
     (400, 1300, RejectedError), (400, 1301, RejectedError),
     (429, 1302, RateLimited), (429, 1303, SlotsBusy), (429, 1304, AccountError),
     (500, 5000, TransientError), (503, 5001, TransientError), (504, 5002, TransientError),
@@ -257,6 +258,9 @@ def test_business_codes_map_to_error_classes(router, status, code, expected):
     if expected is AuthError:
         assert "KLING_ACCESS_KEY" in str(error)
         assert "KLING_SECRET_KEY" in str(error)
+        assert "KLING_API_KEY" in str(error)
+    if expected is ModelRefused:
+        assert error.model == "kling-v2-master" and "kling-v2-master" in str(error)
     if code in (1100, 1101, 1102):
         assert "balance" in str(error)
     if code == 1304:
@@ -698,6 +702,30 @@ def test_status_many_reports_a_rate_limit_for_each_task(router):
 # -- configuration and secrets ---------------------------------------------------------------------
 
 
+def test_a_console_api_key_is_sent_as_is_and_wins_over_a_key_pair(router):
+    route = router.post(T2V).respond(json=envelope(task()))
+    api_key = "api-key-kling-0123456789abcdef"
+    provider = make(router, api_key=api_key)
+    provider.check([VideoRequest(prompt="p")])
+    run(provider.submit(VideoRequest(prompt="p"), "key-1"))
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {api_key}"
+    assert api_key not in repr(provider) and api_key not in str(provider.describe())
+    alone = make(router, api_key=api_key, access_key=None, secret_key=None)
+    alone.check([])  # the API key alone is enough
+
+
+def test_without_any_key_the_error_names_both_ways(router, monkeypatch):
+    for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        make(router, access_key=None, secret_key=None).check([])
+    assert all(name in str(caught.value) for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"))
+    monkeypatch.setenv("KLING_API_KEY", "api-key-kling-from-the-environment")
+    make(router, access_key=None, secret_key=None).check([])
+    with pytest.raises(ConfigError, match="KLING_API_KEY"):
+        make(router, api_key="key with spaces").check([])
+
+
 @pytest.mark.parametrize(("missing", "variable"), [("access_key", "KLING_ACCESS_KEY"),
                                                     ("secret_key", "KLING_SECRET_KEY")])
 def test_missing_key_names_the_variable_and_sends_nothing(router, missing, variable):
@@ -742,7 +770,10 @@ def test_options_arrive_as_strings():
     assert default.poll_hint.first_poll == 30
     assert default.poll_hint.min_interval == 5
     assert default.poll_hint.max_interval == 60
-    assert default.base_url == "https://api.klingai.com"
+    assert default.base_url == "https://api-singapore.klingai.com"  # the documented default host
+    assert KlingProvider(region="cn").base_url == "https://api-beijing.klingai.com"
+    with pytest.raises(ConfigError, match="region 'mars'"):
+        KlingProvider(region="mars")
     with pytest.raises(ConfigError, match="max_parallel"):
         get_provider("kling", max_parallel="lots")
     with pytest.raises(ConfigError, match="bad option"):

@@ -191,3 +191,33 @@ def test_a_smaller_account_limit_is_learned_not_hammered():
     assert counters["accepted"] == 30
     assert counters["paid_duplicates"] == 0
     assert counters["rejected"].get("parallel_limit", 0) <= 10  # backs off and adapts
+
+
+def test_a_model_the_catalogue_still_lists_but_kling_retired_stops_early_not_row_by_row(tmp_path):
+    """The catalogue is stale: Kling answers 1203 for kling-v2-6. After 3 refusals in a row its rows
+    are not sent any more (pending, unpaid, with Kling's words); the other model's rows finish."""
+    rows = [{"prompt": f"shot {i}", "model": "kling-v2-6" if i % 2 else "kling-v3"} for i in range(16)]
+    with running_server(latency=0.2, max_parallel=2,
+                        retired=(*SimConfig().retired, "kling-v2-6")) as server:
+        with pytest.raises(videobatch.ProviderError) as caught:
+            videobatch.run(rows, "kling", checkpoint=tmp_path / "run.parquet", concurrency=2,
+                           **kling_options(server))
+        counters = server.counters()
+    df = caught.value.results
+    assert isinstance(caught.value, videobatch.ModelRefused)
+    assert "kling-v2-6" in str(caught.value) and "does not exist" in str(caught.value)
+    v3 = df[df["model"] == "kling-v3"]
+    v26 = df[df["model"] == "kling-v2-6"]
+    assert (v3["status"] == "completed").all()
+    assert (v26["status"] == "pending").all()  # unpaid, to resume once the model is fixed
+    tried = v26["attempts"].fillna(0)
+    assert tried.sum() <= 3 + 1  # 3 in a row block it (one more may have been on its way)
+    assert (v26["error_kind"][tried > 0] == "model_refused").all()
+    assert counters["accepted"] == 8 and counters["paid_duplicates"] == 0
+    # the CLI says so and exits 1
+    csv = tmp_path / "p.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    with running_server(latency=0.2, retired=(*SimConfig().retired, "kling-v2-6")) as server:
+        res = cli(str(csv), *fast_flags(server, 2), env=cli_env(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=SK))
+    assert res.returncode == 1, res.stderr
+    assert "kling-v2-6" in res.stdout and "not submitted" in res.stdout

@@ -330,6 +330,23 @@ def test_a_retired_model_or_none_at_all_is_a_resource_that_does_not_exist(server
     assert answer.status_code == 404 and answer.json()["code"] == 1203
 
 
+def test_a_console_api_key_authenticates_a_whole_run(server):
+    """API key only (no access/secret pair): a run completes against the server."""
+    from videobatch.testing.kling_sim import SimConfig
+
+    kling = provider(server, api_key=SimConfig().api_key, access_key=None, secret_key=None)
+
+    async def go() -> TaskState:
+        async with kling:
+            task = await kling.submit(VideoRequest(prompt="p"), "api-key-row")
+            return (await kling.status(task.task_id)).state
+
+    assert run(go()) in (TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED)
+    answer = httpx.post(f"{server.url}/v1/videos/text2video", json={"model_name": "kling-v2-6", "prompt": "p"},
+                        headers={"Authorization": "Bearer api-key-kling-wrong-0000"})
+    assert answer.status_code == 401
+
+
 def token() -> str:
     now = int(time.time())
     return jwt.encode({"iss": AK, "exp": now + 1800, "nbf": now - 5}, SK, algorithm="HS256")

@@ -186,7 +186,7 @@ class Runner:
             counts=Counter(j.state for j in self.jobs),
             elapsed=time.monotonic() - self._tally.started,
             cancelled=stop.cancelled,
-            stopped_by=stop.fatal or stop.no_submit,
+            stopped_by=stop.fatal or stop.no_submit or stop.blocked_error(),
             polls=self._poller.polls,
             submits=self._rows.submits,
         )

@@ -58,3 +58,25 @@ class Stop:
     cancelled: bool = False
     crash: Exception | None = None  # a bug (not a provider answer): stop, flush, re-raise
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Models whose rows are not submitted any more (the provider refused the model itself several
+    # times in a row), and the refusals counted so far per model.
+    blocked: dict[str, ProviderError] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def refused(self, model: str, exc: ProviderError, *, limit: int = 3) -> None:
+        """One more refusal of ``model`` itself; ``limit`` in a row blocks it."""
+        self.refusals[model] = self.refusals.get(model, 0) + 1
+        if self.refusals[model] >= limit and model not in self.blocked:
+            self.blocked[model] = exc
+
+    def blocked_error(self) -> ProviderError | None:
+        """What stopped submitting some models, as one error for the run's outcome (or None)."""
+        if not self.blocked:
+            return None
+        first = next(iter(self.blocked.values()))
+        models = ", ".join(self.blocked)
+        message = (f"rows of model{'s' if len(self.blocked) > 1 else ''} {models} were not submitted "
+                   f"(they stay pending, unpaid): the provider refused the model itself several "
+                   f"times in a row. It said: {first.message}")
+        return type(first)(message, provider_code=first.provider_code, status_code=first.status_code,
+                           request_id=first.request_id)

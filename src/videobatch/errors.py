@@ -33,6 +33,7 @@ __all__ = [
     "IllegalTransition",
     "InputError",
     "KeyAlreadyUsed",
+    "ModelRefused",
     "NotFoundError",
     "Problem",
     "ProviderError",
@@ -175,6 +176,19 @@ class RejectedError(ProviderError):
     """The provider refused this row for good (invalid parameter, content policy). Not retried."""
 
     kind = "rejected"
+
+
+class ModelRefused(RejectedError):
+    """The provider refused the row's *model*, not the row: the model is gone (retired) or the
+    account may not use it. Nothing was created. After a few such refusals in a row the runner stops
+    submitting that model's rows; they stay pending and unpaid, to resume once the model (or the
+    catalogue) is fixed."""
+
+    kind = "model_refused"
+
+    def __init__(self, message: str, *, model: str | None = None, **where: Any) -> None:
+        self.model = model
+        super().__init__(message, **where)
 
 
 class NotFoundError(ProviderError):

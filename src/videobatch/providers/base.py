@@ -213,6 +213,10 @@ class Provider(ABC):
         Called before anything is submitted, so a bad row costs nothing. Raise ConfigError for
         problems with the provider set-up itself (e.g. missing credentials).
         """
+        return self.check_rows(requests)
+
+    def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
+        """The row part of ``check`` alone, needing no credentials (a dry run without keys)."""
         return []
 
     @abstractmethod

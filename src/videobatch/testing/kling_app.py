@@ -116,6 +116,8 @@ class KlingApp:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return SimError(1002, reason="auth_1002")
+        if self.config.api_key is not None and token.strip() == self.config.api_key:
+            return None  # a console API key, sent as is
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # short test secrets

@@ -57,6 +57,8 @@ class SimConfig:
 
     access_key: str = "test-access-key"
     secret_key: str = "test-secret-key-0123456789abcdef"  # noqa: S105 (a test double's key)
+    # A console API key, sent as is ("Authorization: Bearer <key>"); None: only JWTs are accepted.
+    api_key: str | None = "api-key-kling-test-0123456789"
     latency: float = 0.5  # seconds from create to the end of a task
     jitter: float = 0.2  # ± fraction of latency, uniform
     queue_share: float = 0.2  # share of the latency spent "submitted"
@@ -64,6 +66,7 @@ class SimConfig:
     rps: float | None = None  # API requests per second (1302 beyond); None: unlimited
     retry_after: bool = True  # send Retry-After with the rate limit's 1302
     allowed_models: tuple[str, ...] | None = None  # others get 1103; None: all
+    retired: tuple[str, ...] = RETIRED  # models answered 404 / 1203 (add one to act out a retirement)
     max_tasks: int | None = None  # resource pack size in tasks (1102 beyond); None: unlimited
     slow_seconds: float = 3.0  # how late a "slow" answer comes
     video_seconds: float = 1.0  # length of the MP4 files served
@@ -95,7 +98,7 @@ class SimConfig:
                 raise ValueError(f"unknown server setting {name!r}")
         old = {name: getattr(self, name) for name in values}
         for name, value in values.items():
-            if name == "allowed_models" and value is not None:
+            if name in ("allowed_models", "retired") and value is not None:
                 value = tuple(value)
             setattr(self, name, value)
         try:
@@ -231,7 +234,7 @@ class Account:
         if not isinstance(body, dict):
             raise bad("body", "must be a JSON object")
         model = body.get("model_name", "kling-v1")
-        if model in RETIRED:
+        if model in self.config.retired:
             raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
         if model not in MODELS:
             raise bad("model_name", f"{model!r} is not one of {', '.join(MODELS)}")

@@ -51,17 +51,18 @@ from ...errors import (
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from . import listing, wire
-from .credentials import Secret, credential, key_pair, sign
+from .credentials import Credentials
 from .options import MODELS_FILE, KlingOptions
-from .wire import ACCESS_ENV, KINDS, SECRET_ENV, TEXT2VIDEO
+from .wire import KINDS, TEXT2VIDEO
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.klingai.com"
+# Keys are bound to a region: a global (international console) key on the Beijing host gets 1002.
+HOSTS = {"global": "https://api-singapore.klingai.com", "cn": "https://api-beijing.klingai.com"}
+DEFAULT_BASE_URL = HOSTS["global"]
 BASE_URL_ENV = "KLING_BASE_URL"
-TOKEN_RENEW_BEFORE = 300  # renew a JWT this long before it expires
 
 _now = time.time  # the clock; tests replace it
 
@@ -79,9 +80,11 @@ def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float
 class KlingProvider(Provider):
     """Kling AI text-to-video and image-to-video.
 
-    Options (strings are accepted, as from ``-P key=value``): ``access_key``, ``secret_key``
-    (default: env KLING_ACCESS_KEY / KLING_SECRET_KEY), ``base_url`` (env KLING_BASE_URL, default
-    the official API), ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
+    Options (strings are accepted, as from ``-P key=value``): ``api_key`` (a console API key;
+    default env KLING_API_KEY) or ``access_key`` + ``secret_key`` (default: env KLING_ACCESS_KEY /
+    KLING_SECRET_KEY), ``region`` (``global``: api-singapore.klingai.com, ``cn``:
+    api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
+    ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
     ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
     (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
@@ -101,9 +104,11 @@ class KlingProvider(Provider):
     def __init__(
         self,
         *,
+        api_key: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
         base_url: str | None = None,
+        region: str = "global",
         max_parallel: int | str = 5,
         max_rps: float | str | None = 5.0,
         timeout: float | str = 30.0,
@@ -117,9 +122,11 @@ class KlingProvider(Provider):
         scan_pages: int | str = 20,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._access = credential(access_key, ACCESS_ENV)
-        self._secret = credential(secret_key, SECRET_ENV)
-        url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip().rstrip("/")
+        self._keys = Credentials(api_key, access_key, secret_key)
+        if region not in HOSTS:
+            raise ConfigError(f"kling region {region!r} is not one of {', '.join(HOSTS)} (keys are "
+                              "bound to the region of the console that issued them)")
+        url = (base_url or os.environ.get(BASE_URL_ENV) or HOSTS[region]).strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"kling base_url {url!r} is not an http(s) URL; set {BASE_URL_ENV} or base_url="
@@ -144,28 +151,21 @@ class KlingProvider(Provider):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._token: Secret | None = None
-        self._token_exp = 0.0
         self._kinds: dict[str, str] = {}  # task_id -> text2video / image2video
         self._key_kinds: dict[str, str] = {}  # external_task_id -> kind
 
     # -- credentials -------------------------------------------------------------------------
 
-    def _credentials(self) -> tuple[str, str]:
-        return key_pair(self._access, self._secret)
-
     def _bearer(self, *, renew: bool = False) -> str:
-        """A JWT for the Authorization header, reused until ~5 minutes before it expires."""
-        access, secret = self._credentials()
-        now = _now()
-        if renew or self._token is None or now >= self._token_exp - TOKEN_RENEW_BEFORE:
-            self._token, self._token_exp = sign(access, secret, now)
-        return self._token.reveal()
+        return self._keys.bearer(_now(), renew=renew)
 
     # -- the provider interface --------------------------------------------------------------
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
-        self._credentials()
+        self._keys.check()
+        return self.check_rows(requests)
+
+    def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
         return wire.body_problems(requests)
 
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:

@@ -32,6 +32,7 @@ from ..._retry import parse_retry_after
 from ...errors import (
     AccountError,
     AuthError,
+    ModelRefused,
     NotFoundError,
     Problem,
     ProviderError,
@@ -47,6 +48,7 @@ from .options import KlingOptions
 
 __all__ = [
     "ACCESS_ENV",
+    "API_KEY_ENV",
     "IMAGE2VIDEO",
     "KINDS",
     "MAX_TEXT",
@@ -66,7 +68,7 @@ __all__ = [
     "transport_error",
 ]
 
-ACCESS_ENV, SECRET_ENV = "KLING_ACCESS_KEY", "KLING_SECRET_KEY"
+ACCESS_ENV, SECRET_ENV, API_KEY_ENV = "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_API_KEY"
 MAX_TEXT = 2500  # characters of prompt / negative_prompt
 RESULT_TTL = 30 * 24 * 3600  # Kling deletes result files after 30 days
 TEXT2VIDEO, IMAGE2VIDEO = "text2video", "image2video"
@@ -182,9 +184,11 @@ def map_error(response: httpx.Response, envelope: dict[str, Any] | None, code: i
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     if (code is not None and 1000 <= code <= 1004) or (code is None and status == 401):
         hint = " Check this machine's clock too." if code in (1003, 1004) else ""
-        return AuthError(f"Kling refused the credentials ({said}). Check {ACCESS_ENV} and "
-                         f"{SECRET_ENV} (or the access_key/secret_key options): both must be "
-                         f"the same key pair from the Kling developer console.{hint}", **where)
+        return AuthError(f"Kling refused the credentials ({said}). Check {API_KEY_ENV} (a console "
+                         f"API key), or {ACCESS_ENV} and {SECRET_ENV} (or the api_key / access_key "
+                         "and secret_key options): a key pair must be the same pair from the Kling "
+                         "developer console, and keys work only on their region's host "
+                         f"(-P region=cn for China-site keys).{hint}", **where)
     if code in (1100, 1101, 1102):
         return AccountError(f"Kling account cannot take new tasks ({said}): the balance or "
                             "resource pack is the problem. Top it up, then resume the run.",
@@ -193,8 +197,14 @@ def map_error(response: httpx.Response, envelope: dict[str, Any] | None, code: i
         return AccountError(f"Kling refused this machine's IP address ({said}): add it to the "
                             "API key's IP whitelist, then resume the run.", **where)
     if code == 1103:
-        return RejectedError(f"Kling denied access to model {model or '?'} ({said}); choose a "
-                             "model your account may use.", **where)
+        return ModelRefused(f"Kling denied access to model {model or '?'} ({said}); choose a "
+                            "model your account may use.", model=model, **where)
+    if submitting and (code == 1203 or (code is None and status == 404)):
+        # On a create, the resource that does not exist is the model (Kling: "such as the model").
+        return ModelRefused(f"Kling says model {model or '?'} does not exist ({said}): it was "
+                            "probably retired. `python -m videobatch models --provider kling` lists "
+                            "the current ones; choose one (or update your catalogue file) and resume.",
+                            model=model, **where)
     if code in (1300, 1301):
         return RejectedError(f"Kling's content policy refused this prompt: {said}", **where)
     if code == 1302 or (code is None and status == 429):
