@@ -63,7 +63,7 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 def test_every_notebook_is_checked():
-    assert {p.name for p in NOTEBOOKS} == {"quickstart.ipynb", "kling.ipynb"}
+    assert {p.name for p in NOTEBOOKS} == {"quickstart.ipynb", "kling.ipynb", "compare-models.ipynb"}
 
 
 def test_quickstart_notebook_runs(execute):
@@ -90,6 +90,55 @@ def test_quickstart_notebook_runs(execute):
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     bars = [m["state"] for m in state.values() if m["model_name"] == "IntProgressModel"]
     assert any(b["value"] == b["max"] == 20 and b["bar_style"] == "success" for b in bars)
+
+
+def test_compare_models_notebook_runs(execute):
+    """Every prompt on every current local model: priced per model before the run, then a grid with
+    a clip in each prompt x model cell, captioned with a duration that model takes and its cost."""
+    from videobatch.providers import catalog_of
+
+    catalog = catalog_of("local")
+    assert catalog is not None
+    cards = {card.id: card for card in catalog.current()}
+    assert len(cards) >= 2, "the local provider should pose as several models"
+    nb = execute(ROOT / "notebooks" / "compare-models.ipynb")
+
+    table = _texts(_cell(nb, "table = pd.DataFrame("))
+    for model in cards:
+        assert model in table
+
+    priced = _texts(_cell(nb, "estimate_cost(request)"))
+    estimates = {m[1]: (int(m[2]), float(m[3])) for m in
+                 re.finditer(r"^([\w-]+): (\d+) clips, \d+ s, estimated \$(\d+\.\d\d)$", priced, re.M)}
+    assert set(estimates) == set(cards), priced
+    clips = {model: n for model, (n, _) in estimates.items()}
+    assert len(set(clips.values())) == 1 and 4 <= clips[next(iter(cards))] <= 6  # 4-6 prompts each
+    assert all(cost > 0 for _, cost in estimates.values())
+    total = re.search(r"all models: (\d+) clips, estimated \$(\d+\.\d\d)", priced)
+    assert total and int(total[1]) == sum(clips.values()), priced
+    assert float(total[2]) == pytest.approx(sum(cost for _, cost in estimates.values()), abs=0.011)
+
+    run_cell = _cell(nb, "df = videobatch.run(")
+    assert any(WIDGET_VIEW in out.get("data", {}) for out in run_cell.outputs), "no dashboard"
+    rows = total[1]
+    assert f"{rows} of {rows} clips ready" in _texts(run_cell)
+    assert f"{rows}/{rows} completed, 0 failed" in _texts(run_cell)
+
+    grid = _texts(_cell(nb, "HTML(f\"<table>"))
+    cells = re.findall(r"<td data-shot='([^']+)' data-model='([^']+)'>(.*?)</td>", grid, re.S)
+    shots = {shot for shot, _, _ in cells}
+    assert len(cells) == len(shots) * len(cards) == int(rows)  # every prompt x model, once
+    assert {(s, m) for s, m, _ in cells} == {(s, m) for s in shots for m in cards}
+    for shot, model, body in cells:
+        assert body.count("<video") == 1 and "data:video/mp4;base64," in body, (shot, model)
+        caption = re.search(r"<small>([\w-]+) · (\d+) s · est\. \$(\d+\.\d\d)</small>", body)
+        assert caption and caption[1] == model, (shot, model, body[-200:])
+        assert cards[model].takes_duration(int(caption[2])), (model, caption[2])
+        assert float(caption[3]) == pytest.approx(estimates[model][1] / clips[model], abs=0.006)
+
+    summary = _texts(_cell(nb, "summary = df.groupby("))
+    for model, (n, cost) in estimates.items():
+        assert re.search(rf"^{re.escape(model)}\s+{n}\s+{n}\s+{cost:.2f}\s+\d+\.\d+$", summary, re.M), summary
 
 
 def test_kling_notebook_runs_against_the_test_server(execute):
