@@ -11,7 +11,7 @@ Decisions where the contract is thin or *unsure* (see "How videobatch uses it" i
 * **No idempotency key, no lookup, no listing.** A create whose answer may be lost (timeout,
   dropped connection, 5xx, unreadable 200) raises ``TransientError(maybe_accepted=True)``; the
   runner never resends it, and the row ends ``unknown``. The key goes along only as
-  ``webhook_config.user_metadata.videobatch_key`` so a webhook event or the console can show it.
+  ``webhook_config.user_metadata.videobatch_row`` so a webhook event or the console can show it.
 * **The API key** comes from ``api_key=``, else ``GOOGLE_API_KEY``, else ``GEMINI_API_KEY`` (the
   official SDKs' order: ``GOOGLE_API_KEY`` wins, with a warning when both are set). It is sent
   only in the ``x-goog-api-key`` header, only to ``base_url``; never in a URL, message or repr.

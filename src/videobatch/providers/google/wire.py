@@ -89,7 +89,7 @@ def create_body(resolved: Resolved, prompt: str, images: list[tuple[str, str, st
         response_format["duration"] = f"{int(values['duration'])}s"
     response_format["delivery"] = "uri"  # inline is capped at ~4 MB
     body["response_format"] = response_format
-    webhook: dict[str, Any] = {"user_metadata": {"videobatch_key": key}}
+    webhook: dict[str, Any] = {"user_metadata": {"videobatch_row": key}}
     if webhook_url:
         webhook["uris"] = [webhook_url]
     body["webhook_config"] = webhook
