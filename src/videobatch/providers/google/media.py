@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ...errors import RejectedError
 
-__all__ = ["ALLOWED", "VideoStore", "decode", "default_video_dir", "image_problem", "local_image",
+__all__ = ["ALLOWED", "VideoStore", "decode", "default_video_dir", "image_problem", "is_url", "local_image",
            "mime_of"]
 
 ALLOWED = "a JPEG, PNG or WebP file, a data: URL, base64, or an http(s) URL of one"
