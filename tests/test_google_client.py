@@ -332,3 +332,11 @@ def test_catalogue_prices_and_retirements():
     assert {c.id for c in catalog.current()} == {"gemini-omni-1.1-flash", "gemini-omni-1.2-flash"}
     retired = catalog.resolve("veo-3.1-fast-generate-preview")
     assert retired is not None and retired.retired and retired.replacement == "gemini-omni-1.1-flash"
+
+
+def test_a_relative_video_dir_still_gives_file_urls(tmp_path, monkeypatch):
+    """``-P video_dir=clips`` from a shell: the results carry absolute file:// URLs."""
+    monkeypatch.chdir(tmp_path)
+    provider = GoogleProvider(base_url=BASE, video_dir="clips", api_key="gemini-key-value-123456")
+    assert provider.videos.directory == tmp_path / "clips"
+    assert provider.videos.path("v1_x").as_uri().startswith("file:///")

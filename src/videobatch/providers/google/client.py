@@ -147,8 +147,9 @@ class GoogleProvider(Provider):
             max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval,
                                                       float, 0.001))))
         self.webhook_url = webhook_url or None
-        self.videos = media.VideoStore(Path(video_dir).expanduser() if video_dir
-                                       else media.default_video_dir())
+        # absolute: the results carry file:// URLs, which a relative folder cannot give
+        self.videos = media.VideoStore((Path(video_dir).expanduser() if video_dir
+                                        else media.default_video_dir()).absolute())
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
