@@ -221,3 +221,14 @@ def test_a_model_the_catalogue_still_lists_but_kling_retired_stops_early_not_row
         res = cli(str(csv), *fast_flags(server, 2), env=cli_env(KLING_ACCESS_KEY=AK, KLING_SECRET_KEY=SK))
     assert res.returncode == 1, res.stderr
     assert "kling-v2-6" in res.stdout and "not submitted" in res.stdout
+
+
+def test_concurrency_states_the_account_limit_and_is_honoured_above_the_default(tmp_path):
+    """A pack of 10 parallel tasks: --concurrency 10 keeps 10 in flight (the provider's default
+    guess is 5), and the server never sees more than it allows."""
+    rows = [f"clip {i}" for i in range(30)]
+    with running_server(latency=0.6, jitter=0.0, max_parallel=10) as server:
+        df = videobatch.run(rows, "kling", concurrency=10, **kling_options(server))
+        counters = server.counters()
+    assert (df["status"] == "completed").all()
+    assert counters["peak_parallel"] == 10 and counters["paid_duplicates"] == 0

@@ -68,9 +68,9 @@ class Runner:
         self.store = store
         self.settings = settings or RunSettings()
         self.observers = list(observers)
-        ceiling = provider.limits.max_parallel
-        if self.settings.concurrency:
-            ceiling = min(ceiling, self.settings.concurrency)
+        # The user's --concurrency is their statement of the account's limit: it wins over the
+        # provider's default guess (a provider that refuses more slows us down on the wire).
+        ceiling = self.settings.concurrency or provider.limits.max_parallel
         self._tally = Tally(total=len(self.jobs), slots_limit=ceiling)
         self._tally.counts.update(j.state for j in self.jobs)
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
