@@ -323,15 +323,26 @@ def validate(endpoint: str, body: Any) -> dict[str, Any] | None:
         if spec is None:
             return {"loc": ["body", name], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
         kind, *allowed = spec
-        ok = {"text": isinstance(value, str), "bool": isinstance(value, bool), "any": True,
-              "url": isinstance(value, str) and value.startswith(("http://", "https://", "data:")),
-              "str": value in allowed and not isinstance(value, bool),
-              "int": isinstance(value, int) and not isinstance(value, bool) and bool(allowed)
-              and allowed[0] <= value <= allowed[1],
-              "num": isinstance(value, int | float) and not isinstance(value, bool)
-              and allowed[0] <= value <= allowed[1]}[kind]
+        ok = _fits(kind, allowed, value)
         if not ok:
             hint = f"one of {allowed}" if kind == "str" else f"a {kind}" + (f" in {allowed}" if allowed else "")
             return {"loc": ["body", name], "msg": f"Input should be {hint}",
                     "type": "one_of" if kind == "str" else f"{kind}_type", "input": value}
     return None
+
+
+def _fits(kind: str, allowed: list[Any], value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "url":
+        return isinstance(value, str) and value.startswith(("http://", "https://", "data:"))
+    if kind == "str":
+        return not isinstance(value, bool) and value in allowed
+    if kind == "int":
+        return number and isinstance(value, int) and allowed[0] <= value <= allowed[1]
+    if kind == "num":
+        return number and allowed[0] <= value <= allowed[1]
+    return True  # "any"
