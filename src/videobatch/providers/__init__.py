@@ -38,6 +38,7 @@ _REGISTRY: dict[str, Factory | str] = {
     "local": "videobatch.providers.local:LocalProvider",
     "kling": "videobatch.providers.kling:KlingProvider",
     "google": "videobatch.providers.google:GoogleProvider",
+    "fal": "videobatch.providers.fal:FalProvider",
 }
 
 
