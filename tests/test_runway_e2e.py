@@ -63,13 +63,15 @@ def test_lost_answers_are_never_paid_twice():
     rows = [f"harbour {i} at noon" for i in range(30)]
     faults = {"lost@create": 2, "lost_500@create": 1, "garbage@create": 1, "slow@create": 1,
               "server_error@create": 2, "server_error@query": 0.05, "rate_limit@query": 0.05}
-    with running_server(latency=0.2, max_concurrent=4, slow_seconds=1.5, faults=faults) as server:
-        df = videobatch.run(rows, "runway", **options(server, max_parallel=4, http_timeout=0.8))
+    with running_server(latency=0.2, max_concurrent=4, slow_seconds=5.0, faults=faults) as server:
+        df = videobatch.run(rows, "runway", **options(server, max_parallel=4, http_timeout=2.5))
         counters = server.counters()
         tasks = paid(server)
     unknown = df[df["status"] == "unknown"]
-    assert len(unknown) == 5, df["status"].value_counts().to_dict()  # lost, lost, 500, garbage, slow
+    # lost, lost, 500, garbage, slow (more only if a loaded machine times a create out: also unknown)
+    assert len(unknown) >= 5, df["status"].value_counts().to_dict()
     assert set(df["status"]) == {"completed", "unknown"}
+    assert all(tasks[p] == 1 for p in unknown["prompt"])  # each was paid once, and never resent
     assert (unknown["error_kind"] == "outcome_unknown").all()
     assert unknown["error"].str.contains("never sent again on its own").all()
     assert unknown["error"].str.contains("cannot look a task up").all()
