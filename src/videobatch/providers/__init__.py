@@ -39,6 +39,7 @@ _REGISTRY: dict[str, Factory | str] = {
     "kling": "videobatch.providers.kling:KlingProvider",
     "google": "videobatch.providers.google:GoogleProvider",
     "fal": "videobatch.providers.fal:FalProvider",
+    "runway": "videobatch.providers.runway:RunwayProvider",
 }
 
 
