@@ -35,7 +35,7 @@ UI = ("videobatch.ui",)
 DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",
              "videobatch.catalog")
-CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local")
+CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local", "videobatch.providers.replicate")
 PROVIDER_HELPERS = ("videobatch._pacing", "videobatch._http", "videobatch._retry")
 BASE = "videobatch.providers.base"
 MAX_LINES = 400

@@ -37,6 +37,7 @@ _REGISTRY: dict[str, Factory | str] = {
     # built-ins, imported lazily so an unused provider costs nothing at start-up
     "local": "videobatch.providers.local:LocalProvider",
     "kling": "videobatch.providers.kling:KlingProvider",
+    "replicate": "videobatch.providers.replicate:ReplicateProvider",
 }
 
 
