@@ -60,6 +60,8 @@ RETENTION = 3600  # seconds: an API prediction's input, output and files are del
 _STATES = {"starting": TaskState.QUEUED, "processing": TaskState.RUNNING,
            "succeeded": TaskState.SUCCEEDED, "failed": TaskState.FAILED,
            "canceled": TaskState.FAILED, "aborted": TaskState.FAILED}
+_PROMPT_OPTIONAL = {"wan-video/wan-2.5-i2v"}  # the doc says every other video model requires one
+_MAX_PROMPT = {"kwaivgi/kling-v3-video": 2500}
 _RESETS_IN = re.compile(r"~\s*(\d+(?:\.\d+)?)\s*s")
 
 
@@ -185,6 +187,13 @@ def body_problems(requests: Sequence[VideoRequest], resolved: Sequence[Resolved]
     for row, (req, sent) in enumerate(zip(requests, resolved, strict=True), start=1):
         model, values = sent.model, sent.values
         names = inputs_of(model or "")
+        if not req.prompt and model not in _PROMPT_OPTIONAL:
+            problems.append(Problem(row, "prompt", f"{model} needs a prompt, even with an image",
+                                    allowed="any non-empty text"))
+        if model in _MAX_PROMPT and len(req.prompt) > _MAX_PROMPT[model]:
+            problems.append(Problem(row, "prompt", f"prompt is {len(req.prompt)} characters long, {model} "
+                                    f"takes at most {_MAX_PROMPT[model]}",
+                                    allowed=f"at most {_MAX_PROMPT[model]} characters"))
         for column in ("image", "end_image"):
             value = getattr(req, column)
             try:
