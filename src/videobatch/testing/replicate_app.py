@@ -176,6 +176,9 @@ class ReplicateApp:
         if stop is not None:
             return stop
         self.account.counters.lists += 1
+        if self.config.list_outage:
+            return self._error(self.account.reject(SimError(503, {"title": "Service Unavailable", "status": 503},
+                                                            reason="list_outage")))
         params, base = request.query_params, self._base(request)
         bounds: dict[str, float | None] = {}
         for name in ("created_after", "created_before"):

@@ -72,6 +72,7 @@ class SimConfig:
     fail_marker: str = "[fail]"  # prompts containing it end failed
     foreign_predictions: int = 0  # other systems' predictions on the account
     page_size: int = 100  # predictions per list page
+    list_outage: bool = False  # the list endpoint answers 503 (get and create keep working)
     seed: int = 0
 
     def update(self, values: dict[str, Any]) -> None:
