@@ -478,3 +478,13 @@ def test_a_refused_list_is_an_error_not_an_empty_account(router):
     provider = make(router)
     with pytest.raises(TransientError):
         run(provider.scan({"k": request(provider, prompt="p")}, SINCE))
+
+
+def test_a_prediction_shown_on_two_pages_is_one_not_a_tie(router):
+    provider = make(router)
+    second = f"{BASE}/predictions?cursor=2"
+    router.get(second).respond(200, json=page(listed("ours", "shifted"), listed("f", "other")))
+    router.get(f"{BASE}/predictions", params={"created_after": wire_time(SINCE)}).respond(
+        200, json=page(listed("new", "newer"), listed("ours", "shifted"), next_url=second))
+    result = run(provider.scan({"k": request(provider, prompt="shifted")}, SINCE))
+    assert result.found["k"].task_id == "ours" and result.complete

@@ -188,17 +188,19 @@ class ReplicateApp:
                 return self._error(self.account.reject(SimError(400, {
                     "title": "Invalid query", "detail": f"{name} must be an ISO 8601 date-time", "status": 400},
                     reason="invalid")))
+        # The cursor is the creation time of the last prediction shown (stable while new ones arrive).
         try:
-            offset = int(base64.urlsafe_b64decode(params.get("cursor", "") + "==").decode() or 0)
+            before = float(base64.urlsafe_b64decode(params.get("cursor", "") + "==").decode() or "inf")
         except ValueError:
-            offset = 0
-        chosen = self.account.newest_first(bounds["created_after"], bounds["created_before"])
+            before = float("inf")
+        chosen = [p for p in self.account.newest_first(bounds["created_after"], bounds["created_before"])
+                  if p.created < before]
         size = max(1, int(self.config.page_size))
-        page = chosen[offset:offset + size]
+        page = chosen[:size]
         nxt = None
-        if offset + size < len(chosen):
+        if len(chosen) > size:
             query = {k: v for k, v in params.items() if k != "cursor"}
-            query["cursor"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode().rstrip("=")
+            query["cursor"] = base64.urlsafe_b64encode(repr(page[-1].created).encode()).decode().rstrip("=")
             nxt = f"{base}/v1/predictions?{urlencode(query)}"
         now = time.time()
         return await self._after("query", JSONResponse({

@@ -183,7 +183,10 @@ class ReplicateProvider(Provider):
         requests: Mapping[str, VideoRequest | None] = keys if isinstance(keys, Mapping) else dict.fromkeys(keys)
         wanted: dict[str, listing.Wanted] = {}
         for key, request in requests.items():
-            resolved = self.resolve(request) if request is not None else None
+            try:
+                resolved = self.resolve(request) if request is not None else None
+            except ValueError:  # no longer fits the catalogue or the options: cannot be matched
+                resolved = None
             wanted[key] = listing.Wanted(
                 str(resolved.model or "") if resolved else "",
                 wire.wanted_input(request, resolved) if request is not None and resolved else None)

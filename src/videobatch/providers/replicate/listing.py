@@ -46,6 +46,7 @@ async def read_pages(page: Page, since: float, *, max_pages: int, follows: Calla
     ``max_pages`` were read (then it is incomplete). ``follows``: whether a ``next`` URL may be
     fetched (it must point at the API this provider talks to)."""
     items: list[dict[str, Any]] = []
+    seen: set[str] = set()  # a prediction shown twice (pages shifting under new ones) is one
     url: str | None = None
     for _ in range(max_pages):
         body = await page(url)
@@ -60,7 +61,9 @@ async def read_pages(page: Page, since: float, *, max_pages: int, follows: Calla
             if created is not None and created < since:
                 reached = True  # the server ignored created_after: older ones are not ours
                 continue
-            items.append(item)
+            if str(item.get("id")) not in seen:
+                seen.add(str(item.get("id")))
+                items.append(item)
         nxt = body.get("next")
         if reached or not nxt:
             return Listed(items, complete=True)
