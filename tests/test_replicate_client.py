@@ -150,8 +150,10 @@ def test_a_small_local_image_goes_as_a_data_url_and_a_large_one_is_refused_befor
     problems = provider.check([request(provider, prompt="p", image=str(large)),
                                request(provider, prompt="", image="https://x.test/a.png"),
                                request(provider, model="hailuo-02", prompt="p", duration=10),
-                               request(provider, model="veo-3.1", prompt="p", end_image="https://x.test/b.png")])
-    assert [(p.row, p.column) for p in problems] == [(1, "image"), (2, "prompt"), (3, "duration"), (4, "end_image")]
+                               request(provider, model="veo-3.1", prompt="p", end_image="https://x.test/b.png"),
+                               request(provider, model="hailuo-02", prompt="p", aspect_ratio="16:9")])
+    assert [(p.row, p.column) for p in problems] == [(1, "image"), (2, "prompt"), (3, "duration"), (4, "end_image"),
+                                                     (5, "aspect_ratio")]
     assert len(route.calls) == 1
 
 

@@ -191,3 +191,22 @@ def test_a_missing_or_wrong_token_costs_nothing(tmp_path, monkeypatch):
         counters = server.counters()
     assert missing.returncode == 2 and "REPLICATE_API_TOKEN" in missing.stderr
     assert counters["accepted"] == 0
+
+
+def test_every_catalogue_model_with_its_defaults_is_accepted_by_the_server():
+    """The catalogue and input names (client) against the doc's schemas (server), built apart."""
+    from videobatch.providers import catalog_of
+
+    cards = catalog_of("replicate").current()
+    rows = [{"prompt": f"a clip for {card.id}", "model": card.id,
+             **({} if "text" in card.inputs else {"image": "https://example.test/first.png"})} for card in cards]
+    rows.append({"prompt": "first and last", "model": "veo-3.1", "image": "https://example.test/a.png",
+                 "end_image": "https://example.test/b.png", "seed": 3, "negative_prompt": "blur"})
+    rows.append({"prompt": "hailuo frames", "model": "hailuo-02", "image": "https://example.test/a.png",
+                 "end_image": "https://example.test/b.png", "duration": 10, "resolution": "768p"})
+    rows.append({"prompt": "sora wide", "model": "sora-2-pro", "aspect_ratio": "16:9", "resolution": "high"})
+    with running_server(latency=0.1) as server:
+        df = videobatch.run(rows, "replicate", **options(server, max_parallel=8))
+        counters = server.counters()
+    assert counters["rejected"] == {}, counters["rejected"]
+    assert (df["status"] == "completed").all(), df[["model", "status", "error"]].to_string()

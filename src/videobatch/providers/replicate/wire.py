@@ -203,6 +203,11 @@ def body_problems(requests: Sequence[VideoRequest], resolved: Sequence[Resolved]
                 problems.append(Problem(row, column, exc.message,
                                         allowed=f"an https URL, or a file or data: URL of at most "
                                                 f"{DATA_URL_LIMIT // 1024} KB"))
+        for column in ("negative_prompt", "seed", "resolution", "aspect_ratio", "audio", "image", "end_image"):
+            given = getattr(req, column)
+            if given not in (None, "", False) and getattr(names, column) is None:
+                problems.append(Problem(row, column, f"{model} takes no {column.replace('_', ' ')} (it would "
+                                        "be dropped)", allowed=f"leave {column} empty for this model"))
         if req.end_image and not req.image and names.end_needs_image:
             problems.append(Problem(row, "end_image", f"{model} takes an end image only with a start "
                                     "image", allowed="an image column too, or no end_image"))
