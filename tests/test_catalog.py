@@ -156,7 +156,7 @@ def test_a_broken_catalogue_file_names_the_file_and_the_problem(tmp_path, text, 
 
 
 # ---------------------------------------------------------------------------- packaged catalogues
-@pytest.mark.parametrize("provider", ["kling", "local"])
+@pytest.mark.parametrize("provider", ["kling", "local", "replicate", "fal", "runway", "google"])
 def test_packaged_catalogues_are_whole(provider):
     from videobatch.providers import catalog_of
 
@@ -165,7 +165,8 @@ def test_packaged_catalogues_are_whole(provider):
     default = cat.resolve(None)
     assert default is not None and not default.retired  # the default model is a current one
     for card in cat.current():
-        values = card.complete({"prompt": "x"})
+        image = {} if "text" in card.inputs else {"image": "https://example.test/first.png"}
+        values = card.complete({"prompt": "x", **image})
         assert card.check(values) == [], (card.id, card.check(values))  # its own defaults fit it
         assert card.durations or card.duration_range
     for card in cat.models.values():

@@ -36,7 +36,7 @@ DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",
              "videobatch.catalog")
 CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local", "videobatch.providers.google",
-            "videobatch.providers.fal", "videobatch.providers.runway")
+            "videobatch.providers.fal", "videobatch.providers.runway", "videobatch.providers.replicate")
 PROVIDER_HELPERS = ("videobatch._pacing", "videobatch._http", "videobatch._retry")
 BASE = "videobatch.providers.base"
 MAX_LINES = 400

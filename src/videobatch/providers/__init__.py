@@ -40,6 +40,7 @@ _REGISTRY: dict[str, Factory | str] = {
     "google": "videobatch.providers.google:GoogleProvider",
     "fal": "videobatch.providers.fal:FalProvider",
     "runway": "videobatch.providers.runway:RunwayProvider",
+    "replicate": "videobatch.providers.replicate:ReplicateProvider",
 }
 
 

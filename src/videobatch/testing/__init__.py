@@ -1,7 +1,9 @@
 """Test doubles that speak real protocols: a Kling-compatible HTTP server with fault injection.
 
 Needs the ``testing`` extra (starlette, uvicorn). Start one with ``running_server(...)`` or
-``python -m videobatch.testing.kling_server --port N``. Names are imported on first use, so that
+``python -m videobatch.testing.kling_server --port N``. The Replicate-compatible server lives in
+``videobatch.testing.replicate_server`` (its own ``running_server``; not re-exported here, where the
+names are Kling's). Names are imported on first use, so that
 ``python -m videobatch.testing.kling_server`` does not import its own module twice.
 """
 
