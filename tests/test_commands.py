@@ -260,3 +260,35 @@ def test_status_asks_the_provider_again_about_unknown_rows(tmp_path, capsys):
     assert "Checked" not in capsys.readouterr().out
     assert len(submission_counts()) == paid  # looking costs nothing
     assert load(checkpoint).jobs[1].state is State.UNKNOWN or load(checkpoint).jobs[0].state is State.UNKNOWN
+
+
+def test_status_verify_tasks_names_rows_whose_task_is_not_their_own(tmp_path, capsys, monkeypatch):
+    """An older release could adopt another system's task (no key, or another key): `status
+    --verify-tasks` asks Kling for every row's task and names those rows; the rest are confirmed."""
+    from videobatch.testing import SimConfig, running_server
+
+    monkeypatch.setenv("KLING_ACCESS_KEY", SimConfig.access_key)
+    monkeypatch.setenv("KLING_SECRET_KEY", SimConfig.secret_key)
+    fast = {"first_poll": 0.1, "poll_interval": 0.05, "max_rps": 100}
+    checkpoint = tmp_path / "run.parquet"
+    with running_server(latency=0.1, foreign_tasks=3) as server:
+        videobatch.run(["a cat", "a dog", "a cow"], "kling", checkpoint=checkpoint, progress=False,
+                       base_url=server.url, **fast)
+        foreign = {t["external_task_id"]: t["task_id"] for t in server.tasks() if t.get("foreign")}
+        batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, base_url=server.url)
+        wrong = {batch.jobs[0].key: foreign[None], batch.jobs[1].key: foreign["order-00001"]}
+        for job in batch.jobs:  # what a mistaken adoption left behind
+            if job.key in wrong:
+                record = {"k": job.key, "s": "completed", "t": time.time(), "task_id": wrong[job.key]}
+                job.apply(record)
+                batch.store.append(record)
+        asyncio.run(batch.store.close(batch.jobs))
+        del batch
+        argv = [str(checkpoint), "--verify-tasks", "--base-url", server.url]
+        assert status_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Verified the tasks of 3 row(s) with 'kling': 2 are not the row's own" in out
+    first, second = wrong
+    assert f"{first}: task {wrong[first]} carries no key at all" in out
+    assert f"{second}: task {wrong[second]} carries key order-00001" in out
+    assert "retry" in out

@@ -1,9 +1,14 @@
-"""``status``'s fresh look at rows whose outcome is unknown: ask the provider again, change nothing.
+"""``status``'s fresh look at the provider: rows whose outcome is unknown, and (``--verify-tasks``)
+whether each row's task is really its own. Both ask the provider and change nothing.
 
 Each unknown row is looked up by its idempotency key (and, where the lookup cannot answer, in a
 listing of the account's tasks back past its submit time), with the same reconciliation the runner
 uses. The checkpoint is only read: the next run (the same command again) adopts what was found and
 sends what the provider says is free; ``status`` just tells the user what that run will do.
+
+A task is a row's own when the provider says it was created with the row's idempotency key. An
+older release could adopt a listed task that carried no key, or another one: that row then shows
+another system's video while its own paid task may be orphaned. ``verify_tasks`` names such rows.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from .._retry import RetryPolicy
 from .._store import LoadedCheckpoint
 from ..errors import VideobatchError
 from ..providers import get_provider
+from ..providers.base import TaskStatus
 
-__all__ = ["recheck_unknown"]
+__all__ = ["recheck_unknown", "verify_tasks"]
 
 
 def recheck_unknown(loaded: LoadedCheckpoint, provider: str | None,
@@ -46,6 +52,46 @@ def recheck_unknown(loaded: LoadedCheckpoint, provider: str | None,
         else:
             lines.append(f"  {job.key}: still unknown: {verdict.reason}")
     return lines
+
+
+def verify_tasks(loaded: LoadedCheckpoint, provider: str | None, options: dict[str, Any]) -> list[str]:
+    """Lines naming every row whose task does not carry the row's own idempotency key (empty when
+    every task is the row's own, or the provider keeps no key of ours to compare)."""
+    rows = [j for j in loaded.jobs if j.task_id]
+    if not rows:
+        return []
+    name = provider or str(loaded.meta.get("settings", {}).get("provider", "local"))
+    try:
+        client = get_provider(name, **options)
+        if not client.capabilities.idempotency_key:
+            return [f"{name!r} keeps no key of ours with its tasks: their owners cannot be verified"]
+        client.check([])
+        answers = asyncio.run(_statuses(client, [j.task_id for j in rows if j.task_id]))
+    except VideobatchError as exc:
+        return [f"Could not verify the rows' tasks ({exc}); pass the provider's options (-P ..., "
+                "--base-url) or its credentials"]
+    run_id = str(loaded.meta["run_id"])
+    lines: list[str] = []
+    for job in rows:
+        answer = answers.get(job.task_id or "")
+        if not isinstance(answer, TaskStatus):
+            continue  # not readable now (deleted, expired): nothing to say either way
+        own = job.idempotency_key(run_id)
+        if answer.idempotency_key != own:
+            carried = f"key {answer.idempotency_key}" if answer.idempotency_key else "no key at all"
+            lines.append(f"  {job.key}: task {job.task_id} carries {carried}, not the row's own {own}: "
+                         "its video may be another system's, and the row's own paid task may be "
+                         "orphaned; look it up in the provider's console, then `retry` the row")
+    head = (f"Verified the tasks of {len(rows)} row(s) with {name!r}: "
+            + (f"{len(lines)} are not the row's own:" if lines else "every task is the row's own"))
+    return [head, *lines]
+
+
+async def _statuses(client: Any, task_ids: list[str]) -> dict[str, Any]:
+    try:
+        return dict(await client.status_many(task_ids))
+    finally:
+        await client.aclose()
 
 
 async def _ask(client: Any, rows: list[Job], run_id: str) -> list[Verdict]:

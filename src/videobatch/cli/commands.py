@@ -149,6 +149,9 @@ def status_main(argv: Sequence[str]) -> int:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--no-check", action="store_true",
                    help="do not ask the provider again about rows whose outcome is unknown")
+    p.add_argument("--verify-tasks", action="store_true",
+                   help="ask the provider whether each row's task carries the row's own key (a "
+                        "task adopted by mistake shows another system's video)")
     add_provider(p, default=None)
     add_output(p, quiet=False)
     args = p.parse_args(list(argv))
@@ -161,9 +164,14 @@ def status_main(argv: Sequence[str]) -> int:
         from ._recheck import recheck_unknown
 
         info["unknown_checked"] = recheck_unknown(loaded, args.provider, provider_options(args, p))
+    if args.verify_tasks:
+        from ._recheck import verify_tasks
+
+        info["tasks_verified"] = verify_tasks(loaded, args.provider, provider_options(args, p))
     text = _status_text(args.checkpoint, info)
-    if info.get("unknown_checked"):
-        text += "\n" + "\n".join(info["unknown_checked"])
+    for name in ("unknown_checked", "tasks_verified"):
+        if info.get(name):
+            text += "\n" + "\n".join(info[name])
     print(json.dumps(info, indent=2, default=str) if args.json else text)
     return ExitCode.OK
 
