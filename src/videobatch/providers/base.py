@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -248,7 +248,7 @@ class Provider(ABC):
         or finished and will end on its own."""
         raise ProviderError(f"{self.name} cannot cancel tasks")
 
-    async def scan(self, keys: Collection[str], since: float) -> ScanResult | None:
+    async def scan(self, keys: Mapping[str, VideoRequest | None], since: float) -> ScanResult | None:
         """Look for tasks created with any of ``keys`` by listing the account's tasks back to
         ``since`` (epoch seconds; the earliest moment any of them may have been submitted).
 
