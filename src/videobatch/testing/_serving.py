@@ -1,6 +1,10 @@
 """Serving a provider-compatible test app on loopback: in a thread, in a child process, or from a
-command line. Every test server (Kling's, and the others built the same way) uses these, so each
-keeps only its contract, its simulated account and its faults.
+command line; and the handle tests hold on a running one. Every test server (``<name>_server``)
+uses these, so each keeps only its contract, its simulated account, its settings and its faults.
+
+A server's app is ``create_app(config, faults)`` with ``config`` a dataclass of its settings (with
+``update(dict)``); it answers ``/_test/counters``, ``/_test/tasks``, ``/_test/config`` and
+``/_test/reset``.
 
 A child process prints one banner line, ``<name> test server: <url>``, before it serves; the parent
 reads it and waits until ``<url><ready_path>`` answers.
@@ -8,20 +12,104 @@ reads it and waits until ``<url><ready_path>`` answers.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import httpx
 import uvicorn
 
-__all__ = ["bind", "in_process", "in_thread", "serve_forever", "uvicorn_server"]
+__all__ = ["ServerHandle", "bind", "faults_from", "in_process", "in_thread", "running", "serve_forever",
+           "server_parser", "settings_from", "uvicorn_server"]
+
+Faults = str | dict[str, Any] | None  # a spec string (``kind[@scope]=value,...``) or rules as a mapping
+
+
+class ServerHandle:
+    """A running test server: its ``url``, the settings it started with, its counters, and
+    run-time configuration."""
+
+    def __init__(self, url: str, config: Any) -> None:
+        self.url = url
+        self.config = config
+
+    def counters(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
+        return data
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task on the account, oldest first (``GET /_test/tasks``)."""
+        data: list[dict[str, Any]] = httpx.get(f"{self.url}/_test/tasks", timeout=10).json()
+        return data
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change settings and fault rules, e.g. ``configure(max_parallel=2, lost="next:1")``;
+        rules whose names are not identifiers go in ``faults={"lost@create": 1}``."""
+        response = httpx.post(f"{self.url}/_test/config", json=changes, timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_test/reset", timeout=10).raise_for_status()
+
+
+@contextlib.contextmanager
+def running(create_app: Callable[[Any, Faults], Any], config: Any, faults: Faults, *, name: str,
+            process: bool, log_level: str) -> Iterator[str]:
+    """Serve ``create_app(config, faults)`` on a free loopback port; yields its URL. ``process``:
+    as ``python -m videobatch.testing.<name>_server`` in a child process (it outlives a killed
+    client), else in a thread."""
+    if not process:
+        with in_thread(create_app(config, faults), name=name, log_level=log_level) as url:
+            yield url
+        return
+    argv = ["-m", f"videobatch.testing.{name}_server", "--port", "0",
+            "--config-json", json.dumps(dataclasses.asdict(config)), "--log-level", log_level]
+    if faults:
+        argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
+    with in_process(argv, name=name, ready_path="/_test/counters") as url:
+        yield url
+
+
+def server_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The command line every test server (``videobatch.testing.<name>_server``) shares; each adds
+    its own settings."""
+    parser = argparse.ArgumentParser(prog=f"python -m videobatch.testing.{name}_server",
+                                     description=description)
+    add = parser.add_argument
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
+    add("--seed", type=int)
+    add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
+    add("--config-json", help="SimConfig fields as JSON (used by running_server)")
+    add("--log-level", default="warning")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, config: Any, names: Iterable[str]) -> Any:
+    """``config`` updated from ``--config-json``, then from the flags ``names`` that were given."""
+    if args.config_json:
+        config.update(json.loads(args.config_json))
+    for name in (*names, "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            config.update({name: value})
+    return config
+
+
+def faults_from(spec: str | None) -> Faults:
+    """``--faults`` as given: a spec string, or JSON rules (as ``running`` passes them)."""
+    return json.loads(spec) if spec and spec.lstrip().startswith("{") else spec
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -16,50 +16,18 @@ From Python::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
-import httpx
-
-from ._serving import in_process, in_thread, serve_forever
+from . import _serving
+from ._serving import ServerHandle
 from .fal_app import FalApp, create_app
 from .fal_sim import LISTINGS, SimConfig
 
 __all__ = ["FalApp", "ServerHandle", "create_app", "main", "running_server"]
 
 _DESCRIPTION = "A fal-compatible queue API server for tests, with fault injection and counters."
-
-
-class ServerHandle:
-    """A running server: its ``url``, its counters, and run-time configuration."""
-
-    def __init__(self, url: str, config: SimConfig) -> None:
-        self.url = url
-        self.config = config
-
-    def counters(self) -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
-        return data
-
-    def tasks(self) -> list[dict[str, Any]]:
-        """Every request on the account, oldest first (``GET /_test/tasks``)."""
-        data: list[dict[str, Any]] = httpx.get(f"{self.url}/_test/tasks", timeout=10).json()
-        return data
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change settings and fault rules, e.g. ``configure(max_parallel=2, lost="next:1")``;
-        rules whose names are not identifiers go in ``faults={"lost@create": 1}``."""
-        response = httpx.post(f"{self.url}/_test/config", json=changes, timeout=10)
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
-
-    def reset(self) -> None:
-        httpx.post(f"{self.url}/_test/reset", timeout=10).raise_for_status()
 
 
 @contextlib.contextmanager
@@ -69,25 +37,15 @@ def running_server(*, process: bool = False, faults: str | dict[str, Any] | None
     fields; ``process=True`` runs it as a separate process (it outlives a killed client)."""
     config = SimConfig()
     config.update(settings)
-    if process:
-        argv = ["-m", "videobatch.testing.fal_server", "--port", "0",
-                "--config-json", json.dumps(asdict(config)), "--log-level", log_level]
-        if faults:
-            argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
-        with in_process(argv, name="fal", ready_path="/_test/counters") as url:
-            yield ServerHandle(url, config)
-        return
-    with in_thread(create_app(config, faults), name="fal", log_level=log_level) as url:
+    with _serving.running(create_app, config, faults, name="fal", process=process,
+                          log_level=log_level) as url:
         yield ServerHandle(url, config)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m videobatch.testing.fal_server``: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m videobatch.testing.fal_server",
-                                     description=_DESCRIPTION)
+    parser = _serving.server_parser("fal", _DESCRIPTION)
     add = parser.add_argument
-    add("--host", default="127.0.0.1")
-    add("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
     add("--latency", type=float, help="seconds a request takes when a slot is free")
     add("--jitter", type=float, help="± fraction of the latency")
     add("--max-parallel", type=int, help="the account's concurrency limit (queued beyond)")
@@ -99,26 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     add("--listing", choices=LISTINGS, help="the by-endpoint listing shows finished requests "
         "only (default) or all")
     add("--foreign-tasks", type=int, help="other systems' finished requests on the account")
-    add("--seed", type=int)
-    add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
-    add("--config-json", help="SimConfig fields as JSON (used by running_server)")
-    add("--log-level", default="warning")
     args = parser.parse_args(argv)
 
-    config = SimConfig()
-    if args.config_json:
-        config.update(json.loads(args.config_json))
-    for name in ("latency", "jitter", "max_parallel", "rps", "key", "slow_seconds", "result_ttl",
-                 "listing", "foreign_tasks", "seed"):
-        value = getattr(args, name)
-        if value is not None:
-            config.update({name: value})
+    config = _serving.settings_from(args, SimConfig(), (
+        "latency", "jitter", "max_parallel", "rps", "key", "slow_seconds", "result_ttl", "listing",
+        "foreign_tasks",
+    ))
     if args.locked:
         config.locked = True
-    spec: str | None = args.faults
-    faults: str | dict[str, Any] | None = json.loads(spec) if spec and spec.lstrip().startswith("{") else spec
-    serve_forever(create_app(config, faults), name="fal", host=args.host, port=args.port,
-                  log_level=args.log_level)
+    _serving.serve_forever(create_app(config, _serving.faults_from(args.faults)), name="fal",
+                           host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

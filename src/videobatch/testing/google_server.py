@@ -18,16 +18,12 @@ From Python::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
-import httpx
-
-from ._serving import in_process, in_thread, serve_forever
+from . import _serving
+from ._serving import ServerHandle
 from .google_app import GoogleApp, create_app
 from .google_sim import DELIVERIES, OVER_LIMIT, SimConfig
 
@@ -35,34 +31,6 @@ __all__ = ["GoogleApp", "ServerHandle", "SimConfig", "create_app", "main", "runn
 
 _DESCRIPTION = ("A Gemini-API-compatible HTTP server (Interactions API video generation) for tests "
                 "and benchmarks, with fault injection and counters.")
-
-
-class ServerHandle:
-    """A running server: its ``url``, its counters, and run-time configuration."""
-
-    def __init__(self, url: str, config: SimConfig) -> None:
-        self.url = url
-        self.config = config
-
-    def counters(self) -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{self.url}/_test/counters", timeout=10).json()
-        return data
-
-    def tasks(self) -> list[dict[str, Any]]:
-        """Every interaction on the project, oldest first (``GET /_test/tasks``)."""
-        data: list[dict[str, Any]] = httpx.get(f"{self.url}/_test/tasks", timeout=10).json()
-        return data
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change settings and fault rules, e.g. ``configure(max_parallel=2, lost="next:1")``;
-        rules whose names are not identifiers go in ``faults={"lost@create": 1}``."""
-        response = httpx.post(f"{self.url}/_test/config", json=changes, timeout=10)
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
-
-    def reset(self) -> None:
-        httpx.post(f"{self.url}/_test/reset", timeout=10).raise_for_status()
 
 
 @contextlib.contextmanager
@@ -75,25 +43,15 @@ def running_server(*, process: bool = False, faults: str | dict[str, Any] | None
     """
     config = SimConfig()
     config.update(settings)
-    if process:
-        argv = ["-m", "videobatch.testing.google_server", "--port", "0",
-                "--config-json", json.dumps(asdict(config)), "--log-level", log_level]
-        if faults:
-            argv += ["--faults", faults if isinstance(faults, str) else json.dumps(faults)]
-        with in_process(argv, name="google", ready_path="/_test/counters") as url:
-            yield ServerHandle(url, config)
-        return
-    with in_thread(create_app(config, faults), name="google", log_level=log_level) as url:
+    with _serving.running(create_app, config, faults, name="google", process=process,
+                          log_level=log_level) as url:
         yield ServerHandle(url, config)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m videobatch.testing.google_server``: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m videobatch.testing.google_server",
-                                     description=_DESCRIPTION)
+    parser = _serving.server_parser("google", _DESCRIPTION)
     add = parser.add_argument
-    add("--host", default="127.0.0.1")
-    add("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
     add("--api-key", help="the key x-goog-api-key must carry")
     add("--latency", type=float, help="seconds from create to the end of an interaction")
     add("--jitter", type=float, help="± fraction of the latency")
@@ -106,26 +64,14 @@ def main(argv: list[str] | None = None) -> None:
         "(inline base64 by default, as the preview guide warns)")
     add("--file-processing", type=float, help="seconds a generated file stays PROCESSING")
     add("--slow-seconds", type=float, help="how late a 'slow' fault answers")
-    add("--seed", type=int)
-    add("--faults", help="kind[@scope]=rate|next:N,... (see videobatch.testing.faults)")
-    add("--config-json", help="SimConfig fields as JSON (used by running_server)")
-    add("--log-level", default="warning")
     args = parser.parse_args(argv)
 
-    config = SimConfig()
-    if args.config_json:
-        config.update(json.loads(args.config_json))
-    for name in ("api_key", "latency", "jitter", "max_parallel", "over_limit", "rps",
-                 "retry_delay", "get_delivery", "file_processing", "slow_seconds", "seed"):
-        value = getattr(args, name)
-        if value is not None:
-            config.update({name: value})
-    spec: str | None = args.faults
-    faults: str | dict[str, Any] | None = spec
-    if spec and spec.lstrip().startswith("{"):
-        faults = json.loads(spec)
-    serve_forever(create_app(config, faults), name="google", host=args.host, port=args.port,
-                  log_level=args.log_level)
+    config = _serving.settings_from(args, SimConfig(), (
+        "api_key", "latency", "jitter", "max_parallel", "over_limit", "rps", "retry_delay",
+        "get_delivery", "file_processing", "slow_seconds",
+    ))
+    _serving.serve_forever(create_app(config, _serving.faults_from(args.faults)), name="google",
+                           host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":
