@@ -25,13 +25,14 @@ import logging
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import httpx
 
 from ...errors import AuthError, ConfigError, NotFoundError, Problem, ProviderError, TransientError
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskState, TaskStatus
+from ..setup import Secret, number
 from . import listing, wire
 from .options import MODELS_FILE, FalOptions
 from .wire import KEY_ENV, TaskRef
@@ -46,34 +47,6 @@ BASE_URL_ENV = "FAL_QUEUE_URL"
 _now = time.time  # the clock; tests replace it
 
 
-class _Secret:
-    """The key in memory: its repr is ``'***'`` and it refuses to be pickled."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("the fal key cannot be pickled")
-
-
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"fal option {name}={value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"fal option {name}={value!r} must be at least {minimum}")
-    return number
 
 
 def _url(name: str, value: str) -> str:
@@ -125,19 +98,19 @@ class FalProvider(Provider):
             pair = os.environ.get("FAL_KEY_ID"), os.environ.get("FAL_KEY_SECRET")
             if not (key or "").strip() and all(pair):
                 key = f"{pair[0]}:{pair[1]}"
-        self._key = _Secret(key.strip()) if key and key.strip() else None
+        self._key = Secret(key.strip(), "the fal key") if key and key.strip() else None
         self.base_url = _url("base_url", base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
         default_api = DEFAULT_API_URL if self.base_url == DEFAULT_BASE_URL else f"{self.base_url}/v1"
         self.api_base_url = _url("api_base_url", api_base_url or default_api)
-        self.timeout = float(_number("http_timeout", timeout if http_timeout is None
+        self.timeout = float(number("fal", "http_timeout", timeout if http_timeout is None
                                      else http_timeout, float, 0.001))
-        rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
-        interval = float(_number("poll_interval", poll_interval, float, 0.001))
+        rps = None if max_rps in (None, "", "none", "None") else number("fal", "max_rps", max_rps, float, 0.001)
+        self.limits = Limits(int(number("fal", "max_parallel", max_parallel, int, 1)), rps)
+        interval = float(number("fal", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
-            first_poll=float(_number("first_poll", first_poll, float, 0.0)), min_interval=interval,
-            max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval, float, 0.001))))
-        self._scan_pages = int(_number("scan_pages", scan_pages, int, 1))
+            first_poll=float(number("fal", "first_poll", first_poll, float, 0.0)), min_interval=interval,
+            max_interval=max(interval, float(number("fal", "max_poll_interval", max_poll_interval, float, 0.001))))
+        self._scan_pages = int(number("fal", "scan_pages", scan_pages, int, 1))
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None

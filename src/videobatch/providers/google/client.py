@@ -42,6 +42,7 @@ import httpx
 from ...errors import ConfigError, Problem, ProviderError, RejectedError, TransientError
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from ..setup import Secret, number
 from . import media, wire
 from .options import MODELS_FILE, GoogleOptions
 
@@ -54,45 +55,17 @@ INTERACTIONS = f"/{wire.API_VERSION}/interactions"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # what a URL image may weigh when fetched
 
 
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"google option {name}={value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"google option {name}={value!r} must be at least {minimum}")
-    return number
 
 
-class _Secret:
-    """The API key in memory: shown as ``'***'``, never pickled."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the Google API key cannot be pickled")
-
-
-def _api_key(given: str | None) -> _Secret | None:
+def _api_key(given: str | None) -> Secret | None:
     if given is not None and given.strip():
-        return _Secret(given.strip())
+        return Secret(given.strip(), "the Google API key")
     found = {name: (os.environ.get(name) or "").strip() for name in wire.ENV_NAMES}
     if all(found.values()):
         log.warning("google: both GOOGLE_API_KEY and GEMINI_API_KEY are set; using GOOGLE_API_KEY "
                     "(as Google's SDKs do)")
     value = next((v for v in found.values() if v), "")
-    return _Secret(value) if value else None
+    return Secret(value, "the Google API key") if value else None
 
 
 class GoogleProvider(Provider):
@@ -137,14 +110,14 @@ class GoogleProvider(Provider):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"google base_url {url!r} is not an http(s) URL")
         self.base_url = url
-        self.timeout = float(_number("http_timeout", timeout if http_timeout is None
+        self.timeout = float(number("google", "http_timeout", timeout if http_timeout is None
                                      else http_timeout, float, 0.001))
-        rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
-        interval = float(_number("poll_interval", poll_interval, float, 0.001))
+        rps = None if max_rps in (None, "", "none", "None") else number("google", "max_rps", max_rps, float, 0.001)
+        self.limits = Limits(int(number("google", "max_parallel", max_parallel, int, 1)), rps)
+        interval = float(number("google", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
-            first_poll=float(_number("first_poll", first_poll, float, 0.0)), min_interval=interval,
-            max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval,
+            first_poll=float(number("google", "first_poll", first_poll, float, 0.0)), min_interval=interval,
+            max_interval=max(interval, float(number("google", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))))
         self.webhook_url = webhook_url or None
         # absolute: the results carry file:// URLs, which a relative folder cannot give

@@ -50,6 +50,7 @@ from ...errors import (
 )
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
+from ..setup import number
 from . import listing, wire
 from .credentials import Credentials
 from .options import MODELS_FILE, KlingOptions
@@ -66,15 +67,6 @@ BASE_URL_ENV = "KLING_BASE_URL"
 
 _now = time.time  # the clock; tests replace it
 
-
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"kling option {name}={value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"kling option {name}={value!r} must be at least {minimum}")
-    return number
 
 
 class KlingProvider(Provider):
@@ -133,21 +125,21 @@ class KlingProvider(Provider):
             )
         self.base_url = url
         # ``http_timeout`` is the name to use through run()/the CLI, whose own ``timeout`` is per row.
-        self.timeout = float(_number("http_timeout", timeout if http_timeout is None
+        self.timeout = float(number("kling", "http_timeout", timeout if http_timeout is None
                                      else http_timeout, float, 0.001))
-        rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
-        interval = float(_number("poll_interval", poll_interval, float, 0.001))
+        rps = None if max_rps in (None, "", "none", "None") else number("kling", "max_rps", max_rps, float, 0.001)
+        self.limits = Limits(int(number("kling", "max_parallel", max_parallel, int, 1)), rps)
+        interval = float(number("kling", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
-            first_poll=float(_number("first_poll", first_poll, float, 0.0)),
+            first_poll=float(number("kling", "first_poll", first_poll, float, 0.0)),
             min_interval=interval,
-            max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval,
+            max_interval=max(interval, float(number("kling", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))),
         )
         self.callback_url = callback_url or None
-        self._list_threshold = int(_number("list_threshold", list_threshold, int, 1))
-        self._page_size = min(500, int(_number("page_size", page_size, int, 1)))
-        self._scan_pages = int(_number("scan_pages", scan_pages, int, 1))
+        self._list_threshold = int(number("kling", "list_threshold", list_threshold, int, 1))
+        self._page_size = min(500, int(number("kling", "page_size", page_size, int, 1)))
+        self._scan_pages = int(number("kling", "scan_pages", scan_pages, int, 1))
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import NoReturn
 
 import jwt
 
 from ...errors import ConfigError
+from ..setup import Secret
 from .wire import ACCESS_ENV, API_KEY_ENV, SECRET_ENV
 
 __all__ = ["TOKEN_RENEW_BEFORE", "TOKEN_TTL", "Credentials", "Secret", "api_key", "credential", "key_pair",
@@ -35,32 +35,13 @@ _SHORT_KEY_WARNING: type[Warning] = getattr(
 )
 
 
-class Secret:
-    """A credential held in memory: its repr is ``'***'`` and it refuses to be pickled."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("Kling credentials cannot be pickled")
-
 
 def credential(value: str | None, env: str) -> Secret | None:
     """``value``, else the environment variable ``env``; None when neither is set."""
     if value is None:
         value = os.environ.get(env)
     value = (value or "").strip()
-    return Secret(value) if value else None
+    return Secret(value, "Kling credentials") if value else None
 
 
 def _key_problem(value: str) -> str | None:
@@ -119,7 +100,7 @@ def sign(access: str, secret: str, now: float) -> tuple[Secret, int]:
         # Kling issues the keys; a warning about their length helps no one.
         warnings.simplefilter("ignore", _SHORT_KEY_WARNING)
         token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
-    return Secret(token), exp
+    return Secret(token, "Kling credentials"), exp
 
 
 class Credentials:

@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -38,6 +38,7 @@ import httpx
 from ...errors import ConfigError, Problem, ProviderError
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
+from ..setup import Secret, number
 from . import listing, wire
 from .options import MODELS_FILE, ReplicateOptions
 from .wire import TOKEN_ENV
@@ -52,34 +53,6 @@ BASE_URL_ENV = "REPLICATE_BASE_URL"
 _now = time.time  # the clock; tests replace it
 
 
-class _Token:
-    """The API token: its repr is ``'***'`` and it refuses to be pickled."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("the Replicate API token cannot be pickled")
-
-
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"replicate option {name}={value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"replicate option {name}={value!r} must be at least {minimum}")
-    return number
 
 
 class ReplicateProvider(Provider):
@@ -120,20 +93,21 @@ class ReplicateProvider(Provider):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         given = api_token if api_token is not None else os.environ.get(TOKEN_ENV)
-        self._token = _Token(given.strip()) if given and given.strip() else None
+        self._token = Secret(given.strip(), "the Replicate API token") if given and given.strip() else None
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"replicate base_url {url!r} is not an http(s) URL; set {BASE_URL_ENV} or base_url=")
         self.base_url = url
-        self.timeout = float(_number("http_timeout", timeout if http_timeout is None else http_timeout,
+        self.timeout = float(number("replicate", "http_timeout", timeout if http_timeout is None else http_timeout,
                                      float, 0.001))
-        rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
-        interval = float(_number("poll_interval", poll_interval, float, 0.001))
+        rps = None if max_rps in (None, "", "none", "None") else number("replicate", "max_rps", max_rps, float, 0.001)
+        self.limits = Limits(int(number("replicate", "max_parallel", max_parallel, int, 1)), rps)
+        interval = float(number("replicate", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
-            first_poll=float(_number("first_poll", first_poll, float, 0.0)), min_interval=interval,
-            max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval, float, 0.001))))
-        self._scan_pages = int(_number("scan_pages", scan_pages, int, 1))
+            first_poll=float(number("replicate", "first_poll", first_poll, float, 0.0)), min_interval=interval,
+            max_interval=max(interval, float(number("replicate", "max_poll_interval", max_poll_interval,
+                                                    float, 0.001))))
+        self._scan_pages = int(number("replicate", "scan_pages", scan_pages, int, 1))
         self.cancel_after = (str(cancel_after).strip() or None) if cancel_after is not None else None
         self._transport = transport
         self._client: httpx.AsyncClient | None = None

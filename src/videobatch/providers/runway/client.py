@@ -26,7 +26,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -34,6 +34,7 @@ import httpx
 from ...errors import ConfigError, NotFoundError, Problem, ProviderError
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, TaskState, TaskStatus
+from ..setup import Secret, number
 from . import wire
 from .options import MODELS_FILE, RunwayOptions
 from .wire import SECRET_ENV, VERSION
@@ -50,34 +51,6 @@ _CANCELLABLE = ("PENDING", "THROTTLED")
 _now = time.time  # the clock; tests replace it
 
 
-class _Secret:
-    """The API key in memory: its repr is ``'***'`` and it refuses to be pickled."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("Runway credentials cannot be pickled")
-
-
-def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"runway option {name}={value!r} is not a number") from None
-    if number < minimum:
-        raise ConfigError(f"runway option {name}={value!r} must be at least {minimum}")
-    return number
 
 
 class RunwayProvider(Provider):
@@ -114,7 +87,7 @@ class RunwayProvider(Provider):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         value = (api_secret if api_secret is not None else os.environ.get(SECRET_ENV, "")).strip()
-        self._key = _Secret(value) if value else None
+        self._key = Secret(value, "Runway credentials") if value else None
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"runway base_url {url!r} is not an http(s) URL; set {BASE_URL_ENV} "
@@ -122,15 +95,15 @@ class RunwayProvider(Provider):
         self.base_url = url
         # A generous default: creates answer quickly, and an answer that never comes is a row
         # whose outcome is unknown.
-        self.timeout = float(_number("http_timeout", timeout if http_timeout is None else http_timeout,
+        self.timeout = float(number("runway", "http_timeout", timeout if http_timeout is None else http_timeout,
                                      float, 0.001))
-        rps = None if max_rps in (None, "", "none", "None") else _number("max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(_number("max_parallel", max_parallel, int, 1)), rps)
-        interval = float(_number("poll_interval", poll_interval, float, 0.001))
+        rps = None if max_rps in (None, "", "none", "None") else number("runway", "max_rps", max_rps, float, 0.001)
+        self.limits = Limits(int(number("runway", "max_parallel", max_parallel, int, 1)), rps)
+        interval = float(number("runway", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
-            first_poll=float(_number("first_poll", first_poll, float, 0.0)),
+            first_poll=float(number("runway", "first_poll", first_poll, float, 0.0)),
             min_interval=interval,
-            max_interval=max(interval, float(_number("max_poll_interval", max_poll_interval,
+            max_interval=max(interval, float(number("runway", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))),
         )
         self._transport = transport
