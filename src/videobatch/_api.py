@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,6 +21,7 @@ import pandas as pd
 from ._events import Observer
 from ._inputs import Prompts, load_prompts
 from ._jobs import Job, State
+from ._pools import Providers
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, Store
@@ -60,6 +61,11 @@ class Batch:
     Extra keyword options naming a request field (``model``, ``duration``, ...) are run-wide defaults
     for empty cells; any other option goes to the provider (``latency=``, ``base_url=``, ...).
 
+    A mixed table: rows with a ``provider`` column go to the provider they name (empty: to
+    ``provider``). ``providers={"fal": {"base_url": ...}}`` gives the options of the others (or
+    ready provider objects); each provider (each model, where its limit is per model) gets its own
+    pool of slots, and the results say in ``provider_used`` / ``model_used`` who made each clip.
+
     Outputs: ``download=DIR`` streams each finished clip to DIR as soon as it completes (verified,
     with a poster frame; ``download_name`` is a file-name template using row columns and ``{key}``);
     ``webhook=URL`` (or a ``webhook_url`` column) POSTs each row's outcome, HMAC-signed with
@@ -83,6 +89,7 @@ class Batch:
         download_name: str | None = None,
         webhook: str | None = None,
         webhook_secret: str | None = None,
+        providers: Mapping[str, Provider | Mapping[str, Any]] | None = None,
         **options: Any,
     ) -> None:
         if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
@@ -95,7 +102,10 @@ class Batch:
         self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None, rules=self.provider.rules())
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
                                 observers)
-        problems = self.provider.check(self.prompts.requests)
+        # A mixed table: the other providers its rows name, built now so a missing key fails here.
+        self.providers = Providers.for_rows(self.provider, self.prompts.requests, providers)
+        self._given = [p for p in (providers or {}).values() if isinstance(p, Provider)]
+        problems = self.providers.check(self.prompts.requests)
         if problems:
             raise InputError(problems, source=self.prompts.source)
         if concurrency is not None and concurrency < 1:
@@ -109,7 +119,7 @@ class Batch:
                          enumerate(zip(self.prompts.keys, self.prompts.requests, strict=True))]
         else:
             self.store, self.jobs = Checkpoint.open(
-                checkpoint, self.prompts, settings=self.provider.describe(), force=force
+                checkpoint, self.prompts, settings=self.providers.describe(), force=force
             )
         self._progress = progress
         self._observers = outputs + list(observers)
@@ -173,12 +183,13 @@ class Batch:
         it in the notebook cell that starts the batch, so it shows there); else one is made here."""
         progress = progress or self._new_progress()
         observers = list(self._observers) + ([progress] if progress else [])
-        self._runner = Runner(self.jobs, self.provider, self.store, self.settings, observers)
+        self._runner = Runner(self.jobs, self.providers, self.store, self.settings, observers)
         try:
             self.outcome = await self._runner.run()
         finally:
-            if self._owns_provider:
-                await self.provider.aclose()
+            for one in self.providers:  # those we built; the caller's own objects stay open
+                if one not in self._given and (one is not self.provider or self._owns_provider):
+                    await one.aclose()
         outcome = self.outcome
         while self._after_run:  # asked for while the run was finishing: ready for the next one
             keys, unknown = self._after_run.pop(0)

@@ -47,7 +47,7 @@ _EARLIER = ("image_tail", "mode", "cfg_scale", "camera_control")
 def request_columns(rules: RequestRules | None) -> tuple[str, ...]:
     """Every column name a row's request is read from: the shared fields, the provider's options
     (without a provider: the first release's), and ``image_tail`` (``end_image`` spelled as before)."""
-    options = rules.option_names if rules is not None else _EARLIER[1:]
+    options = rules.all_option_names if rules is not None else _EARLIER[1:]
     names = [*REQUEST_FIELDS, *options, "image_tail"]
     return tuple(dict.fromkeys(names))
 
@@ -159,10 +159,15 @@ def validate_rows(
     requests: list[VideoRequest] = []
     problems: list[Problem] = []
     texts: list[str] = []
+    provider_at = fields.index("provider") if "provider" in fields else None
+    by_provider = _defaults_by_provider(defaults, rules) if provider_at is not None else {}
+    run_defaults = defaults
     for row, (cells, combo) in enumerate(zip(rows, combos, strict=True), 1):
         prompt = cells[prompt_at] if prompt_at is not None else _EMPTY
         if prompt is _EMPTY:
             prompt = default_prompt
+        if by_provider:  # a mixed table: an option default applies to rows whose provider has it
+            defaults = by_provider.get(cells[provider_at], run_defaults)  # type: ignore[index]
         entry = None
         if (prompt is _EMPTY or type(prompt) is str) and _SLOW not in combo:
             key = (combo, prompt is _EMPTY)
@@ -195,6 +200,15 @@ def validate_rows(
             requests.append(request)
             texts.append(request_text(request))
     return requests, problems, texts
+
+
+def _defaults_by_provider(defaults: Mapping[str, Any], rules: RequestRules | None) -> dict[Any, Mapping[str, Any]]:
+    """For each other provider of a mixed table, the run's defaults without the options it lacks."""
+    if rules is None or not rules.others or not defaults:
+        return {}
+    options = set(rules.all_option_names)
+    return {name: {k: v for k, v in defaults.items() if k not in options or k in other.option_names}
+            for name, other in rules.others.items()}
 
 
 _SLOW: Any = object()  # a cell that makes its row be validated on its own

@@ -30,7 +30,7 @@ from ._input_check import (
 from ._input_keys import ID_COLUMN, Prompts, canonical_json, hashed_keys
 from ._input_read import frame_from_list, read_csv, scan, unsupported_type
 from ._jobs import gc_paused
-from .errors import InputError, Problem
+from .errors import ConfigError, InputError, Problem
 from .request import RequestRules, VideoRequest
 
 __all__ = ["ID_COLUMN", "Prompts", "canonical_json", "load_prompts"]
@@ -88,6 +88,7 @@ def _validate(
     csv_text: str | None,
 ) -> Prompts:
     """Check the table and every row; raise one InputError with everything found."""
+    rules = _with_named_providers(frame, rules)
     problems, blocking = table_problems(frame, defaults, rules)
     requests: list[VideoRequest] = []
     keys: list[str] = []
@@ -108,6 +109,24 @@ def _validate(
     prompts._keep_texts(texts)  # the checkpoint stores the same texts
     return prompts
 
+
+
+def _with_named_providers(frame: pd.DataFrame, rules: RequestRules | None) -> RequestRules | None:
+    """``rules`` extended with those of every other provider the ``provider`` column names (a
+    mixed table); a name no provider answers to is left out, so its rows report it."""
+    if rules is None or "provider" not in frame.columns:
+        return rules
+    from .providers import rules_of  # the registry: only a mixed table needs it
+
+    others: dict[str, RequestRules] = {}
+    for name in frame["provider"].dropna().unique().tolist():
+        name = str(name).strip()
+        if name and name != rules.provider and name not in rules.others and name not in others:
+            try:
+                others[name] = rules_of(name)
+            except ConfigError:
+                continue
+    return rules.with_others(others) if others else rules
 
 
 def _locate(problems: list[Problem], frame: pd.DataFrame, csv_text: str | None) -> list[Problem]:

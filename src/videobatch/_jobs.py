@@ -95,6 +95,8 @@ RESULT_COLUMNS = (
     "video_id",
     "video_duration",
     "expires_at",
+    "provider_used",
+    "model_used",
 )
 
 # Fields a transition may set; everything in a job besides key/index/request/state.
@@ -110,6 +112,8 @@ RESULT_FIELDS = (
     "expires_at",
     "error_kind",
     "error",
+    "provider_used",
+    "model_used",
 )
 _RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
 
@@ -133,7 +137,7 @@ def gc_paused() -> Iterator[None]:
 
 # What a new submission of a row starts without.
 _CLEARED = ("task_id", "submitted_at", "completed_at", "video_url", "video_id", "video_duration",
-            "expires_at", "error_kind", "error")
+            "expires_at", "error_kind", "error", "provider_used", "model_used")
 
 
 def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
@@ -178,6 +182,8 @@ class RowSnapshot:
     expires_at: float | None
     error_kind: str | None
     error: str | None
+    provider_used: str | None
+    model_used: str | None
     updated_at: float
     extras: Mapping[str, Any]  # read-only copy
 
@@ -212,6 +218,9 @@ class Job:
     expires_at: float | None = None
     error_kind: str | None = None
     error: str | None = None
+    # Where its task was sent (set with ``submitting``): the provider's name and the model's id.
+    provider_used: str | None = None
+    model_used: str | None = None
     updated_at: float = field(default_factory=time.time)
     # Extra result columns written by observers (downloads, webhooks): name -> JSON-able value.
     extras: dict[str, Any] = field(default_factory=dict)
@@ -224,7 +233,8 @@ class Job:
         return RowSnapshot(
             self.key, self.index, self.request, self.state, self.attempts, self.generation,
             self.task_id, self.submitted_at, self.completed_at, self.video_url, self.video_id,
-            self.video_duration, self.expires_at, self.error_kind, self.error, self.updated_at,
+            self.video_duration, self.expires_at, self.error_kind, self.error, self.provider_used,
+            self.model_used, self.updated_at,
             MappingProxyType(dict(self.extras)) if self.extras else _NO_EXTRAS)
 
     def retry(self) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
         "video_id": [j.video_id for j in jobs],
         "video_duration": [j.video_duration for j in jobs],
         "expires_at": stamp([j.expires_at for j in jobs]),
+        "provider_used": [j.provider_used for j in jobs],
+        "model_used": [j.model_used for j in jobs],
     }
     assert tuple(columns) == RESULT_COLUMNS
     out = frame.copy()

@@ -68,11 +68,14 @@ class Rows:
         transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
         pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
         key = job.idempotency_key(self.run_id)
+        provider = self.provider.name
         model = self.provider.resolve(job.request).model or ""
+        pool = (provider, model)
         while job.state is State.PENDING:
-            if stop.no_submit or stop.fatal or stop.cancelled or model in stop.blocked:
+            if stop.closed(provider) or stop.fatal or stop.cancelled or pool in stop.blocked:
                 return
-            self.move(job, State.SUBMITTING, attempts=job.attempts + 1)
+            self.move(job, State.SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
+                      model_used=model or None)
             await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             sent_at = job.updated_at
             self.submits += 1
@@ -109,12 +112,12 @@ class Rows:
                 # Not this row's fault and nothing was created: it waits, unpaid, for a resumed run
                 # once the model is fixed; enough of these in a row and the model is not tried again.
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
-                stop.refused(exc.model or model, exc)
+                stop.refused(provider, exc.model or model, exc)
                 return
             except AccountError as exc:
                 # Nothing was created; the row waits for a resumed run once the account is fixed.
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
-                stop.no_submit = stop.no_submit or exc
+                stop.close(provider, exc)
                 return
             except AuthError:
                 self.move(job, State.PENDING)
@@ -122,7 +125,7 @@ class Rows:
             except ProviderError as exc:  # rejected: this row, for good
                 self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
                 return
-            stop.refusals.pop(model, None)  # accepted: its earlier refusals were not in a row
+            stop.refusals.pop(pool, None)  # accepted: its earlier refusals were not in a row
             self.adopt(job, status)
 
     async def _settle(self, job: Job, key: str, sent_at: float, cause: ProviderError, *,

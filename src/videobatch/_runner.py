@@ -14,7 +14,9 @@
 - ``cancel()`` stops everything promptly: rows in flight keep their state for the next run to
   reconcile, rows not started become ``cancelled`` (and ``pending`` again on resume).
 
-The runner knows the provider only through ``videobatch.providers.base.Provider``.
+A run may use several providers (a mixed table): each (provider, model) pool has its own slots,
+poll schedule, lookups, queue and workers (``_pools``), all in one checkpoint and one set of counts.
+The runner knows the providers only through ``videobatch.providers.base.Provider``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -30,16 +33,13 @@ from typing import Any
 
 from ._events import Event, EventKind, Observer, Progress, RunContext, Tally, notify
 from ._jobs import Job, RowSnapshot, State, annotation
-from ._pacing import LocalSlots, RateLimiter, SlotPool
-from ._polling import Poller, PollSchedule
-from ._reconcile import Reconciler
+from ._pacing import SlotPool
+from ._pools import Pool, PoolKey, Pools, Providers
 from ._rows import Rows
 from ._settings import RunOutcome, RunSettings, Stop
 from ._sources import JobSource, QueueSource
 from ._store import Store
-from .errors import (
-    ProviderError,
-)
+from .errors import ProviderError
 from .providers.base import Provider
 
 __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-exported for callers
@@ -49,11 +49,18 @@ log = logging.getLogger("videobatch")
 _IN_DOUBT = frozenset({State.SUBMITTING, State.UNKNOWN})
 
 
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Runner:
     def __init__(
         self,
         jobs: Sequence[Job],
-        provider: Provider,
+        provider: Provider | Providers,
         store: Store,
         settings: RunSettings | None = None,
         observers: Sequence[Observer] = (),
@@ -61,25 +68,31 @@ class Runner:
         source: JobSource | None = None,
         slots: SlotPool | None = None,
     ) -> None:
-        """Drive ``jobs`` (a batch) — or, with ``source``/``slots``, whatever the source hands out
-        under a shared slot pool (service mode; ``jobs`` may then be empty)."""
+        """Drive ``jobs`` (a batch) through ``provider`` (or, for a mixed table, the ``Providers``
+        its rows name) — or, with ``source``/``slots``, whatever the source hands out under a
+        shared slot pool (service mode, one provider; ``jobs`` may then be empty)."""
         self.jobs = list(jobs)
-        self.provider = provider
+        self.providers = Providers.of(provider)
+        self.provider = self.providers.default
         self.store = store
         self.settings = settings or RunSettings()
         self.observers = list(observers)
-        # The user's --concurrency is their statement of the account's limit: it wins over the
-        # provider's default guess (a provider that refuses more slows us down on the wire).
-        ceiling = self.settings.concurrency or provider.limits.max_parallel
-        self._tally = Tally(total=len(self.jobs), slots_limit=ceiling)
+        self._tally = Tally(total=len(self.jobs), slots_limit=self._ceiling(self.provider))
         self._tally.counts.update(j.state for j in self.jobs)
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
-        self._ceiling = ceiling
         self._source_arg = source
         self._slots_arg = slots
         self._stop: Stop | None = None
-        self._workers: list[asyncio.Task[None]] = []
+        self._pools: Pools | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _ceiling(self, provider: Provider) -> int:
+        # The user's --concurrency is their statement of the account's limit: it wins over the
+        # provider's default guess (a provider that refuses more slows us down on the wire). It is
+        # said of the run's provider; the others of a mixed table keep their own max_parallel.
+        if provider is self.provider and self.settings.concurrency:
+            return self.settings.concurrency
+        return provider.limits.max_parallel
 
     # ------------------------------------------------------------------ what observers may use
     @property
@@ -117,11 +130,7 @@ class Runner:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _current_loop() is loop:
             self._cancel_now()
         else:
             loop.call_soon_threadsafe(self._cancel_now)
@@ -130,7 +139,7 @@ class Runner:
         if self._stop is not None and not self._stop.cancelled:
             self._stop.cancelled = True
             self._stop.event.set()
-            for worker in self._workers:
+            for worker in self._workers():
                 worker.cancel()
 
     # ------------------------------------------------------------------ main
@@ -138,20 +147,6 @@ class Runner:
         self._loop = asyncio.get_running_loop()
         self._started_wall = time.time()
         self._stop = stop = Stop()
-        self._slots: SlotPool = self._slots_arg or LocalSlots(self._ceiling)
-        # One rate limiter for every request this run's provider sends: it takes a token on the
-        # wire (Provider.http_client), however many requests one call needs.
-        self._limiter = RateLimiter(self.provider.limits.max_rps)
-        self.provider.attach(self._limiter)
-        self._poller = Poller(self.provider, PollSchedule(self.provider.poll_hint),
-                              on_fatal=self._fatal)
-        self._reconciler = Reconciler(self.provider, self.settings.lookup_policy(), stop=stop.event)
-        self._rows = Rows(provider=self.provider, settings=self.settings, stop=stop,
-                          slots=self._slots, poller=self._poller,
-                          reconciler=self._reconciler, run_id=self.store.run_id,
-                          run_began=self.store.created_at,
-                          started_wall=self._started_wall, move=self._move, emit=self._emit,
-                          durable=self.store.durable)
         self._closing = False
         # (Enum members looked up once: these loops see every row of a 200k-row batch.)
         cancelled, waiting, accepted, in_doubt = State.CANCELLED, State.PENDING, State.GENERATING, _IN_DOUBT
@@ -162,7 +157,21 @@ class Runner:
         in_flight = [j for j in self.jobs if j.state in in_doubt]
         in_flight += [j for j in self.jobs if j.state is accepted]
         pending = [j for j in self.jobs if j.state is waiting]
-        self._source: JobSource = self._source_arg or QueueSource(in_flight + pending)
+        self._pools = pools = Pools(
+            self.providers, settings=self.settings, stop=stop, ceiling=self._ceiling,
+            slots=self._slots_arg, on_fatal=self._fatal,
+            make_rows=functools.partial(Rows, settings=self.settings, stop=stop,
+                                        run_id=self.store.run_id, run_began=self.store.created_at,
+                                        started_wall=self._started_wall, move=self._move,
+                                        emit=self._emit, durable=self.store.durable))
+        if self._source_arg is not None:  # service mode: one pool, fed by the shared queue
+            pools.open((self.provider.name, None), self.provider, self._source_arg)
+        elif len(self.providers) == 1 and not self.provider.limits.per_model:
+            pools.open((self.provider.name, None), self.provider, QueueSource(in_flight + pending))
+        else:
+            for job in in_flight + pending:
+                pools.queue(job)
+        self._tally.slots_limit = pools.slots_limit
         context = RunContext(self)
         for observer in self.observers:
             bind = getattr(observer, "bind", None)
@@ -170,13 +179,14 @@ class Runner:
                 bind(context)
         self._emit("start")
         snapshots = asyncio.create_task(self._snapshot_loop(), name="videobatch-snapshots")
-        self._spawn_workers()
+        for pool in pools:
+            self._spawn_workers(pool)
         try:
             await self._all_workers_done()
         except asyncio.CancelledError:
             # Our caller was cancelled (Ctrl-C): stop the workers and leave a resumable state.
             self._cancel_now()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await asyncio.gather(*self._workers(), return_exceptions=True)
             await self._finish(snapshots)
             raise
         await self._finish(snapshots)
@@ -187,23 +197,26 @@ class Runner:
             elapsed=time.monotonic() - self._tally.started,
             cancelled=stop.cancelled,
             stopped_by=stop.fatal or stop.no_submit or stop.blocked_error(),
-            polls=self._poller.polls,
-            submits=self._rows.submits,
+            polls=pools.polls,
+            submits=pools.submits,
         )
 
-    def _spawn_workers(self) -> None:
-        """Enough workers for the queued rows, up to the slot ceiling."""
-        alive = [w for w in self._workers if not w.done()]
-        backlog = self._source.backlog()
-        wanted = self._ceiling - len(alive)
+    # ------------------------------------------------------------------ pools
+    def _workers(self) -> list[asyncio.Task[None]]:
+        return self._pools.workers() if self._pools is not None else []
+
+    def _spawn_workers(self, pool: Pool) -> None:
+        """Enough workers for the pool's queued rows, up to its slot ceiling."""
+        alive = pool.alive()
+        backlog = pool.source.backlog()
+        wanted = pool.ceiling - len(alive)
         for _ in range(wanted if backlog is None else min(wanted, backlog)):
-            alive.append(asyncio.create_task(self._worker(), name="videobatch-worker"))
-        self._workers = alive
+            alive.append(asyncio.create_task(self._worker(pool), name=f"videobatch-{pool.name}"))
 
     async def _all_workers_done(self) -> None:
         # Workers may be added while we wait (retry during the run), so wait until none is left.
-        while any(not w.done() for w in self._workers):
-            await asyncio.gather(*self._workers, return_exceptions=True)
+        while any(not w.done() for w in self._workers()):
+            await asyncio.gather(*self._workers(), return_exceptions=True)
 
     def retry(self, keys: Sequence[str] | None = None, *, unknown: bool = False) -> int | None:
         """Queue failed rows again while the run goes on (all failed rows, or those ``keys``);
@@ -215,10 +228,9 @@ class Runner:
         nothing will be sent, so the caller may queue them for the next run instead.
         """
         loop = self._loop
-        source = self._source_arg or getattr(self, "_source", None)
         if loop is None or loop.is_closed():
             return None
-        if source is not None and not isinstance(source, QueueSource):
+        if self._source_arg is not None:
             raise RuntimeError("this run takes its rows from a shared queue; retry through it")
         wanted = None if keys is None else set(keys)
         states = {State.FAILED, State.UNKNOWN} if unknown else {State.FAILED}
@@ -227,23 +239,21 @@ class Runner:
             stop = self._stop
             if stop is None or stop.cancelled or stop.fatal or stop.crash or self._closing:
                 return None  # teardown began: a row sent now would be paid and never polled
-            queue = self._source
-            assert isinstance(queue, QueueSource)
             moved = 0
+            touched: dict[PoolKey, Pool] = {}
+            assert self._pools is not None
             for job in self.jobs:
                 if job.state in states and (wanted is None or job.key in wanted):
                     old = job.state
                     self._record_change(job, old, job.retry())
-                    queue.add(job)
+                    pool = self._pools.queue(job)
+                    touched[pool.key] = pool
                     moved += 1
-            self._spawn_workers()
+            for pool in touched.values():
+                self._spawn_workers(pool)
             return moved
 
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _current_loop() is loop:
             return requeue()
         future: concurrent.futures.Future[int | None] = concurrent.futures.Future()
 
@@ -264,12 +274,11 @@ class Runner:
         snapshots.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await snapshots
-        await self._poller.aclose()
-        await self._reconciler.aclose()
-        assert self._stop is not None
+        assert self._pools is not None and self._stop is not None
+        await self._pools.aclose()
         if self._stop.cancelled:
             if self._source_arg is None:  # service mode: a worker's cancel is a hand-over
-                await self._rows.cancel_open(self.jobs)
+                await self._pools.cancel_open(self.jobs)
             for job in self.jobs:
                 if job.state is State.PENDING:
                     self._move(job, State.CANCELLED)
@@ -295,9 +304,9 @@ class Runner:
                 last = time.monotonic()
 
     # ------------------------------------------------------------------ one worker
-    async def _worker(self) -> None:
+    async def _worker(self, pool: Pool) -> None:
         try:
-            await self._work()
+            await self._work(pool)
         except Exception as exc:
             # Not a provider answer but a bug or a broken part: never let capacity shrink
             # silently. Stop every worker, keep the checkpoint resumable, re-raise from run().
@@ -308,40 +317,42 @@ class Runner:
                 stop.crash = exc
             self._halt()
 
-    async def _work(self) -> None:
+    async def _work(self, pool: Pool) -> None:
         stop = self._stop
         assert stop is not None
+        source, slots, name = pool.source, pool.slots, pool.provider.name
         while not stop.fatal and not stop.cancelled and not stop.crash:
-            if stop.no_submit and self._source.backlog() is None:
+            if stop.closed(name) and source.backlog() is None:
                 # A shared queue (service mode) and an account that takes no more work: stop
                 # taking requests rather than take them only to hand them back; the rows in flight
                 # finish and run() reports the account error.
                 return
-            job = await self._source.next()
+            job = await source.next()
             if job is None:
                 return
             try:
-                if job.state is State.PENDING and stop.no_submit:
+                if job.state is State.PENDING and stop.closed(name):
                     continue
-                await self._slots.acquire(job)
+                await slots.acquire(job)
                 self._emit("slots")
                 try:
-                    await self._drive(job)
+                    await self._drive(pool, job)
                 except ProviderError as exc:  # auth (or a provider breaking its contract)
                     self._fatal(exc.for_row(job.key))
                 finally:
-                    await self._slots.release(job)
+                    await slots.release(job)
                     self._emit("slots")
             finally:
-                await self._source.done(job)
+                await source.done(job)
 
-    async def _drive(self, job: Job) -> None:
+    async def _drive(self, pool: Pool, job: Job) -> None:
+        rows = pool.rows
         if job.state in (State.SUBMITTING, State.UNKNOWN):
-            await self._rows.reconcile(job)
+            await rows.reconcile(job)
         if job.state is State.PENDING:
-            await self._rows.submit(job)
+            await rows.submit(job)
         if job.state is State.GENERATING:
-            await self._rows.await_result(job)
+            await rows.await_result(job)
 
     # ------------------------------------------------------------------ helpers
     def _fatal(self, exc: ProviderError) -> None:
@@ -356,7 +367,7 @@ class Runner:
         stop = self._stop
         assert stop is not None
         stop.event.set()
-        for worker in self._workers:
+        for worker in self._workers():
             if worker is not asyncio.current_task():
                 worker.cancel()
 
@@ -382,7 +393,7 @@ class Runner:
     def _emit_row(self, kind: EventKind, row: RowSnapshot | None, **extra: Any) -> None:
         if not self.observers:
             return
-        if kind == "slots":
-            self._tally.slots_in_use = self._slots.in_use
-            self._tally.slots_limit = self._slots.limit
+        if kind == "slots" and self._pools is not None:
+            self._tally.slots_in_use = self._pools.slots_in_use
+            self._tally.slots_limit = self._pools.slots_limit
         notify(self.observers, Event(kind, self._tally.snapshot(), row, **extra))

@@ -54,27 +54,44 @@ class RunOutcome:
 @dataclass
 class Stop:
     fatal: ProviderError | None = None  # stops everything
-    no_submit: ProviderError | None = None  # stops new submissions only
     cancelled: bool = False
     crash: Exception | None = None  # a bug (not a provider answer): stop, flush, re-raise
     event: asyncio.Event = field(default_factory=asyncio.Event)
-    # Models whose rows are not submitted any more (the provider refused the model itself several
-    # times in a row), and the refusals counted so far per model.
-    blocked: dict[str, ProviderError] = field(default_factory=dict)
-    refusals: dict[str, int] = field(default_factory=dict)
+    # Providers that take no new work (an account error: balance, permission), by name: their rows
+    # not yet sent wait, unpaid; their rows in flight finish.
+    accounts: dict[str, ProviderError] = field(default_factory=dict)
+    # (provider, model) whose rows are not submitted any more (the provider refused the model
+    # itself several times in a row), and the refusals counted so far.
+    blocked: dict[tuple[str, str], ProviderError] = field(default_factory=dict)
+    refusals: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def refused(self, model: str, exc: ProviderError, *, limit: int = 3) -> None:
-        """One more refusal of ``model`` itself; ``limit`` in a row blocks it."""
-        self.refusals[model] = self.refusals.get(model, 0) + 1
-        if self.refusals[model] >= limit and model not in self.blocked:
-            self.blocked[model] = exc
+    @property
+    def no_submit(self) -> ProviderError | None:
+        """The first account error that stopped a provider taking new work (or None)."""
+        return next(iter(self.accounts.values()), None)
+
+    def closed(self, provider: str) -> ProviderError | None:
+        """Why ``provider`` takes no new work in this run, or None."""
+        return self.accounts.get(provider)
+
+    def close(self, provider: str, exc: ProviderError) -> None:
+        self.accounts.setdefault(provider, exc)
+
+    def refused(self, provider: str, model: str, exc: ProviderError, *, limit: int = 3) -> None:
+        """One more refusal of ``provider``'s ``model`` itself; ``limit`` in a row blocks it."""
+        pool = (provider, model)
+        self.refusals[pool] = self.refusals.get(pool, 0) + 1
+        if self.refusals[pool] >= limit and pool not in self.blocked:
+            self.blocked[pool] = exc
 
     def blocked_error(self) -> ProviderError | None:
         """What stopped submitting some models, as one error for the run's outcome (or None)."""
         if not self.blocked:
             return None
         first = next(iter(self.blocked.values()))
-        models = ", ".join(self.blocked)
+        mixed = len({provider for provider, _ in self.blocked}) > 1
+        models = ", ".join(f"{provider} {model}" if mixed else model
+                           for provider, model in self.blocked)
         message = (f"rows of model{'s' if len(self.blocked) > 1 else ''} {models} were not submitted "
                    f"(they stay pending, unpaid): the provider refused the model itself several "
                    f"times in a row. It said: {first.message}")

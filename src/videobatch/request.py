@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
@@ -71,10 +71,32 @@ class RequestRules:
     provider: str
     options: type[BaseModel] | None = None
     catalog: Catalog | None = None
+    # A mixed table: the rules of the other providers its ``provider`` column names (this one is
+    # the run's default, for rows that name none).
+    others: Mapping[str, RequestRules] = field(default_factory=dict, compare=False)
 
     @property
     def option_names(self) -> tuple[str, ...]:
         return tuple(self.options.model_fields) if self.options is not None else ()
+
+    @property
+    def all_option_names(self) -> tuple[str, ...]:
+        """Option names of this provider and of the others, each once."""
+        names = [*self.option_names]
+        for other in self.others.values():
+            names += other.option_names
+        return tuple(dict.fromkeys(names))
+
+    def for_provider(self, name: str | None) -> RequestRules | None:
+        """The rules of a row naming provider ``name`` (None: the default), or None when the
+        table's providers do not include it."""
+        if name is None or name == self.provider:
+            return self
+        return self.others.get(name)
+
+    def with_others(self, others: Mapping[str, RequestRules]) -> RequestRules:
+        """These rules, for a table whose rows also name ``others``."""
+        return replace(self, others={**self.others, **{n: r for n, r in others.items() if n != self.provider}})
 
     def card(self, model: str | None) -> ModelCard | None:
         return None if self.catalog is None else self.catalog.resolve(model)
@@ -112,6 +134,8 @@ class VideoRequest(BaseModel):
     seed: int | None = None
     audio: bool | None = None
     model: str | None = None
+    # Which provider makes the clip (a mixed table); None: the run's provider.
+    provider: str | None = None
     options: dict[str, Any] | None = None
 
     @model_validator(mode="before")
@@ -122,7 +146,7 @@ class VideoRequest(BaseModel):
         if not isinstance(data, Mapping):
             return data
         rules = _rules(info)
-        names = rules.option_names if rules is not None else ()
+        names = rules.all_option_names if rules is not None else ()
         data = earlier_spellings(data)
         moved = {name: data.pop(name) for name in names if name in data and name not in cls.model_fields}
         moved = {name: value for name, value in moved.items() if value is not None}
@@ -138,7 +162,7 @@ class VideoRequest(BaseModel):
         return v.strip() if isinstance(v, str) else v
 
     @field_validator("negative_prompt", "image", "end_image", "aspect_ratio", "resolution", "model",
-                     mode="before")
+                     "provider", mode="before")
     @classmethod
     def _text_or_none(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -184,7 +208,12 @@ class VideoRequest(BaseModel):
                                   "any non-empty text (or an image for image-to-video)"))
         rules = _rules(info)
         if rules is not None:
-            found += self._against(rules)
+            own = rules.for_provider(self.provider)
+            if own is None:
+                found.append(_problem("provider", f"no provider {self.provider!r}",
+                                      ", ".join(sorted({rules.provider, *rules.others}))))
+            else:
+                found += self._against(own)
         if len(found) == 1:
             one = found[0]
             raise PydanticCustomError("not_allowed", one["message"].replace("{", "{{").replace("}", "}}"),
@@ -223,13 +252,15 @@ class VideoRequest(BaseModel):
             return found
         if self.model is not None and self.model != card.id:
             object.__setattr__(self, "model", card.id)  # one spelling per model (aliases resolved)
-        found += [_problem(f, m, a) for f, m, a in card.check(card.complete(self.values(options)))]
+        seen = {p["field"] for p in found}  # an option the schema refused is reported once
+        found += [_problem(f, m, a) for f, m, a in card.check(card.complete(self.values(options)))
+                  if f not in seen]
         return found
 
     def values(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The row's given values, shared fields and options in one flat mapping."""
         flat = {name: value for name, value in self.__dict__.items()
-                if value is not None and name != "options"}
+                if value is not None and name not in _NOT_VALUES}
         flat.update(self.options or {} if options is None else options)
         return flat
 
@@ -245,6 +276,8 @@ class VideoRequest(BaseModel):
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(name for name in VideoRequest.model_fields if name != "options")
+# Not values sent to the provider: where the row goes, and the options (flattened in separately).
+_NOT_VALUES = frozenset({"provider", "options"})
 
 
 def request_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -86,6 +86,8 @@ class Limits:
 
     max_parallel: int = 5  # tasks that may be in flight at once (queued or running)
     max_rps: float | None = None  # API requests per second (None: no stated limit)
+    # True when max_parallel holds for each model apart (the run then keeps one pool per model)
+    per_model: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,238 @@
+"""How one run splits its work: the providers it uses (``Providers``) and its pools (``Pool``).
+
+A row goes to the provider its ``provider`` column names, else to the run's provider. Each pool is
+one provider (one provider and model, where the provider's parallel limit is per model) with what
+keeps it full on its own terms: its slots, its poll schedule, its lookups, its queue of rows and its
+workers. Every pool of one provider shares that provider's rate limiter (the account's rate).
+The runner (``_runner``) creates pools as rows need them and drives each with its own workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._jobs import Job, State
+from ._pacing import LocalSlots, RateLimiter, SlotPool
+from ._polling import Poller, PollSchedule
+from ._reconcile import Reconciler
+from ._rows import Rows
+from ._settings import RunSettings, Stop
+from ._sources import JobSource, QueueSource
+from .errors import ConfigError, Problem, ProviderError
+from .providers.base import Provider
+from .request import VideoRequest
+
+__all__ = ["Pool", "PoolKey", "Pools", "Providers"]
+
+PoolKey = tuple[str, str | None]  # provider name, and the model where its limit is per model
+
+# States whose task (possibly) exists: the row belongs to the provider it was sent to.
+_SENT = frozenset({State.SUBMITTING, State.GENERATING, State.UNKNOWN, State.COMPLETED, State.FAILED})
+
+
+class Providers:
+    """The providers of one run, by name: the run's own (``default``, for rows naming none) and
+    the others a mixed table names."""
+
+    def __init__(self, default: Provider, others: Mapping[str, Provider] | None = None) -> None:
+        self.default = default
+        self._by_name: dict[str, Provider] = {default.name: default}
+        for name, provider in (others or {}).items():
+            self._by_name.setdefault(name, provider)
+
+    @classmethod
+    def of(cls, given: Provider | Providers) -> Providers:
+        return given if isinstance(given, Providers) else cls(given)
+
+    @classmethod
+    def for_rows(cls, default: Provider, requests: Sequence[VideoRequest],
+                 given: Mapping[str, Provider | Mapping[str, Any]] | None = None) -> Providers:
+        """The run's provider and every other one ``requests`` name: the objects in ``given``, or
+        built by name with the options ``given`` holds for them (``{"fal": {"base_url": ...}}``)."""
+        from .providers import get_provider
+
+        given = given or {}
+        others: dict[str, Provider] = {}
+        for request in requests:
+            name = request.provider
+            if name is None or name == default.name or name in others:
+                continue
+            chosen = given.get(name, {})
+            if isinstance(chosen, Provider):
+                others[name] = chosen
+            elif isinstance(chosen, Mapping):
+                others[name] = get_provider(name, **chosen)
+            else:
+                raise ConfigError(f"providers[{name!r}] must be a provider object or a dict of its "
+                                  f"options, got {type(chosen).__name__}")
+        return cls(default, others)
+
+    def check(self, requests: Sequence[VideoRequest], *, rows_only: bool = False) -> list[Problem]:
+        """Each provider's pre-flight check of its own rows (row numbers those of ``requests``).
+        ``rows_only``: without the set-up part (credentials), as a dry run does."""
+        rows: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            rows.setdefault(self.get(request.provider).name, []).append(index)
+        problems: list[Problem] = []
+        for name, indexes in rows.items():
+            provider = self._by_name[name]
+            mine = [requests[i] for i in indexes]
+            found = provider.check_rows(mine) if rows_only else provider.check(mine)
+            problems += [p if p.row is None else replace(p, row=indexes[p.row - 1] + 1)
+                         for p in found]
+        return problems
+
+    def estimate_cost(self, request: VideoRequest) -> float | None:
+        """Estimated USD price of ``request`` at its provider (None when unknown)."""
+        return self.get(request.provider).estimate_cost(request)
+
+    def describe(self) -> dict[str, Any]:
+        """What the checkpoint records of the providers (the run's own, then the others)."""
+        described = self.default.describe()
+        others = {name: p.describe() for name, p in self._by_name.items() if p is not self.default}
+        return {**described, "mixed": others} if others else described
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str | None) -> Provider:
+        """The provider called ``name`` (None: the run's own)."""
+        if name is None:
+            return self.default
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ConfigError(f"this run has no provider {name!r} (it has: "
+                              f"{', '.join(self._by_name)})") from None
+
+    def for_row(self, job: Job) -> Provider:
+        """Where ``job`` goes: the provider its task was sent to once sent, else the one it names."""
+        if job.provider_used is not None and job.state in _SENT:
+            return self.get(job.provider_used)
+        return self.get(job.request.provider)
+
+    def pool_key(self, job: Job) -> PoolKey:
+        provider = self.for_row(job)
+        if not provider.limits.per_model:
+            return (provider.name, None)
+        model = (job.model_used if job.provider_used == provider.name and job.state in _SENT
+                 else None) or provider.resolve(job.request).model
+        return (provider.name, model)
+
+    async def aclose(self, *, keep: Provider | None = None) -> None:
+        """Close every provider but ``keep`` (the caller's own object stays open)."""
+        for provider in self:
+            if provider is not keep:
+                await provider.aclose()
+
+
+@dataclass(eq=False)
+class Pool:
+    """One pool's machinery (see the module docstring)."""
+
+    key: PoolKey
+    provider: Provider
+    ceiling: int
+    slots: SlotPool
+    poller: Poller
+    reconciler: Reconciler
+    rows: Rows
+    source: JobSource
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        provider, model = self.key
+        return provider if model is None else f"{provider}:{model}"
+
+    def alive(self) -> list[asyncio.Task[None]]:
+        self.workers = [w for w in self.workers if not w.done()]
+        return self.workers
+
+
+class Pools:
+    """The pools of one run by key, opened as rows need them, with one rate limiter per provider
+    (every request it sends takes a token on the wire: ``Provider.http_client``)."""
+
+    def __init__(self, providers: Providers, *, settings: RunSettings, stop: Stop,
+                 ceiling: Callable[[Provider], int], slots: SlotPool | None,
+                 on_fatal: Callable[[ProviderError], None], make_rows: Callable[..., Rows]) -> None:
+        self.providers = providers
+        self._settings = settings
+        self._stop = stop
+        self._ceiling = ceiling
+        self._shared_slots = slots  # service mode: one pool, slots shared through Redis
+        self._on_fatal = on_fatal
+        self._make_rows = make_rows
+        self._pools: dict[PoolKey, Pool] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def __iter__(self) -> Iterator[Pool]:
+        return iter(list(self._pools.values()))
+
+    def open(self, key: PoolKey, provider: Provider, source: JobSource) -> Pool:
+        limiter = self._limiters.get(provider.name)
+        if limiter is None:
+            limiter = self._limiters[provider.name] = RateLimiter(provider.limits.max_rps)
+            provider.attach(limiter)
+        ceiling = self._ceiling(provider)
+        slots = self._shared_slots or LocalSlots(ceiling)
+        poller = Poller(provider, PollSchedule(provider.poll_hint), on_fatal=self._on_fatal)
+        reconciler = Reconciler(provider, self._settings.lookup_policy(), stop=self._stop.event)
+        rows = self._make_rows(provider=provider, slots=slots, poller=poller, reconciler=reconciler)
+        pool = self._pools[key] = Pool(key, provider, ceiling, slots, poller, reconciler, rows, source)
+        return pool
+
+    def queue(self, job: Job) -> Pool:
+        """Put ``job`` in its pool's queue (opening the pool on its first row)."""
+        key = self.providers.pool_key(job)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self.open(key, self.providers.for_row(job), QueueSource([]))
+        source = pool.source
+        assert isinstance(source, QueueSource)
+        source.add(job)
+        return pool
+
+    def workers(self) -> list[asyncio.Task[None]]:
+        return [w for pool in self._pools.values() for w in pool.workers]
+
+    @property
+    def slots_in_use(self) -> int:
+        return sum(p.slots.in_use for p in self._pools.values())
+
+    @property
+    def slots_limit(self) -> int:
+        return sum(p.slots.limit for p in self._pools.values())
+
+    @property
+    def polls(self) -> int:
+        return sum(p.poller.polls for p in self._pools.values())
+
+    @property
+    def submits(self) -> int:
+        return sum(p.rows.submits for p in self._pools.values())
+
+    async def aclose(self) -> None:
+        """Stop polling and looking up (the run is finishing)."""
+        for pool in self._pools.values():
+            await pool.poller.aclose()
+            await pool.reconciler.aclose()
+
+    async def cancel_open(self, jobs: Sequence[Job]) -> None:
+        """Ask each provider to stop the open tasks of ``jobs`` it has, where it can."""
+        by_pool: dict[PoolKey, list[Job]] = {}
+        for job in jobs:
+            if job.state is State.GENERATING:
+                by_pool.setdefault(self.providers.pool_key(job), []).append(job)
+        await asyncio.gather(*(self._pools[key].rows.cancel_open(mine)
+                               for key, mine in by_pool.items() if key in self._pools))
