@@ -286,17 +286,23 @@ def test_a_failed_poll_never_claims_acceptance(router):
 
 
 # ---------------------------------------------------------------------------- cancel
-def test_cancel_is_true_only_when_it_never_started(router):
+def test_cancel_stops_only_a_prediction_that_never_started(router):
     started = fixture("cancel_response")
     unstarted = {k: v for k, v in started.items() if k not in ("started_at", "metrics")}
+    waiting = {**unstarted, "status": "starting"}
+    running = {**started, "status": "processing"}
+    for name, now in (("a", waiting), ("b", running), ("c", fixture("get_succeeded")), ("e", waiting)):
+        router.get(f"{BASE}/predictions/{name}").respond(200, json=now)
+    router.get(f"{BASE}/predictions/d").respond(404, json=fixture("error_404"))
     router.post(f"{BASE}/predictions/a/cancel").respond(200, json=unstarted)
-    router.post(f"{BASE}/predictions/b/cancel").respond(200, json=started)
-    router.post(f"{BASE}/predictions/c/cancel").respond(200, json=fixture("get_succeeded"))
-    router.post(f"{BASE}/predictions/d/cancel").respond(404, json=fixture("error_404"))
+    stopped_running = router.post(f"{BASE}/predictions/b/cancel").respond(200, json=started)
+    router.post(f"{BASE}/predictions/e/cancel").respond(200, json=started)  # it started meanwhile
     provider = make(router)
     assert run(provider.cancel("a")) is True
-    assert run(provider.cancel("b")) is False  # it ran: billed for that time
+    assert run(provider.cancel("b")) is False  # running: left to finish (a cancel bills the time run)
+    assert not stopped_running.called
     assert run(provider.cancel("c")) is False
+    assert run(provider.cancel("e")) is False  # stopped after it started: not "nothing charged"
     with pytest.raises(NotFoundError):
         run(provider.cancel("d"))
 

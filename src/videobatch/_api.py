@@ -99,7 +99,9 @@ class Batch:
         defaults, provider_options = _split_options(options, provider)
         self._owns_provider = not isinstance(provider, Provider)
         self.provider = get_provider(provider, **provider_options)
-        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None, rules=self.provider.rules())
+        given = {name: p.rules() for name, p in (providers or {}).items() if isinstance(p, Provider)}
+        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None,
+                                             rules=self.provider.rules().with_others(given))
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
                                 observers)
         # A mixed table: the other providers its rows name, built now so a missing key fails here.

@@ -3,7 +3,7 @@
 The main command and each sub-command build their parser from these groups, so a flag means the
 same thing (and has the same help) wherever it appears:
 
-    provider    --provider, -P KEY=VALUE, --base-url
+    provider    --provider, -P [NAME.]KEY=VALUE, --base-url
     run         --concurrency, --timeout, --max-attempts
     results     --out, --dry-run
     delivery    --download, --download-concurrency, --name, --webhook, --report
@@ -37,6 +37,7 @@ __all__ = [
     "parse_options",
     "provider_options",
     "request_defaults",
+    "scoped_options",
 ]
 
 
@@ -80,10 +81,12 @@ def add_provider(p: argparse.ArgumentParser, *, default: str | None) -> None:
                    help=f"video provider: {', '.join(available())} "
                         + ("(default: local, offline)" if default == "local"
                            else "(default: the checkpoint's)"))
-    g.add_argument("-P", "--provider-option", action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("-P", "--provider-option", action="append", default=[], metavar="[NAME.]KEY=VALUE",
                    help="provider setting, repeatable (local: latency, jitter, failure_rate, "
-                        "max_parallel, root; kling: base_url, max_parallel, max_rps, ...); not "
-                        "stored in the checkpoint")
+                        "max_parallel, root; kling: base_url, max_parallel, max_rps, ...); "
+                        "NAME.KEY=VALUE sets an option of another provider a mixed table's "
+                        "'provider' column names (-P fal.max_parallel=4); not stored in the "
+                        "checkpoint")
     g.add_argument("--base-url", metavar="URL", help="provider API address (same as -P base_url=URL)")
 
 
@@ -149,11 +152,36 @@ def parse_options(items: Sequence[str], parser: argparse.ArgumentParser) -> dict
 
 
 def provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """The provider's options from ``-P`` and ``--base-url``."""
-    options = parse_options(args.provider_option, parser)
+    """The run's provider's options from ``-P KEY=VALUE`` and ``--base-url``."""
+    options = {k: v for k, v in parse_options(args.provider_option, parser).items()
+               if _scope(k, parser) is None}
     if args.base_url:
         options["base_url"] = args.base_url
     return options
+
+
+def scoped_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+    """Options of the other providers of a mixed table, from ``-P NAME.KEY=VALUE``
+    (``-P fal.max_parallel=4``), by provider name."""
+    scoped: dict[str, dict[str, Any]] = {}
+    for key, value in parse_options(args.provider_option, parser).items():
+        name = _scope(key, parser)
+        if name is not None:
+            scoped.setdefault(name, {})[key.partition(".")[2]] = value
+    return scoped
+
+
+def _scope(key: str, parser: argparse.ArgumentParser) -> str | None:
+    """The provider a ``-P`` key is scoped to (``fal.base_url`` -> ``fal``), or None."""
+    name, dot, rest = key.partition(".")
+    if not dot:
+        return None
+    from ..providers import available
+
+    if name not in available() or not rest:
+        parser.error(f"-P {key}=...: {name!r} is not a provider (scoped options are "
+                     f"NAME.KEY=VALUE with NAME one of {', '.join(available())})")
+    return name
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..ui.progress import summary
 from ._boundary import describe_os_error
 from ._options import ExitCode
 
-__all__ = ["finish_run", "log_event"]
+__all__ = ["finish_run", "log_event", "per_provider"]
 
 
 def log_event(event: Event) -> None:
@@ -28,6 +28,26 @@ def log_event(event: Event) -> None:
         log.info("row %s: %s; retrying in %.1fs", event.job.key, event.error, event.delay or 0)
     elif event.kind == "transition" and event.job is not None and event.new is State.FAILED:
         log.warning("row %s failed: [%s] %s", event.job.key, event.job.error_kind, event.job.error)
+
+
+def per_provider(batch: Batch) -> list[str]:
+    """A mixed table's summary lines: each provider's rows by state, and the estimated cost of the
+    rows it accepted (sent, and not refused before a task existed)."""
+    lines = ["by provider (estimated cost of the tasks each accepted):"]
+    rows: dict[str, Counter[State]] = {}
+    cost: dict[str, float | None] = {}
+    for job in batch.jobs:
+        provider = batch.providers.for_row(job)
+        rows.setdefault(provider.name, Counter())[job.state] += 1
+        if job.task_id is not None or job.state is State.UNKNOWN:
+            estimate = provider.estimate_cost(job.request)
+            before = cost.get(provider.name, 0.0)
+            cost[provider.name] = None if estimate is None or before is None else before + estimate
+    for name, counts in rows.items():
+        states = ", ".join(f"{n} {state.value}" for state, n in counts.most_common())
+        spent = cost.get(name, 0.0)
+        lines.append(f"  {name}: {states}; " + ("cost unknown" if spent is None else f"about ${spent:,.2f}"))
+    return lines
 
 
 def _stopped_by_machine(exc: OSError, checkpoint: Path | str | None) -> str:
@@ -91,6 +111,8 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
             errors.append("report not written: " + describe_os_error(
                 exc, where=report, then="write it with `python -m videobatch report "
                                         f"{checkpoint or 'CHECKPOINT'} --out PATH`"))
+    if len(batch.providers) > 1:
+        where += per_provider(batch)
     unknown = [(j.key, j.error) for j in batch.jobs if j.state is State.UNKNOWN]
     if unknown and checkpoint:
         where.append("rows of unknown outcome: running the same command again checks them again; "

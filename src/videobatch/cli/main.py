@@ -21,6 +21,7 @@ from .. import __version__
 from .._api import Batch
 from .._inputs import load_prompts
 from .._jobs import State
+from .._pools import Providers
 from ..errors import CheckpointError, ConfigError, InputError
 from ..providers import get_provider
 from ._boundary import describe_os_error, guarded, log_to_stderr
@@ -37,6 +38,7 @@ from ._options import (
     delivery_options,
     provider_options,
     request_defaults,
+    scoped_options,
 )
 from ._running import finish_run, log_event
 
@@ -139,17 +141,18 @@ def run_main(argv: Sequence[str]) -> int:
         Path(args.checkpoint) if args.checkpoint else _default_path(args.prompts, ".checkpoint.parquet"))
     out = Path(args.out) if args.out else _default_path(args.prompts, ".results.csv")
     options = provider_options(args, parser)
+    scoped = scoped_options(args, parser)
     problems = _problems(args, checkpoint, out)
     if problems:
         return refuse(problems)
     try:
         if args.dry_run:
-            return _dry_run(args, options, checkpoint)
+            return _dry_run(args, options, scoped, checkpoint)
         batch = Batch(
             args.prompts, args.provider, concurrency=args.concurrency, checkpoint=checkpoint,
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
-            **delivery_options(args), **request_defaults(args), **options,
+            providers=scoped, **delivery_options(args), **request_defaults(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -163,14 +166,15 @@ def run_main(argv: Sequence[str]) -> int:
 
 
 def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
-             checkpoint: Path | None) -> int:
+             scoped: dict[str, dict[str, Any]], checkpoint: Path | None) -> int:
     provider = get_provider(args.provider, **provider_options)
     prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None, rules=provider.rules())
+    providers = Providers.for_rows(provider, prompts.requests, scoped)
     try:
-        problems = provider.check(prompts.requests)
+        problems = providers.check(prompts.requests)
     except ConfigError as exc:  # a dry run needs no keys: say what the real run will need
         print(f"note: {exc}\n      (the dry run goes on; the real run needs it)")
-        problems = provider.check_rows(prompts.requests)
+        problems = providers.check(prompts.requests, rows_only=True)
     if problems:
         raise InputError(problems, source=prompts.source)
     done: set[str] = set()
@@ -179,10 +183,15 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
 
         done = {j.key for j in load(checkpoint).jobs if j.state is State.COMPLETED}
     todo = [(k, r) for k, r in zip(prompts.keys, prompts.requests, strict=True) if k not in done]
-    costs = [provider.estimate_cost(r) for _, r in todo]
-    print(f"{len(prompts)} rows valid; {len(todo)} would be submitted to {provider.name!r}"
+    costs = [providers.estimate_cost(r) for _, r in todo]
+    names = Counter(providers.get(r.provider).name for _, r in todo)
+    where = (f" to {provider.name!r}" if len(names) <= 1
+             else ": " + ", ".join(f"{n} to {name!r}" for name, n in names.most_common()))
+    print(f"{len(prompts)} rows valid; {len(todo)} would be submitted{where}"
           + (f" ({len(done)} already completed in {checkpoint})" if done else ""))
-    by_kind = Counter(_kind(provider.resolve(r).values) for _, r in todo)
+    mixed = len(names) > 1
+    by_kind = Counter((f"{providers.get(r.provider).name} " if mixed else "")
+                      + _kind(providers.get(r.provider).resolve(r).values) for _, r in todo)
     for kind, n in by_kind.most_common():
         print(f"  {n:>5} × {kind}")
     if todo and all(c is not None for c in costs):

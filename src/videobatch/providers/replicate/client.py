@@ -145,8 +145,17 @@ class ReplicateProvider(Provider):
         return wire.parse_prediction(await self._call("GET", f"/predictions/{quote(task_id, safe='')}"))
 
     async def cancel(self, task_id: str) -> bool:
-        """True only when Replicate's answer shows the prediction never started (nothing charged)."""
-        data = await self._call("POST", f"/predictions/{quote(task_id, safe='')}/cancel")
+        """True only when Replicate's answer shows the prediction never started (nothing charged).
+
+        A prediction that has started is left alone (False): Replicate would stop it, charge the
+        time it ran and lose its clip; it finishes and the next run collects it. (It may start
+        between the look and the cancel: then it is stopped, and its row ends failed, retryable.)
+        """
+        path = f"/predictions/{quote(task_id, safe='')}"
+        now = await self._call("GET", path)
+        if not isinstance(now, dict) or now.get("status") != "starting" or now.get("started_at"):
+            return False
+        data = await self._call("POST", f"{path}/cancel")
         if not isinstance(data, dict):
             return False
         return data.get("status") in ("canceled", "aborted") and not data.get("started_at")
