@@ -25,9 +25,10 @@ from ._pools import Providers
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, Store
-from .errors import ConfigError, InputError
-from .providers import Provider, get_provider, option_names
-from .request import REQUEST_FIELDS
+from .errors import ConfigError, InputError, Problem
+from .fallback import FALLBACK_COLUMN, fallbacks
+from .providers import Provider, get_provider, option_names, rules_of
+from .request import REQUEST_FIELDS, RequestRules, VideoRequest
 from .ui import make_progress
 
 __all__ = ["Batch", "arun", "run"]
@@ -42,6 +43,24 @@ def _split_options(options: dict[str, Any], provider: str | Provider) -> tuple[d
     defaults = {k: v for k, v in options.items() if k in names}
     provider_options = {k: v for k, v in options.items() if k not in names}
     return defaults, provider_options
+
+
+def row_fallbacks(prompts: Prompts, run_spec: str | Sequence[str] | None, provider: Provider,
+                  given: Mapping[str, Provider | Mapping[str, Any]] | None
+                  ) -> tuple[dict[str, tuple[VideoRequest, ...]], list[Problem]]:
+    """Each row's fallback requests by row key (rows with none left out), and their problems."""
+    frame = prompts.frame
+    cells = frame[FALLBACK_COLUMN].tolist() if FALLBACK_COLUMN in frame.columns else None
+    if cells is None and not run_spec:
+        return {}, []
+    objects = {name: p for name, p in (given or {}).items() if isinstance(p, Provider)}
+
+    def rules(name: str) -> RequestRules:
+        chosen = provider if name == provider.name else objects.get(name)
+        return chosen.rules() if chosen is not None else rules_of(name)
+
+    alternatives, problems = fallbacks(prompts.requests, cells, run_spec, rules)
+    return {key: alts for key, alts in zip(prompts.keys, alternatives, strict=True) if alts}, problems
 
 
 def _in_running_loop() -> bool:
@@ -65,6 +84,8 @@ class Batch:
     ``provider``). ``providers={"fal": {"base_url": ...}}`` gives the options of the others (or
     ready provider objects); each provider (each model, where its limit is per model) gets its own
     pool of slots, and the results say in ``provider_used`` / ``model_used`` who made each clip.
+    ``fallback="fal:MODEL -mode"`` (or a ``fallback`` column): where unpaid rows go when their
+    provider refuses the account or the model (see ``videobatch.fallback``).
 
     Outputs: ``download=DIR`` streams each finished clip to DIR as soon as it completes (verified,
     with a poster frame; ``download_name`` is a file-name template using row columns and ``{key}``);
@@ -90,6 +111,7 @@ class Batch:
         webhook: str | None = None,
         webhook_secret: str | None = None,
         providers: Mapping[str, Provider | Mapping[str, Any]] | None = None,
+        fallback: str | Sequence[str] | None = None,
         **options: Any,
     ) -> None:
         if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
@@ -104,10 +126,14 @@ class Batch:
                                              rules=self.provider.rules().with_others(given))
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
                                 observers)
-        # A mixed table: the other providers its rows name, built now so a missing key fails here.
-        self.providers = Providers.for_rows(self.provider, self.prompts.requests, providers)
+        # A mixed table, fallbacks: the other providers rows name, built now so a missing key
+        # fails here; then every row's fallback checked against its target before anything is paid.
+        alternatives, problems = row_fallbacks(self.prompts, fallback, self.provider, providers)
+        self.providers = Providers.for_rows(self.provider, self.prompts.requests, providers,
+                                            fallbacks=alternatives)
         self._given = [p for p in (providers or {}).values() if isinstance(p, Provider)]
-        problems = self.providers.check(self.prompts.requests)
+        problems += self.providers.check(self.prompts.requests)
+        problems += self.providers.check_fallbacks(self.prompts.keys)
         if problems:
             raise InputError(problems, source=self.prompts.source)
         if concurrency is not None and concurrency < 1:

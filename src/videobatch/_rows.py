@@ -31,6 +31,7 @@ from .errors import (
     TransientError,
 )
 from .providers.base import Provider, TaskState, TaskStatus
+from .request import VideoRequest
 
 log = logging.getLogger("videobatch")
 
@@ -63,24 +64,30 @@ class Rows:
         self.submits = 0
 
     # ------------------------------------------------------------------ submit
-    async def submit(self, job: Job) -> None:
+    async def submit(self, job: Job, request: VideoRequest | None = None) -> bool:
+        """Send ``job``'s ``request`` (its own unless it moved to a fallback) until it is accepted,
+        refused for good, or the run stops submitting. True when the row is left unpaid because
+        the provider refuses the account or the model (a fallback may take it)."""
+        request = request or job.request
         stop = self.stop
         transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
         pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
         key = job.idempotency_key(self.run_id)
         provider = self.provider.name
-        model = self.provider.resolve(job.request).model or ""
+        model = self.provider.resolve(request).model or ""
         pool = (provider, model)
         while job.state is State.PENDING:
-            if stop.closed(provider) or stop.fatal or stop.cancelled or pool in stop.blocked:
-                return
+            if stop.closed(provider) or pool in stop.blocked:
+                return True
+            if stop.fatal or stop.cancelled:
+                return False
             self.move(job, State.SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
                       model_used=model or None)
             await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             sent_at = job.updated_at
             self.submits += 1
             try:
-                status = await self.provider.submit(job.request, key)
+                status = await self.provider.submit(request, key)
             except (RateLimited, SlotsBusy) as exc:
                 exc.for_row(job.key)
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
@@ -93,17 +100,17 @@ class Rows:
                 continue
             except KeyAlreadyUsed as exc:
                 # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
-                await self._settle(job, key, sent_at, exc.for_row(job.key), key_used=True)
-                return
+                await self._settle(job, request, key, sent_at, exc.for_row(job.key), key_used=True)
+                return False
             except TransientError as exc:
                 exc.for_row(job.key)
-                if exc.maybe_accepted and not await self._settle(job, key, sent_at, exc):
-                    return  # adopted, or unknown
+                if exc.maybe_accepted and not await self._settle(job, request, key, sent_at, exc):
+                    return False  # adopted, or unknown
                 wait = transient.failed(exc.retry_after)
                 if wait is None:
                     self.move(job, State.FAILED, error_kind=exc.kind,
                                error=f"gave up after {transient.failures} attempts: {exc}")
-                    return
+                    return False
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
                 self.emit("retry", job, error=exc, delay=wait)
                 await transient.sleep(wait, stop.event)
@@ -113,22 +120,24 @@ class Rows:
                 # once the model is fixed; enough of these in a row and the model is not tried again.
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
                 stop.refused(provider, exc.model or model, exc)
-                return
+                return True
             except AccountError as exc:
                 # Nothing was created; the row waits for a resumed run once the account is fixed.
                 self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
                 stop.close(provider, exc)
-                return
+                return True
             except AuthError:
                 self.move(job, State.PENDING)
                 raise
             except ProviderError as exc:  # rejected: this row, for good
                 self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
-                return
+                return False
             stop.refusals.pop(pool, None)  # accepted: its earlier refusals were not in a row
             self.adopt(job, status)
+        return False
 
-    async def _settle(self, job: Job, key: str, sent_at: float, cause: ProviderError, *,
+    async def _settle(self, job: Job, request: VideoRequest, key: str, sent_at: float,
+                      cause: ProviderError, *,
                       key_used: bool = False) -> bool:
         """A submit of ``job`` may have created a task: find out. True when the key is free (the
         row may be sent again); otherwise the row has adopted its task or is ``unknown``."""
@@ -138,7 +147,7 @@ class Rows:
                 self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
 
         verdict = await self.reconciler.check(key, sent_at, key_used=key_used, on_retry=on_retry,
-                                              request=job.request)
+                                              request=request)
         if isinstance(verdict, Found):
             self.adopt(job, verdict.status)
             return False
@@ -158,7 +167,7 @@ class Rows:
                          + " in the provider's console; to send it again anyway (it may be paid "
                          "twice): retry --unknown")
 
-    async def reconcile(self, job: Job) -> None:
+    async def reconcile(self, job: Job, request: VideoRequest | None = None) -> None:
         """A row left ``submitting`` by a crash, or ``unknown`` since an earlier run: adopt its
         task if the provider has one; send it again only if the provider says the key is free."""
         key = job.idempotency_key(self.run_id)
@@ -172,7 +181,8 @@ class Rows:
             if isinstance(exc, ProviderError):
                 self.emit("retry", job, error=exc.for_row(job.key), delay=delay)
 
-        verdict = await self.reconciler.check(key, sent_at, on_retry=on_retry, request=job.request)
+        verdict = await self.reconciler.check(key, sent_at, on_retry=on_retry,
+                                              request=request or job.request)
         if isinstance(verdict, Found):
             self.adopt(job, verdict.status)
         elif isinstance(verdict, Free):

@@ -22,7 +22,6 @@ The runner knows the providers only through ``videobatch.providers.base.Provider
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -33,6 +32,7 @@ from typing import Any
 
 from ._events import Event, EventKind, Observer, Progress, RunContext, Tally, notify
 from ._jobs import Job, RowSnapshot, State, annotation
+from ._loops import call_in_loop
 from ._pacing import SlotPool
 from ._pools import Pool, PoolKey, Pools, Providers
 from ._rows import Rows
@@ -47,13 +47,6 @@ __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-e
 log = logging.getLogger("videobatch")
 
 _IN_DOUBT = frozenset({State.SUBMITTING, State.UNKNOWN})
-
-
-def _current_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class Runner:
@@ -127,13 +120,7 @@ class Runner:
     # ------------------------------------------------------------------ control
     def cancel(self) -> None:
         """Stop the run soon; safe to call from any thread."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if _current_loop() is loop:
-            self._cancel_now()
-        else:
-            loop.call_soon_threadsafe(self._cancel_now)
+        call_in_loop(self._loop, self._cancel_now, wait=None)
 
     def _cancel_now(self) -> None:
         if self._stop is not None and not self._stop.cancelled:
@@ -196,7 +183,7 @@ class Runner:
             counts=Counter(j.state for j in self.jobs),
             elapsed=time.monotonic() - self._tally.started,
             cancelled=stop.cancelled,
-            stopped_by=stop.fatal or stop.no_submit or stop.blocked_error(),
+            stopped_by=stop.fatal or self.providers.left_waiting(stop, self.jobs),
             polls=pools.polls,
             submits=pools.submits,
         )
@@ -253,21 +240,7 @@ class Runner:
                 self._spawn_workers(pool)
             return moved
 
-        if _current_loop() is loop:
-            return requeue()
-        future: concurrent.futures.Future[int | None] = concurrent.futures.Future()
-
-        def on_loop() -> None:
-            try:
-                future.set_result(requeue())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        try:
-            loop.call_soon_threadsafe(on_loop)
-        except RuntimeError:  # the loop closed meanwhile
-            return None
-        return future.result(timeout=30)
+        return call_in_loop(loop, requeue)
 
     async def _finish(self, snapshots: asyncio.Task[None]) -> None:
         self._closing = True  # from here on, retry() is refused: nobody would poll what it sends
@@ -332,6 +305,7 @@ class Runner:
                 return
             try:
                 if job.state is State.PENDING and stop.closed(name):
+                    self._fail_over(job)
                     continue
                 await slots.acquire(job)
                 self._emit("slots")
@@ -346,13 +320,21 @@ class Runner:
                 await source.done(job)
 
     async def _drive(self, pool: Pool, job: Job) -> None:
-        rows = pool.rows
+        rows, request = pool.rows, self.providers.request_of(job)
         if job.state in (State.SUBMITTING, State.UNKNOWN):
-            await rows.reconcile(job)
-        if job.state is State.PENDING:
-            await rows.submit(job)
+            await rows.reconcile(job, request)
+        if job.state is State.PENDING and await rows.submit(job, request):
+            self._fail_over(job)  # refused, unpaid: on to its fallback, if it has one
         if job.state is State.GENERATING:
             await rows.await_result(job)
+
+    def _fail_over(self, job: Job) -> bool:
+        """An unpaid row its provider refused for account or model reasons goes on to its next
+        fallback (``videobatch.fallback``), if it has one; True when it moved."""
+        if self._pools is None or not self.providers.fail_over(job):
+            return False
+        self._spawn_workers(self._pools.queue(job))
+        return True
 
     # ------------------------------------------------------------------ helpers
     def _fatal(self, exc: ProviderError) -> None:

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._api import Batch
+from .._api import Batch, row_fallbacks
 from .._inputs import load_prompts
 from .._jobs import State
 from .._pools import Providers
 from ..errors import CheckpointError, ConfigError, InputError
+from ..fallback import Target
 from ..providers import get_provider
 from ._boundary import describe_os_error, guarded, log_to_stderr
 from ._checks import Place, check_numbers, check_places, check_results_format, refuse
@@ -103,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-prompt", metavar="TEXT")
     g.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE",
                    dest="request_option", help="any option of the provider, for every row (repeatable)")
+    g.add_argument("--fallback", action="append", metavar="PROVIDER:MODEL",
+                   help="where rows go, unpaid, when their provider refuses the account or the "
+                        "model (repeatable, tried in order; '-OPTION' after a target leaves that "
+                        "option behind; a 'fallback' column wins), e.g. --fallback "
+                        "'fal:fal-ai/kling-video/v2.6/pro/text-to-video -mode'")
     return p
 
 
@@ -152,7 +158,8 @@ def run_main(argv: Sequence[str]) -> int:
             args.prompts, args.provider, concurrency=args.concurrency, checkpoint=checkpoint,
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
-            providers=scoped, **delivery_options(args), **request_defaults(args), **options,
+            providers=scoped, fallback=args.fallback, **delivery_options(args),
+            **request_defaults(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -169,12 +176,14 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
              scoped: dict[str, dict[str, Any]], checkpoint: Path | None) -> int:
     provider = get_provider(args.provider, **provider_options)
     prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None, rules=provider.rules())
-    providers = Providers.for_rows(provider, prompts.requests, scoped)
+    alternatives, problems = row_fallbacks(prompts, args.fallback, provider, scoped)
+    providers = Providers.for_rows(provider, prompts.requests, scoped, fallbacks=alternatives)
     try:
-        problems = providers.check(prompts.requests)
+        problems += providers.check(prompts.requests) + providers.check_fallbacks(prompts.keys)
     except ConfigError as exc:  # a dry run needs no keys: say what the real run will need
         print(f"note: {exc}\n      (the dry run goes on; the real run needs it)")
-        problems = providers.check(prompts.requests, rows_only=True)
+        problems += providers.check(prompts.requests, rows_only=True)
+        problems += providers.check_fallbacks(prompts.keys, rows_only=True)
     if problems:
         raise InputError(problems, source=prompts.source)
     done: set[str] = set()
@@ -196,6 +205,12 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
         print(f"  {n:>5} × {kind}")
     if todo and all(c is not None for c in costs):
         print(f"estimated cost: about ${sum(c for c in costs if c is not None):,.2f}")
+    moving = sum(1 for key, _ in todo if key in providers.fallbacks)
+    if moving:
+        first = next(iter(providers.fallbacks.values()))
+        print(f"  {moving} row(s) have a fallback: should their provider refuse the account or the "
+              "model, they go on unpaid (e.g. to " + ", then ".join(
+                  str(Target(r.provider or "", r.model or "")) for r in first) + ")")
     for key, request in todo[:20]:
         print(f"  {key}: {request.summary()}")
     if len(todo) > 20:

@@ -118,6 +118,11 @@ class SimConfig:
             setattr(self, name, value)
 
 
+def _content(endpoint: str, body: dict[str, Any]) -> str:
+    """What makes two requests the same paid work: the endpoint and the input."""
+    return hashlib.sha256(json.dumps([endpoint, body], sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class SimTask:
     request_id: str
@@ -246,7 +251,7 @@ class Account:
         self.counters.accepted += 1
         active = len(self._waiting) + len(self._running)
         self.counters.peak_active = max(self.counters.peak_active, active)
-        content = hashlib.sha256(json.dumps([endpoint, body], sort_keys=True).encode()).hexdigest()
+        content = _content(endpoint, body)
         if content in self._contents:
             self.counters.paid_duplicates += 1
         self._contents.add(content)
@@ -262,6 +267,7 @@ class Account:
         if state == "IN_PROGRESS":
             return "CANCELLATION_REQUESTED"
         self._waiting.remove(task)
+        self._contents.discard(_content(task.endpoint, task.body))  # never ran: nothing was paid
         task.started, task.done_at = now, now
         task.outcome = (499, {"detail": "Request cancelled by the client", "error_type": "client_cancelled"})
         task.error = ("Request cancelled by the client", "client_cancelled")
