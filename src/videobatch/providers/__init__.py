@@ -97,7 +97,7 @@ def catalog_of(provider: str) -> Catalog | None:
     cls = _provider_class(provider)
     if cls is None or cls.models_file is None:
         return None
-    return Catalog.load(provider, cls.models_file)
+    return Catalog.load(cls.catalog_name(), cls.models_file)
 
 
 def rules_of(provider: str) -> RequestRules:

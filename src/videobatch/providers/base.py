@@ -285,10 +285,17 @@ class Provider(ABC):
         return out
 
     # ------------------------------------------------------------------ its parameters
+    @classmethod
+    def catalog_name(cls) -> str:
+        """Whose catalogue it reads: the provider that declared ``models_file``, so a subclass
+        registered under another name (a second account of the same API) shares its models."""
+        owner = next((c for c in cls.__mro__ if "models_file" in c.__dict__), cls)
+        return getattr(owner, "name", cls.name)
+
     def catalog(self) -> Catalog | None:
         """Its models: the packaged file, then the user's (read once per provider object)."""
         if self._catalog is None and self.models_file is not None:
-            self._catalog = Catalog.load(self.name, self.models_file)
+            self._catalog = Catalog.load(self.catalog_name(), self.models_file)
         return self._catalog
 
     def rules(self) -> RequestRules:
