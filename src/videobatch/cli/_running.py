@@ -40,7 +40,7 @@ def per_provider(batch: Batch) -> list[str]:
         provider = batch.providers.for_row(job)
         rows.setdefault(provider.name, Counter())[job.state] += 1
         if job.task_id is not None or job.state is State.UNKNOWN:
-            estimate = provider.estimate_cost(job.request)
+            estimate = provider.estimate_cost(batch.providers.request_of(job))
             before = cost.get(provider.name, 0.0)
             cost[provider.name] = None if estimate is None or before is None else before + estimate
     for name, counts in rows.items():
