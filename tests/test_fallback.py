@@ -144,3 +144,27 @@ def test_the_fallback_syntax():
     for bad in ("fal", "fal: x", ":model", "fal:x mode"):
         with pytest.raises(ValueError, match="is not PROVIDER:MODEL"):
             parse_fallback(bad)
+
+
+def test_a_resume_without_the_fallback_still_collects_what_it_made(tmp_path):
+    """Rows the fallback accepted are polled there on resume, though no fallback is given again."""
+    ckpt = tmp_path / "run.parquet"
+    with kling_server(latency=0.5, max_tasks=2, max_parallel=3) as k, \
+            fal_server.running_server(latency=3.0, jitter=0.0, max_parallel=3) as f:
+        batch = videobatch.Batch(rows(8), "kling", checkpoint=ckpt, progress=False,
+                                 fallback=FAL_V26, providers=fal(f), **kling(k)).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and f.counters()["peak_running"] < 2:
+            time.sleep(0.02)
+        batch.cancel()  # fal cancels what is still queued; what runs stays in flight
+        first = batch.wait()
+        in_flight = first[(first["status"] == "generating") & (first["provider_used"] == "fal")]
+        assert len(in_flight) >= 2  # fal was running them: they were not stopped
+        with pytest.raises(AccountError):  # no fallback now: kling's empty balance stops its rows
+            videobatch.run(rows(8), "kling", checkpoint=ckpt, progress=False, providers=fal(f),
+                           **kling(k))
+        df = videobatch.results(ckpt)
+        fc = f.counters()
+    assert (df.loc[in_flight.index, "status"] == "completed").all()
+    assert (df.loc[in_flight.index, "provider_used"] == "fal").all()
+    assert fc["paid_duplicates"] == 0

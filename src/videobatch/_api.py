@@ -149,6 +149,7 @@ class Batch:
             self.store, self.jobs = Checkpoint.open(
                 checkpoint, self.prompts, settings=self.providers.describe(), force=force
             )
+        self.providers.include(self.jobs, providers)
         self._progress = progress
         self._observers = outputs + list(observers)
         self._runner: Runner | None = None

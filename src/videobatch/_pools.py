@@ -80,6 +80,21 @@ class Providers:
         named._named = {r.provider for r in requests if r.provider is not None}
         return named
 
+    def include(self, jobs: Sequence[Job],
+                given: Mapping[str, Provider | Mapping[str, Any]] | None = None) -> None:
+        """Add the providers that rows of a resumed checkpoint were sent to and that nothing else
+        names now (a fallback not given again): their tasks are still theirs to look up and poll."""
+        from .providers import get_provider
+
+        for job in jobs:
+            name = job.provider_used
+            if name is None or name in self._by_name or job.state not in _SENT:
+                continue
+            chosen = (given or {}).get(name, {})
+            provider = chosen if isinstance(chosen, Provider) else get_provider(name, **chosen)
+            provider.check([])  # its set-up (a key) is needed now: say so before anything runs
+            self._by_name[name] = provider
+
     def check(self, requests: Sequence[VideoRequest], *, rows_only: bool = False,
               row_numbers: Sequence[int] | None = None) -> list[Problem]:
         """Each provider's pre-flight check of its own rows (row numbers: ``row_numbers``, else

@@ -39,6 +39,7 @@ from ._options import (
     command_parser,
     delivery_options,
     provider_options,
+    scoped_options,
 )
 from ._running import finish_run, log_event
 
@@ -274,7 +275,8 @@ def retry_main(argv: Sequence[str]) -> int:
                                       progress=not args.quiet, timeout=args.timeout,
                                       max_attempts=args.max_attempts,
                                       observers=[log_event] if args.verbose else [],
-                                      **delivery_options(args), **options)
+                                      providers=scoped_options(args, p), **delivery_options(args),
+                                      **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
