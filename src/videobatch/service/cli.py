@@ -83,17 +83,21 @@ def worker_main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise
-    from ..errors import ConfigError
-    from .worker import WorkerSettings, run_worker
-
-    settings = WorkerSettings(redis_url=_redis_url(args.redis_url), prefix=args.prefix,
-                              provider=args.provider, provider_options=options,
-                              concurrency=args.concurrency, account_limit=args.account_limit,
-                              lease=args.lease,
-                              webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None)
     import redis
 
+    from ..errors import ConfigError
+    from .addresses import AddressPolicy
+    from .images import IMAGE_DIR_ENV
+    from .worker import WorkerSettings, run_worker
+
     try:
+        settings = WorkerSettings(redis_url=_redis_url(args.redis_url), prefix=args.prefix,
+                                  provider=args.provider, provider_options=options,
+                                  concurrency=args.concurrency, account_limit=args.account_limit,
+                                  lease=args.lease,
+                                  webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
+                                  image_dir=os.environ.get(IMAGE_DIR_ENV) or None,
+                                  addresses=AddressPolicy.from_env())
         outcome = asyncio.run(run_worker(settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
