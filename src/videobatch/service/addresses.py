@@ -120,13 +120,23 @@ class AddressPolicy:
         return host.lower().rstrip(".") in self.hosts
 
     def literal(self, host: str) -> IP | None:
+        """``host`` as an IP address if it is one, in any spelling a resolver takes as one
+        (``0x7f000001``, ``127.1``, ``2130706433``), else None."""
+        text = host.strip("[]").partition("%")[0]
         try:
-            return ipaddress.ip_address(host.strip("[]").partition("%")[0])
+            return ipaddress.ip_address(text)
         except ValueError:
-            return None
+            pass
+        if text and all(c in "0123456789abcdefxABCDEFX." for c in text):
+            try:
+                return ipaddress.IPv4Address(socket.inet_aton(text))
+            except OSError:
+                return None
+        return None
 
     def resolve_refusal(self, host: str) -> str | None:
         """Why ``host`` (a name or an IP literal) is refused; resolves names (blocking)."""
+        host = host.lower().rstrip(".")
         if self.host_allowed(host):
             return None
         if self.literal(host) is not None:
@@ -151,6 +161,7 @@ class AddressPolicy:
             host = None
         if not host:
             return "the URL names no host"
+        host = host.rstrip(".")
         if cache is not None and host in cache:
             return cache[host]
         if self.host_allowed(host) or self.literal(host) is not None:
@@ -168,6 +179,7 @@ class AddressPolicy:
     async def checked_addresses(self, host: str) -> list[str]:
         """The addresses to connect to for ``host``, all of them allowed; ``ConnectError`` if
         ``host`` does not resolve or any of its addresses is refused."""
+        host = host.lower().rstrip(".")
         if self.literal(host) is not None:
             addresses = [str(self.literal(host))]
         else:

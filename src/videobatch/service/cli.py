@@ -52,7 +52,10 @@ def serve_main(argv: Sequence[str]) -> int:
         app = create_app(_redis_url(args.redis_url), prefix=args.prefix, provider=args.provider)
     except ConfigError as exc:
         parser.error(str(exc))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    from .accesslog import log_config
+
+    # The access log shows query strings without their values (a token sent there stays secret).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=log_config())
     return 0
 
 

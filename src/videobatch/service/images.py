@@ -37,8 +37,9 @@ IMAGE_DIR_ENV = "VIDEOBATCH_SERVICE_IMAGE_DIR"
 IMAGE_COLUMNS = ("image", "end_image", "image_tail")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
-_REFUSED = ("local file paths and file:// URLs are not accepted over HTTP; send an http(s) URL, "
-            "or the image itself as a data:image/...;base64 URL or base64 text")
+_REFUSED = ("an image must be an http(s) URL or the image itself (a data:image/...;base64 URL, or "
+            "base64 of a JPEG, PNG or WebP file): local file paths and file:// URLs are not "
+            "accepted over HTTP")
 
 
 def _sniff(data: bytes) -> str | None:
@@ -75,7 +76,7 @@ class ImageRules:
         """The one answer to a local path (the same whether or not the file exists)."""
         if self.folder is None:
             return _REFUSED
-        return _REFUSED + ", or the name of a file in the service's image folder"
+        return _REFUSED + " (but for the names of files in the service's image folder)"
 
     def _contained(self, value: str) -> str | None:
         """The real path of ``value`` (relative to the folder, or absolute) if it lies inside the
@@ -109,7 +110,9 @@ class ImageRules:
                 return None, "there is no such file in the service's image folder"
             return inside, None
         if len(text) >= 16 and _BASE64.match(text):
-            return self._bytes(text)
+            stored, _ = self._bytes(text)
+            if stored is not None:
+                return stored, None
         return None, self.refused
 
     def _bytes(self, encoded: str) -> tuple[str | None, str | None]:
