@@ -276,6 +276,20 @@ def test_a_50_mb_body_is_refused_within_a_second(api, redis_server, chunked):
     assert redis_server.digest() == before
 
 
+@pytest.mark.parametrize("body", [
+    b'{"rows": [' + b",".join([b"{}"] * 3_400_000) + b"]}",  # 10 MB: 300 MB and 8 s to parse
+    b'{"prompt": "x", "metadata": {"n": [' + b",".join([b"1000"] * 1_000_000) + b"]}}",
+], ids=["empty rows", "metadata list"])
+def test_a_json_body_of_millions_of_tiny_values_is_refused_before_it_is_parsed(client, redis_server, body):
+    before = redis_server.digest()
+    path = "/api/v1/batches" if body.startswith(b'{"rows"') else "/api/v1/videos"
+    started = time.monotonic()
+    answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "more than 500000 values" in answer.text, answer.text
+    assert time.monotonic() - started < 1.5
+    assert redis_server.digest() == before
+
+
 def test_limits_on_metadata_rows_and_prompts(client, redis_server):
     marker = "SECRET-INPUT-MARKER"
     refusals = [

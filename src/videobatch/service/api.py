@@ -175,7 +175,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
     app.state.tokens = allowed
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes, max_json_values=limits.max_json_values)
     app.add_middleware(BearerGate, tokens=allowed)  # the outermost: 401 before anything is read
 
     @app.exception_handler(ValidationError)

@@ -8,7 +8,9 @@ Limits (environment variables read by ``python -m videobatch serve``; ``create_a
     VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS    2500      characters of a prompt (and negative prompt)
 
 ``BodyLimit`` answers 413 to a body over the limit: at once from its ``Content-Length``, else
-(chunked) as soon as the bytes received pass it, never reading the rest. ``count_csv_rows`` reads
+(chunked) as soon as the bytes received pass it, never reading the rest; and to a JSON body of more
+than 50 values per row allowed (``MAX_ROWS`` x 50: 500,000), counted on its bytes before it is
+parsed (a body of ten million empty objects would take 300 MB and seconds to parse). ``count_csv_rows`` reads
 an uploaded CSV as a stream and stops one row past the limit, so a million-row upload costs neither
 memory nor time. ``short_problems`` makes a 422 list short: no input echoed back, messages cut to
 a few hundred characters, at most 100 entries.
@@ -20,6 +22,7 @@ import codecs
 import csv
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -30,8 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError
 
-__all__ = ["BodyLimit", "ServiceLimits", "copy_limited", "count_csv_rows", "json_size", "short_problems",
-           "unencodable"]
+__all__ = ["BodyLimit", "ServiceLimits", "copy_limited", "count_csv_rows", "json_size", "json_values",
+           "short_problems", "unencodable"]
 
 MAX_PROBLEMS = 100  # entries of one 422 answer
 MAX_MESSAGE = 300  # characters of one problem's message
@@ -50,6 +53,11 @@ class ServiceLimits:
     max_rows: int = 10_000
     max_prompt_chars: int = 2500
 
+    @property
+    def max_json_values(self) -> int:
+        """Values a JSON body may hold (objects, arrays, members): 50 per row allowed."""
+        return 50 * self.max_rows
+
     @classmethod
     def from_env(cls) -> ServiceLimits:
         """The defaults, with each ``VIDEOBATCH_SERVICE_MAX_*`` variable that is set."""
@@ -67,12 +75,24 @@ class ServiceLimits:
         return cls(**given)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes is answered 413, unread."""
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+def json_values(body: bytes) -> int:
+    """About how many values a JSON text holds (objects, arrays and their members), counted on
+    the bytes at C speed, without building them: its strings dropped, its ``{``, ``[`` and ``,``."""
+    bare = _STRING.sub(b"", body)
+    return bare.count(b"{") + bare.count(b"[") + bare.count(b",")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413, unread; a JSON body
+    with more than ``max_json_values`` values too (parsing it would take ~50 times its size)."""
+
+    def __init__(self, app: ASGIApp, limit: int, max_json_values: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.max_json_values = max_json_values
 
     def _too_large(self) -> HTTPException:
         return HTTPException(status_code=413, detail=(
@@ -90,6 +110,10 @@ class BodyLimit:
             declared = None
         if declared is not None and declared > self.limit:
             await self._refuse(scope, receive, send)
+            return
+        kind = dict(scope["headers"]).get(b"content-type", b"").partition(b";")[0].strip().lower()
+        if self.max_json_values is not None and kind == b"application/json":
+            await self._json(scope, receive, send)
             return
         received = 0
         started = False
@@ -115,9 +139,41 @@ class BodyLimit:
                 raise
             await self._refuse(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = self._too_large()
-        response = JSONResponse({"detail": error.detail}, status_code=413,
+    async def _json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read a JSON body (the route would read all of it anyway), count its values, pass it on."""
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        assert self.max_json_values is not None
+        if json_values(body) > self.max_json_values:
+            await self._refuse(scope, receive, send, detail=(
+                f"the JSON body holds more than {self.max_json_values} values; send fewer rows "
+                "per request"))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, detail: str | None = None) -> None:
+        response = JSONResponse({"detail": detail or self._too_large().detail}, status_code=413,
                                 headers={"Connection": "close"})
         await response(scope, receive, send)
 
