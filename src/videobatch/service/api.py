@@ -245,8 +245,9 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                     continue
                 if column in ("prompt", "negative_prompt"):
                     reason = _too_long(str(column), value)
-                elif column == "webhook_url":
-                    reason = await addresses.refusal(value.strip(), cache)
+                elif column == "webhook_url":  # (a malformed one is check_urls' problem)
+                    well_formed = value.strip().lower().startswith(("http://", "https://"))
+                    reason = await addresses.refusal(value.strip(), cache) if well_formed else None
                     reason = reason and f"webhook URL refused: {reason}"
                 else:
                     kept, reason = await images.accepted(value, cache)
