@@ -17,7 +17,7 @@ body is refused (409). Creation is one Redis transaction: a request is enqueued 
 202 answer is sent. While Redis is unreachable the API answers 503 with ``Retry-After``; under load
 a request waits (bounded) for one of the pool's Redis connections instead.
 
-Hostile input (``service.limits``, ``service.images``, ``service.addresses``): a body over the
+Hostile input (``service.checks``, with ``limits``, ``images``, ``addresses``): a body over the
 size limit is 413 unread; too many rows, too long a prompt, too much metadata are 422; an image
 may be only an http(s) URL, image bytes sent with the request or a file of the operator's image
 folder (never a path of the host); webhook and image URLs may not name internal addresses.
@@ -56,8 +56,9 @@ from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
 from .addresses import AddressPolicy
 from .auth import BearerGate, Token, configured_tokens, tenant_of
-from .images import IMAGE_COLUMNS, ImageRules
-from .limits import BodyLimit, ServiceLimits, copy_limited, count_csv_rows, json_size
+from .checks import Cache, RequestChecks
+from .images import ImageRules
+from .limits import BodyLimit, ServiceLimits, copy_limited, count_csv_rows
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 from .schemas import (
@@ -163,6 +164,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     limits = limits or ServiceLimits.from_env()
     addresses = addresses or AddressPolicy.from_env()
     images = images or ImageRules.from_env(addresses)
+    checks = RequestChecks(limits, images, addresses)
     keys = Keys(prefix)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=redis_connections or _pool_size(), timeout=REDIS_WAIT)
@@ -189,74 +191,6 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _unavailable)
-
-    def _too_long(field: str, text: Any) -> str | None:
-        if isinstance(text, str) and len(text) > limits.max_prompt_chars:
-            return f"{field} is {len(text)} characters; at most {limits.max_prompt_chars} are accepted"
-        return None
-
-    def _too_much(metadata: Any) -> str | None:
-        size = json_size(metadata) if metadata else 0
-        if size > limits.max_metadata_bytes:
-            return (f"metadata is {size} bytes as JSON; at most {limits.max_metadata_bytes} are "
-                    "accepted (keep large data elsewhere and send a reference to it)")
-        return None
-
-    async def _video_problems(body: VideoCreate) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """The service's own checks of one request: (image cells as stored, problems)."""
-        problems: list[dict[str, Any]] = []
-        for field in ("prompt", "negative_prompt"):
-            reason = _too_long(field, getattr(body, field))
-            if reason:
-                problems.append({"loc": ["body", field], "msg": reason})
-        reason = _too_much(body.metadata)
-        if reason:
-            problems.append({"loc": ["body", "metadata"], "msg": reason})
-        cache: dict[str, str | None] = {}
-        stored: dict[str, str] = {}
-        for column in IMAGE_COLUMNS:
-            value = getattr(body, column)
-            if isinstance(value, str) and value.strip():
-                kept, why = await images.accepted(value, cache)
-                if kept is None:
-                    problems.append({"loc": ["body", column], "msg": why})
-                else:
-                    stored[column] = kept
-        if body.webhook_url:
-            why = await addresses.refusal(body.webhook_url, cache)
-            if why:
-                problems.append({"loc": ["body", "webhook_url"], "msg": f"webhook URL refused: {why}"})
-        return stored, problems
-
-    async def _row_checks(frame: pd.DataFrame, webhook_url: str | None,
-                          cache: dict[str, str | None]) -> tuple[dict[int, dict[str, str]], list[Problem]]:
-        """The service's checks of a batch's rows: (image cells as stored by row, problems)."""
-        problems: list[Problem] = []
-        stored: dict[int, dict[str, str]] = {}
-        if webhook_url:
-            why = await addresses.refusal(webhook_url, cache)
-            if why:
-                problems.append(Problem(None, "webhook_url", f"webhook URL refused: {why}"))
-        columns = [c for c in frame.columns if c in (*IMAGE_COLUMNS, "prompt", "negative_prompt",
-                                                        "webhook_url")]
-        for n, row in enumerate(frame[columns].to_dict("records"), start=1):
-            for column, value in row.items():
-                if not isinstance(value, str) or not value.strip():
-                    continue
-                if column in ("prompt", "negative_prompt"):
-                    reason = _too_long(str(column), value)
-                elif column == "webhook_url":  # (a malformed one is check_urls' problem)
-                    well_formed = value.strip().lower().startswith(("http://", "https://"))
-                    reason = await addresses.refusal(value.strip(), cache) if well_formed else None
-                    reason = reason and f"webhook URL refused: {reason}"
-                else:
-                    kept, reason = await images.accepted(value, cache)
-                    if kept is not None:
-                        stored.setdefault(n, {})["end_image" if column == "image_tail" else
-                                                 str(column)] = kept
-                if reason:
-                    problems.append(Problem(n, str(column), reason))
-        return stored, problems
 
     async def _create(token: str, scope: str, idempotency_key: str | None, fingerprint: str,
                       new_id: str, write: Callable[[Any], None]) -> tuple[str, bool]:
@@ -291,7 +225,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def create_video(body: VideoCreate, token: Token, response: Response,
                            idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
-        stored, problems = await _video_problems(body)
+        stored, problems = await checks.video(body)
         fields = {k: v for k, v in body.model_dump(include=_REQUEST_BODY).items()
                   if v is not None and v != ""}
         fields.update(stored)
@@ -335,21 +269,10 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                             name: str | None = None) -> tuple[bool, BatchCreated | JSONResponse]:
         problems: list[Problem] = []
         prompts = None
-        cache: dict[str, str | None] = {}
+        cache: Cache = {}
         if defaults:  # run-wide cells: checked (and images stored) like a row's
-            defaults = dict(defaults)
-            for column in [c for c in defaults if c in (*IMAGE_COLUMNS, "prompt", "negative_prompt")]:
-                value = defaults[column]
-                if not isinstance(value, str) or not value.strip():
-                    continue
-                if column in IMAGE_COLUMNS:
-                    kept, reason = await images.accepted(value, cache)
-                    if kept is not None:
-                        defaults[column] = kept
-                else:
-                    reason = _too_long(column, value)
-                if reason:
-                    problems.append(Problem(None, f"defaults.{column}", reason))
+            defaults, refused = await checks.defaults(defaults, cache)
+            problems.extend(refused)
         try:
             prompts = await run_in_threadpool(load_prompts, source, defaults=defaults, rules=rules)
         except InputError as exc:
@@ -361,7 +284,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         stored: dict[int, dict[str, str]] = {}
         if given is not None:
             problems.extend(check_urls(given))
-            stored, refused = await _row_checks(given, webhook_url, cache)
+            stored, refused = await checks.rows(given, webhook_url, cache)
             problems.extend(refused)
         frame = prompts.frame if prompts is not None else None
         metas: list[dict[str, Any]] = []
@@ -371,10 +294,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             columns = [c for c in frame.columns if c not in _NOT_METADATA]
             metas = [{str(k): _cell(v) for k, v in r.items()} for r in frame[columns].to_dict("records")]
         metas = [{k: v for k, v in meta.items() if v is not None and v == v} for meta in metas]
-        for n, meta in enumerate(metas, start=1):
-            reason = _too_much(meta)
-            if reason:
-                problems.append(Problem(n, "metadata", reason))
+        problems.extend(checks.metadata(metas))
         if problems or prompts is None or frame is None:
             return False, problems_response(row_problems(problems))
         requests = [request.model_copy(update=stored[n]) if n in stored else request
