@@ -10,6 +10,7 @@ tried to read the image would hang instead of answering.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -41,8 +42,10 @@ from service_fixtures import (
     worker_env,
     workers,
 )
+from videobatch.errors import RejectedError
+from videobatch.providers import get_provider
 from videobatch.request import VideoRequest
-from videobatch.service.images import ImageRules
+from videobatch.service.images import ImageRules, guard_provider
 from videobatch.service.limits import ServiceLimits
 from videobatch.service.queue import enqueue_fields
 from videobatch.service.records import new_job_fields
@@ -446,3 +449,23 @@ def test_the_workers_rule_for_image_cells(tmp_path, pipe):
                     "http://localhost/a.png", "file://" + inside):
         assert rules.worker_refusal("image", refused), refused
     assert ImageRules(None, hermetic_policy()).worker_refusal("image", inside)
+
+
+def test_the_guarded_provider_neither_submits_nor_matches_a_refused_request(tmp_path, pipe):
+    provider = get_provider("local")
+    seen: list[Any] = []
+
+    async def recording_scan(keys: Any, since: float) -> None:
+        seen.append(dict(keys))
+
+    provider.scan = recording_scan  # type: ignore[method-assign]
+    guard_provider(provider, ImageRules(None, hermetic_policy()))
+    bad, fine = VideoRequest(prompt="x", image=pipe), VideoRequest(prompt="x")
+
+    async def go() -> None:
+        with pytest.raises(RejectedError, match="reads no other file"):
+            await provider.submit(bad, "key-1")
+        await provider.scan({"key-1": bad, "key-2": fine, "key-3": None}, 0.0)
+
+    asyncio.run(asyncio.wait_for(go(), 10))  # a read of the pipe would hang
+    assert seen == [{"key-1": None, "key-2": fine, "key-3": None}]

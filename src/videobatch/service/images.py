@@ -13,7 +13,7 @@ provider) any file of its host. So over HTTP an image is only:
 Anything else (a local path, ``file://``) is refused with the same short answer whether or not
 such a file exists, and nothing is read. ``ImageRules.accepted`` is the API's check (it returns
 the value to store); ``ImageRules.worker_refusal`` is the worker's, made again before a row reaches
-the provider (a row can reach Redis another way), and ``guard_submit`` applies it.
+the provider (a row can reach Redis another way), and ``guard_provider`` applies it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,11 +32,12 @@ from ..providers import Provider
 from ..request import VideoRequest
 from .addresses import AddressPolicy
 
-__all__ = ["IMAGE_COLUMNS", "IMAGE_DIR_ENV", "ImageRules", "guard_submit"]
+__all__ = ["IMAGE_COLUMNS", "IMAGE_DIR_ENV", "ImageRules", "guard_provider"]
 
 IMAGE_DIR_ENV = "VIDEOBATCH_SERVICE_IMAGE_DIR"
 IMAGE_COLUMNS = ("image", "end_image", "image_tail")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
+_PATH_MAX = 4096
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _REFUSED = ("an image must be an http(s) URL or the image itself (a data:image/...;base64 URL, or "
             "base64 of a JPEG, PNG or WebP file): local file paths and file:// URLs are not "
@@ -81,8 +83,8 @@ class ImageRules:
     def _contained(self, value: str) -> str | None:
         """The real path of ``value`` (relative to the folder, or absolute) if it lies inside the
         folder, else None."""
-        if self.folder is None or "\x00" in value:
-            return None
+        if self.folder is None or "\x00" in value or len(value) > _PATH_MAX:
+            return None  # (no folder; or not a path: realpath would lstat each of its parts)
         real = os.path.realpath(os.path.join(self.folder, value))
         return real if os.path.commonpath([real, self.folder]) == self.folder and real != self.folder \
             else None
@@ -104,15 +106,15 @@ class ImageRules:
             if match is None:
                 return None, "a data: URL must be data:image/<type>;base64,<data>"
             return self._bytes(text[match.end():])
+        if len(text) >= 16 and _BASE64.match(text):
+            stored, _ = self._bytes(text)
+            if stored is not None:
+                return stored, None
         inside = await asyncio.to_thread(self._contained, text) if not lower.startswith("file:") else None
         if inside is not None:
             if not await asyncio.to_thread(os.path.isfile, inside):
                 return None, "there is no such file in the service's image folder"
             return inside, None
-        if len(text) >= 16 and _BASE64.match(text):
-            stored, _ = self._bytes(text)
-            if stored is not None:
-                return stored, None
         return None, self.refused
 
     def _bytes(self, encoded: str) -> tuple[str | None, str | None]:
@@ -143,19 +145,33 @@ class ImageRules:
                 "image as a URL or as data")
 
 
-def guard_submit(provider: Provider, rules: ImageRules) -> None:
-    """Make ``provider.submit`` refuse (``RejectedError``: the row fails, nothing is paid or read)
-    a request whose images break ``rules``, before the provider sees it."""
-    submit = provider.submit
+def guard_provider(provider: Provider, rules: ImageRules) -> None:
+    """Make ``provider`` see no request whose images break ``rules``: ``submit`` refuses it
+    (``RejectedError``: the row fails, nothing read or paid), and ``scan`` (which may read a
+    request's image to match it against listed tasks) gets it as unknown (None)."""
+    submit, scan = provider.submit, provider.scan
 
-    async def guarded(request: VideoRequest, idempotency_key: str) -> Any:
+    async def refusal(request: VideoRequest) -> str | None:
         for column in ("image", "end_image"):
             value = getattr(request, column)
-            if value:
-                reason = await asyncio.to_thread(rules.worker_refusal, column, value)
-                if reason:
-                    raise RejectedError(reason)
+            reason = await asyncio.to_thread(rules.worker_refusal, column, value) if value else None
+            if reason:
+                return reason
+        return None
+
+    async def guarded_submit(request: VideoRequest, idempotency_key: str) -> Any:
+        reason = await refusal(request)
+        if reason:
+            raise RejectedError(reason)
         return await submit(request, idempotency_key)
 
-    # On this one object: the runner calls ``provider.submit``, and nothing else changes.
-    provider.submit = guarded  # type: ignore[method-assign]
+    async def guarded_scan(keys: Mapping[str, VideoRequest | None], since: float) -> Any:
+        if isinstance(keys, Mapping):
+            keys = {key: None if request is None or await refusal(request) else request
+                    for key, request in keys.items()}
+        return await scan(keys, since)
+
+    # On this one object: the runner calls ``provider.submit`` / ``scan``; nothing else changes
+    # (capabilities are the class's).
+    provider.submit = guarded_submit  # type: ignore[method-assign]
+    provider.scan = guarded_scan  # type: ignore[method-assign]

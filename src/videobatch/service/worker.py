@@ -35,7 +35,7 @@ from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
 from ..providers import Provider, get_provider
 from .addresses import AddressPolicy, guarded_transport
-from .images import ImageRules, guard_submit
+from .images import ImageRules, guard_provider
 from .queue import RedisSource
 from .records import Keys, RedisStore, decode_hash, ensure_run_id, patiently
 from .slots import RedisSlots
@@ -126,7 +126,7 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     keys = Keys(settings.prefix)
     run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
-    guard_submit(provider, ImageRules(settings.image_dir, settings.addresses))
+    guard_provider(provider, ImageRules(settings.image_dir, settings.addresses))
     problems = provider.check([])  # credentials and set-up, before taking any request
     if problems:
         raise ConfigError(f"provider set-up: {'; '.join(map(str, problems))}")
