@@ -31,7 +31,12 @@ def serve_main(argv: Sequence[str]) -> int:
         prog="python -m videobatch serve",
         description="Run the HTTP API. Clients authenticate with a bearer token listed in "
                     "VIDEOBATCH_API_TOKENS (comma-separated). The OpenAPI spec is at /openapi.json, "
-                    "interactive docs at /docs.")
+                    "interactive docs at /docs.",
+        epilog="Settings (environment): VIDEOBATCH_SERVICE_ALLOW (CIDRs and host names webhook and "
+               "image URLs may name although internal), VIDEOBATCH_SERVICE_IMAGE_DIR (a folder whose "
+               "files clients may name as images), VIDEOBATCH_SERVICE_MAX_BODY_BYTES (10485760), "
+               "VIDEOBATCH_SERVICE_MAX_ROWS (10000), VIDEOBATCH_SERVICE_MAX_METADATA_BYTES (16384), "
+               "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS (2500), VIDEOBATCH_SERVICE_REDIS_CONNECTIONS (100).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
@@ -64,7 +69,10 @@ def worker_main(argv: Sequence[str]) -> int:
         prog="python -m videobatch worker",
         description="Take video requests from the shared Redis queue and generate them. Run as many "
                     "as you like, on any machines: together they never exceed the account's "
-                    "parallel-task limit, and requests of a worker that dies are taken over.")
+                    "parallel-task limit, and requests of a worker that dies are taken over.",
+        epilog="Settings (environment): VIDEOBATCH_WEBHOOK_SECRET (signs webhooks), "
+               "VIDEOBATCH_SERVICE_ALLOW and VIDEOBATCH_SERVICE_IMAGE_DIR (as for serve: set the "
+               "same on the API and every worker).")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
     parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
     parser.add_argument("--provider", default="local", help="video provider (default local)")
