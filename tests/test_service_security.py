@@ -279,6 +279,25 @@ def test_a_50_mb_body_is_refused_within_a_second(api, redis_server, chunked):
     assert redis_server.digest() == before
 
 
+def test_a_chunked_csv_upload_over_the_limit_is_413_unread(redis_server):
+    boundary = "b0undary"
+
+    def upload() -> Iterator[bytes]:
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.csv"\r\n'
+               "Content-Type: text/csv\r\n\r\nprompt\n").encode()
+        for _ in range(1000):  # 10 MB, no Content-Length: counted as it arrives
+            yield b"a red fox\n" * 1000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    before = redis_server.digest()
+    with running_api(redis_server.url, limits=ServiceLimits(max_body_bytes=100_000)) as handle, \
+            handle.client() as c:
+        answer = c.post("/api/v1/batches/csv", content=upload(),
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 413 and "over 100000 bytes" in answer.text
+    assert redis_server.digest() == before
+
+
 @pytest.mark.parametrize("body", [
     b'{"rows": [' + b",".join([b"{}"] * 3_400_000) + b"]}",  # 10 MB: 300 MB and 8 s to parse
     b'{"prompt": "x", "metadata": {"n": [' + b",".join([b"1000"] * 1_000_000) + b"]}}",
