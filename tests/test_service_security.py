@@ -232,6 +232,17 @@ def test_webhooks_to_internal_addresses_are_refused(client, redis_server, url):
     assert csv.status_code == 422 and redis_server.digest() == before
 
 
+def test_an_unparsable_url_is_422_not_500(client, redis_server):
+    for cell, reason in (("webhook_url", "must start with http"), ("image", "names no host")):
+        answer = refused_unchanged(client, redis_server, "/api/v1/videos",
+                                   {"prompt": "x", cell: "http://[bad/x"})
+        assert reason in answer.text
+    for cell in ("webhook_url", "image"):
+        answer = refused_unchanged(client, redis_server, "/api/v1/batches",
+                                   {"rows": [{"prompt": "x", cell: "http://[bad/x"}]})
+        assert answer.json()["detail"][0]["column"] == cell
+
+
 def test_an_allowlisted_receiver_is_accepted(redis_server):
     with running_api(redis_server.url, allow=("127.0.0.1/32",)) as handle, handle.client() as c:
         assert c.post("/api/v1/videos", json={"prompt": "x", "webhook_url": "http://127.0.0.1:9/h"}
@@ -465,7 +476,7 @@ def test_the_workers_rule_for_image_cells(tmp_path, pipe):
         assert rules.worker_refusal("image", fine) is None, fine
     for refused in ("cat.png", str(folder / "escape.png"), str(folder / ".." / "x.png"), pipe,
                     PNG_B64, "DATA:image/png;base64,AAAA", "HTTP://public.test/a.png",
-                    "http://localhost/a.png", "file://" + inside):
+                    "http://localhost/a.png", "http://[not-an-address]/a.png", "file://" + inside):
         assert rules.worker_refusal("image", refused), refused
     assert ImageRules(None, hermetic_policy()).worker_refusal("image", inside)
 

@@ -154,7 +154,10 @@ def build_payload(job: RowSnapshot, row: Mapping[str, Any], *, run_id: str,
 
 
 def _bad_url(url: str) -> str | None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[not-an-address]/"
+        return "a webhook URL must start with http:// or https:// and name a host"
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "a webhook URL must start with http:// or https:// and name a host"
     return None

@@ -58,7 +58,7 @@ from .addresses import AddressPolicy
 from .auth import BearerGate, Token, configured_tokens, tenant_of
 from .checks import Cache, RequestChecks
 from .images import ImageRules
-from .limits import BodyLimit, ServiceLimits, copy_limited, count_csv_rows
+from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 from .schemas import (
@@ -350,7 +350,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         with tempfile.TemporaryDirectory(prefix="videobatch-upload-") as tmp:
             path = Path(tmp) / "upload.csv"  # the library reads CSV files (encodings, line numbers)
             with path.open("wb") as out:
-                await run_in_threadpool(copy_limited, file.file, out)
+                await run_in_threadpool(copy_in_chunks, file.file, out)
             with path.open("rb") as raw:  # counted as a stream: a huge file stops early
                 rows = await run_in_threadpool(count_csv_rows, raw, limits.max_rows)
             if rows > limits.max_rows:

@@ -133,7 +133,10 @@ class ImageRules:
         hosts); the file system is touched only for paths that name the image folder."""
         text = value.strip()
         if text.startswith(("http://", "https://")):
-            host = urlsplit(text).hostname
+            try:
+                host = urlsplit(text).hostname
+            except ValueError:  # e.g. "http://[not-an-address]/"
+                host = None
             reason = self.addresses.resolve_refusal(host) if host else "the URL names no host"
             return f"{column} URL refused: {reason}" if reason else None
         if text.startswith("data:"):

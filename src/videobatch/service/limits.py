@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError
 
-__all__ = ["BodyLimit", "ServiceLimits", "copy_limited", "count_csv_rows", "json_size", "json_values",
+__all__ = ["BodyLimit", "ServiceLimits", "copy_in_chunks", "count_csv_rows", "json_size", "json_values",
            "short_problems", "unencodable"]
 
 MAX_PROBLEMS = 100  # entries of one 422 answer
@@ -260,8 +260,8 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8", "replace"))
 
 
-def copy_limited(source: IO[bytes], target: IO[bytes]) -> None:
-    """Copy an upload (already bounded by ``BodyLimit``) in chunks, not as one bytes object."""
+def copy_in_chunks(source: IO[bytes], target: IO[bytes]) -> None:
+    """Copy an upload (its size bounded by ``BodyLimit``) in chunks, not as one bytes object."""
     while chunk := source.read(1 << 16):
         target.write(chunk)
 

@@ -33,7 +33,10 @@ __all__ = [
 
 
 def _url_problem(url: str | None) -> str | None:
-    parts = urlsplit(url or "")
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:  # e.g. "http://[not-an-address]/"
+        parts = urlsplit("")
     if url and (parts.scheme not in ("http", "https") or not parts.hostname):
         return "a webhook URL must start with http:// or https:// and name a host"
     return None
