@@ -378,11 +378,11 @@ def _rss(pid: int, field: str) -> int:
 
 
 @pytest.fixture
-def served(redis_server: RedisServer) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def served(redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """``python -m videobatch serve`` as its own process (its memory and its log are its own)."""
     port = free_port()
     env = {**os.environ, "VIDEOBATCH_API_TOKENS": TOKEN, "PYTHONUNBUFFERED": "1"}
-    log = Path(f"/tmp/videobatch-serve-{port}.log")
+    log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "videobatch", "serve", "--port", str(port),
                                  "--redis-url", redis_server.url], env=env, stdout=out,
@@ -399,7 +399,6 @@ def served(redis_server: RedisServer) -> Iterator[tuple[str, subprocess.Popen[by
     finally:
         proc.terminate()
         proc.wait(10)
-        log.unlink(missing_ok=True)
 
 
 def test_a_million_row_csv_is_refused_fast_in_little_memory(served, redis_server):
