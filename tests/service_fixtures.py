@@ -27,6 +27,7 @@ import pytest
 import redis
 import uvicorn
 
+from videobatch.service.addresses import AddressPolicy
 from videobatch.service.api import create_app
 from videobatch.testing import ServerHandle, SimConfig
 
@@ -142,13 +143,33 @@ class ApiHandle:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
 
 
+# Tests resolve no name through real DNS: ``localhost`` is loopback, ``*.test`` names resolve as
+# listed here, every other name (``example.invalid``) does not resolve.
+TEST_NAMES = {"localhost": ["127.0.0.1", "::1"], "public.test": ["93.184.215.14"],
+              "internal.test": ["10.1.2.3"], "rebind.test": ["93.184.215.14", "127.0.0.1"]}
+LOOPBACK_ALLOWED = "127.0.0.1/32"  # VIDEOBATCH_SERVICE_ALLOW for tests with loopback receivers
+
+
+def hermetic_resolver(host: str) -> list[str]:
+    if host.lower() in TEST_NAMES:
+        return TEST_NAMES[host.lower()]
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def hermetic_policy(*allow: str) -> AddressPolicy:
+    return AddressPolicy(allow, resolver=hermetic_resolver)
+
+
 @contextlib.contextmanager
 def running_api(redis_url: str, *, tokens: list[str] | None = None,
-                prefix: str = "vb:", provider: str = "local") -> Iterator[ApiHandle]:
-    """The service's FastAPI app (``tokens``: default [TOKEN]; ``provider``: the workers') on
+                prefix: str = "vb:", provider: str = "local", allow: tuple[str, ...] = (),
+                **options: Any) -> Iterator[ApiHandle]:
+    """The service's FastAPI app (``tokens``: default [TOKEN]; ``provider``: the workers';
+    ``allow``: the address allowlist; the test resolver; ``options`` as for ``create_app``) on
     uvicorn in a thread."""
+    options.setdefault("addresses", hermetic_policy(*allow))
     app = create_app(redis_url, tokens=tokens if tokens is not None else [TOKEN], prefix=prefix,
-                     provider=provider)
+                     provider=provider, **options)
     with serving(app) as handle:
         yield handle
 

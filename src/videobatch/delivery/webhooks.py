@@ -24,6 +24,9 @@ received, compares in constant time and rejects timestamps older than a few minu
 
 Outcomes join the results: ``webhook_status`` (delivered / failed / abandoned),
 ``webhook_attempts``, ``webhook_error`` and ``webhook_event`` (the row status last delivered).
+
+``url_check``: an address policy for the URLs (service mode passes one: clients name them). A URL
+it refuses is not called at all: the delivery fails at once, without retries.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
@@ -151,7 +154,10 @@ def build_payload(job: RowSnapshot, row: Mapping[str, Any], *, run_id: str,
 
 
 def _bad_url(url: str) -> str | None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[not-an-address]/"
+        return "a webhook URL must start with http:// or https:// and name a host"
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "a webhook URL must start with http:// or https:// and name a host"
     return None
@@ -180,6 +186,7 @@ class WebhookNotifier(BackgroundObserver[_Context]):
     input table (``Batch.prompts.frame``) for per-row URLs and metadata. ``client``: an
     ``httpx.AsyncClient`` to use instead of a private one. ``retry``: the retry policy of one
     delivery (default: ``max_attempts`` tries, waits from ``backoff_base`` doubling to ``backoff_cap``).
+    ``url_check``: why a URL may not be called (None: it may), awaited before delivering to it.
     """
 
     states: ClassVar[frozenset[State]] = frozenset({State.COMPLETED, State.FAILED})
@@ -200,6 +207,7 @@ class WebhookNotifier(BackgroundObserver[_Context]):
         backoff_cap: float = 30.0,
         drain_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        url_check: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         if url is not None and _bad_url(url):
             raise ConfigError(f"webhook URL {url!r}: {_bad_url(url)}")
@@ -210,6 +218,7 @@ class WebhookNotifier(BackgroundObserver[_Context]):
         self.frame = frame
         self.column = column
         self.timeout = timeout
+        self.url_check = url_check
 
     def __repr__(self) -> str:
         signed = "signed" if self.__secret else "unsigned"
@@ -262,6 +271,9 @@ class WebhookNotifier(BackgroundObserver[_Context]):
         try:
             if _bad_url(url):
                 raise _Undelivered(f"{url[:80]!r}: {_bad_url(url)}")
+            refused = await self.url_check(url) if self.url_check is not None else None
+            if refused:
+                raise _Undelivered(f"{_host(url)} refused: {refused}")
             await self.attempt(post, retry_on=_worth_retrying)
         except asyncio.CancelledError:
             self.record(job, webhook_status="abandoned", webhook_attempts=attempts,

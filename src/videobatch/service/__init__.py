@@ -11,6 +11,11 @@ The gateway (HTTP in, requests into Redis):
     api.py      the routes, and the Redis transaction that creates requests (Idempotency-Key)
     auth.py     bearer tokens, checked before a body is read; the tenant a token stands for
     schemas.py  the HTTP bodies with their limits (the OpenAPI spec), problems as 422 answers
+    checks.py   the service's own checks of a body (limits, images, URLs), before the library's
+    limits.py   how much a client may send: body size (413 unread), rows, metadata, prompt length
+    images.py   what an image may be over HTTP (URL, bytes, the operator's folder; never a path)
+    addresses.py  which addresses a client may make the service call (webhooks, image URLs)
+    accesslog.py  the access log without query-string values (secrets)
 
 The workers: the library's runner with each of its three seams backed by Redis:
 

@@ -14,7 +14,13 @@ Bodies are validated with the library's own rules (422 lists every problem, by r
 A client may send ``Idempotency-Key``: a repeated POST with the same key (and token) returns the
 first answer instead of creating (and paying for) another request; the same key with a different
 body is refused (409). Creation is one Redis transaction: a request is enqueued exactly when its
-202 answer is sent. While Redis is unreachable the API answers 503 with ``Retry-After``.
+202 answer is sent. While Redis is unreachable the API answers 503 with ``Retry-After``; under load
+a request waits (bounded) for one of the pool's Redis connections instead.
+
+Hostile input (``service.checks``, with ``limits``, ``images``, ``addresses``): a body over the
+size limit is 413 unread; too many rows, too long a prompt, too much metadata are 422; an image
+may be only an http(s) URL, image bytes sent with the request or a file of the operator's image
+folder (never a path of the host); webhook and image URLs may not name internal addresses.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Form, Header, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import WatchError
@@ -47,7 +54,11 @@ from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
 from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
+from .addresses import AddressPolicy
 from .auth import BearerGate, Token, configured_tokens, tenant_of
+from .checks import Cache, RequestChecks
+from .images import ImageRules
+from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
 from .schemas import (
@@ -78,6 +89,7 @@ _POSTS: dict[int | str, dict[str, Any]] = {
     **_COMMON,
     400: {"description": "the body cannot be read (not UTF-8 JSON, or a broken upload)"},
     409: {"description": "Idempotency-Key reused for another body"},
+    413: {"description": "the body is over VIDEOBATCH_SERVICE_MAX_BODY_BYTES"},
 }
 # Module level, like every name in the endpoints' signatures (Token, the bodies): FastAPI resolves
 # the (string) annotations of endpoints against module globals.
@@ -109,21 +121,54 @@ def _fingerprint(data: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def _file_fingerprint(path: Path, extra: str | None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as raw:
+        while chunk := raw.read(1 << 16):
+            digest.update(chunk)
+    digest.update((extra or "").encode())
+    return digest.hexdigest()[:32]
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+REDIS_CONNECTIONS_ENV = "VIDEOBATCH_SERVICE_REDIS_CONNECTIONS"
+REDIS_WAIT = 10.0  # seconds a request waits for a free Redis connection before 503
+
+
+def _pool_size() -> int:
+    text = os.environ.get(REDIS_CONNECTIONS_ENV, "").strip()
+    if not text:
+        return 100
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{REDIS_CONNECTIONS_ENV}={text!r}: give a whole number of at least 1")
+    return int(text)
+
+
 def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
-               prefix: str = "vb:", provider: str = "local") -> FastAPI:
+               prefix: str = "vb:", provider: str = "local", limits: ServiceLimits | None = None,
+               addresses: AddressPolicy | None = None, images: ImageRules | None = None,
+               redis_connections: int | None = None) -> FastAPI:
     """The gateway app. ``tokens`` default to ``VIDEOBATCH_API_TOKENS``; with none, every request
     is refused (a service without tokens would be open to anyone). ``provider``: the one the
-    workers use; requests are checked against its options and models before they are queued."""
+    workers use; requests are checked against its options and models before they are queued.
+    ``limits``, ``addresses`` (the policy for webhook and image URLs), ``images`` (the image
+    rules) and ``redis_connections`` (the Redis pool's size; requests wait for a free one)
+    default to the ``VIDEOBATCH_SERVICE_*`` environment variables (see the README)."""
     rules = rules_of(provider)
     context = {"rules": rules}
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     allowed = configured_tokens(tokens)
+    limits = limits or ServiceLimits.from_env()
+    addresses = addresses or AddressPolicy.from_env()
+    images = images or ImageRules.from_env(addresses)
+    checks = RequestChecks(limits, images, addresses)
     keys = Keys(prefix)
-    client = aioredis.Redis.from_url(url)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=redis_connections or _pool_size(), timeout=REDIS_WAIT)
+    client = aioredis.Redis.from_pool(pool)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -132,10 +177,12 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
     app.state.tokens = allowed
-    app.add_middleware(BearerGate, tokens=allowed)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes, max_json_values=limits.max_json_values)
+    app.add_middleware(BearerGate, tokens=allowed)  # the outermost: 401 before anything is read
 
     @app.exception_handler(ValidationError)
-    async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: ValidationError | RequestValidationError) -> JSONResponse:
         return problems_response([{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -178,14 +225,18 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def create_video(body: VideoCreate, token: Token, response: Response,
                            idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
+        stored, problems = await checks.video(body)
         fields = {k: v for k, v in body.model_dump(include=_REQUEST_BODY).items()
                   if v is not None and v != ""}
+        fields.update(stored)
         try:
             request = VideoRequest.model_validate(fields, context=context)
         except ValidationError as exc:
-            return problems_response([{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
-                                        "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
-                                       for e in request_errors(exc)])
+            problems += [{"loc": list(e["loc"]) or [e.get("ctx", {}).get("field")],
+                          "msg": e["msg"], "allowed": e.get("ctx", {}).get("allowed")}
+                         for e in request_errors(exc)]
+        if problems:
+            return problems_response(problems)
         job = new_job_fields(uuid.uuid4().hex, request, webhook_url=body.webhook_url,
                              metadata=body.metadata)
 
@@ -218,6 +269,10 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                             name: str | None = None) -> tuple[bool, BatchCreated | JSONResponse]:
         problems: list[Problem] = []
         prompts = None
+        cache: Cache = {}
+        if defaults:  # run-wide cells: checked (and images stored) like a row's
+            defaults, refused = await checks.defaults(defaults, cache)
+            problems.extend(refused)
         try:
             prompts = await run_in_threadpool(load_prompts, source, defaults=defaults, rules=rules)
         except InputError as exc:
@@ -226,31 +281,38 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             problems.append(Problem(None, "defaults", str(exc)))
         given = prompts.frame if prompts is not None else await run_in_threadpool(
             _plain_frame, source, raw_rows)  # rows the library refused: check their URLs too
+        stored: dict[int, dict[str, str]] = {}
         if given is not None:
             problems.extend(check_urls(given))
-        if problems or prompts is None:
-            return False, problems_response(row_problems(problems))
-        frame = prompts.frame
+            stored, refused = await checks.rows(given, webhook_url, cache)
+            problems.extend(refused)
+        frame = prompts.frame if prompts is not None else None
+        metas: list[dict[str, Any]] = []
         if raw_rows is not None:  # JSON rows: metadata keeps its JSON types
             metas = [{str(k): v for k, v in r.items() if k not in _NOT_METADATA} for r in raw_rows]
-        else:
+        elif frame is not None:
             columns = [c for c in frame.columns if c not in _NOT_METADATA]
             metas = [{str(k): _cell(v) for k, v in r.items()} for r in frame[columns].to_dict("records")]
+        metas = [{k: v for k, v in meta.items() if v is not None and v == v} for meta in metas]
+        problems.extend(checks.metadata(metas))
+        if problems or prompts is None or frame is None:
+            return False, problems_response(row_problems(problems))
+        requests = [request.model_copy(update=stored[n]) if n in stored else request
+                    for n, request in enumerate(prompts.requests, start=1)]
         hooks = (frame["webhook_url"].tolist() if "webhook_url" in frame.columns
                  else [None] * len(frame))
         batch_id = uuid.uuid4().hex
-        ids = [uuid.uuid4().hex for _ in prompts.requests]
+        ids = [uuid.uuid4().hex for _ in requests]
 
         def write(pipe: Any) -> None:
             pipe.hset(keys.batch(batch_id), mapping={"total": len(ids), "created_at": repr(time.time()),
                                                      "source": name or prompts.source})
             pipe.rpush(keys.batch_ids(batch_id), *ids)
-            for rid, key, request, meta, hook in zip(ids, prompts.keys, prompts.requests, metas,
+            for rid, key, request, meta, hook in zip(ids, prompts.keys, requests, metas,
                                                       hooks, strict=True):
                 url = hook.strip() if isinstance(hook, str) and hook.strip() else webhook_url
                 pipe.hset(keys.job(rid), mapping=new_job_fields(
-                    rid, request, batch_id=batch_id, row_key=key, webhook_url=url,
-                    metadata={k: v for k, v in meta.items() if v is not None and v == v}))
+                    rid, request, batch_id=batch_id, row_key=key, webhook_url=url, metadata=meta))
                 pipe.xadd(keys.queue, enqueue_fields(rid))
 
         found, created = await _create(token, "batches", idempotency_key, fingerprint, batch_id, write)
@@ -264,6 +326,9 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def create_batch(body: BatchCreate, token: Token, response: Response,
                            idempotency_key: IdemKey = None) -> BatchCreated | JSONResponse:
         """Submit many rows at once (the same columns as a prompts CSV)."""
+        if len(body.rows) > limits.max_rows:
+            return problems_response([{"loc": ["body", "rows"], "msg": (
+                f"{len(body.rows)} rows; at most {limits.max_rows} are accepted per batch: split it")}])
         replayed, answer = await _create_batch(token, idempotency_key,
                                                _fingerprint(body.model_dump(mode="json")), body.rows,
                                                body.defaults, body.webhook_url, raw_rows=body.rows)
@@ -282,12 +347,19 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             webhook_url = check_webhook_url(webhook_url)
         except ValueError as exc:
             return problems_response([{"loc": ["body", "webhook_url"], "msg": str(exc)}])
-        data = await file.read()
         with tempfile.TemporaryDirectory(prefix="videobatch-upload-") as tmp:
             path = Path(tmp) / "upload.csv"  # the library reads CSV files (encodings, line numbers)
-            path.write_bytes(data)
+            with path.open("wb") as out:
+                await run_in_threadpool(copy_in_chunks, file.file, out)
+            with path.open("rb") as raw:  # counted as a stream: a huge file stops early
+                rows = await run_in_threadpool(count_csv_rows, raw, limits.max_rows)
+            if rows > limits.max_rows:
+                return problems_response([{"loc": ["body", "file"], "msg": (
+                    f"more than {limits.max_rows} rows; at most {limits.max_rows} are accepted per "
+                    "batch: split the file")}])
+            digest = await run_in_threadpool(_file_fingerprint, path, webhook_url)
             replayed, answer = await _create_batch(
-                token, idempotency_key, _fingerprint(data + (webhook_url or "").encode()), str(path),
+                token, idempotency_key, digest, str(path),
                 None, webhook_url, name=file.filename or "upload.csv")
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"

@@ -31,7 +31,12 @@ def serve_main(argv: Sequence[str]) -> int:
         prog="python -m videobatch serve",
         description="Run the HTTP API. Clients authenticate with a bearer token listed in "
                     "VIDEOBATCH_API_TOKENS (comma-separated). The OpenAPI spec is at /openapi.json, "
-                    "interactive docs at /docs.")
+                    "interactive docs at /docs.",
+        epilog="Settings (environment): VIDEOBATCH_SERVICE_ALLOW (CIDRs and host names webhook and "
+               "image URLs may name although internal), VIDEOBATCH_SERVICE_IMAGE_DIR (a folder whose "
+               "files clients may name as images), VIDEOBATCH_SERVICE_MAX_BODY_BYTES (10485760), "
+               "VIDEOBATCH_SERVICE_MAX_ROWS (10000), VIDEOBATCH_SERVICE_MAX_METADATA_BYTES (16384), "
+               "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS (2500), VIDEOBATCH_SERVICE_REDIS_CONNECTIONS (100).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
@@ -52,7 +57,10 @@ def serve_main(argv: Sequence[str]) -> int:
         app = create_app(_redis_url(args.redis_url), prefix=args.prefix, provider=args.provider)
     except ConfigError as exc:
         parser.error(str(exc))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    from .accesslog import log_config
+
+    # The access log shows query strings without their values (a token sent there stays secret).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", log_config=log_config())
     return 0
 
 
@@ -61,7 +69,10 @@ def worker_main(argv: Sequence[str]) -> int:
         prog="python -m videobatch worker",
         description="Take video requests from the shared Redis queue and generate them. Run as many "
                     "as you like, on any machines: together they never exceed the account's "
-                    "parallel-task limit, and requests of a worker that dies are taken over.")
+                    "parallel-task limit, and requests of a worker that dies are taken over.",
+        epilog="Settings (environment): VIDEOBATCH_WEBHOOK_SECRET (signs webhooks), "
+               "VIDEOBATCH_SERVICE_ALLOW and VIDEOBATCH_SERVICE_IMAGE_DIR (as for serve: set the "
+               "same on the API and every worker).")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
     parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
     parser.add_argument("--provider", default="local", help="video provider (default local)")
@@ -83,17 +94,21 @@ def worker_main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise
-    from ..errors import ConfigError
-    from .worker import WorkerSettings, run_worker
-
-    settings = WorkerSettings(redis_url=_redis_url(args.redis_url), prefix=args.prefix,
-                              provider=args.provider, provider_options=options,
-                              concurrency=args.concurrency, account_limit=args.account_limit,
-                              lease=args.lease,
-                              webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None)
     import redis
 
+    from ..errors import ConfigError
+    from .addresses import AddressPolicy
+    from .images import IMAGE_DIR_ENV
+    from .worker import WorkerSettings, run_worker
+
     try:
+        settings = WorkerSettings(redis_url=_redis_url(args.redis_url), prefix=args.prefix,
+                                  provider=args.provider, provider_options=options,
+                                  concurrency=args.concurrency, account_limit=args.account_limit,
+                                  lease=args.lease,
+                                  webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
+                                  image_dir=os.environ.get(IMAGE_DIR_ENV) or None,
+                                  addresses=AddressPolicy.from_env())
         outcome = asyncio.run(run_worker(settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """The gateway's HTTP bodies: what clients send and get back, with their limits (the OpenAPI spec).
 
-Request bodies are checked in two steps: here, their shape and sizes (unknown fields, a prompt over
-2,500 characters, more than 100,000 rows, a webhook URL that is not http(s)); then, in the routes,
-the library's own rules for rows (``videobatch.request`` / ``load_prompts``), whose problems are
-answered by ``problems_response`` (422, every problem listed, by row for batches).
+Request bodies are checked in steps: here, their shape (unknown fields, text that is not valid
+Unicode, a webhook URL that is not http(s)); then, in the routes, the service's limits
+(``service.limits``: prompt length, metadata size, rows per batch), its image and address rules
+(``service.images``, ``service.addresses``) and the library's own rules for rows
+(``videobatch.request`` / ``load_prompts``), whose problems are answered by ``problems_response``
+(422, every problem listed, by row for batches, never the input itself).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import Problem
+from .limits import short_problems, unencodable
 
 __all__ = [
     "BatchCounts",
@@ -30,7 +33,10 @@ __all__ = [
 
 
 def _url_problem(url: str | None) -> str | None:
-    parts = urlsplit(url or "")
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:  # e.g. "http://[not-an-address]/"
+        parts = urlsplit("")
     if url and (parts.scheme not in ("http", "https") or not parts.hostname):
         return "a webhook URL must start with http:// or https:// and name a host"
     return None
@@ -45,20 +51,29 @@ def check_webhook_url(value: str | None) -> str | None:
     return value
 
 
+def _valid_text(data: Any) -> Any:
+    """Refuse text that cannot be stored as UTF-8 (a lone surrogate such as ``\\ud800``)."""
+    where = unencodable(data)
+    if where:
+        raise ValueError(f"text at {where} is not valid Unicode (a lone surrogate); send UTF-8 text")
+    return data
+
+
 class VideoCreate(BaseModel):
     """One video request (the seed's fields plus the library's request fields)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field("", max_length=2500)
-    negative_prompt: str | None = Field(None, max_length=2500)
+    prompt: str = Field("", description="at most VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS (2500) characters")
+    negative_prompt: str | None = None
     model: str | None = Field(None, description="model name or alias, e.g. kling-v2-6")
     duration: int | None = Field(None, description="seconds (what the model takes)")
     aspect_ratio: str | None = None
     resolution: str | None = None
     seed: int | None = None
     audio: bool | None = None
-    image: str | None = None
+    image: str | None = Field(None, description="an http(s) URL, a data:image/...;base64 URL or base64 "
+                              "of a JPEG/PNG/WebP, or a file in the service's image folder")
     end_image: str | None = None
     options: dict[str, Any] | None = Field(None, description="the provider's own options, e.g. {\"mode\": \"pro\"}")
     # Spellings of the first release, still accepted: Kling's options and the end image.
@@ -67,9 +82,11 @@ class VideoCreate(BaseModel):
     image_tail: str | None = None
     camera_control: dict[str, Any] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(None, description="at most VIDEOBATCH_SERVICE_MAX_METADATA_BYTES "
+                                            "(16 KB) as JSON")
 
     _check_url = field_validator("webhook_url")(check_webhook_url)
+    _check_text = model_validator(mode="before")(_valid_text)
 
 
 class VideoCreated(BaseModel):
@@ -102,11 +119,13 @@ class VideoStatus(BaseModel):
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    rows: list[dict[str, Any]] = Field(min_length=1, description="at most VIDEOBATCH_SERVICE_MAX_ROWS "
+                                       "(10,000) rows")
     defaults: dict[str, Any] | None = None
     webhook_url: str | None = Field(None, max_length=2048)
 
     _check_url = field_validator("webhook_url")(check_webhook_url)
+    _check_text = model_validator(mode="before")(_valid_text)
 
 
 class BatchCreated(BaseModel):
@@ -123,8 +142,8 @@ class BatchCounts(BaseModel):
 
 
 def problems_response(problems: list[dict[str, Any]]) -> JSONResponse:
-    """The 422 answer listing every problem found."""
-    return JSONResponse(status_code=422, content={"detail": problems})
+    """The 422 answer listing the problems found (short: never the input itself)."""
+    return JSONResponse(status_code=422, content={"detail": short_problems(problems)})
 
 
 def row_problems(problems: list[Problem]) -> list[dict[str, Any]]:

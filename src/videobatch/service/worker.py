@@ -3,8 +3,13 @@
 Start any number of them (``python -m videobatch worker``) on any machines that reach the Redis.
 Each takes requests from the shared stream, drives them exactly like a local batch (submit with an
 idempotency key written to Redis first, poll, record the result), fires the request's webhook, and
-acknowledges the entry. SIGTERM/SIGINT stop it; requests it had in flight are taken over by another
-worker once their lease runs out, and reconciled with the provider, never submitted twice.
+acknowledges the entry. What a client sent is checked again here, whatever way it reached Redis:
+a row's image must be a URL the address policy allows, a ``data:`` URL or a file of the image
+folder (else the row fails, nothing read or paid), and webhooks reach only allowed addresses
+(``service.addresses``: each connection checked, no redirect followed).
+
+SIGTERM/SIGINT stop it; requests it had in flight are taken over by another worker once their
+lease runs out, and reconciled with the provider, never submitted twice.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import redis
 import redis.asyncio as aioredis
 
@@ -28,6 +34,8 @@ from .._runner import Runner, RunOutcome, RunSettings
 from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
 from ..providers import Provider, get_provider
+from .addresses import AddressPolicy, guarded_transport
+from .images import ImageRules, guard_provider
 from .queue import RedisSource
 from .records import Keys, RedisStore, decode_hash, ensure_run_id, patiently
 from .slots import RedisSlots
@@ -49,6 +57,8 @@ class WorkerSettings:
     timeout: float | None = 3600.0
     max_attempts: int = 5
     webhook_secret: str | None = None
+    image_dir: str | None = None  # the operator's image folder (VIDEOBATCH_SERVICE_IMAGE_DIR)
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)  # for webhook and image URLs
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -59,11 +69,19 @@ class _ServiceWebhooks(WebhookNotifier):
     delivery ends, and a request found ended without its notification (its worker died) gets it.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, secret: str | None) -> None:
-        super().__init__(None, secret=secret)
+    def __init__(self, client: redis.Redis, keys: Keys, secret: str | None,
+                 addresses: AddressPolicy) -> None:
+        super().__init__(None, secret=secret, url_check=addresses.refusal)
         self._redis = client
         self._keys = keys
+        self._addresses = addresses
         self._deliveries: dict[str, asyncio.Task[None]] = {}
+
+    def new_client(self) -> httpx.AsyncClient:
+        """Connections only to addresses the policy allows (checked at connect); no redirects."""
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False,
+                                 transport=guarded_transport(self._addresses,
+                                                             max_connections=self.concurrency))
 
     def _fields(self, job: RowSnapshot) -> dict[str, str]:
         key = self._keys.job(job.key)
@@ -108,6 +126,7 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     keys = Keys(settings.prefix)
     run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
+    guard_provider(provider, ImageRules(settings.image_dir, settings.addresses))
     problems = provider.check([])  # credentials and set-up, before taking any request
     if problems:
         raise ConfigError(f"provider set-up: {'; '.join(map(str, problems))}")
@@ -115,7 +134,7 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     if account_limit != provider.limits.max_parallel:  # the account's limit, as the runner knows it
         provider.limits = dataclasses.replace(provider.limits, max_parallel=account_limit)
     ceiling = min(settings.concurrency or account_limit, account_limit)
-    webhooks = _ServiceWebhooks(sync_client, keys, settings.webhook_secret)
+    webhooks = _ServiceWebhooks(sync_client, keys, settings.webhook_secret, settings.addresses)
     source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease, hooks=webhooks)
     await source.setup()
     slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
