@@ -1,0 +1,120 @@
+"""What a dashboard button will do, said before it acts: how many rows it puts back to work, how
+many of them are new paid submissions, and their estimated cost where the provider prices rows.
+
+- **Retry failed** takes failed rows only. A row that failed because we stopped waiting
+  (``timeout``) while its task was still open waits for that same task again: not paid again.
+- **Resume cancelled** takes the rows a cancel stopped: each is a paid submission.
+
+Neither ever takes a row of unknown outcome (a paid task may exist for it: only code that names it,
+``batch.retry(unknown=True)``, resubmits it). Plain data and text, no widgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .._jobs import RowSnapshot, State
+from ..request import VideoRequest
+
+__all__ = ["NO_RESUME", "NO_RETRY", "Action", "Pricer", "Prices", "plan_resume", "plan_retry"]
+
+Pricer = Callable[[VideoRequest], "float | None"]
+"""The estimated price of one request in USD, or None when unknown (``Provider.estimate_cost``)."""
+
+
+def _rewaits(row: RowSnapshot) -> bool:
+    """A failed row whose retry waits for its still-open task (``Job.retry``): nothing is paid."""
+    return row.state is State.FAILED and row.error_kind == "timeout" and bool(row.task_id)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One button's effect, as counted just now."""
+
+    verb: str  # "Retry" / "Resume"
+    what: str  # "failed" / "cancelled"
+    rows: int  # rows the click puts back to work
+    paid: int  # of which new paid submissions
+    cost: float | None  # estimated USD for the paid ones; None when the provider gives no price
+
+    @property
+    def rewait(self) -> int:
+        """Rows that wait for their open task again: not paid again."""
+        return self.rows - self.paid
+
+    @property
+    def cost_text(self) -> str:
+        if not self.paid:
+            return "nothing to pay"
+        return "cost unknown" if self.cost is None else f"est. ${self.cost:,.2f}"
+
+    def label(self) -> str:
+        """The button's caption: ``Retry 5 failed · est. $2.10``."""
+        if not self.rows:
+            return f"{self.verb} {self.what} (none)"
+        extra = f" ({self.rewait} not paid again)" if self.rewait else ""
+        return f"{self.verb} {self.rows} {self.what}{extra} · {self.cost_text}"
+
+    def tooltip(self) -> str:
+        if not self.rows:
+            return f"No {self.what} rows."
+        parts = [f"{self.paid} new paid submission{'s' if self.paid != 1 else ''} "
+                 f"({self.cost_text})"]
+        if self.rewait:
+            parts.append(f"{self.rewait} timed-out row{'s wait' if self.rewait != 1 else ' waits'} "
+                         "for its still-open task (not paid again)")
+        return f"{self.verb} {self.rows} {self.what} row{'s' if self.rows != 1 else ''}: " + \
+            "; ".join(parts) + "."
+
+    def done_text(self, count: int) -> str:
+        """What the dashboard says after the click put ``count`` rows back to work."""
+        if not count:
+            return f"No {self.what} rows."
+        rows = f"{count} {self.what} row{'s' if count != 1 else ''}"
+        if count != self.rows:  # the rows changed since the count: say only what is certain
+            return f"{rows} queued again (each is a paid submission unless it timed out)."
+        parts = [f"{self.paid} new paid submission{'s' if self.paid != 1 else ''} "
+                 f"({self.cost_text})"] if self.paid else []
+        if self.rewait:
+            parts.append(f"{self.rewait} waiting for their open task (not paid again)")
+        return f"{rows} queued again: " + ", ".join(parts) + "."
+
+
+NO_RETRY = Action("Retry", "failed", 0, 0, None)
+NO_RESUME = Action("Resume", "cancelled", 0, 0, None)
+
+
+class Prices:
+    """Prices per row key, asked once per row (a catalogue lookup is not free)."""
+
+    def __init__(self, pricer: Pricer | None) -> None:
+        self._pricer = pricer
+        self._known: dict[str, float | None] = {}
+
+    def total(self, rows: Iterable[RowSnapshot]) -> float | None:
+        if self._pricer is None:
+            return None
+        total = 0.0
+        for row in rows:
+            if row.key not in self._known:
+                try:
+                    self._known[row.key] = self._pricer(row.request)
+                except Exception:  # a row the catalogue cannot price: the sum is unknown
+                    self._known[row.key] = None
+            price = self._known[row.key]
+            if price is None:
+                return None
+            total += price
+        return total
+
+
+def plan_retry(failed: Iterable[RowSnapshot], prices: Prices) -> Action:
+    rows = list(failed)
+    paid = [r for r in rows if not _rewaits(r)]
+    return Action("Retry", "failed", len(rows), len(paid), prices.total(paid))
+
+
+def plan_resume(cancelled: Iterable[RowSnapshot], prices: Prices) -> Action:
+    rows = list(cancelled)
+    return Action("Resume", "cancelled", len(rows), len(rows), prices.total(rows))
