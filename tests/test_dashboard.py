@@ -597,3 +597,34 @@ class FakeHandle:
 
     def update(self, obj: object, **_: object) -> None:
         self.obj = obj
+
+
+# ---------------------------------------------------------------------------- the text bar
+def test_text_bar_keeps_the_dashboards_rules():
+    import io
+
+    out = io.StringIO()
+    jobs = [_job(i) for i in range(10)]
+    for job in jobs[:4]:  # finished in an earlier run
+        job.state = State.COMPLETED
+    progress = Tally(total=10, started=time.monotonic() - 4.0)
+    progress.counts.update(j.state for j in jobs)
+    bar = TqdmProgress(10, file=out)
+    assert out.getvalue() == "" and bar.bar is None  # nothing printed before the run starts
+    bar(Event("start", progress.snapshot()))
+    assert bar.bar is not None and bar.bar.n == 4
+    for job in jobs[4:6]:
+        for new in (State.SUBMITTING, State.GENERATING, State.COMPLETED):
+            bar(_move(progress, job, new))
+    bar.model.interval = 0  # draw now
+    bar(_move(progress, jobs[6], State.SUBMITTING))
+    running = out.getvalue().split("\r")[-1]
+    assert "6/10 done, Running, 0.50 rows/s, ETA 8.0s" in running  # 2 rows in 4 s, 4 left
+    bar.model.cancel_asked()
+    for job in jobs[7:]:
+        bar(_move(progress, job, State.CANCELLED))
+    bar(Event("finish", progress.snapshot()))
+    final = [line for line in out.getvalue().replace("\n", "\r").split("\r") if line][-1]
+    assert "6/10 done, Cancelled, took 4." in final
+    assert "submitting=1 completed=6 cancelled=3" in final
+    assert "ETA" not in final and "rows/s" not in final

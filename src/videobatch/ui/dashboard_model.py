@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
 from .actions import NO_RESUME, NO_RETRY, Action, Pricer, Prices, plan_resume, plan_retry
-from .progress import _duration, summary
+from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
            "row_label", "stats_html", "status_html", "summary_html", "summary_text", "table_html"]
@@ -343,11 +343,11 @@ def stats_html(snap: Snapshot) -> str:
         if snap.throughput is not None:
             parts.append(f"{snap.throughput:.2f} rows/s")
         if snap.eta is not None:
-            parts.append(f"ETA {_duration(snap.eta)}")
-        parts.append(f"elapsed {_duration(snap.elapsed)}")
+            parts.append(f"ETA {duration(snap.eta)}")
+        parts.append(f"elapsed {duration(snap.elapsed)}")
         parts.append(f"slots {snap.slots_in_use} / {snap.slots_limit}")
     elif snap.total:
-        parts.append(f"took {_duration(snap.elapsed)}")
+        parts.append(f"took {duration(snap.elapsed)}")
     return (f'<div class="vb-stats">{chips_html(snap)}</div>'
             f'<div class="vb-pace" style="color:#555">{" · ".join(parts)}</div>'
             + attention_html(snap))
