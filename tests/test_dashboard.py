@@ -628,3 +628,24 @@ def test_text_bar_keeps_the_dashboards_rules():
     assert "6/10 done, Cancelled, took 4." in final
     assert "submitting=1 completed=6 cancelled=3" in final
     assert "ETA" not in final and "rows/s" not in final
+
+
+def test_a_run_the_account_stopped_says_so_with_the_reason_and_rows_by_number():
+    from fakes import ScriptedProvider
+
+    dash = Dashboard(display=False)
+    rows = ["a fine fox", "a broke fox [account]", "a later fox", "another later fox"]
+    batch = videobatch.Batch(rows, ScriptedProvider(max_parallel=1), progress=False,
+                             observers=[dash])
+    dash.batch = batch
+    with pytest.raises(videobatch.AccountError):
+        batch.wait()
+    snap = dash.model.snapshot()
+    assert snap.status == "Stopped" and not snap.running
+    assert snap.reason is not None and snap.reason.startswith("account: ")
+    assert "resource pack exhausted" in snap.reason
+    assert "row 2" in snap.reason and batch.jobs[1].key not in snap.reason  # not the hash key
+    assert {r.label for r in snap.rows} <= {"row 1", "row 2", "row 3", "row 4"}
+    text = summary_text(snap)
+    assert text.startswith("Stopped: 1/4 completed")
+    assert all(job.key not in text + table_html(snap) for job in batch.jobs)

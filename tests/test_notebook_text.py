@@ -1,7 +1,8 @@
-"""A notebook without ipywidgets, in a real Jupyter kernel: ``import videobatch`` shows no
+"""Notebooks as text, in a real Jupyter kernel. Without ipywidgets, ``import videobatch`` shows no
 third-party warning but one line naming the ``notebook`` extra, and the text bar of a batch started
 with ``Batch.start()`` is one piece: nothing is printed before the cell's own output (the bar is
-made when the run starts), and what follows ends on the finished bar."""
+made when the run starts), and what follows ends on the finished bar. A videobatch error shows
+as its list of problems, without the library traceback."""
 
 from __future__ import annotations
 
@@ -75,3 +76,17 @@ def test_without_ipywidgets_one_line_says_so_and_the_bar_is_one_piece(kernel):
     assert "6/6 done, Finished" in final and "completed=6" in final
     assert "ETA" not in final and "rows/s" not in final
     assert _text(waited).strip() == "6"
+
+
+def test_an_input_error_shows_as_its_list_without_the_library_traceback(kernel):
+    (cell,) = _run(kernel, [
+        "import videobatch\n"
+        'videobatch.run([{"prompt": ""}, {"prompt": "ok", "duration": 30}], "local")'])
+    errors = [m["content"] for m in cell if m["msg_type"] == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "InputError"
+    shown = "\n".join(errors[0]["traceback"])
+    assert "InputError\x1b[0m: list: 2 problems in 2 rows, nothing was submitted" in shown
+    assert "row 1: column 'prompt': prompt is empty" in shown
+    assert "row 2: column 'duration': duration 30 is not allowed" in shown
+    assert "File " not in shown and "site-packages" not in shown and "_api.py" not in shown
+    assert len(errors[0]["traceback"]) == 4

@@ -348,12 +348,12 @@ class Dashboard:
             if task.cancelled():
                 cancelled, reason = True, None
             elif task.exception() is not None:
-                cancelled, reason = False, _reason(task.exception() or Exception())
+                cancelled, reason = False, self._why(task.exception() or Exception())
             else:
                 outcome = task.result()
                 stopped = getattr(outcome, "stopped_by", None)
                 cancelled = bool(getattr(outcome, "cancelled", False))
-                reason = None if stopped is None else _reason(stopped)
+                reason = None if stopped is None else self._why(stopped)
             self.model.conclude(cancelled=cancelled, reason=reason)
             if self.model.running:
                 self._finish()
@@ -364,6 +364,16 @@ class Dashboard:
             self._update_summaries(snap)
         except Exception:
             log.exception("dashboard could not show the run's end; continuing")
+
+    def _why(self, error: BaseException) -> str:
+        """``_reason``, naming the row as the dashboard does (its id or number, not its key)."""
+        text = _reason(error)
+        key = getattr(error, "row_key", None)
+        if key is not None and self.batch is not None:
+            job = next((j for j in self.batch.jobs if j.key == key), None)
+            if job is not None:
+                text = text.replace(f"row {key!r}", self.model.label(job.snapshot()))
+        return text
 
     @staticmethod
     def _bundle(snap: Snapshot) -> dict[str, str]:

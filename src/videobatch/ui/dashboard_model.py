@@ -165,6 +165,10 @@ class DashboardModel:
         with self._lock:
             self._label, self._prices, self._dirty = label, Prices(price), True
 
+    def label(self, row: RowSnapshot) -> str:
+        """What the dashboard calls ``row``."""
+        return self._label(row)
+
     def seed(self, rows: Iterable[RowSnapshot]) -> None:
         """The batch's rows as this run starts (finished, failed, cancelled, unknown): shown too,
         and they replace what an earlier run left (a retry between runs moved some)."""
