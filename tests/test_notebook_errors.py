@@ -52,16 +52,18 @@ def test_a_provider_error_names_its_row_by_number_or_id_never_by_hash():
 
 
 def test_other_errors_are_one_short_paragraph_and_bugs_keep_their_traceback():
-    try:
+    def write_catalogue() -> None:
         try:
             raise OSError("disk full")
         except OSError as exc:
             raise ConfigError("cannot write the catalogue\nfree some space and run again") from exc
-    except ConfigError as error:
-        assert error_lines(error) == ["ConfigError: cannot write the catalogue",
-                                      "free some space and run again",
-                                      "(because of OSError: disk full)"]
-        assert "<b style=\"color:#c62828\">ConfigError</b>" in error_html(error)
+
+    with pytest.raises(ConfigError) as caught:
+        write_catalogue()
+    assert error_lines(caught.value) == ["ConfigError: cannot write the catalogue",
+                                         "free some space and run again",
+                                         "(because of OSError: disk full)"]
+    assert "<b style=\"color:#c62828\">ConfigError</b>" in error_html(caught.value)
 
     job = Job(key="k", index=0, request=VideoRequest(prompt="x"), state=State.COMPLETED)
     with pytest.raises(IllegalTransition) as caught:
