@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
-from .actions import NO_RESUME, NO_RETRY, Action, Pricer, Prices, plan_resume, plan_retry
+from .actions import NO_RESUME, NO_RETRY, Action, Pool, Pricer, Prices
 from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
@@ -133,7 +133,8 @@ class DashboardModel:
         self.renders = 0
         self._clock = clock
         self._label = label
-        self._prices = Prices(price)
+        prices = Prices(price)
+        self._retry, self._resume = Pool.retry(prices), Pool.resume(prices)
         self._recent_size, self._failures_shown = recent, failures
         self._lock = threading.Lock()
         self._progress: Progress | None = None
@@ -163,7 +164,13 @@ class DashboardModel:
                       price: Pricer | None = None) -> None:
         """How rows are named and priced (the batch's id column and provider say)."""
         with self._lock:
-            self._label, self._prices, self._dirty = label, Prices(price), True
+            self._label, self._dirty = label, True
+            prices = Prices(price)
+            self._retry, self._resume = Pool.retry(prices), Pool.resume(prices)
+            for row in self._failures.values():
+                self._retry.put(row)
+            for row in self._cancelled.values():
+                self._resume.put(row)
 
     def label(self, row: RowSnapshot) -> str:
         """What the dashboard calls ``row``."""
@@ -176,6 +183,8 @@ class DashboardModel:
             self._failures.clear()
             self._cancelled.clear()
             self._unknown.clear()
+            self._retry.clear()
+            self._resume.clear()
             for row in rows:
                 self._track(row)
             self._dirty = True
@@ -242,6 +251,11 @@ class DashboardModel:
                 rows[key] = row
             else:
                 rows.pop(key, None)
+        for wanted, pool in ((State.FAILED, self._retry), (State.CANCELLED, self._resume)):
+            if state is wanted:
+                pool.put(row)
+            else:
+                pool.drop(key)
         if state is State.COMPLETED and row.video_url:
             clips = self._clips  # a clip already shown keeps its place, with its newest snapshot
             fresh = key not in clips
@@ -265,8 +279,7 @@ class DashboardModel:
     def actions(self) -> tuple[Action, Action]:
         """What Retry failed and Resume cancelled would do now."""
         with self._lock:
-            return (plan_retry(self._failures.values(), self._prices),
-                    plan_resume(self._cancelled.values(), self._prices))
+            return self._retry.action(), self._resume.action()
 
     def snapshot(self) -> Snapshot:
         """The current state; counts as a render (clears the dirty flag)."""
@@ -298,8 +311,7 @@ class DashboardModel:
                 running=self._running, note=self._note, status=status, reason=reason,
                 unknown=tuple(Row.of(j, label(j)) for j in
                               itertools.islice(self._unknown.values(), self._failures_shown)),
-                retry=plan_retry(self._failures.values(), self._prices),
-                resume=plan_resume(self._cancelled.values(), self._prices))
+                retry=self._retry.action(), resume=self._resume.action())
 
     def _status(self, counts: Counter[State], left: int) -> tuple[str, str | None]:
         if self._running:
