@@ -4,6 +4,7 @@ the batch, and without a widget front-end it falls back to a tqdm bar."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import Counter
@@ -549,8 +550,11 @@ def test_buttons_after_a_cancel_pay_for_what_they_say_and_every_view_agrees(tmp_
     while not (batch.counts()["failed"] == 2 and batch.counts()["generating"] == 2):
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    dash._render()
+    assert re.fullmatch(r"Cancel \(\d+ not sent\)", dash.view.cancel.description)
     dash.view.cancel.click()
     batch.wait()
+    assert dash.view.cancel.description == "Cancel" and dash.view.cancel.disabled
 
     def paid() -> int:
         return sum(1 for e in read_submissions() if e["outcome"] in ("accepted", "rejected"))

@@ -128,9 +128,9 @@ class _View:
         self.set_title(title)
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=full)
         self.stats = w.HTML()
-        self.cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
-                               tooltip="Stop: rows in flight stay resumable")
         wide = w.Layout(width="auto")
+        self.cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
+                               tooltip="Stop: rows in flight stay resumable", layout=wide)
         self.retry = w.Button(description="Retry failed (none)", icon="redo",
                               button_style="warning", disabled=True, layout=wide)
         self.resume = w.Button(description="Resume cancelled (none)", icon="play",
@@ -160,6 +160,12 @@ class _View:
         self.table.value = table_html(snap)
         self.note.value = f'<span style="color:#555">{html.escape(snap.note)}</span>'
         self.cancel.disabled = cancelling or not snap.running or not live
+        waiting = snap.counts[State.PENDING] if snap.running else 0
+        flying = snap.counts[State.SUBMITTING] + snap.counts[State.GENERATING]
+        self.cancel.description = f"Cancel ({waiting} not sent)" if waiting else "Cancel"
+        self.cancel.tooltip = (f"Stop: {waiting} row{'s' if waiting != 1 else ''} not sent yet "
+                               f"become cancelled (nothing paid); {flying} in flight keep their "
+                               "state and finish on the next run")
         self._label(self.retry, snap.retry, enabled=live)
         # Cancelled rows wait for a run to take them: offered once this one is over.
         self._label(self.resume, snap.resume, enabled=live and not snap.running)
