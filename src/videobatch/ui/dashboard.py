@@ -337,7 +337,7 @@ class Dashboard:
         self._note_summary = self._restarted and self._cell is None
         self._restarted = False
         if self._note_summary:  # no cell asked for this run: report in the dashboard itself
-            self.model.note(summary_text(snap).splitlines()[0])
+            self._note_outcome(snap)
             snap = self._render()
         if self._display and (self._cell is not None or not self._summaries):
             # Into the cell that is waiting for the run (``await batch.wait()``) if one is
@@ -365,11 +365,16 @@ class Dashboard:
                 self._finish()
             snap = self._render()
             if self._note_summary:
-                self.model.note(summary_text(snap).splitlines()[0])
+                self._note_outcome(snap)
                 snap = self._render()
             self._update_summaries(snap)
         except Exception:
             log.exception("dashboard could not show the run's end; continuing")
+
+    def _note_outcome(self, snap: Snapshot) -> None:
+        """A run a button started: its outcome in the note, and where the live table is."""
+        self.model.note(summary_text(snap).splitlines()[0] + " (a DataFrame returned before "
+                        "is a snapshot: batch.results() is the live table)")
 
     def _why(self, error: BaseException) -> str:
         """``_reason``, naming the row as the dashboard does (its id or number, not its key)."""
