@@ -37,6 +37,7 @@ class Action:
     rows: int  # rows the click puts back to work
     paid: int  # of which new paid submissions
     cost: float | None  # estimated USD for the paid ones; None when the provider gives no price
+    done: str = "queued again"  # what the click did to them
 
     @property
     def rewait(self) -> int:
@@ -73,16 +74,16 @@ class Action:
             return f"No {self.what} rows."
         rows = f"{count} {self.what} row{'s' if count != 1 else ''}"
         if count != self.rows:  # the rows changed since the count: say only what is certain
-            return f"{rows} queued again (each is a paid submission unless it timed out)."
+            return f"{rows} {self.done} (each is a paid submission unless it timed out)."
         parts = [f"{self.paid} new paid submission{'s' if self.paid != 1 else ''} "
                  f"({self.cost_text})"] if self.paid else []
         if self.rewait:
             parts.append(f"{self.rewait} waiting for their open task (not paid again)")
-        return f"{rows} queued again: " + ", ".join(parts) + "."
+        return f"{rows} {self.done}: " + ", ".join(parts) + "."
 
 
 NO_RETRY = Action("Retry", "failed", 0, 0, None)
-NO_RESUME = Action("Resume", "cancelled", 0, 0, None)
+NO_RESUME = Action("Resume", "cancelled", 0, 0, None, "resumed")
 
 
 class Prices:
@@ -107,8 +108,8 @@ class Pool:
     """The rows one button would take, with running totals: O(1) per row that enters or leaves,
     so a batch of 200,000 rows costs nothing per event or redraw."""
 
-    def __init__(self, verb: str, what: str, prices: Prices) -> None:
-        self.verb, self.what, self.prices = verb, what, prices
+    def __init__(self, verb: str, what: str, done: str, prices: Prices) -> None:
+        self.verb, self.what, self.done, self.prices = verb, what, done, prices
         self._rows: dict[str, tuple[bool, float | None]] = {}  # key -> (paid again, price)
         self._paid = 0
         self._cost = 0.0
@@ -116,11 +117,11 @@ class Pool:
 
     @classmethod
     def retry(cls, prices: Prices) -> Pool:
-        return cls("Retry", "failed", prices)
+        return cls("Retry", "failed", "queued again", prices)
 
     @classmethod
     def resume(cls, prices: Prices) -> Pool:
-        return cls("Resume", "cancelled", prices)
+        return cls("Resume", "cancelled", "resumed", prices)
 
     def put(self, row: RowSnapshot) -> None:
         self.drop(row.key)
@@ -152,4 +153,4 @@ class Pool:
 
     def action(self) -> Action:
         cost = None if self._unpriced or self.prices.pricer is None else max(0.0, self._cost)
-        return Action(self.verb, self.what, len(self._rows), self._paid, cost)
+        return Action(self.verb, self.what, len(self._rows), self._paid, cost, self.done)

@@ -471,6 +471,6 @@ class Dashboard:
             count = batch.resume_cancelled()
             if count and not batch.running:
                 self._restart(batch)
-            self.model.note(action.done_text(count).replace("queued again", "resumed"))
+            self.model.note(action.done_text(count))
         if not self.model.running:
             self._render()
