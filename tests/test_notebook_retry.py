@@ -99,3 +99,17 @@ def test_cli_retry_sends_failed_rows_only_unless_told(tmp_path, capsys):
     assert retry_main([checkpoint, "-q", "-P", "latency=0.05", "--cancelled"]) == 1
     assert len(_paid(read_submissions())) == before + 4 + cancelled
     assert (videobatch.results(checkpoint)["status"] == "completed").sum() == len(ROWS) - 2
+
+
+def test_resume_asked_while_a_run_goes_on_waits_for_the_next_run(tmp_path):
+    batch, cancelled = _cancelled_batch(tmp_path)
+    assert batch.retry_failed() == 2
+    batch.start()  # runs the failed rows and the two in flight; cancelled rows stay out of it
+    assert batch.running
+    assert batch.resume_cancelled() == cancelled
+    batch.wait()
+    before = len(_paid(read_submissions()))
+    assert batch.counts()["pending"] == cancelled  # put back to work once that run ended
+    df = batch.start().wait()  # the next run takes them
+    assert len(_paid(read_submissions())) == before + cancelled
+    assert (df["status"] == "completed").sum() == len(ROWS) - 2

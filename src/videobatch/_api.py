@@ -326,8 +326,9 @@ class Batch:
 
         The explicit counterpart of ``cancel()``: each of them is a paid submission (a new one for
         a row whose task the provider cancelled). Rows finished, failed or of unknown outcome are
-        not touched. Call ``start()``/``wait()`` to run them; while the batch runs they wait for
-        the next ``start()``/``wait()`` (a running batch does not take them).
+        not touched. Call ``start()``/``wait()`` to run them. While the batch runs, a running
+        batch does not take them: they are put back to work when it ends, for the next
+        ``start()``.
         """
         keys = [j.key for j in self.jobs if j.state is State.CANCELLED]
         if not keys:
