@@ -292,13 +292,15 @@ def test_retry_button_after_the_run_restarts_it_in_the_same_dashboard():
 
 
 def test_buttons_act_on_a_real_batch(tmp_path):
-    rows = [*PROMPTS, "a forbidden scene [reject]"]
+    # The rejected row goes first, so the run still has rows in flight when Retry is pressed
+    # (pressed while the run is finishing, the row would wait for the next run instead).
+    rows = ["a forbidden scene [reject]", *PROMPTS]
     dash = Dashboard(display=False, interval=0.05)
     batch = videobatch.Batch(rows, provider="local", latency=0.6, max_parallel=3, progress=False,
                              checkpoint=tmp_path / "run.parquet", observers=[dash])
     dash.batch = batch
     batch.start()  # on a private thread: no loop here
-    rejected = batch.jobs[-1]
+    rejected = batch.jobs[0]
     deadline = time.monotonic() + 10
     while rejected.state is not State.FAILED:
         assert time.monotonic() < deadline
