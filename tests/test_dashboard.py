@@ -655,3 +655,42 @@ def test_a_run_the_account_stopped_says_so_with_the_reason_and_rows_by_number():
     text = summary_text(snap)
     assert text.startswith("Stopped: 1/4 completed")
     assert all(job.key not in text + table_html(snap) for job in batch.jobs)
+
+
+def test_retry_pressed_as_the_run_finishes_runs_the_rows_right_after_it():
+    """A running batch that is already finishing does not take retried rows: it puts them back to
+    work as it ends. The dashboard then starts the next run itself: the user pressed Retry."""
+    from videobatch._settings import RunOutcome
+
+    batch = FakeBatch(failed=1, running=True)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+    assert batch.calls == ["retry_failed"]
+
+    async def run_ends() -> None:
+        task = asyncio.get_running_loop().create_future()
+        batch.running = False
+        batch.jobs[0].state = State.PENDING  # what Batch does with rows retried while finishing
+        task.set_result(RunOutcome(counts=Counter(), elapsed=1.0))
+        dash._run_ended(task)  # type: ignore[arg-type]
+
+    asyncio.run(run_ends())
+    assert batch.calls == ["retry_failed", "start"]
+    assert Dashboard.for_batch(batch) is dash
+
+    # After a cancel, nothing starts on its own.
+    batch = FakeBatch(failed=1, running=True)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+
+    async def cancelled() -> None:
+        task = asyncio.get_running_loop().create_future()
+        batch.running = False
+        batch.jobs[0].state = State.PENDING
+        task.set_result(RunOutcome(counts=Counter(), elapsed=1.0, cancelled=True))
+        dash._run_ended(task)  # type: ignore[arg-type]
+
+    asyncio.run(cancelled())
+    assert batch.calls == ["retry_failed"]

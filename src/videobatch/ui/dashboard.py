@@ -235,6 +235,7 @@ class Dashboard:
         self._live = True  # buttons work (False while a blocked cell drives the run)
         self._restarted = False  # this run was started by a button, not by a cell
         self._note_summary = False  # no cell asked for this run: its summary goes in the note
+        self._retry_asked = False  # Retry was pressed during this run
         self._summaries: list[Any] = []  # display handles of the summaries shown so far
         self._home = contextvars.copy_context()  # the cell this dashboard was shown in
         self._cell: contextvars.Context | None = None  # a cell running now, if any
@@ -363,6 +364,14 @@ class Dashboard:
             self.model.conclude(cancelled=cancelled, reason=reason)
             if self.model.running:
                 self._finish()
+            retry_asked, self._retry_asked = self._retry_asked, False
+            batch = self.batch
+            if (retry_asked and not cancelled and reason is None and batch is not None
+                    and not batch.running and any(j.state is State.PENDING for j in batch.jobs)):
+                # Retry was pressed as the run was finishing: the rows were put back to work
+                # after it, and the user asked for them to run. (Not after Cancel or a stop.)
+                self._restart(batch)
+                return
             snap = self._render()
             if self._note_summary:
                 self._note_outcome(snap)
@@ -456,6 +465,8 @@ class Dashboard:
         count = batch.retry_failed()
         if count and not was_running and not batch.running:
             self._restart(batch)
+        elif count and was_running:
+            self._retry_asked = True  # if the run was finishing, they run right after it
         self.model.note(action.done_text(count))
         if not self.model.running:
             self._render()
