@@ -4,6 +4,7 @@ the batch, and without a widget front-end it falls back to a tqdm bar."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from videobatch.request import VideoRequest
 from videobatch.ui import make_progress
 from videobatch.ui import progress as progress_module
 from videobatch.ui.dashboard import Dashboard, DashboardModel, summary_html, summary_text, table_html
+from videobatch.ui.dashboard_model import stats_html
 from videobatch.ui.progress import TqdmProgress
 
 PROMPTS = [f"a paper boat number {i} drifting down a gutter" for i in range(6)]
@@ -94,16 +96,25 @@ def test_counts_recent_rows_clips_and_failures_follow_events():
 
 
 def test_throughput_and_eta_come_from_the_run_pace():
+    jobs = [_job(i) for i in range(100)]
     progress = Tally(total=100, started=time.monotonic() - 10.0)
-    progress.counts[State.COMPLETED] = 30  # 10 of them finished in an earlier run
-    progress.counts[State.PENDING] = 70
-    progress.done_this_run = 20
+    for job in jobs[:30]:  # finished in an earlier run
+        job.state = State.COMPLETED
+    for job in jobs[30:35]:  # in flight since an earlier run
+        job.state = State.GENERATING
+    progress.counts.update(j.state for j in jobs)
+    progress.counts[State.PENDING] = 65
     model = DashboardModel(clock=FakeClock())
     model.update(Event("start", progress.snapshot()))
+    for job in jobs[30:35]:  # resumed rows end at once: they say nothing about this run's pace
+        model.update(_move(progress, job, State.COMPLETED, video_url="file:///v.mp4"))
+    assert model.snapshot().throughput is None and model.snapshot().eta is None
+    _run_rows(model, progress, jobs[35:55], fail={40})  # 20 rows sent and ended in this run
     snap = model.snapshot()
     assert snap.throughput == pytest.approx(2.0, rel=0.02)  # 20 rows in 10 s
-    assert snap.eta == pytest.approx(35.0, rel=0.02)  # 70 rows left at 2 rows/s
+    assert snap.eta == pytest.approx(22.5, rel=0.02)  # 45 rows left at 2 rows/s
     assert snap.elapsed == pytest.approx(10.0, abs=0.2)
+    assert "2.00 rows/s" in stats_html(snap) and "ETA 22.5s" in stats_html(snap)
 
     # Nothing finished yet in this run: no ETA rather than a made-up one.
     fresh = Tally(total=10)
@@ -111,9 +122,15 @@ def test_throughput_and_eta_come_from_the_run_pace():
     model.update(Event("start", fresh.snapshot()))
     assert model.snapshot().eta is None
 
-    # After the end the clock stops.
+    # After the end the clock stops, and pace and ETA are gone (no "ETA 0.0s").
+    model.update(Event("start", progress.snapshot()))
+    _run_rows(model, progress, jobs[55:], fail=set())
     model.update(Event("finish", progress.snapshot()))
-    first = model.snapshot().elapsed
+    final = model.snapshot()
+    assert final.throughput is None and final.eta is None
+    assert "ETA" not in stats_html(final) and "rows/s" not in stats_html(final)
+    assert "took 10." in stats_html(final)
+    first = final.elapsed
     time.sleep(0.02)
     assert model.snapshot().elapsed == first
 
@@ -181,7 +198,7 @@ def test_html_escapes_user_text_and_summary_lists_failures():
     assert "<script>" not in table and "&lt;script&gt;" in table
     assert "&lt;by&gt;" in table
     text = summary_text(snap)
-    assert text.startswith("1/2 completed, 1 failed in")
+    assert text.startswith("Finished: 1/2 completed, 1 failed in")
     assert "row-1: [rejected] prompt refused <by> policy" in text
     html = summary_html(snap)
     assert "1/2 completed" in html and "<by>" not in html
@@ -275,13 +292,15 @@ def test_retry_button_after_the_run_restarts_it_in_the_same_dashboard():
 
 
 def test_buttons_act_on_a_real_batch(tmp_path):
-    rows = [*PROMPTS, "a forbidden scene [reject]"]
+    # The rejected row goes first, so the run still has rows in flight when Retry is pressed
+    # (pressed while the run is finishing, the row would wait for the next run instead).
+    rows = ["a forbidden scene [reject]", *PROMPTS]
     dash = Dashboard(display=False, interval=0.05)
     batch = videobatch.Batch(rows, provider="local", latency=0.6, max_parallel=3, progress=False,
                              checkpoint=tmp_path / "run.parquet", observers=[dash])
     dash.batch = batch
     batch.start()  # on a private thread: no loop here
-    rejected = batch.jobs[-1]
+    rejected = batch.jobs[0]
     deadline = time.monotonic() + 10
     while rejected.state is not State.FAILED:
         assert time.monotonic() < deadline
@@ -383,3 +402,295 @@ def test_counts_survive_resume_and_clips_of_earlier_runs_are_shown(tmp_path):
     assert +snap.counts == Counter({State.COMPLETED: len(PROMPTS)})
     assert len(snap.clips) == 3 and snap.rows == ()
     assert dash.view is not None and len(dash.view.clips.children) == 3
+
+
+# ------------------------------------------------------------------------------ honest states
+def _started(n: int, **kwargs: object) -> tuple[DashboardModel, Tally, list[Job]]:
+    jobs = [_job(i) for i in range(n)]
+    progress = Tally(total=n)
+    progress.counts[State.PENDING] = n
+    model = DashboardModel(clock=FakeClock(), **kwargs)  # type: ignore[arg-type]
+    model.update(Event("start", progress.snapshot()))
+    return model, progress, jobs
+
+
+def test_cancelled_rows_are_their_own_state_never_done():
+    model, progress, jobs = _started(10)
+    _run_rows(model, progress, jobs[:3], fail={2})
+    model.update(_move(progress, jobs[3], State.SUBMITTING, attempts=1))
+    model.update(_move(progress, jobs[3], State.GENERATING, task_id="t3"))
+    model.cancel_asked()
+    assert model.snapshot().status == "Cancelling…"
+    for job in jobs[4:]:  # what the runner does to rows not started
+        model.update(_move(progress, job, State.CANCELLED))
+    model.update(Event("finish", progress.snapshot()))
+    snap = model.snapshot()
+    assert snap.done == 3 and snap.counts[State.CANCELLED] == 6  # not 9 "done"
+    assert snap.status == "Cancelled" and snap.reason is None
+    assert snap.throughput is None and snap.eta is None
+    assert "<b>3 / 10</b> done" in stats_html(snap) and "cancelled 6" in stats_html(snap)
+    text = summary_text(snap)
+    assert text.startswith("Cancelled: 2/10 completed, 1 failed, 1 generating, 6 cancelled in")
+    assert "6 cancelled rows were not sent: batch.resume_cancelled()" in text
+    assert snap.resume.rows == 6 and snap.resume.label().startswith("Resume 6 cancelled")
+    assert snap.retry.rows == 1 and snap.retry.label().startswith("Retry 1 failed")
+
+    # The run's outcome arrives later and has the last word.
+    model.conclude(cancelled=True, reason=None)
+    assert model.snapshot().status == "Cancelled"
+
+
+def test_status_says_running_stopped_with_the_reason_or_finished():
+    model, progress, jobs = _started(4)
+    assert model.snapshot().status == "Running"
+    _run_rows(model, progress, jobs[:2], fail=set())
+    model.update(Event("finish", progress.snapshot()))  # rows left pending: stopped by something
+    snap = model.snapshot()
+    assert (snap.status, snap.reason) == ("Stopped", "2 rows not finished")
+    model.conclude(cancelled=False, reason="account: [code 1102] resource pack exhausted")
+    snap = model.snapshot()
+    assert snap.status == "Stopped" and "resource pack exhausted" in (snap.reason or "")
+    assert "Stopped</b>: account: [code 1102] resource pack exhausted" in stats_html(snap)
+    assert summary_text(snap).splitlines()[1] == "Why: account: [code 1102] resource pack exhausted"
+
+    model, progress, jobs = _started(2)
+    _run_rows(model, progress, jobs, fail={1})
+    model.update(Event("finish", progress.snapshot()))
+    model.conclude(cancelled=False, reason=None)
+    assert model.snapshot().status == "Finished"
+
+
+def test_unknown_rows_are_shown_with_what_to_check():
+    model, progress, jobs = _started(3)
+    model.update(_move(progress, jobs[0], State.SUBMITTING, attempts=1))
+    model.update(_move(progress, jobs[0], State.UNKNOWN, error="submit answer lost; lookup failed"))
+    _run_rows(model, progress, jobs[1:], fail=set())
+    model.update(Event("finish", progress.snapshot()))
+    snap = model.snapshot()
+    assert snap.counts[State.UNKNOWN] == 1 and [r.key for r in snap.unknown] == ["row-0"]
+    block = stats_html(snap)
+    assert "Outcome unknown for 1 row</b> (row-0)" in block
+    assert "check them in the provider&#x27;s console" in block
+    assert "batch.retry(unknown=True)" in block
+    text = summary_text(snap)
+    assert "Outcome unknown for 1 row: a paid task may exist" in text
+    assert "  row-0: submit answer lost; lookup failed" in text
+    # Neither button ever takes a row of unknown outcome.
+    assert snap.retry.rows == 0 and snap.resume.rows == 0
+
+
+def test_rows_without_ids_are_named_by_number_never_by_hash():
+    hashed = Job(key="3f9c0a1b2c3d4e5f", index=6, request=VideoRequest(prompt="a red fox"))
+    named = Job(key="shot-7", index=6, request=VideoRequest(prompt="a red fox"))
+    progress = Tally(total=2)
+    progress.counts[State.PENDING] = 2
+    model = DashboardModel(clock=FakeClock())
+    model.update(Event("start", progress.snapshot()))
+    for job in (hashed, named):
+        model.update(_move(progress, job, State.SUBMITTING, attempts=1))
+        model.update(_move(progress, job, State.FAILED, error_kind="rejected",
+                           error=f"[row {job.key!r}, code 1301] content policy"))
+    snap = model.snapshot()
+    assert [r.label for r in snap.rows] == ["shot-7", "row 7"]
+    assert snap.rows[1].error == "[row 7, code 1301] content policy"
+    assert "3f9c0a1b2c3d4e5f" not in table_html(snap) + summary_text(snap)
+    assert "row 7: [rejected] [row 7, code 1301] content policy" in summary_text(snap)
+    # Told by the batch: a table with an id column keeps its ids, even hex-looking ones.
+    model.describe_rows(label=lambda row: row.key)
+    assert model.snapshot().rows[1].label == "3f9c0a1b2c3d4e5f"
+
+
+def test_buttons_say_how_many_rows_and_what_they_cost_before_acting():
+    prices = {"a red fox": 0.5, "a slow fox": 1.25}
+    model, progress, jobs = _started(5, price=lambda request: prices.get(request.prompt))
+    jobs[1].request = VideoRequest(prompt="a slow fox")
+    _run_rows(model, progress, jobs[:2], fail={0, 1})
+    # A row that timed out while its task was open waits for that task again: not paid again.
+    model.update(_move(progress, jobs[2], State.SUBMITTING, attempts=1))
+    model.update(_move(progress, jobs[2], State.GENERATING, task_id="t2"))
+    model.update(_move(progress, jobs[2], State.FAILED, error_kind="timeout", error="took too long"))
+    for job in jobs[3:]:
+        model.update(_move(progress, job, State.CANCELLED))
+    retry, resume = model.actions()
+    assert (retry.rows, retry.paid, retry.rewait) == (3, 2, 1)
+    assert retry.cost == pytest.approx(1.75)
+    assert retry.label() == "Retry 3 failed (1 not paid again) · est. $1.75"
+    assert "1 timed-out row waits for its still-open task (not paid again)" in retry.tooltip()
+    assert resume.label() == "Resume 2 cancelled · est. $1.00"
+    assert retry.done_text(3) == ("3 failed rows queued again: 2 new paid submissions "
+                                  "(est. $1.75), 1 waiting for their open task (not paid again).")
+    # Without prices the count is still said, and the cost is said to be unknown.
+    model.describe_rows(price=None)
+    assert model.actions()[0].label() == "Retry 3 failed (1 not paid again) · cost unknown"
+    assert model.actions()[0].cost is None
+
+
+def test_buttons_after_a_cancel_pay_for_what_they_say_and_every_view_agrees(tmp_path, monkeypatch):
+    """Cancel, then Retry failed, then Resume cancelled, on a real batch: each button's caption
+    counts and prices the rows before the click; the provider sees exactly those submissions; the
+    dashboard, the summary it displayed and ``batch.results()`` agree after each run."""
+    from videobatch.providers.local import read_submissions
+
+    summaries: list[FakeHandle] = []
+
+    def fake_display(obj: object, **kwargs: object) -> FakeHandle:
+        handle = FakeHandle(obj)
+        if kwargs.get("display_id"):
+            summaries.append(handle)
+        return handle
+
+    monkeypatch.setattr("videobatch.ui.dashboard._display", fake_display)
+    rows = ["a blocked kite [reject]", "a blocked swan [reject]", *PROMPTS[:5], *PROMPTS[:5]]
+    rows[7:] = [f"{p}, again" for p in rows[7:]]
+    dash = Dashboard(display=True, interval=0.05)
+    batch = videobatch.Batch(rows, provider="local", latency=0.4, max_parallel=2, progress=False,
+                             checkpoint=tmp_path / "run.parquet", observers=[dash])
+    dash.batch = batch
+    assert dash.view is not None
+    batch.start()
+    deadline = time.monotonic() + 10
+    while not (batch.counts()["failed"] == 2 and batch.counts()["generating"] == 2):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    dash._render()
+    assert re.fullmatch(r"Cancel \(\d+ not sent\)", dash.view.cancel.description)
+    dash.view.cancel.click()
+    batch.wait()
+    assert dash.view.cancel.description == "Cancel" and dash.view.cancel.disabled
+
+    def paid() -> int:
+        return sum(1 for e in read_submissions() if e["outcome"] in ("accepted", "rejected"))
+
+    def agree(status: str) -> None:
+        snap = dash.model.snapshot()
+        assert snap.status == status
+        table = batch.results()["status"].value_counts().to_dict()
+        assert {s.value: n for s, n in snap.counts.items() if n} == table
+        assert len(summaries) == 1  # one summary in the cell, brought up to date
+        assert summaries[0].obj["text/plain"] == summary_text(snap)
+
+    cancelled = batch.counts()["cancelled"]
+    assert cancelled == len(rows) - 4
+    agree("Cancelled")
+    price = batch.provider.estimate_cost
+    cost = sum(price(j.request) for j in batch.jobs if j.state is State.CANCELLED)
+    assert dash.view.retry.description == (
+        f"Retry 2 failed · est. ${sum(price(j.request) for j in batch.jobs[:2]):,.2f}")
+    assert dash.view.resume.description == f"Resume {cancelled} cancelled · est. ${cost:,.2f}"
+    assert not dash.view.retry.disabled and not dash.view.resume.disabled
+
+    before = paid()
+    dash.view.retry.click()  # after the run: restarts it in this dashboard, failed rows only
+    batch.wait()
+    assert paid() == before + 2  # the two failed rows, nothing cancelled
+    assert batch.counts()["cancelled"] == cancelled
+    agree("Finished")
+    assert dash.model.snapshot().note.startswith("Finished: ")
+
+    dash.view.resume.click()  # now the cancelled rows, on the user's word
+    batch.wait()
+    assert paid() == before + 2 + cancelled
+    agree("Finished")
+    assert batch.counts()["completed"] == len(rows) - 2
+    assert dash.view.resume.description == "Resume cancelled (none)"
+
+
+class FakeHandle:
+    """What ``IPython.display.display(..., display_id=True)`` returns: an output to update."""
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def update(self, obj: object, **_: object) -> None:
+        self.obj = obj
+
+
+# ---------------------------------------------------------------------------- the text bar
+def test_text_bar_keeps_the_dashboards_rules():
+    import io
+
+    out = io.StringIO()
+    jobs = [_job(i) for i in range(10)]
+    for job in jobs[:4]:  # finished in an earlier run
+        job.state = State.COMPLETED
+    progress = Tally(total=10, started=time.monotonic() - 4.0)
+    progress.counts.update(j.state for j in jobs)
+    bar = TqdmProgress(10, file=out)
+    assert out.getvalue() == "" and bar.bar is None  # nothing printed before the run starts
+    bar(Event("start", progress.snapshot()))
+    assert bar.bar is not None and bar.bar.n == 4
+    for job in jobs[4:6]:
+        for new in (State.SUBMITTING, State.GENERATING, State.COMPLETED):
+            bar(_move(progress, job, new))
+    bar.model.interval = 0  # draw now
+    bar(_move(progress, jobs[6], State.SUBMITTING))
+    running = out.getvalue().split("\r")[-1]
+    assert "6/10 done, Running, 0.50 rows/s, ETA 8.0s" in running  # 2 rows in 4 s, 4 left
+    bar.model.cancel_asked()
+    for job in jobs[7:]:
+        bar(_move(progress, job, State.CANCELLED))
+    bar(Event("finish", progress.snapshot()))
+    final = [line for line in out.getvalue().replace("\n", "\r").split("\r") if line][-1]
+    assert "6/10 done, Cancelled, took 4." in final
+    assert "submitting=1 completed=6 cancelled=3" in final
+    assert "ETA" not in final and "rows/s" not in final
+
+
+def test_a_run_the_account_stopped_says_so_with_the_reason_and_rows_by_number():
+    from fakes import ScriptedProvider
+
+    dash = Dashboard(display=False)
+    rows = ["a fine fox", "a broke fox [account]", "a later fox", "another later fox"]
+    batch = videobatch.Batch(rows, ScriptedProvider(max_parallel=1), progress=False,
+                             observers=[dash])
+    dash.batch = batch
+    with pytest.raises(videobatch.AccountError):
+        batch.wait()
+    snap = dash.model.snapshot()
+    assert snap.status == "Stopped" and not snap.running
+    assert snap.reason is not None and snap.reason.startswith("account: ")
+    assert "resource pack exhausted" in snap.reason
+    assert "row 2" in snap.reason and batch.jobs[1].key not in snap.reason  # not the hash key
+    assert {r.label for r in snap.rows} <= {"row 1", "row 2", "row 3", "row 4"}
+    text = summary_text(snap)
+    assert text.startswith("Stopped: 1/4 completed")
+    assert all(job.key not in text + table_html(snap) for job in batch.jobs)
+
+
+def test_retry_pressed_as_the_run_finishes_runs_the_rows_right_after_it():
+    """A running batch that is already finishing does not take retried rows: it puts them back to
+    work as it ends. The dashboard then starts the next run itself: the user pressed Retry."""
+    from videobatch._settings import RunOutcome
+
+    batch = FakeBatch(failed=1, running=True)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+    assert batch.calls == ["retry_failed"]
+
+    async def run_ends() -> None:
+        task = asyncio.get_running_loop().create_future()
+        batch.running = False
+        batch.jobs[0].state = State.PENDING  # what Batch does with rows retried while finishing
+        task.set_result(RunOutcome(counts=Counter(), elapsed=1.0))
+        dash._run_ended(task)  # type: ignore[arg-type]
+
+    asyncio.run(run_ends())
+    assert batch.calls == ["retry_failed", "start"]
+    assert Dashboard.for_batch(batch) is dash
+
+    # After a cancel, nothing starts on its own.
+    batch = FakeBatch(failed=1, running=True)
+    dash = Dashboard(batch, display=False)
+    assert dash.view is not None
+    dash.view.retry.click()
+
+    async def cancelled() -> None:
+        task = asyncio.get_running_loop().create_future()
+        batch.running = False
+        batch.jobs[0].state = State.PENDING
+        task.set_result(RunOutcome(counts=Counter(), elapsed=1.0, cancelled=True))
+        dash._run_ended(task)  # type: ignore[arg-type]
+
+    asyncio.run(cancelled())
+    assert batch.calls == ["retry_failed"]

@@ -8,6 +8,7 @@ The public surface is what ``__all__`` lists; everything else may change between
 
 from __future__ import annotations
 
+import sys as _sys
 from importlib import metadata as _metadata
 
 from . import providers
@@ -36,6 +37,10 @@ from .errors import (
 )
 from .providers import Provider, get_provider, register
 from .request import VideoRequest
+from .ui.progress import missing_widgets_note as _missing_widgets_note
+
+if (_note := _missing_widgets_note()) is not None:  # in Jupyter without ipywidgets: say so once
+    print(_note, file=_sys.stderr)
 
 
 def __getattr__(name: str) -> object:

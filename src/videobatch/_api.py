@@ -11,6 +11,7 @@ checkpoint fail before anything is submitted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from collections.abc import Awaitable, Mapping, Sequence
@@ -307,16 +308,30 @@ class Batch:
         return df
 
     def cancel(self) -> None:
-        """Stop submitting, leave in-flight rows resumable, flush the checkpoint."""
+        """Stop submitting, leave in-flight rows resumable, flush the checkpoint.
+
+        Rows not started yet become ``cancelled`` and stay so: starting this batch again (after
+        ``retry_failed()``, say) finishes what is in flight but sends no cancelled row, so Cancel
+        really stops the spending. ``resume_cancelled()`` puts them back to work; so does a new
+        ``Batch`` on the same checkpoint (the same cell or command run again: a resume).
+        """
+        self._resume_next_run(False)
         if self._runner is not None:
             self._runner.cancel()
+
+    def _resume_next_run(self, resume: bool) -> None:
+        """Whether this batch's next run puts rows cancelled earlier back to work by itself."""
+        if self.settings.resume_cancelled is not resume:
+            self.settings = dataclasses.replace(self.settings, resume_cancelled=resume)
 
     def retry_failed(self, kinds: Sequence[str] | None = None) -> int:
         """Put failed rows back to work (optionally only these error kinds); returns how many.
 
-        Each retried row is a new, separately paid submission (except rows that timed out: they
-        wait for their still-open task again). While the batch runs, the rows join the running
-        batch; otherwise call ``start()``/``wait()`` again.
+        Failed rows only: cancelled rows stay cancelled (``resume_cancelled()`` is the separate
+        step that sends them) and rows of unknown outcome stay unknown (``retry(unknown=True)``).
+        Each retried row is a new, separately paid submission, except rows that timed out: they
+        wait for their still-open task again and are not paid again. While the batch runs, the
+        rows join the running batch; otherwise call ``start()``/``wait()`` again.
         """
         return self.retry(failed=True, kinds=kinds)
 
@@ -326,9 +341,12 @@ class Batch:
         error, if given). ``unknown``: rows whose outcome is unknown — a paid request may exist
         for them, so sending them again may pay twice; only you can decide that.
 
+        Cancelled rows are never among them, also not on the next run of this batch: a retry
+        pays for what it names and nothing else (``resume_cancelled()`` sends cancelled rows).
         While the batch runs, the rows join the running batch; if it is already finishing, they
         are queued for the next ``start()``/``wait()``. Nothing is ever sent that nobody waits for.
         """
+        self._resume_next_run(False)
         chosen = [j for j in self.jobs
                   if (failed and j.state is State.FAILED and (kinds is None or j.error_kind in kinds))
                   or (unknown and j.state is State.UNKNOWN)]
@@ -343,13 +361,37 @@ class Batch:
             return len(chosen)
         return self._requeue(keys, unknown)
 
+    def resume_cancelled(self) -> int:
+        """Put the rows a cancel stopped back to work; returns how many.
+
+        The explicit counterpart of ``cancel()``: each of them is a paid submission (a new one for
+        a row whose task the provider cancelled). Rows finished, failed or of unknown outcome are
+        not touched. Call ``start()``/``wait()`` to run them. While the batch runs, a running
+        batch does not take them: they are put back to work when it ends, for the next
+        ``start()``.
+        """
+        keys = [j.key for j in self.jobs if j.state is State.CANCELLED]
+        if not keys:
+            return 0
+        if self.running:
+            self._after_run.append((keys, False))  # moved back to pending when this run ends
+            return len(keys)
+        return self._requeue(keys, False)
+
     def _requeue(self, keys: Sequence[str], unknown: bool) -> int:
+        """Move the rows ``keys`` back to work: those failed (and of unknown outcome with
+        ``unknown``), and those cancelled (only ``resume_cancelled()`` names cancelled rows)."""
         wanted = set(keys)
         states = {State.FAILED, State.UNKNOWN} if unknown else {State.FAILED}
         moved = 0
         for job in self.jobs:
-            if job.key in wanted and job.state in states:
+            if job.key not in wanted:
+                continue
+            if job.state in states:
                 self.store.append(job.retry())
+                moved += 1
+            elif job.state is State.CANCELLED:
+                self.store.append(job.transition(State.PENDING))
                 moved += 1
         if moved:
             self.outcome = None
@@ -357,7 +399,11 @@ class Batch:
 
     # ------------------------------------------------------------------ looking
     def results(self) -> pd.DataFrame:
-        """The results DataFrame as it stands now (input columns, then result columns)."""
+        """The results DataFrame as it stands now (input columns, then result columns).
+
+        Live: each call reads the rows afresh, so after a retry (from code or the dashboard's
+        buttons) it agrees with the dashboard, unlike a DataFrame returned earlier, which is a
+        copy of the moment it was made."""
         return results_frame(self.prompts.frame, self.jobs)
 
     def counts(self) -> dict[str, int]:
@@ -373,6 +419,10 @@ class Batch:
 
 def run(prompts: PromptsLike, provider: str | Provider = "local", **kwargs: Any) -> pd.DataFrame:
     """Generate a video for every row and return the results DataFrame (blocks until done).
+
+    The DataFrame is a snapshot of the end of this run: a later retry (the dashboard's Retry
+    button) does not change it. For a live table use ``Batch``: ``batch.results()``, or read the
+    checkpoint again with ``videobatch.results(checkpoint)``.
 
     Works in scripts and inside Jupyter. Keyword arguments are those of ``Batch``. Raises
     ``InputError`` for bad rows (nothing submitted), ``CheckpointError`` for a checkpoint made from

@@ -137,9 +137,10 @@ class Runner:
         self._closing = False
         # (Enum members looked up once: these loops see every row of a 200k-row batch.)
         cancelled, waiting, accepted, in_doubt = State.CANCELLED, State.PENDING, State.GENERATING, _IN_DOUBT
-        for job in self.jobs:  # resume: rows cancelled last time are wanted again
-            if job.state is cancelled:
-                self._move(job, waiting)
+        if self.settings.resume_cancelled:  # resume: rows cancelled last time are wanted again
+            for job in self.jobs:
+                if job.state is cancelled:
+                    self._move(job, waiting)
         # In doubt first (their slots may be taken at the provider), then rows already accepted.
         in_flight = [j for j in self.jobs if j.state in in_doubt]
         in_flight += [j for j in self.jobs if j.state is accepted]

@@ -24,6 +24,10 @@ class RunSettings:
     backoff_cap: float = 60.0
     snapshot_every: float = 30.0  # seconds between checkpoint snapshots
     lookup_deadline: float = 300.0  # seconds one reconciliation may keep retrying a failing lookup
+    # Rows cancelled by an earlier run go back to work when this run starts (a resume: the same
+    # command or cell run again). False: they stay cancelled, e.g. a run that retries failed rows
+    # only, after the user pressed Cancel to stop spending (``Batch.resume_cancelled()`` asks).
+    resume_cancelled: bool = True
 
     def submit_policy(self) -> RetryPolicy:
         """Transient submit failures: ``max_attempts`` tries in all."""

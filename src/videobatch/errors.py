@@ -46,7 +46,23 @@ __all__ = [
 
 
 class VideobatchError(Exception):
-    """Base class of every error videobatch raises on purpose."""
+    """Base class of every error videobatch raises on purpose.
+
+    In a notebook it shows as a short list of what went wrong and what to do, without the
+    library's traceback (the view is ``videobatch.ui.errors_view``).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback."""
+        from .ui.errors_view import traceback_lines  # the notebook's view of errors lives in ui/
+
+        return traceback_lines(self)
+
+    def _repr_html_(self) -> str:
+        """The error as HTML, when a notebook displays the error object itself."""
+        from .ui.errors_view import error_html
+
+        return error_html(self)
 
 
 @dataclass(frozen=True)

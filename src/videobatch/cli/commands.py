@@ -1,7 +1,7 @@
 """The sub-commands that work on a checkpoint: ``status``, ``retry``, ``download`` and ``report``.
 
     python -m videobatch status CHECKPOINT            counts, failures by reason, what is in flight
-    python -m videobatch retry CHECKPOINT [--only-failed-with REASON] [--unknown]   run rows again
+    python -m videobatch retry CHECKPOINT [--only-failed-with REASON] [--unknown] [--cancelled]
     python -m videobatch download CHECKPOINT DIR      fetch finished videos not on disk yet
     python -m videobatch report CHECKPOINT [--out report.html]          the HTML contact sheet
 
@@ -181,15 +181,19 @@ def status_main(argv: Sequence[str]) -> int:
 def _retry_parser() -> Any:
     p = command_parser(
         "retry", "Run the failed rows of a checkpoint again (each retried row is a new, separately "
-                 "paid submission); unfinished rows are resumed too. With --unknown, the rows whose "
-                 "outcome is unknown instead: a paid task may exist for them that could not be "
-                 "found, so resubmitting them may pay twice.\n\n"
+                 "paid submission, except timed-out rows, which wait for their open task again); "
+                 "rows still in flight are finished too, and rows never sent are sent. Cancelled "
+                 "rows stay cancelled unless --cancelled is given (running the original command "
+                 "again resumes them too). With --unknown, the rows whose outcome is unknown "
+                 "instead: a paid task may exist for them that could not be found, so "
+                 "resubmitting them may pay twice.\n\n"
                  "Provider options (-P latency=..., --base-url) are not stored in the checkpoint: "
                  "pass them again when they matter.",
         epilog="examples:\n"
                "  python -m videobatch retry run.parquet --dry-run\n"
                "  python -m videobatch retry run.parquet --only-failed-with timeout,transient\n"
                "  python -m videobatch retry run.parquet --unknown\n"
+               "  python -m videobatch retry run.parquet --cancelled\n"
                "  python -m videobatch retry run.parquet --provider kling --concurrency 3\n\n"
                + EXIT_CODES_HELP)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
@@ -201,6 +205,9 @@ def _retry_parser() -> Any:
                    help="resubmit the rows whose outcome is unknown instead of the failed ones (add "
                         "--only-failed-with to take those failed rows too); a paid task may exist "
                         "for each: they may be paid twice")
+    g.add_argument("--cancelled", action="store_true",
+                   help="also resume the rows a cancel stopped (each is a paid submission); "
+                        "without it they stay cancelled")
     add_provider(p, default=None)
     add_run(p)
     add_results(p, default_out=None)
@@ -243,8 +250,9 @@ def retry_main(argv: Sequence[str]) -> int:
     failed = [j for j in loaded.jobs if j.state is State.FAILED]
     chosen = [j for j in failed if take_failed and (kinds is None or j.error_kind in kinds)]
     unknown = [j for j in loaded.jobs if j.state is State.UNKNOWN]
-    unfinished = sum(1 for j in loaded.jobs
-                     if j.state is not State.UNKNOWN and (not j.terminal or j.state is State.CANCELLED))
+    cancelled = sum(1 for j in loaded.jobs if j.state is State.CANCELLED)
+    in_flight = sum(1 for j in loaded.jobs if j.state in IN_FLIGHT)
+    unsent = sum(1 for j in loaded.jobs if j.state is State.PENDING)
     present = Counter(j.error_kind or "error" for j in failed)
     if kinds and not chosen and failed:
         print(f"no failed rows with reason {', '.join(kinds)}; failed rows have: "
@@ -254,7 +262,13 @@ def retry_main(argv: Sequence[str]) -> int:
           + (f", {reattach} timed-out row(s) to wait for again (their tasks, not paid again)"
              if reattach else "")
           + (f", {len(unknown)} row(s) of unknown outcome to resubmit" if args.unknown else "")
-          + (f", {unfinished} unfinished row(s) to resume" if unfinished else ""))
+          + (f", {in_flight} row(s) in flight to finish (not paid again)" if in_flight else "")
+          + (f", {unsent} row(s) never sent to submit" if unsent else "")
+          + (f", {cancelled} cancelled row(s) to resume as paid submissions"
+             if args.cancelled and cancelled else ""))
+    if cancelled and not args.cancelled:
+        print(f"{cancelled} cancelled row(s) left as they are; --cancelled resumes them "
+              "(each a paid submission)", file=sys.stderr)
     if args.unknown and unknown:
         print(f"warning: {'would resubmit' if args.dry_run else 'resubmitting'} {len(unknown)} "
               "row(s) whose outcome is unknown: a paid task may already exist for each (check the "
@@ -262,7 +276,8 @@ def retry_main(argv: Sequence[str]) -> int:
     elif unknown:
         print(f"{len(unknown)} row(s) of unknown outcome left as they are (a paid task may exist); "
               "--unknown resubmits them", file=sys.stderr)
-    todo = bool(chosen) or (args.unknown and bool(unknown)) or unfinished > 0
+    todo = (bool(chosen) or (args.unknown and bool(unknown)) or in_flight + unsent > 0
+            or (args.cancelled and cancelled > 0))
     if args.dry_run or not todo:
         if not args.dry_run:
             print("nothing to retry")
@@ -284,7 +299,9 @@ def retry_main(argv: Sequence[str]) -> int:
         print(f"error: {describe_os_error(exc, where=args.checkpoint)} (nothing was submitted)",
               file=sys.stderr)
         return ExitCode.USAGE
-    batch.retry(failed=take_failed, unknown=args.unknown, kinds=kinds)
+    batch.retry(failed=take_failed, unknown=args.unknown, kinds=kinds)  # cancelled rows stay
+    if args.cancelled:
+        batch.resume_cancelled()
     return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
                       download=args.download, report=args.report)
 

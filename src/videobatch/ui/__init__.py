@@ -1,5 +1,6 @@
-"""What a person watching a run sees: the terminal progress bar (``progress``), the notebook
-dashboard's model (``dashboard_model``) and its widgets (``dashboard``)."""
+"""What a person watching a run sees: the text progress bar (``progress``), the notebook
+dashboard's model (``dashboard_model``), what its buttons would do (``actions``), its widgets
+(``dashboard``), shared wording (``text``) and how errors show in a notebook (``errors_view``)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,15 @@
 Two layers here, over the model in ``videobatch.ui.dashboard_model`` (counts, ETA, recent rows,
 throttling — plain Python, tested without a browser):
 
-- ``_View``: the ipywidgets (progress bar, stats, recent-rows table, clip previews, buttons),
-  re-drawn from a ``Snapshot``. Clip widgets are made once per clip, never re-sent.
+- ``_View``: the ipywidgets (progress bar, status and stats, recent-rows table, clip previews,
+  buttons that say what they will do and cost), re-drawn from a ``Snapshot``. Clip widgets are
+  made once per clip, never re-sent.
 - ``Dashboard``: the observer. It renders from a timer on the runner's own event loop (the
   notebook's loop after ``Batch.start()``, a private thread's loop under ``videobatch.run``), so
   all drawing during a run happens on one thread; at the end it draws a final state and displays a
-  static summary (text/plain + text/html) that stays in a saved notebook.
+  static summary (text/plain + text/html) that stays in a saved notebook. When the run's outcome
+  is known (why it stopped), the dashboard and every summary it displayed are brought up to date,
+  also after a run the Retry or Resume button started: they agree with ``batch.results()``.
 
 Where no widget front-end is present (terminal, CI) a ``Dashboard`` quietly becomes a tqdm bar.
 """
@@ -29,11 +32,13 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from .._events import Event, RunContext
-from .._jobs import State
+from .._jobs import RowSnapshot, State
+from .actions import Action, Pricer
 from .dashboard_model import (
     DashboardModel,
     Row,
     Snapshot,
+    row_label,
     stats_html,
     summary_html,
     summary_text,
@@ -42,7 +47,7 @@ from .dashboard_model import (
 from .progress import TqdmProgress, widget_frontend
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .._jobs import Job
 
@@ -58,6 +63,7 @@ class Batch(Protocol):
     def running(self) -> bool: ...
     def cancel(self) -> None: ...
     def retry_failed(self) -> int: ...
+    def resume_cancelled(self) -> int: ...
     def start(self) -> Any: ...
 
 __all__ = ["Dashboard", "DashboardModel", "Row", "Snapshot", "summary_html", "summary_text",
@@ -66,9 +72,30 @@ __all__ = ["Dashboard", "DashboardModel", "Row", "Snapshot", "summary_html", "su
 log = logging.getLogger("videobatch")
 
 
-def _display(obj: Any, **kwargs: Any) -> None:
-    """``IPython.display.display`` (imported on use: the model never needs IPython)."""
-    importlib.import_module("IPython.display").display(obj, **kwargs)
+def _display(obj: Any, **kwargs: Any) -> Any:
+    """``IPython.display.display`` (imported on use: the model never needs IPython); with
+    ``display_id=True`` it returns a handle whose ``update()`` redraws that output."""
+    return importlib.import_module("IPython.display").display(obj, **kwargs)
+
+
+def _reason(error: BaseException) -> str:
+    """Why a run stopped, in a line: the error's own message names the row and what to do."""
+    kind = getattr(error, "kind", None) or type(error).__name__
+    return f"{kind}: {error}"
+
+
+def _row_namer(batch: Batch | None) -> Callable[[RowSnapshot], str]:
+    """Rows are named by their id when the batch's table has an ``id`` column, else by number."""
+    frame = getattr(getattr(batch, "prompts", None), "frame", None)
+    if frame is None:
+        return row_label
+    ids = "id" in frame.columns
+    return lambda row: row_label(row, ids)
+
+
+def _pricer(batch: Batch | None) -> Pricer | None:
+    estimate = getattr(getattr(batch, "provider", None), "estimate_cost", None)
+    return estimate if callable(estimate) else None
 
 
 def _clip_widget(widgets: Any, url: str) -> Any:
@@ -101,17 +128,20 @@ class _View:
         self.set_title(title)
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=full)
         self.stats = w.HTML()
+        wide = w.Layout(width="auto")
         self.cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
-                               tooltip="Stop: rows in flight stay resumable")
-        self.retry = w.Button(description="Retry failed", icon="redo", button_style="warning",
-                              tooltip="Queue failed rows again (each retry is a new paid request)",
-                              disabled=True)
+                               tooltip="Stop: rows in flight stay resumable", layout=wide)
+        self.retry = w.Button(description="Retry failed (none)", icon="redo",
+                              button_style="warning", disabled=True, layout=wide)
+        self.resume = w.Button(description="Resume cancelled (none)", icon="play",
+                               button_style="info", disabled=True, layout=wide)
         self.note = w.HTML()
         self.table = w.HTML()
         self.clips = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self._shown: dict[str, tuple[str | None, Any]] = {}  # key -> (url, clip box)
         self.box = w.VBox([self.title, self.bar, self.stats,
-                           w.HBox([self.cancel, self.retry, self.note]), self.table, self.clips])
+                           w.HBox([self.cancel, self.retry, self.resume, self.note]), self.table,
+                           self.clips])
         self.box.add_class("videobatch-dashboard")
 
     def set_title(self, title: str) -> None:
@@ -119,20 +149,35 @@ class _View:
 
     def render(self, snap: Snapshot, *, cancelling: bool = False, live: bool = True) -> None:
         self.bar.max = max(1, snap.total)
-        self.bar.value = snap.done
-        if not snap.running and snap.done:
-            complete = snap.counts[State.COMPLETED] == snap.total
-            self.bar.bar_style = "success" if complete else "warning"
-        else:
+        self.bar.value = snap.done  # completed or failed: cancelled rows are not done
+        if snap.running:
             self.bar.bar_style = "info"
+        elif snap.counts[State.COMPLETED] == snap.total and snap.total:
+            self.bar.bar_style = "success"
+        else:
+            self.bar.bar_style = "danger" if snap.reason else "warning"
         self.stats.value = stats_html(snap)
         self.table.value = table_html(snap)
         self.note.value = f'<span style="color:#555">{html.escape(snap.note)}</span>'
         self.cancel.disabled = cancelling or not snap.running or not live
-        self.retry.disabled = not snap.failures or not live
+        waiting = snap.counts[State.PENDING] if snap.running else 0
+        flying = snap.counts[State.SUBMITTING] + snap.counts[State.GENERATING]
+        self.cancel.description = f"Cancel ({waiting} not sent)" if waiting else "Cancel"
+        self.cancel.tooltip = (f"Stop: {waiting} row{'s' if waiting != 1 else ''} not sent yet "
+                               f"become cancelled (nothing paid); {flying} in flight keep their "
+                               "state and finish on the next run")
+        self._label(self.retry, snap.retry, enabled=live)
+        # Cancelled rows wait for a run to take them: offered once this one is over.
+        self._label(self.resume, snap.resume, enabled=live and not snap.running)
         wanted = [(row.key, row.video_url) for row in snap.clips]
         if wanted != [(key, url) for key, (url, _) in self._shown.items()]:
             self._show_clips(snap.clips)
+
+    @staticmethod
+    def _label(button: Any, action: Action, *, enabled: bool) -> None:
+        button.description = action.label()
+        button.tooltip = action.tooltip()
+        button.disabled = not action.rows or not enabled
 
     def _show_clips(self, rows: tuple[Row, ...]) -> None:
         """Clip widgets are made once per clip and closed when they scroll out (bounded)."""
@@ -169,17 +214,17 @@ class Dashboard:
 
     Made for you inside Jupyter (``progress=True``, the default). By hand: ``dash = Dashboard();
     batch = Batch(rows, progress=False, observers=[dash]); dash.batch = batch``. ``batch`` is what
-    the buttons act on; without it Cancel acts through the run's context and Retry is unavailable.
-    ``display=None`` shows it only where a widget front-end exists (else it is a tqdm bar);
-    ``False`` builds the widgets without showing them (tests).
+    the buttons act on; without it Cancel acts through the run's context and Retry and Resume are
+    unavailable. ``display=None`` shows it only where a widget front-end exists (else it is a tqdm
+    bar); ``False`` builds the widgets without showing them (tests).
     """
 
     def __init__(self, batch: Batch | None = None, *, title: str | None = None,
                  display: bool | None = None, interval: float = 0.3, recent: int = 10,
                  clips: int = 4) -> None:
-        self.batch = batch
         self._title = title
         self.model = DashboardModel(recent=recent, clips=clips, interval=interval)
+        self.batch = batch
         self._context: RunContext | None = None
         self._fallback: TqdmProgress | None = None
         self._display = widget_frontend() if display is None else display
@@ -188,7 +233,10 @@ class Dashboard:
         self._run_task: asyncio.Task[Any] | None = None
         self._cancelling = False
         self._live = True  # buttons work (False while a blocked cell drives the run)
-        self._restarted = False  # this run was started by the Retry button, not by a cell
+        self._restarted = False  # this run was started by a button, not by a cell
+        self._note_summary = False  # no cell asked for this run: its summary goes in the note
+        self._retry_asked = False  # Retry was pressed during this run
+        self._summaries: list[Any] = []  # display handles of the summaries shown so far
         self._home = contextvars.copy_context()  # the cell this dashboard was shown in
         self._cell: contextvars.Context | None = None  # a cell running now, if any
         self._shell: Any = None
@@ -198,8 +246,19 @@ class Dashboard:
         self.view = _View(self._heading())
         self.view.cancel.on_click(self._on_cancel)
         self.view.retry.on_click(self._on_retry)
+        self.view.resume.on_click(self._on_resume)
         if self._display:
             _display(self.view.box)
+
+    @property
+    def batch(self) -> Batch | None:
+        return self._batch
+
+    @batch.setter
+    def batch(self, batch: Batch | None) -> None:
+        """What the buttons act on; also how rows are named (id or number) and priced."""
+        self._batch = batch
+        self.model.describe_rows(label=_row_namer(batch), price=_pricer(batch))
 
     def _heading(self) -> str:
         if self._title is not None:
@@ -210,7 +269,7 @@ class Dashboard:
 
     @classmethod
     def for_batch(cls, batch: Batch, **kwargs: Any) -> Dashboard:
-        """The dashboard for a run of ``batch``: the one whose Retry button restarted it, or new."""
+        """The dashboard for a run of ``batch``: the one whose button restarted it, or new."""
         return _RESTARTS.pop(batch, None) or cls(batch, **kwargs)
 
     # ------------------------------------------------------------------ observer protocol
@@ -232,8 +291,9 @@ class Dashboard:
             if not self._live:
                 self.model.note("This cell is busy until the run ends: interrupt the kernel (■) to "
                                 "stop it early. Batch(...).start() keeps these buttons live.")
-            if self._context is not None:  # rows finished before this run: show them too
-                self.model.seed(self._context.rows((State.COMPLETED, State.FAILED)))
+            if self._context is not None:  # the rows as this run starts, earlier runs' too
+                self.model.seed(self._context.rows((State.COMPLETED, State.FAILED,
+                                                    State.CANCELLED, State.UNKNOWN)))
             self.view.set_title(self._heading())
             self._watch_cells(True)
             self._render()
@@ -242,6 +302,8 @@ class Dashboard:
                 self._timer = asyncio.get_running_loop().call_later(self.model.interval, self._tick)
             except RuntimeError:
                 self._run_task = None  # fed by hand (tests): call tick() yourself
+            if self._run_task is not None:  # its outcome says why the run stopped
+                self._run_task.add_done_callback(self._run_ended)
         elif event.kind == "finish":
             self._finish()
 
@@ -273,18 +335,79 @@ class Dashboard:
             self._live = True
             self.model.note("")
         snap = self._render()
-        if self._restarted and self._cell is None:
-            self._restarted = False  # no cell asked for this run: report in the dashboard itself
-            self.model.note(summary_text(snap).splitlines()[0])
-            self._render()
-        elif self._display:
+        self._note_summary = self._restarted and self._cell is None
+        self._restarted = False
+        if self._note_summary:  # no cell asked for this run: report in the dashboard itself
+            self._note_outcome(snap)
+            snap = self._render()
+        if self._display and (self._cell is not None or not self._summaries):
             # Into the cell that is waiting for the run (``await batch.wait()``) if one is
-            # running, else next to the dashboard.
-            (self._cell or self._home).copy().run(self._show_summary, snap)
+            # running, else next to the dashboard (once: later runs update it).
+            handle = (self._cell or self._home).copy().run(self._show_summary, snap)
+            if handle is not None:
+                self._summaries.append(handle)
+        self._update_summaries(snap)
+
+    def _run_ended(self, task: asyncio.Task[Any]) -> None:
+        """The run's task is over: its outcome says whether it was cancelled or why it stopped;
+        the dashboard and every summary it showed are brought up to date."""
+        try:
+            if task.cancelled():
+                cancelled, reason = True, None
+            elif task.exception() is not None:
+                cancelled, reason = False, self._why(task.exception() or Exception())
+            else:
+                outcome = task.result()
+                stopped = getattr(outcome, "stopped_by", None)
+                cancelled = bool(getattr(outcome, "cancelled", False))
+                reason = None if stopped is None else self._why(stopped)
+            self.model.conclude(cancelled=cancelled, reason=reason)
+            if self.model.running:
+                self._finish()
+            retry_asked, self._retry_asked = self._retry_asked, False
+            batch = self.batch
+            if (retry_asked and not cancelled and reason is None and batch is not None
+                    and not batch.running and any(j.state is State.PENDING for j in batch.jobs)):
+                # Retry was pressed as the run was finishing: the rows were put back to work
+                # after it, and the user asked for them to run. (Not after Cancel or a stop.)
+                self._restart(batch)
+                return
+            snap = self._render()
+            if self._note_summary:
+                self._note_outcome(snap)
+                snap = self._render()
+            self._update_summaries(snap)
+        except Exception:
+            log.exception("dashboard could not show the run's end; continuing")
+
+    def _note_outcome(self, snap: Snapshot) -> None:
+        """A run a button started: its outcome in the note, and where the live table is."""
+        self.model.note(summary_text(snap).splitlines()[0] + " (a DataFrame returned before "
+                        "is a snapshot: batch.results() is the live table)")
+
+    def _why(self, error: BaseException) -> str:
+        """``_reason``, naming the row as the dashboard does (its id or number, not its key)."""
+        text = _reason(error)
+        key = getattr(error, "row_key", None)
+        if key is not None and self.batch is not None:
+            job = next((j for j in self.batch.jobs if j.key == key), None)
+            if job is not None:
+                text = text.replace(f"row {key!r}", self.model.label(job.snapshot()))
+        return text
 
     @staticmethod
-    def _show_summary(snap: Snapshot) -> None:
-        _display({"text/plain": summary_text(snap), "text/html": summary_html(snap)}, raw=True)
+    def _bundle(snap: Snapshot) -> dict[str, str]:
+        return {"text/plain": summary_text(snap), "text/html": summary_html(snap)}
+
+    @classmethod
+    def _show_summary(cls, snap: Snapshot) -> Any:
+        return _display(cls._bundle(snap), raw=True, display_id=True)
+
+    def _update_summaries(self, snap: Snapshot) -> None:
+        """Every summary this dashboard displayed shows the batch as it is now."""
+        bundle = self._bundle(snap)
+        for handle in self._summaries:
+            handle.update(bundle, raw=True)
 
     def _render(self) -> Snapshot:
         with self._render_lock:
@@ -318,24 +441,47 @@ class Dashboard:
             self.batch.cancel()
         elif self._context is not None:
             self._context.cancel()
-        self.model.note("Cancelling: rows in flight keep their state and resume next time.")
+        self.model.note("Cancelling: rows not started stay cancelled (Resume sends them); rows in "
+                        "flight keep their state and finish on the next run.")
+        self.model.cancel_asked()
         self._cancelling = True
         if self.view is not None:
             self.view.cancel.disabled = True
         if not self.model.running:
             self._render()
 
+    def _restart(self, batch: Batch) -> None:
+        """Run the rows a button put back to work, reporting in this dashboard."""
+        _RESTARTS[batch] = self
+        self._restarted = True
+        batch.start()
+
     def _on_retry(self, _button: Any = None) -> None:
         batch = self.batch
         if batch is None:
             return
+        action, _ = self.model.actions()
         was_running = batch.running
         count = batch.retry_failed()
         if count and not was_running and not batch.running:
-            _RESTARTS[batch] = self  # the restarted run reports here
-            self._restarted = True
-            batch.start()
-        self.model.note(f"{count} failed row{'s' if count != 1 else ''} queued again "
-                        f"(each retry is a new paid request)." if count else "No failed rows.")
+            self._restart(batch)
+        elif count and was_running:
+            self._retry_asked = True  # if the run was finishing, they run right after it
+        self.model.note(action.done_text(count))
+        if not self.model.running:
+            self._render()
+
+    def _on_resume(self, _button: Any = None) -> None:
+        batch = self.batch
+        if batch is None:
+            return
+        if batch.running:
+            self.model.note("Cancelled rows can be resumed once this run is over.")
+        else:
+            _, action = self.model.actions()
+            count = batch.resume_cancelled()
+            if count and not batch.running:
+                self._restart(batch)
+            self.model.note(action.done_text(count))
         if not self.model.running:
             self._render()

@@ -1,120 +1,103 @@
-"""Progress in a terminal: the tqdm bar observer, the end-of-run summary text, and whether a widget
-front-end exists (``videobatch.ui.make_progress`` then picks the notebook dashboard instead).
+"""Progress as text (a terminal, CI, a notebook without widgets): the tqdm bar observer, and
+whether a widget front-end exists (``videobatch.ui.make_progress`` then picks the notebook
+dashboard instead, and says in one line how to get it where it is missing).
 
-Bar updates are throttled by tqdm itself (``mininterval``), so 10,000 rows do not flood anything.
+The bar keeps the dashboard's rules, computed by the dashboard's own model: done means completed
+or failed (cancelled rows are counted apart, never done); pace and ETA count only this run's rows
+and are gone once it ends; a word says Running, Cancelling…, Cancelled, Stopped or Finished. The
+bar is made when the run starts, not before, so a notebook cell that starts a batch prints nothing
+ahead of its own output and the bar stays in one piece. It is plain tqdm (``tqdm.std``), never
+tqdm's notebook widget: nothing warns about a missing ipywidgets but us.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from collections import Counter
-from collections.abc import Mapping
 from typing import IO, Any
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from .._events import Event
 from .._jobs import State
+from .dashboard_model import ORDER, DashboardModel, Snapshot
+from .text import duration, summary
 
-__all__ = ["TqdmProgress", "summary", "widget_frontend"]
+__all__ = ["TqdmProgress", "bar_text", "missing_widgets_note", "summary", "widget_frontend"]
 
 MODES = (True, "auto", "tqdm", "dashboard")
-
-_ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
-          State.UNKNOWN, State.CANCELLED)
+_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} done{postfix}"
 
 
-def _postfix(counts: Mapping[State, int]) -> str:
-    return " ".join(f"{s.value}={counts[s]}" for s in _ORDER if counts[s])
+def bar_text(snap: Snapshot) -> str:
+    """What follows the bar: status, this run's pace and ETA while it runs, counts per state."""
+    parts = [snap.status]
+    if snap.running:
+        if snap.throughput is not None:
+            parts.append(f"{snap.throughput:.2f} rows/s")
+        if snap.eta is not None:
+            parts.append(f"ETA {duration(snap.eta)}")
+        parts.append(f"elapsed {duration(snap.elapsed)}")
+    else:
+        parts.append(f"took {duration(snap.elapsed)}")
+    counts = " ".join(f"{s.value}={snap.counts[s]}" for s in ORDER
+                      if snap.counts[s] or s is State.COMPLETED)
+    return ", ".join(parts) + " | " + counts
 
 
 class TqdmProgress:
-    """An observer that shows a progress bar with counts per state in its postfix."""
+    """An observer that shows a text bar: rows done of all, status, pace, ETA, counts per state."""
 
     def __init__(self, total: int, *, desc: str = "videos", file: IO[str] | None = None,
                  **tqdm_kwargs: Any) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="row", file=file or sys.stderr,
-                        mininterval=0.2, dynamic_ncols=True, **tqdm_kwargs)
-        self._shown = 0
+        self.total = total
+        self.model = DashboardModel(recent=0, clips=0, failures=0, interval=0.2)
+        self.bar: tqdm[Any] | None = None  # made at the start event
+        self._desc, self._file, self._kwargs = desc, file, tqdm_kwargs
 
     def __call__(self, event: Event) -> None:
-        p = event.progress
+        self.model.update(event)
         if event.kind == "start":
-            self._shown = p.done
-            self.bar.update(p.done)  # rows finished in an earlier run
-        if event.kind in ("transition", "start", "finish"):
-            # Postfix first: update() may redraw, and the line must show counts and bar together.
-            self.bar.set_postfix_str(_postfix(p.counts), refresh=False)
-            done = p.done
-            if done > self._shown:
-                self.bar.update(done - self._shown)
-                self._shown = done
-        if event.kind == "finish":
-            self.bar.refresh()
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=event.progress.total, desc=self._desc, unit="row",
+                            file=self._file or sys.stderr, dynamic_ncols=True, bar_format=_FORMAT,
+                            **self._kwargs)
+            self._draw()
+        elif self.bar is None:
+            return
+        elif event.kind == "finish":
+            self._draw()
             self.bar.close()
+        elif self.model.due():
+            self._draw()
+
+    def _draw(self) -> None:
+        bar = self.bar
+        assert bar is not None
+        snap = self.model.snapshot()
+        bar.total, bar.n = snap.total, snap.done
+        bar.set_postfix_str(bar_text(snap), refresh=False)
+        bar.refresh()
 
 
-def widget_frontend() -> bool:
-    """Whether widgets can be shown: a running IPython kernel (Jupyter) and ipywidgets importable."""
+def _in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython with a kernel attached)."""
     ipython = sys.modules.get("IPython")  # never imported: certainly no kernel
     if ipython is None:
         return False
     shell = ipython.get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return False  # plain IPython in a terminal
-    return importlib.util.find_spec("ipywidgets") is not None
+    return shell is not None and getattr(shell, "kernel", None) is not None  # not a terminal
 
 
-def summary(
-    counts: Counter[State],
-    elapsed: float,
-    failures: list[tuple[str, str | None, str | None]],
-    *,
-    cancelled: bool = False,
-    stopped_by: str | None = None,
-    where: list[str] | None = None,
-    max_failures: int = 20,
-    unknown: list[tuple[str, str | None]] | None = None,
-) -> str:
-    """The text printed at the end of a CLI run: counts, wall time, failures with reasons, and rows
-    whose outcome is unknown (``(key, error)``: what to check, and how to send them again)."""
-    total = sum(counts.values())
-    lines = [
-        f"{counts[State.COMPLETED]}/{total} completed, {counts[State.FAILED]} failed"
-        + "".join(f", {counts[s]} {s.value}" for s in (State.UNKNOWN, State.PENDING,
-                                                        State.SUBMITTING, State.GENERATING,
-                                                        State.CANCELLED)
-                  if counts[s])
-        + f" in {_duration(elapsed)}"
-    ]
-    if cancelled:
-        lines.append("Interrupted: run the same command again to resume (nothing is paid twice).")
-    if stopped_by:
-        lines.append(f"Stopped: {stopped_by}")
-    if failures:
-        by_reason: Counter[str] = Counter(kind or "error" for _, kind, _ in failures)
-        lines.append("Failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in
-                                                        by_reason.most_common()))
-        for key, kind, message in failures[:max_failures]:
-            lines.append(f"  {key}: [{kind}] {message}")
-        if len(failures) > max_failures:
-            lines.append(f"  ... and {len(failures) - max_failures} more (see the results file)")
-    if unknown:
-        lines.append(f"Outcome unknown for {len(unknown)} row(s): a paid request may exist for each "
-                     "(checked again on every resume, never sent again on its own):")
-        for key, message in unknown[:max_failures]:
-            lines.append(f"  {key}: {message}")
-        if len(unknown) > max_failures:
-            lines.append(f"  ... and {len(unknown) - max_failures} more (see the results file)")
-    for line in where or []:
-        lines.append(line)
-    return "\n".join(lines)
+def widget_frontend() -> bool:
+    """Whether widgets can be shown: a running IPython kernel (Jupyter) and ipywidgets importable."""
+    return _in_kernel() and importlib.util.find_spec("ipywidgets") is not None
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+def missing_widgets_note() -> str | None:
+    """In a Jupyter kernel without ipywidgets, the one line that says how to get the dashboard."""
+    if not _in_kernel() or importlib.util.find_spec("ipywidgets") is not None:
+        return None
+    return ('videobatch: the live notebook dashboard needs ipywidgets: '
+            'pip install "videobatch[notebook]" (until then runs show a text progress bar)')
