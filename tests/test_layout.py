@@ -29,8 +29,8 @@ from pathlib import Path
 import videobatch
 
 SRC = Path(videobatch.__file__).parent
-FACES = ("videobatch", "videobatch.__main__", "videobatch._api", "videobatch.cli", "videobatch.service",
-         "videobatch.testing")
+FACES = ("videobatch", "videobatch.__main__", "videobatch._api", "videobatch._run", "videobatch.cli",
+         "videobatch.service", "videobatch.testing")
 UI = ("videobatch.ui",)
 DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",

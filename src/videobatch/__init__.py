@@ -12,11 +12,12 @@ import sys as _sys
 from importlib import metadata as _metadata
 
 from . import providers
-from ._api import Batch, arun, run
+from ._api import Batch
 from ._events import Event, Progress
 from ._inputs import Prompts, load_prompts
 from ._jobs import Job, State
 from ._results import results
+from ._run import arun, run
 from .errors import (
     AccountError,
     AuthError,

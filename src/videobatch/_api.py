@@ -1,6 +1,7 @@
-"""The Python entry points: ``run`` (blocking), ``arun`` (async) and ``Batch`` (start now, look later).
+"""``Batch``: a table of rows bound to its providers and checkpoint; start now, look later
+(``videobatch._run`` holds the one-call ``run``/``arun`` built on it).
 
-All of them work inside a running event loop (Jupyter) and outside it:
+Batches work inside a running event loop (Jupyter) and outside it:
 - outside a loop, ``run`` drives the batch on the calling thread with ``asyncio.run``;
 - inside one (a notebook cell), ``run`` drives it on a private thread with its own loop and blocks
   the cell; ``Batch.start()`` schedules it on the notebook's own loop and returns at once.
@@ -14,25 +15,24 @@ import asyncio
 import dataclasses
 import os
 import threading
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ._events import Observer
+from ._fleet import plan
 from ._inputs import Prompts, load_prompts
 from ._jobs import Job, State
-from ._pools import Providers
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, Store
-from .errors import ConfigError, InputError, Problem
-from .fallback import FALLBACK_COLUMN, fallbacks
-from .providers import Provider, get_provider, option_names, rules_of
-from .request import REQUEST_FIELDS, RequestRules, VideoRequest
+from .errors import ConfigError, InputError
+from .providers import Provider, get_provider, option_names
+from .request import REQUEST_FIELDS
 from .ui import make_progress
 
-__all__ = ["Batch", "arun", "run"]
+__all__ = ["Batch", "PromptsLike"]
 
 PromptsLike = Any  # str | PathLike | DataFrame | list[str | dict] | Prompts
 
@@ -44,24 +44,6 @@ def _split_options(options: dict[str, Any], provider: str | Provider) -> tuple[d
     defaults = {k: v for k, v in options.items() if k in names}
     provider_options = {k: v for k, v in options.items() if k not in names}
     return defaults, provider_options
-
-
-def row_fallbacks(prompts: Prompts, run_spec: str | Sequence[str] | None, provider: Provider,
-                  given: Mapping[str, Provider | Mapping[str, Any]] | None
-                  ) -> tuple[dict[str, tuple[VideoRequest, ...]], list[Problem]]:
-    """Each row's fallback requests by row key (rows with none left out), and their problems."""
-    frame = prompts.frame
-    cells = frame[FALLBACK_COLUMN].tolist() if FALLBACK_COLUMN in frame.columns else None
-    if cells is None and not run_spec:
-        return {}, []
-    objects = {name: p for name, p in (given or {}).items() if isinstance(p, Provider)}
-
-    def rules(name: str) -> RequestRules:
-        chosen = provider if name == provider.name else objects.get(name)
-        return chosen.rules() if chosen is not None else rules_of(name)
-
-    alternatives, problems = fallbacks(prompts.requests, cells, run_spec, rules)
-    return {key: alts for key, alts in zip(prompts.keys, alternatives, strict=True) if alts}, problems
 
 
 def _in_running_loop() -> bool:
@@ -128,13 +110,9 @@ class Batch:
         outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
                                 observers)
         # A mixed table, fallbacks: the other providers rows name, built now so a missing key
-        # fails here; then every row's fallback checked against its target before anything is paid.
-        alternatives, problems = row_fallbacks(self.prompts, fallback, self.provider, providers)
-        self.providers = Providers.for_rows(self.provider, self.prompts.requests, providers,
-                                            fallbacks=alternatives)
+        # fails here; every row and fallback checked against its provider before anything is paid.
+        self.providers, problems = plan(self.provider, self.prompts, providers, fallback)
         self._given = [p for p in (providers or {}).values() if isinstance(p, Provider)]
-        problems += self.providers.check(self.prompts.requests)
-        problems += self.providers.check_fallbacks(self.prompts.keys)
         if problems:
             raise InputError(problems, source=self.prompts.source)
         if concurrency is not None and concurrency < 1:
@@ -415,34 +393,3 @@ class Batch:
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
         return f"<Batch {len(self.jobs)} rows via {self.provider.name!r}: {counts}>"
-
-
-def run(prompts: PromptsLike, provider: str | Provider = "local", **kwargs: Any) -> pd.DataFrame:
-    """Generate a video for every row and return the results DataFrame (blocks until done).
-
-    The DataFrame is a snapshot of the end of this run: a later retry (the dashboard's Retry
-    button) does not change it. For a live table use ``Batch``: ``batch.results()``, or read the
-    checkpoint again with ``videobatch.results(checkpoint)``.
-
-    Works in scripts and inside Jupyter. Keyword arguments are those of ``Batch``. Raises
-    ``InputError`` for bad rows (nothing submitted), ``CheckpointError`` for a checkpoint made from
-    other rows, ``AuthError``/``AccountError`` when the provider stops the run (``.results`` holds
-    the DataFrame so far). Ctrl-C stops cleanly (the checkpoint resumes) and raises
-    KeyboardInterrupt.
-    """
-    batch = Batch(prompts, provider, **kwargs)
-    if _in_running_loop():
-        batch._start_thread()  # this thread's loop is busy running the caller
-        batch._join()
-        return batch._finish(batch.outcome)
-    result: pd.DataFrame = batch.wait()
-    return result
-
-
-async def arun(prompts: PromptsLike, provider: str | Provider = "local",
-               **kwargs: Any) -> pd.DataFrame:
-    """``run`` for async code: ``df = await videobatch.arun(rows, ...)``."""
-    batch = Batch(prompts, provider, **kwargs)
-    waiting: Awaitable[pd.DataFrame] = batch.wait()
-    return await waiting
-

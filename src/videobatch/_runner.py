@@ -31,10 +31,11 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ._events import Event, EventKind, Observer, Progress, RunContext, Tally, notify
+from ._fleet import PoolKey, Providers
 from ._jobs import Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
-from ._pools import Pool, PoolKey, Pools, Providers
+from ._pools import Pool, Pools
 from ._rows import Rows
 from ._settings import RunOutcome, RunSettings, Stop
 from ._sources import JobSource, QueueSource

@@ -21,6 +21,7 @@ Catch ``VideobatchError`` to handle everything, or a leaf to handle one case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,20 +50,31 @@ class VideobatchError(Exception):
     """Base class of every error videobatch raises on purpose.
 
     In a notebook it shows as a short list of what went wrong and what to do, without the
-    library's traceback (the view is ``videobatch.ui.errors_view``).
+    library's traceback (the view is ``videobatch.ui.errors_view``, which registers itself with
+    ``show_in_notebook_with``: this module knows no user interface).
     """
 
     def _render_traceback_(self) -> list[str]:
         """What IPython shows instead of the traceback."""
-        from .ui.errors_view import traceback_lines  # the notebook's view of errors lives in ui/
+        if _NOTEBOOK_VIEW is None:
+            return [f"{type(self).__name__}: {self}"]
+        return _NOTEBOOK_VIEW[0](self)
 
-        return traceback_lines(self)
-
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         """The error as HTML, when a notebook displays the error object itself."""
-        from .ui.errors_view import error_html
+        return None if _NOTEBOOK_VIEW is None else _NOTEBOOK_VIEW[1](self)
 
-        return error_html(self)
+
+# How a notebook shows these errors (lines instead of a traceback, and HTML): see the class.
+_NOTEBOOK_VIEW: tuple[Callable[[VideobatchError], list[str]], Callable[[VideobatchError], str]] | None = None
+
+
+def show_in_notebook_with(lines: Callable[[VideobatchError], list[str]],
+                          html: Callable[[VideobatchError], str]) -> None:
+    """Make notebooks show ``VideobatchError``s with ``lines`` (in place of the traceback) and
+    ``html`` (the error object displayed)."""
+    global _NOTEBOOK_VIEW
+    _NOTEBOOK_VIEW = (lines, html)
 
 
 @dataclass(frozen=True)

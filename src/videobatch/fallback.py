@@ -24,14 +24,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .errors import ConfigError, Problem
 from .request import RequestRules, VideoRequest, request_errors
 
-__all__ = ["FALLBACK_COLUMN", "Target", "fallbacks", "parse_fallback"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ._input_keys import Prompts
+    from .providers.base import Provider
+
+__all__ = ["FALLBACK_COLUMN", "Target", "fallbacks", "parse_fallback", "row_fallbacks"]
 
 FALLBACK_COLUMN = "fallback"
 _TARGET = re.compile(r"^(?P<provider>[A-Za-z0-9_.-]+):(?P<model>\S+)(?P<drops>(?:\s+-[A-Za-z_][\w]*)*)$")
@@ -127,3 +133,25 @@ def _carry(request: VideoRequest, target: Target,
             if field in (request.options or {}) and field not in target.drop:
                 said[-1] += f" (leave it behind with -{field})"
         return "; ".join(said)
+
+
+def row_fallbacks(prompts: Prompts, run_spec: str | Sequence[str] | None, provider: Provider,
+                  given: Mapping[str, Provider | Mapping[str, Any]] | None
+                  ) -> tuple[dict[str, tuple[VideoRequest, ...]], list[Problem]]:
+    """Each row's fallback requests by row key (rows with none left out), and their problems:
+    the table's ``fallback`` column, else ``run_spec``; each target checked against the rules of
+    ``provider`` (the run's), of a ready provider object in ``given``, or of the registry's."""
+    from .providers import Provider, rules_of
+
+    frame = prompts.frame
+    cells = frame[FALLBACK_COLUMN].tolist() if FALLBACK_COLUMN in frame.columns else None
+    if cells is None and not run_spec:
+        return {}, []
+    objects = {name: p for name, p in (given or {}).items() if isinstance(p, Provider)}
+
+    def rules(name: str) -> RequestRules:
+        chosen = provider if name == provider.name else objects.get(name)
+        return chosen.rules() if chosen is not None else rules_of(name)
+
+    alternatives, problems = fallbacks(prompts.requests, cells, run_spec, rules)
+    return {key: alts for key, alts in zip(prompts.keys, alternatives, strict=True) if alts}, problems

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .._api import Batch, row_fallbacks
+from .._api import Batch
+from .._fleet import plan
 from .._inputs import load_prompts
 from .._jobs import State
-from .._pools import Providers
 from ..errors import CheckpointError, ConfigError, InputError
 from ..fallback import Target
 from ..providers import get_provider
@@ -176,14 +176,11 @@ def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
              scoped: dict[str, dict[str, Any]], checkpoint: Path | None) -> int:
     provider = get_provider(args.provider, **provider_options)
     prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None, rules=provider.rules())
-    alternatives, problems = row_fallbacks(prompts, args.fallback, provider, scoped)
-    providers = Providers.for_rows(provider, prompts.requests, scoped, fallbacks=alternatives)
     try:
-        problems += providers.check(prompts.requests) + providers.check_fallbacks(prompts.keys)
+        providers, problems = plan(provider, prompts, scoped, args.fallback)
     except ConfigError as exc:  # a dry run needs no keys: say what the real run will need
         print(f"note: {exc}\n      (the dry run goes on; the real run needs it)")
-        problems += providers.check(prompts.requests, rows_only=True)
-        problems += providers.check_fallbacks(prompts.keys, rows_only=True)
+        providers, problems = plan(provider, prompts, scoped, args.fallback, rows_only=True)
     if problems:
         raise InputError(problems, source=prompts.source)
     done: set[str] = set()

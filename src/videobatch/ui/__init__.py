@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._events import Observer
+from . import errors_view as errors_view  # registers how notebooks show our errors
 from . import progress
 from .progress import MODES, TqdmProgress
 

@@ -13,7 +13,7 @@ import html
 import traceback
 from typing import Any
 
-from ..errors import IllegalTransition, InputError, Problem, ProviderError, VideobatchError
+from ..errors import IllegalTransition, InputError, Problem, ProviderError, VideobatchError, show_in_notebook_with
 
 __all__ = ["MAX_LINES", "error_html", "error_lines", "traceback_lines"]
 
@@ -112,3 +112,6 @@ def error_html(error: VideobatchError) -> str:
     return (f'<div class="vb-error" style="font-family:sans-serif">'
             f'<b style="color:#c62828">{html.escape(name)}</b>: {html.escape(message)}'
             f"{f'<ul>{items}</ul>' if items else ''}</div>")
+
+
+show_in_notebook_with(traceback_lines, error_html)  # the errors' own hooks use this view
