@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from bench_core import InstantProvider  # (this folder: run as python benchmarks/bench_mixed.py)
 
 import videobatch
 from videobatch._jobs import State
 from videobatch.providers import register
-from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
 from videobatch.providers.kling.client import KlingProvider
-from videobatch.request import VideoRequest
 from videobatch.testing import SimConfig, running_server
 
 AK, SK = SimConfig.access_key, SimConfig.secret_key
@@ -86,27 +85,9 @@ def efficiency(rows: int) -> None:
               f"paid duplicates {c['paid_duplicates']}")
 
 
-class Instant(Provider):
-    """Accepts every task and reports it finished at the first poll: only the runner costs time."""
-
-    name = "instant"
-
-    def __init__(self, name: str = "instant", max_parallel: int = 100) -> None:
-        self.name = name  # type: ignore[misc]
-        self.limits = Limits(max_parallel=max_parallel)
-        self.poll_hint = PollHint(first_poll=0.0, min_interval=0.001, max_interval=0.01)
-        self._keys: dict[str, str] = {}
-
-    async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
-        task_id = self._keys.setdefault(idempotency_key, f"t{len(self._keys)}")
-        return TaskStatus(task_id, TaskState.QUEUED, created_at=time.time())
-
-    async def status(self, task_id: str) -> TaskStatus:
-        return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(Video(f"mem://{task_id}"),))
-
-    async def find(self, idempotency_key: str) -> TaskStatus | None:
-        task_id = self._keys.get(idempotency_key)
-        return None if task_id is None else await self.status(task_id)
+def _instant(name: str, max_parallel: int) -> InstantProvider:
+    """bench_core's zero-latency provider, registered under its own name (one per pool)."""
+    return type(f"Instant_{name}", (InstantProvider,), {"name": name})(max_parallel=max_parallel)
 
 
 def overhead(rows: int = 5000) -> None:
@@ -114,7 +95,7 @@ def overhead(rows: int = 5000) -> None:
     for checkpoint in (False, True):
         for mixed in (False, True):
             names = ["a", "b", "c"] if mixed else ["a"]
-            providers = {n: Instant(n, max_parallel=100 // len(names) + 1) for n in names}
+            providers = {n: _instant(n, max_parallel=100 // len(names) + 1) for n in names}
             prompts = [{"prompt": f"overhead row {i}", **({"provider": names[i % 3]} if mixed else {})}
                        for i in range(rows)]
             with tempfile.TemporaryDirectory() as tmp:
