@@ -1,4 +1,5 @@
-"""Shared test set-up: make tests/ importable (fakes.py) and keep provider state in tmp dirs."""
+"""Shared test set-up: make tests/ importable (fakes.py), keep provider state in tmp dirs, and
+the service tests' Redis, API and client (one per module, started only where a test asks)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,28 @@ def _videobatch_logger_restored():
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A Debian redis-server of this test module's own (service tests)."""
+    from service_fixtures import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(redis_server):
+    """The service's HTTP API on loopback, on this module's Redis."""
+    from service_fixtures import running_api
+
+    with running_api(redis_server.url) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(api):
+    """An HTTP client of the API, with a valid token."""
+    with api.client() as c:
+        yield c

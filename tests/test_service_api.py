@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,12 +19,10 @@ import pytest
 
 from service_fixtures import (
     TOKEN,
-    ApiHandle,
     RedisServer,
     free_port,
     needs_redis,
     running_api,
-    running_redis,
     serving,
     wait_until,
     worker_argv,
@@ -36,24 +33,6 @@ from videobatch.service.api import create_app
 from videobatch.testing import running_server
 
 pytestmark = needs_redis
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(redis_server: RedisServer) -> Iterator[ApiHandle]:
-    with running_api(redis_server.url) as handle:
-        yield handle
-
-
-@pytest.fixture
-def client(api: ApiHandle) -> Iterator[httpx.Client]:
-    with api.client() as c:
-        yield c
 
 
 def queue_length(server: RedisServer) -> int:

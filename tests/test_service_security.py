@@ -30,7 +30,6 @@ import pytest
 from outputs_server import running as running_receiver
 from service_fixtures import (
     TOKEN,
-    ApiHandle,
     RedisServer,
     free_port,
     hermetic_policy,
@@ -55,24 +54,6 @@ pytestmark = needs_redis
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PNG_B64 = base64.b64encode(PNG).decode()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(redis_server: RedisServer) -> Iterator[ApiHandle]:
-    with running_api(redis_server.url) as handle:
-        yield handle
-
-
-@pytest.fixture
-def client(api: ApiHandle) -> Iterator[httpx.Client]:
-    with api.client() as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
