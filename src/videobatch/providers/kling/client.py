@@ -4,8 +4,18 @@ One job: videobatch's provider interface on top of Kling's wire contract (``shar
 Retries, slots and reconciliation belong to the runner; every request goes out through the paced
 client from the core (``Provider.http_client``: one rate token per request, and a 1302 answer slows
 the shared limiter). The package's other modules: ``wire`` writes create bodies, reads answers and
-maps errors; ``listing`` reads lookups and scans the task list (with what public sources say about
-both); ``credentials`` holds the keys and signs JWTs; ``images`` judges and encodes images.
+maps errors; ``newer`` does the same for Kling's newer API design; ``listing`` reads lookups and
+scans the task lists (with what public sources say about both); ``credentials`` holds the keys and
+signs JWTs; ``images`` judges and encodes images.
+
+**Two API designs.** Each model's catalogue card says which one it is sent to (its ``api`` option:
+``legacy``, ``/v1/videos/{kind}`` with ``model_name``; or ``newer``, ``/text-to-video/{model}``
+with a ``settings``/``options`` body, looked up by ``GET /tasks?external_task_ids=``). The
+provider option ``api`` (``auto``, the default: the card decides; ``legacy``; ``newer``) can insist
+on one: a row whose model is on the other design is then an input problem, found before paying.
+Task ids are remembered with their design; a task id or key this process has not seen is tried on
+every design the run may use (both, once a newer-design row has been checked or sent), because a
+"none" from one design proves nothing about the other.
 
 Decisions where the contract is *unsure* (the client is lenient in what it reads):
 
@@ -20,6 +30,10 @@ Decisions where the contract is *unsure* (the client is lenient in what it reads
   exists".)
 * The task path needs the kind: it is remembered per task id from submit/find/list answers; an
   unknown id (after a restart) is tried as text2video, then image2video.
+* Newer design: ``GET /tasks?external_task_ids=<key>``; an empty ``data`` array is "none", a
+  refusal (any code) or an array of other tasks "cannot answer"; the fallback scan is the
+  ``POST /tasks`` cursor listing from the row's submit time (less a clock margin) to now.
+  Statuses of newer-design tasks are read ``newer.MAX_BATCH`` at a time with ``?task_ids=a,b``.
 * ``status_many`` reads list pages when at least ``list_threshold`` (3) tasks are asked, never more
   pages than the single GETs they replace, then single GETs for the rest; a rate-limit or server
   error on the list is reported for every task asked.
@@ -51,7 +65,7 @@ from ...errors import (
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from ..setup import number
-from . import listing, wire
+from . import listing, newer, wire
 from .credentials import Credentials
 from .options import MODELS_FILE, KlingOptions
 from .wire import KINDS, TEXT2VIDEO
@@ -66,6 +80,8 @@ DEFAULT_BASE_URL = HOSTS["global"]
 BASE_URL_ENV = "KLING_BASE_URL"
 
 _now = time.time  # the clock; tests replace it
+NEWER = newer.DESIGN  # the "kind" remembered for newer-design tasks (legacy: text2video, image2video)
+APIS = ("auto", "legacy", "newer")
 
 
 
@@ -78,6 +94,8 @@ class KlingProvider(Provider):
     api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
     ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
+    ``api`` (``auto``: each model's catalogue card picks the API design; ``legacy`` or ``newer``:
+    only that design, rows of models on the other are input problems),
     ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
     (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
     scan may read per kind), and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests; it is
@@ -113,8 +131,15 @@ class KlingProvider(Provider):
         page_size: int | str = 500,
         scan_pages: int | str = 20,
         transport: httpx.AsyncBaseTransport | None = None,
+        api: str = "auto",
     ) -> None:
         self._keys = Credentials(api_key, access_key, secret_key)
+        api = str(api).strip().lower()
+        if api not in APIS:
+            raise ConfigError(f"kling api {api!r} is not one of {', '.join(APIS)} (auto: each model's "
+                              "catalogue entry picks Kling's API design)")
+        self.api = api
+        self._newer_rows = False  # a checked or sent row goes to the newer design
         if region not in HOSTS:
             raise ConfigError(f"kling region {region!r} is not one of {', '.join(HOSTS)} (keys are "
                               "bound to the region of the console that issued them)")
@@ -158,15 +183,48 @@ class KlingProvider(Provider):
         return self.check_rows(requests)
 
     def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
-        return wire.body_problems(requests)
+        problems = wire.body_problems(requests)
+        for row, request in enumerate(requests, start=1):
+            resolved = self.resolve(request)
+            design = NEWER if newer.is_newer(resolved.values) else "legacy"
+            self._newer_rows = self._newer_rows or design == NEWER
+            if self.api != "auto" and design != self.api:
+                catalog = self.catalog()
+                fits = [c.id for c in (catalog.current() if catalog else ())
+                        if (c.options.get("api") and c.options["api"].default) == self.api]
+                problems.append(Problem(
+                    row, "model", f"kling model {resolved.model} is sent to Kling's {design} API "
+                    f"design, but the provider option api={self.api} allows only the {self.api} one",
+                    allowed=", ".join(fits) or f"a model of the {self.api} design"))
+            if design == NEWER and request.end_image and not request.image:
+                problems.append(Problem(row, "end_image", "Kling's newer API design takes a last "
+                                        "frame only together with a first frame",
+                                        allowed="an image as well, or no end_image"))
+        return problems
+
+    def _newer_possible(self) -> bool:
+        """Whether tasks of this run may be on the newer design (then lookups try it too)."""
+        return self.api == NEWER or (self.api == "auto" and self._newer_rows)
+
+    def _kinds_to_try(self, first: str | None = None) -> tuple[str, ...]:
+        kinds: tuple[str, ...] = ((NEWER,) if self._newer_possible() else ()) + KINDS
+        if self.api == "legacy":
+            kinds = KINDS
+        return tuple(sorted(kinds, key=lambda k: k != first)) if first else kinds
 
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
-        kind, body = await wire.request_body(request, self.resolve(request), idempotency_key,
-                                             self.callback_url)
+        resolved = self.resolve(request)
+        if newer.is_newer(resolved.values):
+            kind, (path, body) = NEWER, await newer.request_body(
+                request, resolved, idempotency_key, self.callback_url)
+            self._newer_rows = True
+        else:
+            kind, body = await wire.request_body(request, resolved, idempotency_key,
+                                                 self.callback_url)
+            path = f"/v1/videos/{kind}"
         self._key_kinds[idempotency_key] = kind
         try:
-            data = await self._call("POST", f"/v1/videos/{kind}", body=body, submitting=True,
-                                    model=body["model_name"])
+            data = await self._call("POST", path, body=body, submitting=True, model=resolved.model)
         except RejectedError as exc:
             if not wire.is_duplicate(exc):
                 raise
@@ -192,9 +250,13 @@ class KlingProvider(Provider):
     async def status(self, task_id: str) -> TaskStatus:
         known = self._kinds.get(task_id)
         missing: NotFoundError | None = None
-        for kind in (known,) if known else KINDS:
+        for kind in (known,) if known else self._kinds_to_try():
             try:
-                data = await self._call("GET", f"/v1/videos/{kind}/{quote(task_id, safe='')}")
+                if kind == NEWER:
+                    data = self._one_of(await self._call("GET", "/tasks", params={"task_ids": task_id}),
+                                        task_id)
+                else:
+                    data = await self._call("GET", f"/v1/videos/{kind}/{quote(task_id, safe='')}")
             except NotFoundError as exc:
                 missing = exc
                 continue
@@ -205,10 +267,30 @@ class KlingProvider(Provider):
         assert missing is not None
         raise missing
 
+    @staticmethod
+    def _one_of(data: Any, task_id: str) -> dict[str, Any] | None:
+        """The object for ``task_id`` in a ``GET /tasks?task_ids=`` answer (an array), or None."""
+        items = data if isinstance(data, list) else []
+        return next((i for i in items if isinstance(i, dict) and str(i.get("id")) == task_id), None)
+
     async def find(self, idempotency_key: str) -> TaskStatus | None:
         first = self._key_kinds.get(idempotency_key, TEXT2VIDEO)
         unanswered: ProviderError | None = None
-        for kind in sorted(KINDS, key=lambda k: k != first):
+        for kind in self._kinds_to_try(first):
+            if kind == NEWER:
+                try:
+                    data = await self._call("GET", "/tasks", params={"external_task_ids": idempotency_key})
+                except (NotFoundError, RejectedError) as exc:  # no documented "none" but an empty array
+                    unanswered = listing.cannot_look_up("newer-design", f"the query was refused ({exc.message})",
+                                                        exc)
+                    continue
+                item, answered = newer.read_lookup(data, idempotency_key)
+                if item is not None:
+                    return self._task(item, NEWER, key=idempotency_key)
+                if not answered:
+                    unanswered = listing.cannot_look_up(
+                        "newer-design", "it answered about other tasks (the parameter seems ignored)", None)
+                continue
             try:
                 data = await self._call("GET", f"/v1/videos/{kind}",
                                         params={"external_task_id": idempotency_key})
@@ -234,17 +316,28 @@ class KlingProvider(Provider):
         items: dict[str, dict[str, Any]] = {}
         kinds: dict[str, str] = {}
         complete = True
-        for kind in KINDS:
+        requests = keys.values() if isinstance(keys, Mapping) else ()
+        if any(r is not None and newer.is_newer(self.resolve(r).values) for r in requests):
+            self._newer_rows = True
+        for kind in self._kinds_to_try():
             if wanted <= items.keys():
                 break
             before = set(items)
+            if kind == NEWER:
+                start, end = int((since - listing.CLOCK_SLACK) * 1000), int((_now() + listing.CLOCK_SLACK) * 1000)
 
-            async def page(number: int, kind: str = kind) -> Any:
-                return await self._call("GET", f"/v1/videos/{kind}",
-                                        params={"pageNum": number, "pageSize": self._page_size})
+                async def cursor_page(cursor: str, start: int = start, end: int = end) -> Any:
+                    return await self._call("POST", "/tasks", body=newer.cursor_body(
+                        start, end, cursor, self._page_size))
 
-            done = await listing.scan_kind(page, wanted, items, since, page_size=self._page_size,
-                                           max_pages=self._scan_pages, what=kind)
+                done = await listing.scan_cursor(cursor_page, wanted, items, max_pages=self._scan_pages)
+            else:
+                async def page(number: int, kind: str = kind) -> Any:
+                    return await self._call("GET", f"/v1/videos/{kind}",
+                                            params={"pageNum": number, "pageSize": self._page_size})
+
+                done = await listing.scan_kind(page, wanted, items, since, page_size=self._page_size,
+                                               max_pages=self._scan_pages, what=kind)
             kinds.update(dict.fromkeys(set(items) - before, kind))
             complete = complete and done
         found = {key: self._task(item, kinds[key], key=key) for key, item in items.items()}
@@ -261,7 +354,10 @@ class KlingProvider(Provider):
         ids = list(dict.fromkeys(task_ids))
         extra = [t for t in dict.fromkeys(riders) if t not in set(ids)]
         out: dict[str, TaskStatus | ProviderError] = {}
-        missing = set(ids)
+        late = [t for t in ids if self._kinds.get(t) == NEWER]
+        for start in range(0, len(late), newer.MAX_BATCH):
+            out.update(await self._status_newer(late[start:start + newer.MAX_BATCH]))
+        missing = set(ids) - set(late)
         for kind in KINDS:
             wanted = {t for t in missing if self._kinds.get(t) in (kind, None)}
             along = {t for t in extra if t not in out and self._kinds.get(t) in (kind, None)}
@@ -292,6 +388,23 @@ class KlingProvider(Provider):
         if missing:
             out.update(await self._status_each([t for t in ids if t in missing]))
         return {t: out[t] for t in [*ids, *extra] if t in out}
+
+    async def _status_newer(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
+        """Newer-design tasks, one ``GET /tasks?task_ids=a,b,...`` for all of them; an error is
+        reported for each, a task the answer leaves out is NotFoundError."""
+        try:
+            data = await self._call("GET", "/tasks", params={"task_ids": ",".join(task_ids)})
+        except ProviderError as exc:
+            return dict.fromkeys(task_ids, exc)
+        out: dict[str, TaskStatus | ProviderError] = {}
+        for task_id in task_ids:
+            item = self._one_of(data, task_id)
+            try:
+                out[task_id] = (self._task(item, NEWER) if item is not None else NotFoundError(
+                    f"Kling has no task {task_id!r}", provider_code=1203))
+            except ProviderError as exc:
+                out[task_id] = exc
+        return out
 
     async def _status_each(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
         gate = asyncio.Semaphore(4)
@@ -376,7 +489,8 @@ class KlingProvider(Provider):
 
     def _task(self, data: Any, kind: str, *, submitting: bool = False,
               key: str | None = None) -> TaskStatus:
-        status = wire.parse_task(data, submitting=submitting, key=key)
+        parse = newer.parse_task if kind == NEWER else wire.parse_task
+        status = parse(data, submitting=submitting, key=key)
         self._kinds[status.task_id] = kind
         return status
 
