@@ -11,6 +11,15 @@ external id, a third an id of their own like ``order-00001``, a third an id shap
 videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in
 ``?external_task_id=`` answers like any task, hold no slot, and are left out of the counters' task
 states.
+
+The newer API design (docs/providers/kling.md §4, §7b) runs on the same account: ``create_newer``
+takes ``POST /text-to-video/{model}`` and ``/image-to-video/{model}`` bodies (``prompt`` or
+``contents``, ``settings``, ``options``) for ``NEWER_MODELS``; its ``/tasks`` endpoints see every
+task of the account (both designs and the foreign ones: "all product kinds at one URL"), in the
+newer shape (``id``, ``status: succeeded``, ``external_id``, ``outputs``, ``billing``), while the
+``/v1`` endpoints see only the tasks created through ``/v1`` (and the foreign ones). External ids are
+unique across both designs. ``audit`` compares a client's record of which task each row adopted
+with the account: a row whose task does not carry the row's key is a *wrong adoption*.
 """
 
 from __future__ import annotations
@@ -42,6 +51,15 @@ MODELS: dict[str, tuple[str, ...]] = {
     "kling-v2-6": DURATIONS,
     "kling-v2-5-turbo": DURATIONS,
 }
+# The newer design: path model -> (durations in whole seconds, resolutions), from §7b.
+NEWER_MODELS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "kling-3.0": (tuple(range(3, 16)), ("720p", "1080p", "4k")),
+    "kling-3.0-turbo": (tuple(range(3, 16)), ("720p", "1080p")),
+    "kling-2.6": ((5, 10), ("720p", "1080p")),
+}
+NEWER_ENDPOINTS = ("text-to-video", "image-to-video")
+NEWER_MAX_TEXT = {"kling-3.0": 3072, "kling-3.0-turbo": 3072}  # others 2,500
+_NEWER_STATUS = {"succeed": "succeeded"}
 # Retired on 2026-09-15 (and the v1 family before): Kling answers 404 / 1203 for them. A body
 # without model_name asks for Kling's documented default, kling-v1: retired too.
 RETIRED = ("kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master")
@@ -135,6 +153,7 @@ class SimTask:
     fails: bool
     fail_message: str = ""
     foreign: bool = False  # another system's task, not created through this server's API
+    design: str = "legacy"  # "legacy" (/v1) or "newer" (model in the path)
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -157,8 +176,33 @@ class SimTask:
             data["task_result"] = {"videos": [{
                 "id": f"v-{self.task_id}",
                 "url": f"{files_url}/files/{self.task_id}.mp4",
-                "duration": self.body.get("duration", "5"),
+                "duration": str(self.seconds()),
             }]}
+        return data
+
+    def seconds(self) -> int:
+        settings = self.body.get("settings")
+        value = settings.get("duration", 5) if isinstance(settings, dict) else self.body.get("duration", "5")
+        return int(value)
+
+    def to_newer_json(self, now: float, files_url: str) -> dict[str, Any]:
+        """The task as the newer design's ``/tasks`` endpoints show it."""
+        status = self.status(now)
+        data: dict[str, Any] = {
+            "id": self.task_id,
+            "status": _NEWER_STATUS.get(status, status),
+            "message": self.fail_message if status == "failed" else "",
+            "create_time": self.created_ms,
+            "update_time": self.created_ms + int(1000 * (min(now, self.done_at) - self.started)),
+            "external_id": self.external_task_id or "",
+            "outputs": [],
+            "billing": [],
+        }
+        if status == "succeed":
+            data["outputs"] = [{"type": "video", "id": f"v-{self.task_id}",
+                                "url": f"{files_url}/files/{self.task_id}.mp4",
+                                "watermark_url": "", "duration": str(self.seconds())}]
+            data["billing"] = [{"charge_type": "unit", "amount": "1", "package_type": "video"}]
         return data
 
 
@@ -174,6 +218,9 @@ class Counters:
     peak_parallel: int = 0
     downloads: int = 0
     lookups_ignored: int = 0  # ?external_task_id= answered with a plain list page
+    foreign_polled: set[str] = field(default_factory=set)  # other systems' tasks asked for by id
+    wrong_adoptions: int = 0  # rows whose task does not carry their key (the last ``audit``)
+    foreign_adopted: int = 0  # ... of them, rows holding another system's task
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -275,13 +322,19 @@ class Account:
         if cfg.blocked_marker and cfg.blocked_marker in prompt:
             raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
                                        "prompt contains blocked content", reason="policy"))
-        ext = body.get("external_task_id")
+        return self._accept(kind, body, body.get("external_task_id"), body.get("model_name", "kling-v1"),
+                            prompt, {k: v for k, v in body.items()
+                                     if k not in ("external_task_id", "callback_url")})
+
+    def _accept(self, kind: str, body: dict[str, Any], ext: Any, model: str, prompt: str,
+                content: Any, design: str = "legacy") -> SimTask:
+        """The checks every create passes after its body is valid, then the task itself."""
+        cfg = self.config
         if ext and ext in self.by_external:
             self.counters.duplicates += 1
             raise self.reject(SimError(1201, f"Invalid parameters: external_task_id {ext!r} "
                                        "already exists (it must be unique per account)",
                                        reason="duplicate"))
-        model = body.get("model_name", "kling-v1")
         if cfg.allowed_models is not None and model not in cfg.allowed_models:
             raise self.reject(SimError(1103, f"No permission to use model {model}",
                                        reason="model_denied"))
@@ -296,7 +349,7 @@ class Account:
             kind=kind, body=body, external_task_id=ext,
             created_ms=int(time.time() * 1000), started=now,
             processing_at=now + latency * cfg.queue_share, done_at=now + latency,
-            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt),
+            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt), design=design,
         )
         if task.fails:
             task.fail_message = "Video generation failed (marked prompt)"
@@ -304,13 +357,119 @@ class Account:
         self._active.append(task)
         self.counters.accepted += 1
         self.counters.peak_parallel = max(self.counters.peak_parallel, len(self._active))
-        content = hashlib.sha256(json.dumps(
-            {k: v for k, v in body.items() if k not in ("external_task_id", "callback_url")},
-            sort_keys=True).encode()).hexdigest()
-        if content in self._contents:
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        if digest in self._contents:
             self.counters.paid_duplicates += 1
-        self._contents.add(content)
+        self._contents.add(digest)
         return task
+
+    # -- the newer design -----------------------------------------------------------------------
+
+    def create_newer(self, endpoint: str, model: str, body: Any) -> SimTask:
+        """``POST /{endpoint}/{model}``: validated as documented, then accepted like a /v1 create."""
+        self.validate_newer(endpoint, model, body)
+        cfg = self.config
+        contents = body.get("contents") or []
+        prompt = str(body.get("prompt") or next(
+            (c.get("text") for c in contents if c.get("type") == "prompt"), "") or "")
+        if cfg.blocked_marker and cfg.blocked_marker in prompt:
+            raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
+                                       "prompt contains blocked content", reason="policy"))
+        options = body.get("options") or {}
+        content = {"model": model, "endpoint": endpoint, "prompt": body.get("prompt"),
+                   "contents": contents, "settings": body.get("settings") or {}}
+        kind = "image2video" if endpoint == "image-to-video" else "text2video"
+        return self._accept(kind, body, options.get("external_task_id"), model, prompt, content,
+                            design="newer")
+
+    def validate_newer(self, endpoint: str, model: str, body: Any) -> None:
+        """Raise 1201 naming the field for a newer-design body Kling would refuse (unknown keys
+        too, so a client mixing the two designs' fields is caught)."""
+        def bad(name: str, why: str) -> SimError:
+            return self.reject(SimError(1201, f"Invalid parameters: {name} {why}", reason="invalid"))
+
+        if model in self.config.retired or model not in NEWER_MODELS or endpoint not in NEWER_ENDPOINTS:
+            raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
+        if not isinstance(body, dict):
+            raise bad("body", "must be a JSON object")
+        durations, resolutions = NEWER_MODELS[model]
+        image = endpoint == "image-to-video"
+        allowed = {"contents", "settings", "options"} | ({"prompt"} if not image else set())
+        if set(body) - allowed:
+            raise bad(sorted(set(body) - allowed)[0], f"is not a field of {endpoint}/{model}")
+        limit = NEWER_MAX_TEXT.get(model, MAX_TEXT)
+        prompt = body.get("prompt")
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > limit):
+            raise bad("prompt", f"must be a string of at most {limit} characters")
+        contents = body.get("contents", [])
+        if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
+            raise bad("contents", "must be an array of objects")
+        types = [c.get("type") for c in contents]
+        if set(types) - {"prompt", "first_frame", "last_frame", "element"}:
+            raise bad("contents.type", "must be prompt, first_frame, last_frame or element")
+        for item in contents:
+            if item.get("type") in ("first_frame", "last_frame") and not _image_ok(item.get("url")):
+                raise bad("contents.url", "must be an http(s) URL or base64 (no data: prefix)")
+        if image and "first_frame" not in types:
+            raise bad("contents", "needs a first_frame (a last_frame alone is not allowed)")
+        if not image and not prompt:
+            raise bad("prompt", "is required")
+        settings = body.get("settings", {})
+        if not isinstance(settings, dict):
+            raise bad("settings", "must be an object")
+        known = {"resolution", "aspect_ratio", "duration", "audio", "multi_shot"}
+        if set(settings) - known:
+            raise bad(f"settings.{sorted(set(settings) - known)[0]}", "is not a setting")
+        duration = settings.get("duration", 5)
+        if isinstance(duration, bool) or not isinstance(duration, int) or duration not in durations:
+            raise bad("settings.duration", f"must be an integer among {durations} for {model}")
+        resolution = settings.get("resolution", "720p")
+        if resolution not in resolutions:
+            raise bad("settings.resolution", f"must be one of {resolutions} for {model}")
+        if image and "aspect_ratio" in settings:
+            raise bad("settings.aspect_ratio", "follows the image on image-to-video")
+        if settings.get("aspect_ratio", "16:9") not in RATIOS:
+            raise bad("settings.aspect_ratio", f"must be one of {RATIOS}")
+        audio = settings.get("audio", "off")
+        if audio not in ("native", "off"):
+            raise bad("settings.audio", "must be native or off")
+        if model == "kling-2.6" and audio == "native" and resolution != "1080p":
+            raise bad("settings.audio", "native needs resolution 1080p on kling-2.6")
+        if not isinstance(settings.get("multi_shot", False), bool):
+            raise bad("settings.multi_shot", "must be true or false")
+        options = body.get("options", {})
+        if not isinstance(options, dict) or set(options) - {"callback_url", "external_task_id",
+                                                              "watermark_info"}:
+            raise bad("options", "holds only callback_url, external_task_id, watermark_info")
+        ext = options.get("external_task_id")
+        if ext is not None and not isinstance(ext, str):
+            raise bad("options.external_task_id", "must be a string")
+
+    def by_ids(self, ids: list[str]) -> list[SimTask]:
+        return [self.tasks[i] for i in ids if i in self.tasks]
+
+    def by_external_ids(self, ids: list[str]) -> list[SimTask]:
+        return self.by_ids([self.by_external[i] for i in ids if i in self.by_external])
+
+    def window(self, start_ms: int, end_ms: int) -> list[SimTask]:
+        """Every task created in ``[start_ms, end_ms]``, newest first (the cursor listing)."""
+        return [t for t in reversed(self._listed) if start_ms <= t.created_ms <= end_ms]
+
+    def audit(self, rows: dict[str, str]) -> dict[str, Any]:
+        """A client's record ``{row key: task id}`` against the account: the rows whose task does
+        not exist or does not carry the row's key (wrong adoptions), and how many of those hold
+        another system's task. The counters keep the last audit's figures."""
+        wrong = sorted(key for key, task_id in rows.items()
+                       if (task := self.tasks.get(str(task_id))) is None or task.external_task_id != key)
+        foreign = sum(1 for key in wrong if (t := self.tasks.get(str(rows[key]))) is not None and t.foreign)
+        self.counters.wrong_adoptions, self.counters.foreign_adopted = len(wrong), foreign
+        return {"rows": len(rows), "wrong": wrong, "wrong_adoptions": len(wrong),
+                "foreign_adopted": foreign}
+
+    def touched(self, task: SimTask) -> None:
+        """A task asked for by its id (or its video fetched): another system's counts as adopted."""
+        if task.foreign:
+            self.counters.foreign_polled.add(task.task_id)
 
     def _store(self, task: SimTask) -> None:
         self.tasks[task.task_id] = task
@@ -339,7 +498,7 @@ class Account:
 
     def get(self, kind: str, task_id: str) -> SimTask:
         task = self.tasks.get(task_id)
-        if task is None or task.kind != kind:
+        if task is None or task.kind != kind or task.design != "legacy":
             raise self.reject(SimError(1203, reason="not_found"))
         return task
 
@@ -354,7 +513,7 @@ class Account:
             raise self.reject(SimError(1201, "Invalid parameters: pageNum must be 1-1000 and "
                                        "pageSize 1-500", reason="invalid"))
         ordered = self._listed if self.config.list_order == "oldest" else reversed(self._listed)
-        tasks = [t for t in ordered if t.kind == kind]
+        tasks = [t for t in ordered if t.kind == kind and t.design == "legacy"]
         return tasks[(number - 1) * size:number * size]
 
     def snapshot(self) -> dict[str, Any]:
@@ -375,6 +534,8 @@ class Account:
             "polls_single": c.polls_single, "polls_external": c.polls_external,
             "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
             "lookups_ignored": c.lookups_ignored, "foreign_tasks": self._foreign,
+            "foreign_polled": len(c.foreign_polled), "wrong_adoptions": c.wrong_adoptions,
+            "foreign_adopted": c.foreign_adopted,
             "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
