@@ -180,6 +180,8 @@ class KlingProvider(Provider):
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
         self._keys.check()
+        if not requests:  # asked about tasks of rows it will not see (status, repair): any design
+            self._newer_rows = self.api != "legacy"
         return self.check_rows(requests)
 
     def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
