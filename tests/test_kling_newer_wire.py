@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from videobatch.errors import ConfigError, NotFoundError, ProviderError, RejectedError
+from videobatch.errors import AuthError, ConfigError, NotFoundError, ProviderError, RejectedError
 from videobatch.providers import TaskState
 from videobatch.providers.kling.client import KlingProvider
 from videobatch.request import VideoRequest
@@ -275,3 +275,14 @@ def test_the_test_server_accepts_the_documented_bodies_and_answers_in_their_shap
                                                           "vb-demo-row-0005": created["vb-demo-row-0004"]}})
         assert audit.json()["wrong"] == ["vb-demo-row-0005"]
         assert server.counters()["wrong_adoptions"] == 1
+
+
+def test_a_key_pair_refused_on_the_newer_design_says_to_use_an_api_key(router):
+    router.post(f"{BASE}/text-to-video/kling-3.0").respond(
+        401, json=envelope(code=1000, message="Authentication failed"))
+    provider = make(router, api_key=None, access_key="ak-test-0123456789abcdef",
+                    secret_key="sk-test-0123456789abcdef0123456789abcdef")
+    with pytest.raises(AuthError, match="KLING_API_KEY") as caught:
+        run(provider.submit(request(provider, prompt="p", model="kling-3.0"), "k"))
+    assert "newer API design" in str(caught.value) and caught.value.provider_code == 1000
+    assert "sk-test" not in str(caught.value)

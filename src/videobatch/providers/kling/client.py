@@ -55,6 +55,7 @@ from urllib.parse import quote
 import httpx
 
 from ...errors import (
+    AuthError,
     ConfigError,
     KeyAlreadyUsed,
     NotFoundError,
@@ -486,8 +487,16 @@ class KlingProvider(Provider):
             if code == 1004 and not renewed:
                 renewed = True
                 continue
-            raise wire.map_error(response, envelope, code, submitting=submitting, model=model,
-                                 now=_now())
+            error = wire.map_error(response, envelope, code, submitting=submitting, model=model,
+                                   now=_now())
+            if isinstance(error, AuthError) and not path.startswith("/v1/") and self._keys.signs_tokens():
+                # *Unsure* whether the newer design takes JWTs: every documented example uses a key.
+                error = AuthError(
+                    f"{error.message} Kling documents its newer API design ({path}) with a console "
+                    f"API key only: set {wire.API_KEY_ENV} (or api_key=), or use a /v1 model.",
+                    provider_code=error.provider_code, status_code=error.status_code,
+                    request_id=error.request_id)
+            raise error
 
     def _task(self, data: Any, kind: str, *, submitting: bool = False,
               key: str | None = None) -> TaskStatus:
