@@ -380,7 +380,8 @@ class KlingApp:
             await run_in_threadpool(
                 render_clip, path, str(task.body.get("prompt") or task.task_id),
                 seconds=self.config.video_seconds,
-                aspect_ratio=str(task.body.get("aspect_ratio") or "16:9"))
+                aspect_ratio=str(task.body.get("aspect_ratio")
+                                 or (task.body.get("settings") or {}).get("aspect_ratio") or "16:9"))
         self.account.counters.downloads += 1
         return FileResponse(path, media_type="video/mp4")
 
@@ -409,6 +410,7 @@ class KlingApp:
                                   if k not in _SETTINGS and k != "replace_faults"})
             self.config.update(settings)
             self.account.add_foreign(self.config.foreign_tasks)
+            self.account.hold_slots(self.config.foreign_slots)
             self.faults.set(rules, replace=bool(changes.get("replace_faults")))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -5,12 +5,13 @@ Kling's error envelope. Time is read from the monotonic clock; task states are c
 when asked (``submitted`` for the first ``queue_share`` of a task's latency, then ``processing``,
 then ``succeed`` or ``failed``), so no background work runs.
 
-The account can be shared: ``foreign_tasks`` puts that many finished tasks of *other systems* on
-it (created before the run, newest of them ~1 minute old, 3 in 4 text2video; a third carry no
-external id, a third an id of their own like ``order-00001``, a third an id shaped like
-videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in
-``?external_task_id=`` answers like any task, hold no slot, and are left out of the counters' task
-states.
+The account can be shared: ``foreign_slots`` lets another system run that many never-ending tasks
+on it (each holds a parallel slot and shows in list pages); ``foreign_tasks`` puts that many
+finished tasks of *other systems* on it (created before the run, newest of them ~1 minute old,
+3 in 4 text2video; a third carry no external id, a third an id of their own like
+``order-00001``, a third an id shaped like videobatch's ``vb-<32 hex>`` from some other run). They
+appear in list pages and in ``?external_task_id=`` answers like any task, hold no slot, and are
+left out of the counters' task states.
 
 The newer API design (docs/providers/kling.md §4, §7b) runs on the same account: ``create_newer``
 takes ``POST /text-to-video/{model}`` and ``/image-to-video/{model}`` bodies (``prompt`` or
@@ -94,6 +95,9 @@ class SimConfig:
     # (400 / 1201, the parameter is not supported) or "ignored" (a plain list page, other tasks)
     lookup: str = "answered"
     foreign_tasks: int = 0  # other systems' finished tasks on the account (in list pages)
+    # other systems' tasks running on the account all along: each holds one parallel slot (so
+    # this server accepts max_parallel - foreign_slots of ours) and shows in list pages
+    foreign_slots: int = 0
     list_order: str = "newest"  # list pages "newest" first, or "oldest" first
     seed: int = 0
 
@@ -105,9 +109,10 @@ class SimConfig:
             raise ValueError(f"lookup must be one of {LOOKUPS}, not {self.lookup!r}")
         if self.list_order not in LIST_ORDERS:
             raise ValueError(f"list_order must be one of {LIST_ORDERS}, not {self.list_order!r}")
-        if isinstance(self.foreign_tasks, bool) or not isinstance(self.foreign_tasks, int) \
-                or self.foreign_tasks < 0:
-            raise ValueError(f"foreign_tasks must be an int ≥ 0, not {self.foreign_tasks!r}")
+        for name in ("foreign_tasks", "foreign_slots"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int ≥ 0, not {value!r}")
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -241,7 +246,9 @@ class Account:
         self._refilled = time.monotonic()
         self._foreign_rng = random.Random(f"foreign-{config.seed}")
         self._foreign = 0
+        self._holding: list[SimTask] = []  # other systems' running tasks, one slot each
         self.add_foreign(config.foreign_tasks)
+        self.hold_slots(config.foreign_slots)
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -341,7 +348,7 @@ class Account:
         if cfg.max_tasks is not None and self.counters.accepted >= cfg.max_tasks:
             raise self.reject(SimError(1102, reason="balance"))
         now = time.monotonic()
-        if self.running(now) >= cfg.max_parallel:
+        if self.running(now) + len(self._holding) >= cfg.max_parallel:
             raise self.reject(SimError(1303, reason="parallel_limit"))
         latency = max(0.0, cfg.latency * (1 + cfg.jitter * self._rng.uniform(-1, 1)))
         task = SimTask(
@@ -494,6 +501,22 @@ class Account:
             self._store(task)
         self._foreign = max(self._foreign, total)
 
+    def hold_slots(self, total: int) -> None:
+        """Let other systems run ``total`` tasks on the account (never ending), one slot each."""
+        now, now_ms = time.monotonic(), int(time.time() * 1000)
+        while len(self._holding) < total:
+            i = len(self._holding)
+            task = SimTask(
+                task_id=f"{600000000000000000 + i}", kind=KINDS[0],
+                body={"model_name": "kling-v2-6", "prompt": f"another system's long job {i}"},
+                external_task_id=f"job-{i:05d}", created_ms=now_ms - 1000, started=now - 1.0,
+                processing_at=now - 0.5, done_at=now + 10.0 ** 9, fails=False, foreign=True)
+            self._store(task)
+            self._holding.append(task)
+        for task in self._holding[total:]:  # the other system's jobs end
+            task.done_at = min(task.done_at, now)
+        self._holding = self._holding[:total]
+
     # -- queries --------------------------------------------------------------------------------
 
     def get(self, kind: str, task_id: str) -> SimTask:
@@ -534,8 +557,8 @@ class Account:
             "polls_single": c.polls_single, "polls_external": c.polls_external,
             "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
             "lookups_ignored": c.lookups_ignored, "foreign_tasks": self._foreign,
-            "foreign_polled": len(c.foreign_polled), "wrong_adoptions": c.wrong_adoptions,
-            "foreign_adopted": c.foreign_adopted,
+            "foreign_slots": len(self._holding), "foreign_polled": len(c.foreign_polled),
+            "wrong_adoptions": c.wrong_adoptions, "foreign_adopted": c.foreign_adopted,
             "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
