@@ -286,3 +286,48 @@ def test_a_key_pair_refused_on_the_newer_design_says_to_use_an_api_key(router):
         run(provider.submit(request(provider, prompt="p", model="kling-3.0"), "k"))
     assert "newer API design" in str(caught.value) and caught.value.provider_code == 1000
     assert "sk-test" not in str(caught.value)
+
+
+# -- tasks this process has not seen (after a restart; status, repair, a service worker) ---------
+
+
+def v1_task(task_id: str, key: str) -> dict[str, Any]:
+    return {"task_id": task_id, "task_status": "succeed", "task_info": {"external_task_id": key},
+            "created_at": 1_700_000_000_000, "updated_at": 1_700_000_060_000}
+
+
+def test_unseen_rows_are_looked_up_on_both_designs_with_an_api_key(router):
+    newer_route = router.get(TASKS, params={"external_task_ids": "k"}).respond(json=envelope([]))
+    not_found_on_v1(router, "k")
+    provider = make(router)
+    provider.check([])  # status / repair / a worker: the rows are not shown
+    assert run(provider.find("k")) is None
+    assert newer_route.call_count == 1
+
+
+def test_unseen_rows_with_a_key_pair_stay_on_v1(router):
+    """Kling documents the newer design with API keys only: a key-pair account that never sent a
+    newer-design row is not asked there (a refusal of its JWT must not stop its runs)."""
+    newer_route = router.get(TASKS).respond(401, json=envelope(code=1000))
+    not_found_on_v1(router, "k")
+    provider = make(router, api_key=None, access_key="ak-test-0123456789abcdef",
+                    secret_key="sk-test-0123456789abcdef0123456789abcdef")
+    provider.check([])
+    assert run(provider.find("k")) is None
+    assert newer_route.call_count == 0
+    provider.check_rows([request(provider, prompt="p", model="kling-3.0")])  # now it has one
+    with pytest.raises(AuthError, match="KLING_API_KEY"):
+        run(provider.find("k"))
+
+
+def test_an_unknown_task_refused_by_one_design_is_found_on_the_other(router):
+    router.get(TASKS, params={"task_ids": "t9"}).respond(400, json=envelope(code=1201))
+    router.get(f"{T2V}/t9").respond(json=envelope(v1_task("t9", "k9")))
+    provider = make(router, api="newer")
+    status = run(provider.status("t9"))
+    assert (status.task_id, status.idempotency_key) == ("t9", "k9")
+    router.get(TASKS, params={"task_ids": "t8"}).respond(400, json=envelope(code=1201))
+    for url in (T2V, I2V):
+        router.get(f"{url}/t8").respond(404, json=envelope(code=1203))
+    with pytest.raises(RejectedError):  # one design could not say: never "no such task"
+        run(provider.status("t8"))

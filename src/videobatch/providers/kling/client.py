@@ -141,6 +141,7 @@ class KlingProvider(Provider):
                               "catalogue entry picks Kling's API design)")
         self.api = api
         self._newer_rows = False  # a checked or sent row goes to the newer design
+        self._rows_unseen = False  # asked about tasks of rows it was not shown (check([]))
         if region not in HOSTS:
             raise ConfigError(f"kling region {region!r} is not one of {', '.join(HOSTS)} (keys are "
                               "bound to the region of the console that issued them)")
@@ -181,8 +182,8 @@ class KlingProvider(Provider):
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
         self._keys.check()
-        if not requests:  # asked about tasks of rows it will not see (status, repair): any design
-            self._newer_rows = self.api != "legacy"
+        if not requests:  # asked about tasks of rows it will not see (status, repair, a worker)
+            self._rows_unseen = True
         return self.check_rows(requests)
 
     def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
@@ -206,8 +207,18 @@ class KlingProvider(Provider):
         return problems
 
     def _newer_possible(self) -> bool:
-        """Whether tasks of this run may be on the newer design (then lookups try it too)."""
-        return self.api == NEWER or (self.api == "auto" and self._newer_rows)
+        """Whether tasks of this run may be on the newer design (then lookups try it too): a row
+        of it was checked or sent, or the rows are unseen and the key is a console API key (the
+        only credential Kling documents for that design: with a key pair, a refusal there must not
+        stop a run that never used it)."""
+        if self.api != "auto":
+            return self.api == NEWER
+        if self._newer_rows:
+            return True
+        try:
+            return self._rows_unseen and not self._keys.signs_tokens()
+        except ConfigError:
+            return False
 
     def _kinds_to_try(self, first: str | None = None) -> tuple[str, ...]:
         kinds: tuple[str, ...] = ((NEWER,) if self._newer_possible() else ()) + KINDS
@@ -253,6 +264,7 @@ class KlingProvider(Provider):
     async def status(self, task_id: str) -> TaskStatus:
         known = self._kinds.get(task_id)
         missing: NotFoundError | None = None
+        refused: RejectedError | None = None  # a design that would not answer about an unknown id
         for kind in (known,) if known else self._kinds_to_try():
             try:
                 if kind == NEWER:
@@ -263,10 +275,17 @@ class KlingProvider(Provider):
             except NotFoundError as exc:
                 missing = exc
                 continue
+            except RejectedError as exc:
+                if known:
+                    raise
+                refused = exc  # perhaps not this design's task: ask the others first
+                continue
             if not data:
                 missing = NotFoundError(f"Kling has no task {task_id!r}", provider_code=1203)
                 continue
             return self._task(data, kind)
+        if refused is not None:
+            raise refused  # not "no such task": one design could not say
         assert missing is not None
         raise missing
 
