@@ -33,6 +33,7 @@ from ...request import VideoRequest
 from ..base import Resolved, TaskState, TaskStatus, Video
 from . import images
 from .options import KlingOptions
+from .wire import RESULT_TTL
 
 __all__ = [
     "DESIGN",
@@ -54,7 +55,6 @@ DESIGN = "newer"  # the value of a card's ``api`` option that picks this design
 TEXT_TO_VIDEO, IMAGE_TO_VIDEO = "text-to-video", "image-to-video"
 MAX_LIMIT = 500  # POST /tasks: documented maximum of ``limit``
 MAX_BATCH = 20  # ids per GET /tasks query: comma batches are documented, their size is not
-RESULT_TTL = 30 * 24 * 3600
 _STATES = {
     "submitted": TaskState.QUEUED,
     "processing": TaskState.RUNNING,
