@@ -331,3 +331,15 @@ def test_an_unknown_task_refused_by_one_design_is_found_on_the_other(router):
         router.get(f"{url}/t8").respond(404, json=envelope(code=1203))
     with pytest.raises(RejectedError):  # one design could not say: never "no such task"
         run(provider.status("t8"))
+
+
+def test_the_cli_dry_run_refuses_a_row_of_the_other_design_before_anything_is_sent(tmp_path, capsys):
+    from videobatch.cli.main import main
+
+    table = tmp_path / "prompts.csv"
+    table.write_text("prompt,model\na heron,kling-3.0\na crane,kling-v3\n")
+    assert main([str(table), "--provider", "kling", "--dry-run", "-P", "api=legacy"]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "api=legacy" in err and "kling-v3" in err
+    assert main([str(table), "--provider", "kling", "--dry-run"]) == 0  # each card picks its design
+    assert "kling-3.0" in capsys.readouterr().out

@@ -195,7 +195,7 @@ class KlingProvider(Provider):
             if self.api != "auto" and design != self.api:
                 catalog = self.catalog()
                 fits = [c.id for c in (catalog.current() if catalog else ())
-                        if (c.options.get("api") and c.options["api"].default) == self.api]
+                        if (c.options["api"].default if "api" in c.options else "legacy") == self.api]
                 problems.append(Problem(
                     row, "model", f"kling model {resolved.model} is sent to Kling's {design} API "
                     f"design, but the provider option api={self.api} allows only the {self.api} one",
