@@ -1,15 +1,10 @@
 """The Kling-compatible test server's HTTP side (``KlingApp``): routes, auth, envelopes, fault hooks.
 
-Both of Kling's API designs are served on one account. The newer one (docs/providers/kling.md §4,
-§7b; bodies as in tests/fixtures/providers/kling/new_*.json): ``POST /text-to-video/{model}`` and
-``/image-to-video/{model}``, ``GET /tasks?task_ids=a,b`` or ``?external_task_ids=x,y`` (exactly one;
-``data`` an array), and the cursor listing ``POST /tasks`` (``start_time``/``end_time`` ms strings,
-``cursor``, ``limit`` 1-500, ``filters`` on status; ``data: {result, count, next_cursor,
-has_more}``, newest first). The ``lookup`` setting serves ``?external_task_ids=`` as it does the /v1
-lookup: ``answered``, ``refused`` (400 / 1201) or ``ignored`` (the newest tasks of the account, as
-if the parameter were not there). ``POST /_test/audit`` with ``{"rows": {key: task_id}}`` counts
-the rows whose task does not carry their key (``wrong_adoptions``; ``foreign_adopted`` of them hold
-another system's task); ``foreign_polled`` counts other systems' tasks a client asked for by id.
+Both of Kling's API designs are served on one account: the ``/v1`` routes here, the newer design's
+(the model in the path, ``GET`` / ``POST /tasks``) in ``kling_newer``; create bodies of both are
+checked by ``kling_bodies``. ``POST /_test/audit`` with ``{"rows": {key: task_id}}`` counts the rows
+whose task does not carry their key (``wrong_adoptions``; ``foreign_adopted`` of them hold another
+system's task); ``foreign_polled`` counts other systems' tasks a client asked for by id.
 
 It speaks Kling's video API (``/v1/videos/text2video`` and ``/image2video``: create, get by
 task_id, get by ``?external_task_id=``, list by ``?pageNum&pageSize``), checks the JWT like Kling
@@ -65,8 +60,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import kling_newer
 from .faults import Faults, parse_rules
-from .kling_sim import KINDS, Account, SimConfig, SimError
+from .kling_sim import KINDS, Account, SimConfig, SimError, SimTask
 
 __all__ = ["KlingApp", "create_app"]
 
@@ -205,10 +201,14 @@ class KlingApp:
             task = self.account.create(request.path_params["kind"], body, base)
         except SimError as exc:
             return self._error(exc)
+        self._task_fault(task)
+        return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
+
+    def _task_fault(self, task: SimTask) -> None:
+        """The ``fail`` fault: the accepted task will end failed."""
         if self.faults.pick("task", "task"):
             task.fails = True
             task.fail_message = "Video generation failed (simulated)"
-        return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
 
     async def get_one(self, request: Request) -> Response:
         stop = self._gate(request, "query")
@@ -266,99 +266,13 @@ class KlingApp:
         return [t.to_json(now, base) for t in self.account.page(kind, number, size)]
 
     async def create_newer(self, request: Request) -> Response:
-        stop = self._gate(request, "create")
-        if stop is not None:
-            return stop
-        try:
-            body = await request.json()
-        except ValueError:
-            return self._error(self.account.reject(SimError(
-                1200, "Invalid request parameters: the body is not JSON", reason="invalid")))
-        endpoint = request.url.path.strip("/").split("/")[0]
-        try:
-            task = self.account.create_newer(endpoint, request.path_params["model"], body)
-        except SimError as exc:
-            return self._error(exc)
-        if self.faults.pick("task", "task"):
-            task.fails = True
-            task.fail_message = "Video generation failed (simulated)"
-        answer = {k: v for k, v in task.to_newer_json(time.monotonic(), "").items()
-                  if k in ("id", "status", "message", "create_time", "update_time", "external_id")}
-        return await self._after("create", self._ok(answer))
+        return await kling_newer.create(self, request)
 
     async def tasks_query(self, request: Request) -> Response:
-        """``GET /tasks?task_ids=`` or ``?external_task_ids=`` (comma lists, exactly one)."""
-        stop = self._gate(request, "query")
-        if stop is not None:
-            return stop
-        params, account = request.query_params, self.account
-        base, now = str(request.base_url).rstrip("/"), time.monotonic()
-        try:
-            if ("task_ids" in params) == ("external_task_ids" in params):
-                raise account.reject(SimError(1201, "Invalid parameters: give task_ids or "
-                                              "external_task_ids, not both", reason="invalid"))
-            if "task_ids" in params:
-                account.counters.polls_single += 1
-                tasks = account.by_ids(_ids(params["task_ids"]))
-                for task in tasks:
-                    account.touched(task)
-            elif self.config.lookup == "refused":
-                raise account.reject(SimError(
-                    1201, "Invalid parameters: external_task_ids is not supported",
-                    reason="lookup_refused"))
-            elif self.config.lookup == "ignored":  # as if the parameter were not there
-                account.counters.polls_external += 1
-                account.counters.lookups_ignored += 1
-                tasks = account.window(0, 2**62)[:30]
-            else:
-                account.counters.polls_external += 1
-                tasks = account.by_external_ids(_ids(params["external_task_ids"]))
-        except SimError as exc:
-            return self._error(exc)
-        return await self._after("query", self._ok([t.to_newer_json(now, base) for t in tasks]))
+        return await kling_newer.tasks_query(self, request)
 
     async def tasks_cursor(self, request: Request) -> Response:
-        """``POST /tasks``: the account's tasks in a creation-time window, newest first, by cursor."""
-        stop = self._gate(request, "query")
-        if stop is not None:
-            return stop
-        account = self.account
-        base, now = str(request.base_url).rstrip("/"), time.monotonic()
-        try:
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise SimError(1200, "Invalid request parameters: the body is not a JSON object")
-            account.counters.polls_list += 1
-            cursor = str(body.get("cursor") or "")
-            if cursor:  # a cursor overrides the times (documented)
-                start_s, end_s, offset_s = cursor.split(":")
-                start, end, offset = int(start_s), int(end_s), int(offset_s)
-            else:
-                end = int(body.get("end_time") or time.time() * 1000)
-                start = int(body.get("start_time") or end - 30 * 24 * 3600 * 1000)
-                offset = 0
-            limit = int(body.get("limit", 100))
-            if not 1 <= limit <= 500 or start >= end:
-                raise SimError(1201, "Invalid parameters: limit must be 1-500 and start_time "
-                                     "earlier than end_time")
-            wanted = {v for f in body.get("filters") or [] if f.get("key") == "status"
-                      for v in f.get("values") or []}
-        except SimError as exc:
-            exc.reason = "invalid"
-            return self._error(account.reject(exc))
-        except (TypeError, ValueError, AttributeError):
-            return self._error(account.reject(SimError(1201, "Invalid parameters: cursor, times, "
-                                                       "limit or filters", reason="invalid")))
-        tasks = [t.to_newer_json(now, base) for t in account.window(start, end)]
-        if wanted:
-            tasks = [t for t in tasks if t["status"] in wanted]
-        page, more = tasks[offset:offset + limit], offset + limit < len(tasks)
-        data = {"result": page, "count": len(page), "has_more": more,
-                "next_cursor": f"{start}:{end}:{offset + limit}" if more else ""}
-        return await self._after("query", self._ok(data))
+        return await kling_newer.tasks_cursor(self, request)
 
     async def audit(self, request: Request) -> Response:
         """Body ``{"rows": {row key: task id}}``: which rows hold a task that is not their own."""
@@ -422,10 +336,6 @@ class KlingApp:
         self.account = Account(self.config)
         self.faults = Faults(seed=self.config.seed)
         return JSONResponse({"reset": True})
-
-
-def _ids(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def create_app(config: SimConfig | None = None,

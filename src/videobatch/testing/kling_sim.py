@@ -13,20 +13,13 @@ finished tasks of *other systems* on it (created before the run, newest of them 
 appear in list pages and in ``?external_task_id=`` answers like any task, hold no slot, and are
 left out of the counters' task states.
 
-The newer API design (docs/providers/kling.md §4, §7b) runs on the same account: ``create_newer``
-takes ``POST /text-to-video/{model}`` and ``/image-to-video/{model}`` bodies (``prompt`` or
-``contents``, ``settings``, ``options``) for ``NEWER_MODELS``; its ``/tasks`` endpoints see every
-task of the account (both designs and the foreign ones: "all product kinds at one URL"), in the
-newer shape (``id``, ``status: succeeded``, ``external_id``, ``outputs``, ``billing``), while the
-``/v1`` endpoints see only the tasks created through ``/v1`` (and the foreign ones). External ids are
-unique across both designs. ``audit`` compares a client's record of which task each row adopted
-with the account: a row whose task does not carry the row's key is a *wrong adoption*.
+Kling's newer API design runs on the same account (``kling_newer``; create bodies of both designs
+are checked by ``kling_bodies``). ``audit`` compares a client's record of which task each row
+adopted with the account: a row whose task does not carry the row's key is a *wrong adoption*.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import hashlib
 import itertools
@@ -37,35 +30,15 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from . import kling_bodies as bodies
 from .faults import CODES
 
 __all__ = ["Account", "SimConfig", "SimError", "SimTask"]
 
 KINDS = ("text2video", "image2video")
-RATIOS = ("16:9", "9:16", "1:1")
-MODES = ("std", "pro")
-DURATIONS = ("5", "10")
-# The server's own list, from Kling's documentation (docs/providers/kling.md), not from the
-# client's catalogue: a misread catalogue must show up as a refusal here. model_name -> durations.
-MODELS: dict[str, tuple[str, ...]] = {
-    "kling-v3": tuple(str(n) for n in range(3, 16)),
-    "kling-v2-6": DURATIONS,
-    "kling-v2-5-turbo": DURATIONS,
-}
-# The newer design: path model -> (durations in whole seconds, resolutions), from §7b.
-NEWER_MODELS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
-    "kling-3.0": (tuple(range(3, 16)), ("720p", "1080p", "4k")),
-    "kling-3.0-turbo": (tuple(range(3, 16)), ("720p", "1080p")),
-    "kling-2.6": ((5, 10), ("720p", "1080p")),
-}
-NEWER_ENDPOINTS = ("text-to-video", "image-to-video")
-NEWER_MAX_TEXT = {"kling-3.0": 3072, "kling-3.0-turbo": 3072}  # others 2,500
-_NEWER_STATUS = {"succeed": "succeeded"}
 # Retired on 2026-09-15 (and the v1 family before): Kling answers 404 / 1203 for them. A body
 # without model_name asks for Kling's documented default, kling-v1: retired too.
 RETIRED = ("kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master")
-MAX_TEXT = 2500
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
 LOOKUPS = ("answered", "refused", "ignored")  # how ``GET ?external_task_id=`` is served
 LIST_ORDERS = ("newest", "oldest")
 
@@ -190,26 +163,6 @@ class SimTask:
         value = settings.get("duration", 5) if isinstance(settings, dict) else self.body.get("duration", "5")
         return int(value)
 
-    def to_newer_json(self, now: float, files_url: str) -> dict[str, Any]:
-        """The task as the newer design's ``/tasks`` endpoints show it."""
-        status = self.status(now)
-        data: dict[str, Any] = {
-            "id": self.task_id,
-            "status": _NEWER_STATUS.get(status, status),
-            "message": self.fail_message if status == "failed" else "",
-            "create_time": self.created_ms,
-            "update_time": self.created_ms + int(1000 * (min(now, self.done_at) - self.started)),
-            "external_id": self.external_task_id or "",
-            "outputs": [],
-            "billing": [],
-        }
-        if status == "succeed":
-            data["outputs"] = [{"type": "video", "id": f"v-{self.task_id}",
-                                "url": f"{files_url}/files/{self.task_id}.mp4",
-                                "watermark_url": "", "duration": str(self.seconds())}]
-            data["billing"] = [{"charge_type": "unit", "amount": "1", "package_type": "video"}]
-        return data
-
 
 @dataclass
 class Counters:
@@ -280,47 +233,12 @@ class Account:
     # -- create ---------------------------------------------------------------------------------
 
     def validate(self, kind: str, body: Any) -> None:
-        """Raise 1201 naming the field, as Kling does, for a body it would refuse."""
-        def bad(name: str, why: str) -> SimError:
-            return self.reject(SimError(1201, f"Invalid parameters: {name} {why}",
-                                        reason="invalid"))
-
-        if not isinstance(body, dict):
-            raise bad("body", "must be a JSON object")
-        model = body.get("model_name", "kling-v1")
-        if model in self.config.retired:
-            raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
-        if model not in MODELS:
-            raise bad("model_name", f"{model!r} is not one of {', '.join(MODELS)}")
-        for name in ("prompt", "negative_prompt"):
-            value = body.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
-                raise bad(name, "must be a string of at most 2500 characters")
-        if kind == "text2video" and not body.get("prompt"):
-            raise bad("prompt", "is required")
-        if body.get("duration", "5") not in MODELS[model]:
-            raise bad("duration", f"must be one of the strings {', '.join(MODELS[model])} for {model}")
-        if body.get("mode", "std") not in MODES:
-            raise bad("mode", f"must be one of {MODES}")
-        if body.get("aspect_ratio", "16:9") not in RATIOS:
-            raise bad("aspect_ratio", f"must be one of {RATIOS}")
-        cfg = body.get("cfg_scale")
-        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, int | float)
-                                or not 0 <= cfg <= 1):
-            raise bad("cfg_scale", "must be a number from 0 to 1")
-        camera = body.get("camera_control")
-        if camera is not None and not (isinstance(camera, dict) and "type" in camera):
-            raise bad("camera_control", "must be an object with a type")
-        ext = body.get("external_task_id")
-        if ext is not None and (not isinstance(ext, str) or not ext):
-            raise bad("external_task_id", "must be a non-empty string")
-        if kind == "image2video":
-            if not (body.get("image") or body.get("image_tail")):
-                raise bad("image", "or image_tail is required")
-            for name in ("image", "image_tail"):
-                value = body.get(name)
-                if value is not None and not _image_ok(value):
-                    raise bad(name, "must be an http(s) URL or base64 (no data: prefix), ≤ 10 MB")
+        """Raise 1201 naming the field (1203 for a retired model), as Kling does, for a body it
+        would refuse (``kling_bodies``)."""
+        try:
+            bodies.check_legacy(kind, body, self.config.retired)
+        except bodies.Refusal as refusal:
+            raise self.reject(SimError(refusal.code, refusal.message, reason=refusal.reason)) from None
 
     def create(self, kind: str, body: dict[str, Any], files_url: str) -> SimTask:
         cfg = self.config
@@ -329,11 +247,11 @@ class Account:
         if cfg.blocked_marker and cfg.blocked_marker in prompt:
             raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
                                        "prompt contains blocked content", reason="policy"))
-        return self._accept(kind, body, body.get("external_task_id"), body.get("model_name", "kling-v1"),
+        return self.accept(kind, body, body.get("external_task_id"), body.get("model_name", "kling-v1"),
                             prompt, {k: v for k, v in body.items()
                                      if k not in ("external_task_id", "callback_url")})
 
-    def _accept(self, kind: str, body: dict[str, Any], ext: Any, model: str, prompt: str,
+    def accept(self, kind: str, body: dict[str, Any], ext: Any, model: str, prompt: str,
                 content: Any, design: str = "legacy") -> SimTask:
         """The checks every create passes after its body is valid, then the task itself."""
         cfg = self.config
@@ -371,96 +289,6 @@ class Account:
         return task
 
     # -- the newer design -----------------------------------------------------------------------
-
-    def create_newer(self, endpoint: str, model: str, body: Any) -> SimTask:
-        """``POST /{endpoint}/{model}``: validated as documented, then accepted like a /v1 create."""
-        self.validate_newer(endpoint, model, body)
-        cfg = self.config
-        contents = body.get("contents") or []
-        prompt = str(body.get("prompt") or next(
-            (c.get("text") for c in contents if c.get("type") == "prompt"), "") or "")
-        if cfg.blocked_marker and cfg.blocked_marker in prompt:
-            raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
-                                       "prompt contains blocked content", reason="policy"))
-        options = body.get("options") or {}
-        content = {"model": model, "endpoint": endpoint, "prompt": body.get("prompt"),
-                   "contents": contents, "settings": body.get("settings") or {}}
-        kind = "image2video" if endpoint == "image-to-video" else "text2video"
-        return self._accept(kind, body, options.get("external_task_id"), model, prompt, content,
-                            design="newer")
-
-    def validate_newer(self, endpoint: str, model: str, body: Any) -> None:
-        """Raise 1201 naming the field for a newer-design body Kling would refuse (unknown keys
-        too, so a client mixing the two designs' fields is caught)."""
-        def bad(name: str, why: str) -> SimError:
-            return self.reject(SimError(1201, f"Invalid parameters: {name} {why}", reason="invalid"))
-
-        if model in self.config.retired or model not in NEWER_MODELS or endpoint not in NEWER_ENDPOINTS:
-            raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
-        if not isinstance(body, dict):
-            raise bad("body", "must be a JSON object")
-        durations, resolutions = NEWER_MODELS[model]
-        image = endpoint == "image-to-video"
-        allowed = {"contents", "settings", "options"} | ({"prompt"} if not image else set())
-        if set(body) - allowed:
-            raise bad(sorted(set(body) - allowed)[0], f"is not a field of {endpoint}/{model}")
-        limit = NEWER_MAX_TEXT.get(model, MAX_TEXT)
-        prompt = body.get("prompt")
-        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > limit):
-            raise bad("prompt", f"must be a string of at most {limit} characters")
-        contents = body.get("contents", [])
-        if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
-            raise bad("contents", "must be an array of objects")
-        types = [c.get("type") for c in contents]
-        if set(types) - {"prompt", "first_frame", "last_frame", "element"}:
-            raise bad("contents.type", "must be prompt, first_frame, last_frame or element")
-        for item in contents:
-            if item.get("type") in ("first_frame", "last_frame") and not _image_ok(item.get("url")):
-                raise bad("contents.url", "must be an http(s) URL or base64 (no data: prefix)")
-        if image and "first_frame" not in types:
-            raise bad("contents", "needs a first_frame (a last_frame alone is not allowed)")
-        if not image and not prompt:
-            raise bad("prompt", "is required")
-        settings = body.get("settings", {})
-        if not isinstance(settings, dict):
-            raise bad("settings", "must be an object")
-        known = {"resolution", "aspect_ratio", "duration", "audio", "multi_shot"}
-        if set(settings) - known:
-            raise bad(f"settings.{sorted(set(settings) - known)[0]}", "is not a setting")
-        duration = settings.get("duration", 5)
-        if isinstance(duration, bool) or not isinstance(duration, int) or duration not in durations:
-            raise bad("settings.duration", f"must be an integer among {durations} for {model}")
-        resolution = settings.get("resolution", "720p")
-        if resolution not in resolutions:
-            raise bad("settings.resolution", f"must be one of {resolutions} for {model}")
-        if image and "aspect_ratio" in settings:
-            raise bad("settings.aspect_ratio", "follows the image on image-to-video")
-        if settings.get("aspect_ratio", "16:9") not in RATIOS:
-            raise bad("settings.aspect_ratio", f"must be one of {RATIOS}")
-        audio = settings.get("audio", "off")
-        if audio not in ("native", "off"):
-            raise bad("settings.audio", "must be native or off")
-        if model == "kling-2.6" and audio == "native" and resolution != "1080p":
-            raise bad("settings.audio", "native needs resolution 1080p on kling-2.6")
-        if not isinstance(settings.get("multi_shot", False), bool):
-            raise bad("settings.multi_shot", "must be true or false")
-        options = body.get("options", {})
-        if not isinstance(options, dict) or set(options) - {"callback_url", "external_task_id",
-                                                              "watermark_info"}:
-            raise bad("options", "holds only callback_url, external_task_id, watermark_info")
-        ext = options.get("external_task_id")
-        if ext is not None and not isinstance(ext, str):
-            raise bad("options.external_task_id", "must be a string")
-
-    def by_ids(self, ids: list[str]) -> list[SimTask]:
-        return [self.tasks[i] for i in ids if i in self.tasks]
-
-    def by_external_ids(self, ids: list[str]) -> list[SimTask]:
-        return self.by_ids([self.by_external[i] for i in ids if i in self.by_external])
-
-    def window(self, start_ms: int, end_ms: int) -> list[SimTask]:
-        """Every task created in ``[start_ms, end_ms]``, newest first (the cursor listing)."""
-        return [t for t in reversed(self._listed) if start_ms <= t.created_ms <= end_ms]
 
     def audit(self, rows: dict[str, str]) -> dict[str, Any]:
         """A client's record ``{row key: task id}`` against the account: the rows whose task does
@@ -563,16 +391,3 @@ class Account:
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
         }
-
-
-def _image_ok(value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    if value.startswith(("http://", "https://")):
-        return True
-    if value.startswith("data:"):
-        return False
-    try:
-        return len(base64.b64decode(value, validate=True)) <= MAX_IMAGE_BYTES
-    except (binascii.Error, ValueError):
-        return False
