@@ -343,3 +343,17 @@ def test_the_cli_dry_run_refuses_a_row_of_the_other_design_before_anything_is_se
     assert "row 1" in err and "api=legacy" in err and "kling-v3" in err
     assert main([str(table), "--provider", "kling", "--dry-run"]) == 0  # each card picks its design
     assert "kling-3.0" in capsys.readouterr().out
+
+
+def test_status_many_of_unseen_tasks_asks_the_newer_design_in_one_batch_then_v1(router):
+    """`status --verify-tasks` after a restart: nothing is known of the ids; one /tasks query
+    answers for the newer-design ones, the others are read on /v1 as before."""
+    tasks = router.get(TASKS).respond(json=envelope([{"id": "n1", "status": "succeeded", "external_id": "kn"}]))
+    router.get(f"{T2V}/v1").respond(json=envelope(v1_task("v1", "kv")))
+    provider = make(router)
+    provider.check([])
+    answers = run(provider.status_many(["n1", "v1"]))
+    assert tasks.call_count == 1 and tasks.calls[0].request.url.params["task_ids"] == "n1,v1"
+    assert answers["n1"].idempotency_key == "kn"  # type: ignore[union-attr]
+    assert answers["v1"].idempotency_key == "kv"  # type: ignore[union-attr]
+    assert provider._kinds == {"n1": "newer", "v1": "text2video"}

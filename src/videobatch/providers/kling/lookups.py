@@ -89,11 +89,12 @@ class TaskReader:
         self.kinds[status.task_id] = kind
         return status
 
-    async def status(self, task_id: str) -> TaskStatus:
+    async def status(self, task_id: str, *, tried: Collection[str] = ()) -> TaskStatus:
+        """One task's status (``tried``: designs or kinds already asked without an answer)."""
         known = self.kinds.get(task_id)
-        missing: NotFoundError | None = None
+        missing = NotFoundError(f"Kling has no task {task_id!r}", provider_code=1203)
         refused: RejectedError | None = None  # a design that would not answer about an unknown id
-        for kind in (known,) if known else self.kinds_to_try():
+        for kind in (known,) if known else [k for k in self.kinds_to_try() if k not in tried]:
             try:
                 if kind == NEWER:
                     data = self._one_of(await self._call("GET", "/tasks", params={"task_ids": task_id}),
@@ -114,7 +115,6 @@ class TaskReader:
             return self.task(data, kind)
         if refused is not None:
             raise refused  # not "no such task": one design could not say
-        assert missing is not None
         raise missing
 
     @staticmethod
@@ -204,10 +204,18 @@ class TaskReader:
         ids = list(dict.fromkeys(task_ids))
         extra = [t for t in dict.fromkeys(riders) if t not in set(ids)]
         out: dict[str, TaskStatus | ProviderError] = {}
-        late = [t for t in ids if self.kinds.get(t) == NEWER]
+        # Newer-design tasks in batches; so are unknown ids when the run may have such tasks (one
+        # request for 20 of them), and whatever that does not find is looked for on /v1 below.
+        unseen = self.newer_possible()
+        late = [t for t in ids if self.kinds.get(t) == NEWER or (unseen and t not in self.kinds)]
+        absent: set[str] = set()  # unknown ids the newer design answered it does not have
         for start in range(0, len(late), newer.MAX_BATCH):
-            out.update(await self._status_newer(late[start:start + newer.MAX_BATCH]))
-        missing = set(ids) - set(late)
+            for task_id, answer in (await self._status_newer(late[start:start + newer.MAX_BATCH])).items():
+                if self.kinds.get(task_id) == NEWER:  # known, or just found there
+                    out[task_id] = answer
+                elif isinstance(answer, NotFoundError):
+                    absent.add(task_id)
+        missing = set(ids) - set(out)
         for kind in KINDS:
             wanted = {t for t in missing if self.kinds.get(t) in (kind, None)}
             along = {t for t in extra if t not in out and self.kinds.get(t) in (kind, None)}
@@ -236,7 +244,7 @@ class TaskReader:
                 out.update(dict.fromkeys(missing, failure))
                 return {t: out[t] for t in ids}
         if missing:
-            out.update(await self._status_each([t for t in ids if t in missing]))
+            out.update(await self._status_each([t for t in ids if t in missing], absent))
         return {t: out[t] for t in [*ids, *extra] if t in out}
 
     async def _status_newer(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
@@ -256,13 +264,14 @@ class TaskReader:
                 out[task_id] = exc
         return out
 
-    async def _status_each(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
+    async def _status_each(self, task_ids: list[str],
+                           absent: Collection[str] = ()) -> dict[str, TaskStatus | ProviderError]:
         gate = asyncio.Semaphore(4)
 
         async def one(task_id: str) -> TaskStatus | ProviderError:
             async with gate:
                 try:
-                    return await self.status(task_id)
+                    return await self.status(task_id, tried=(NEWER,) if task_id in absent else ())
                 except ProviderError as exc:
                     return exc
 
