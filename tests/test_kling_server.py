@@ -680,3 +680,23 @@ def test_other_systems_hold_slots(server):
     assert server.counters()["foreign_slots"] == 2
     server.configure(foreign_slots=0)  # the other system's jobs end
     assert post(server, "/text-to-video/kling-3.0", newer_body("b")).json()["code"] == 0
+
+
+def test_a_newer_design_create_repeated_under_its_key_adopts_the_first_task(server):
+    """The answer to a create was lost and the row is sent again under the same key: the server
+    refuses the duplicate external id and the client adopts the task it already has."""
+    kling = provider(server, api_key=SimConfig.api_key)
+    row = VideoRequest.model_validate({"prompt": "a heron", "model": "kling-3.0"},
+                                      context={"rules": kling.rules()})
+
+    async def go() -> tuple[TaskStatus, TaskStatus]:
+        async with kling:
+            first = await kling.submit(row, "heron-1")
+            async with provider(server, api_key=SimConfig.api_key) as fresh:  # a new process
+                fresh.check([row])
+                return first, await fresh.submit(row, "heron-1")
+
+    first, again = run(go())
+    assert again.task_id == first.task_id and again.idempotency_key == "heron-1"
+    counters = server.counters()
+    assert (counters["accepted"], counters["duplicates"], counters["paid_duplicates"]) == (1, 1, 0)
