@@ -15,7 +15,7 @@ with a ``settings``/``options`` body, looked up by ``GET /tasks?external_task_id
 provider option ``api`` (``auto``, the default: the card decides; ``legacy``; ``newer``) can insist
 on one: a row whose model is on the other design is then an input problem, found before paying.
 Task ids are remembered with their design; a task id or key this process has not seen is tried on
-every design the run may use (both, once a newer-design row has been checked or sent), because a
+every design the run may use (``lookups.TaskReader.kinds_to_try``), because a
 "none" from one design proves nothing about the other.
 
 Decisions where the contract is *unsure* (the client is lenient in what it reads):
