@@ -101,10 +101,15 @@ def run_until_killed(argv: list[str], server: ServerHandle, delay: float,
 
 # 21 CLI starts at ~2 s of CPU each (Python, pandas, pyarrow): ~50 s on two idle cores, more when
 # the machine is shared (4-5 min at load 8-10 seen), so more room than the default 120 s.
+# Both of Kling's API designs: the default model goes to /v1 (refused ?external_task_id=, list
+# pages), kling-3.0 to the newer one (refused GET /tasks?external_task_ids=, the POST /tasks cursor
+# listing).
 @pytest.mark.timeout(600)
-def test_twenty_kills_with_lost_answers_and_a_refused_lookup(tmp_path):
+@pytest.mark.parametrize("model", [None, "kling-3.0"], ids=["legacy", "newer"])
+def test_twenty_kills_with_lost_answers_and_a_refused_lookup(tmp_path, model):
     prompts = [f"crash-row {i:02d}: a kite over the dunes, take {i}" for i in range(ROWS)]
-    pd.DataFrame({"id": [f"r{i:02d}" for i in range(ROWS)], "prompt": prompts}).to_csv(
+    table = {"id": [f"r{i:02d}" for i in range(ROWS)], "prompt": prompts}
+    pd.DataFrame({**table, "model": [model] * ROWS} if model else table).to_csv(
         tmp_path / "prompts.csv", index=False)
     rng = random.Random(SEED)
     delays = [rng.uniform(*KILL_AFTER) for _ in range(KILLS)]
@@ -148,6 +153,7 @@ def test_twenty_kills_with_lost_answers_and_a_refused_lookup(tmp_path):
 
     # Zero paid duplicates: every row became exactly one accepted task, across all runs.
     ours = [t for t in tasks if not t["foreign"]]
+    assert {t["design"] for t in ours} == {"newer" if model == "kling-3.0" else "legacy"}
     paid = Counter(t["prompt"] for t in ours)
     assert set(paid) == set(prompts), report
     assert all(n == 1 for n in paid.values()), f"paid twice: {paid.most_common(3)}\n{report}"

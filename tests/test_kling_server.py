@@ -34,7 +34,7 @@ AK, SK = SimConfig.access_key, SimConfig.secret_key
 DEFAULTS: dict[str, Any] = {"latency": 0.2, "jitter": 0.0, "max_parallel": 5, "rps": None,
                             "retry_after": True, "max_tasks": None, "allowed_models": None,
                             "slow_seconds": 1.0, "lookup": "answered", "foreign_tasks": 0,
-                            "list_order": "newest"}
+                            "foreign_slots": 0, "list_order": "newest"}
 
 
 @pytest.fixture(scope="module")
@@ -554,7 +554,8 @@ def test_other_systems_tasks_share_the_list_pages(server):
 
 
 def test_lookup_and_foreign_settings_are_checked(server):
-    for bad in ({"lookup": "sometimes"}, {"list_order": "random"}, {"foreign_tasks": -1}):
+    for bad in ({"lookup": "sometimes"}, {"list_order": "random"}, {"foreign_tasks": -1},
+                {"foreign_slots": -2}):
         answer = httpx.post(f"{server.url}/_test/config", json=bad, timeout=10)
         assert answer.status_code == 400, bad
     assert server.configure()["config"]["lookup"] == "answered"  # unchanged by the refusals
@@ -593,3 +594,109 @@ def test_command_line_flags_select_the_lookup_mode_and_foreign_tasks():
                              timeout=60)
     assert refused.returncode == 2
     assert "--lookup" in refused.stderr
+
+
+# -- the newer API design ----------------------------------------------------------------------------
+
+
+def post(server: ServerHandle, path: str, body: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, timeout=10,
+                      headers={"Authorization": f"Bearer {SimConfig.api_key}"})
+
+
+def newer_body(key: str, **settings: Any) -> dict[str, Any]:
+    return {"prompt": f"row {key}", "settings": {"duration": 5, **settings},
+            "options": {"external_task_id": key}}
+
+
+@pytest.mark.parametrize(("path", "settings", "field"), [
+    ("/text-to-video/kling-3.0", {"duration": "5"}, "settings.duration"),  # an integer, not "5"
+    ("/text-to-video/kling-3.0", {"duration": 16}, "settings.duration"),
+    ("/text-to-video/kling-2.6", {"audio": "native"}, "settings.audio"),  # 1080p only
+    ("/text-to-video/kling-3.0-turbo", {"resolution": "4k"}, "settings.resolution"),
+    ("/text-to-video/kling-3.0", {"mode": "pro"}, "settings.mode"),  # a /v1 field
+])
+def test_newer_design_bodies_are_checked_as_documented(server, path, settings, field):
+    answer = post(server, path, newer_body("k", **settings))
+    assert (answer.status_code, answer.json()["code"]) == (400, 1201)
+    assert field in answer.json()["message"]
+    gone = post(server, "/text-to-video/kling-v1-6", newer_body("k"))
+    assert (gone.status_code, gone.json()["code"]) == (404, 1203)
+    assert server.counters()["accepted"] == 0
+
+
+def test_newer_design_tasks_by_id_external_id_and_cursor(server):
+    server.configure(foreign_tasks=4)
+    ids = [post(server, "/text-to-video/kling-3.0", newer_body(f"n-{i}")).json()["data"]["id"]
+           for i in range(3)]
+    [legacy] = submit_rows(server, ["old-1"])
+    tasks = get(server, "/tasks", task_ids=",".join([*ids, legacy])).json()["data"]
+    assert [t["id"] for t in tasks] == [*ids, legacy]  # every design at one URL
+    assert get(server, "/tasks", external_task_ids="n-1,old-1").json()["data"][0]["external_id"] == "n-1"
+    both = get(server, "/tasks", task_ids=ids[0], external_task_ids="n-0")
+    assert (both.status_code, both.json()["code"]) == (400, 1201)
+    # /v1 does not show the newer design's tasks
+    assert get(server, f"/v1/videos/text2video/{ids[0]}").json()["code"] == 1203
+    assert ids[0] not in {t["task_id"] for t in get(server, "/v1/videos/text2video", pageSize=500).json()["data"]}
+    # the cursor listing: newest first, every task of the window once, then has_more false
+    seen: list[str] = []
+    body: dict[str, Any] = {"start_time": "0", "end_time": str(2**60), "limit": 3}
+    while True:
+        page = post(server, "/tasks", body).json()["data"]
+        seen += [t["id"] for t in page["result"]]
+        if not page["has_more"]:
+            break
+        body = {"cursor": page["next_cursor"], "limit": 3}
+    assert len(seen) == len(set(seen)) == 3 + 1 + 4
+    assert seen[:4] == [legacy, *ids[::-1]]
+    assert post(server, "/tasks", {"limit": 501}).json()["code"] == 1201
+
+
+@pytest.mark.parametrize("lookup", ["answered", "refused", "ignored"])
+def test_newer_design_lookup_modes(server, lookup):
+    server.configure(lookup=lookup, foreign_tasks=5)
+    post(server, "/text-to-video/kling-3.0", newer_body("mine"))
+    answer = get(server, "/tasks", external_task_ids="mine")
+    if lookup == "refused":
+        assert (answer.status_code, answer.json()["code"]) == (400, 1201)
+        return
+    data = answer.json()["data"]
+    if lookup == "answered":
+        assert [t["external_id"] for t in data] == ["mine"]
+        assert get(server, "/tasks", external_task_ids="nobody").json()["data"] == []
+    else:  # the parameter ignored: the account's newest tasks, other systems' among them
+        nobody = get(server, "/tasks", external_task_ids="nobody").json()["data"]
+        assert {t["external_id"] for t in nobody} >= {"mine", ""}
+        assert server.counters()["lookups_ignored"] == 2
+
+
+def test_other_systems_hold_slots(server):
+    server.configure(max_parallel=3, foreign_slots=2)
+    first = post(server, "/text-to-video/kling-3.0", newer_body("a"))
+    second = post(server, "/text-to-video/kling-3.0", newer_body("b"))
+    assert first.json()["code"] == 0 and second.json()["code"] == 1303
+    running = [t for t in server.tasks() if t["foreign"]]
+    assert len(running) == 2 and {t["status"] for t in running} == {"processing"}
+    assert server.counters()["foreign_slots"] == 2
+    server.configure(foreign_slots=0)  # the other system's jobs end
+    assert post(server, "/text-to-video/kling-3.0", newer_body("b")).json()["code"] == 0
+
+
+def test_a_newer_design_create_repeated_under_its_key_adopts_the_first_task(server):
+    """The answer to a create was lost and the row is sent again under the same key: the server
+    refuses the duplicate external id and the client adopts the task it already has."""
+    kling = provider(server, api_key=SimConfig.api_key)
+    row = VideoRequest.model_validate({"prompt": "a heron", "model": "kling-3.0"},
+                                      context={"rules": kling.rules()})
+
+    async def go() -> tuple[TaskStatus, TaskStatus]:
+        async with kling:
+            first = await kling.submit(row, "heron-1")
+            async with provider(server, api_key=SimConfig.api_key) as fresh:  # a new process
+                fresh.check([row])
+                return first, await fresh.submit(row, "heron-1")
+
+    first, again = run(go())
+    assert again.task_id == first.task_id and again.idempotency_key == "heron-1"
+    counters = server.counters()
+    assert (counters["accepted"], counters["duplicates"], counters["paid_duplicates"]) == (1, 1, 0)

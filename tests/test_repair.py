@@ -334,3 +334,43 @@ def test_requests_of_the_first_release_read_back_with_their_options(tmp_path):
     modes = [(j.request.options or {}).get("mode") for j in loaded.jobs]
     assert modes == ["std", "std", "pro", "pro", "std", "std", "std", "pro"]  # defaults of then included
     assert {j.request.model for j in loaded.jobs} == {"kling-v1-6"}
+
+
+@pytest.mark.parametrize("model", ["kling-3.0", "kling-v3"], ids=["newer", "legacy"])
+def test_repair_verify_tasks_names_rows_holding_a_task_that_is_not_their_own(tmp_path, capsys,
+                                                                             monkeypatch, model):
+    """An older release could adopt another system's task after a lost answer: `repair
+    --verify-tasks` asks Kling whose each row's task is, names the rows holding another's (no key,
+    another system's key, or another row's) and exits 1; a clean checkpoint exits 0."""
+    import time
+
+    from videobatch.testing import SimConfig, running_server
+
+    monkeypatch.setenv("KLING_API_KEY", str(SimConfig.api_key))
+    fast = {"first_poll": 0.1, "poll_interval": 0.05, "max_rps": 100}
+    checkpoint = tmp_path / "run.parquet"
+    rows = [{"prompt": f"a {animal}", "model": model} for animal in ("cat", "dog", "cow", "owl")]
+    with running_server(latency=0.1, foreign_tasks=3) as server:
+        videobatch.run(rows, "kling", checkpoint=checkpoint, progress=False, base_url=server.url, **fast)
+        argv = ["repair", str(checkpoint), "--verify-tasks", "--base-url", server.url]
+        assert main(argv) == 0
+        assert "every task is the row's own" in capsys.readouterr().out
+        foreign = {t["external_task_id"]: t["task_id"] for t in server.tasks() if t.get("foreign")}
+        batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, base_url=server.url)
+        jobs = batch.jobs
+        wrong = {jobs[0].key: foreign[None], jobs[1].key: foreign["order-00001"],
+                 jobs[2].key: jobs[3].task_id}
+        for job in jobs:  # what a mistaken adoption left behind
+            if job.key in wrong:
+                record = {"k": job.key, "s": "completed", "t": time.time(), "task_id": wrong[job.key]}
+                job.apply(record)
+                batch.store.append(record)
+        asyncio.run(batch.store.close(batch.jobs))
+        del batch
+        assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "4 row(s) with 'kling': 3 are not the row's own" in out
+    first, second, third = wrong
+    assert f"{first}: task {wrong[first]} carries no key at all" in out
+    assert f"{second}: task {wrong[second]} carries key order-00001" in out
+    assert f"{third}: task {wrong[third]} carries key vb-" in out

@@ -13,9 +13,16 @@ What it can do depends on what is left:
   keys, take the state the journal last recorded, and rows whose state was lost are looked up by
   idempotency key before anything is submitted: nothing already submitted is submitted again.
 
+With ``--verify-tasks`` it then asks the provider (its options as for ``status``: ``--provider``,
+``-P``, ``--base-url``, the credentials in the environment) whether each row's task carries the
+row's own idempotency key, and names every row whose task does not: an older release could adopt
+another system's task after a lost answer, so the row shows that system's video while its own
+paid task is orphaned. Nothing is changed for those rows; the lines say what to do.
+
 It prints what it recovered (run id, rows and their states) and what it could not (damaged lines,
 rows whose state was lost). Exit codes: 0 repaired (or nothing to repair) · 1 partially repaired
-(something was lost, or the rows wait for the input) · 2 usage, or no checkpoint it can use.
+(something was lost, the rows wait for the input, or a row holds a task that is not its own) ·
+2 usage, or no checkpoint it can use.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .._journal import FORMAT, Replay, WriterLock, iter_records, replay, segment
 from .._snapshot import REPAIR_HINT
 from .._store import Checkpoint, load
 from ..errors import CheckpointError, InputError
+from ._options import add_provider, provider_options
 
 __all__ = ["repair_main"]
 
@@ -50,16 +58,45 @@ def repair_main(argv: Sequence[str]) -> int:
                     "could not be recovered.",
         epilog="examples:\n"
                "  python -m videobatch repair run.parquet\n"
-               "  python -m videobatch repair run.parquet --input prompts.csv\n\n"
-               "exit codes: 0 repaired, 1 partially repaired (see the output for what is left to "
-               "do), 2 usage or no usable checkpoint.",
+               "  python -m videobatch repair run.parquet --input prompts.csv\n"
+               "  python -m videobatch repair run.parquet --verify-tasks --provider kling\n\n"
+               "exit codes: 0 repaired, 1 partially repaired or a row holds a task that is not "
+               "its own (see the output for what is left to do), 2 usage or no usable checkpoint.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
     p.add_argument("--input", metavar="PROMPTS",
                    help="the original prompts file, to rebuild the rows at once when the snapshot "
                         "is lost (a run made with run-wide options such as --duration: run its "
                         "original command again instead)")
+    p.add_argument("--verify-tasks", action="store_true",
+                   help="then ask the provider whether each row's task carries the row's own key, "
+                        "and name the rows whose task is another's (needs its credentials)")
+    add_provider(p, default=None)
     args = p.parse_args(list(argv))
+    code = _repair(p, args)
+    if args.verify_tasks and code != EXIT_USAGE:
+        code = max(code, _verify(p, args))
+    return code
+
+
+def _verify(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Name the rows whose task does not carry their own idempotency key (exit 1 if any)."""
+    from ._recheck import verify_tasks
+
+    try:
+        with _quiet():
+            loaded = load(Path(args.checkpoint))
+    except CheckpointError as exc:
+        print(f"tasks not verified: {exc}")
+        return EXIT_PARTIAL
+    lines = verify_tasks(loaded, args.provider, provider_options(args, p))
+    for line in lines or ["no row has a task yet: nothing to verify"]:
+        print(line)
+    unverified = bool(lines) and lines[0].startswith("Could not")
+    return EXIT_PARTIAL if unverified or any(line.startswith("  ") for line in lines) else EXIT_OK
+
+
+def _repair(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     try:
         if not path.exists() and not segments(path):

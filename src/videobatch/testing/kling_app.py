@@ -1,5 +1,11 @@
 """The Kling-compatible test server's HTTP side (``KlingApp``): routes, auth, envelopes, fault hooks.
 
+Both of Kling's API designs are served on one account: the ``/v1`` routes here, the newer design's
+(the model in the path, ``GET`` / ``POST /tasks``) in ``kling_newer``; create bodies of both are
+checked by ``kling_bodies``. ``POST /_test/audit`` with ``{"rows": {key: task_id}}`` counts the rows
+whose task does not carry their key (``wrong_adoptions``; ``foreign_adopted`` of them hold another
+system's task); ``foreign_polled`` counts other systems' tasks a client asked for by id.
+
 It speaks Kling's video API (``/v1/videos/text2video`` and ``/image2video``: create, get by
 task_id, get by ``?external_task_id=``, list by ``?pageNum&pageSize``), checks the JWT like Kling
 (HS256 with the configured secret, ``iss``/``exp``/``nbf``; 401 with codes 1000-1004), validates
@@ -54,8 +60,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import kling_newer
 from .faults import Faults, parse_rules
-from .kling_sim import KINDS, Account, SimConfig, SimError
+from .kling_sim import KINDS, Account, SimConfig, SimError, SimTask
 
 __all__ = ["KlingApp", "create_app"]
 
@@ -88,6 +95,11 @@ class KlingApp:
             Route("/v1/videos/{kind}", self.create, methods=["POST"]),
             Route("/v1/videos/{kind}", self.query, methods=["GET"]),
             Route("/v1/videos/{kind}/{task_id}", self.get_one, methods=["GET"]),
+            Route("/text-to-video/{model}", self.create_newer, methods=["POST"]),
+            Route("/image-to-video/{model}", self.create_newer, methods=["POST"]),
+            Route("/tasks", self.tasks_query, methods=["GET"]),
+            Route("/tasks", self.tasks_cursor, methods=["POST"]),
+            Route("/_test/audit", self.audit, methods=["POST"]),
             Route("/files/{task_id}.mp4", self.download, methods=["GET"]),
             Route("/_test/counters", self.counters, methods=["GET"]),
             Route("/_test/tasks", self.tasks, methods=["GET"]),
@@ -140,7 +152,7 @@ class KlingApp:
     def _gate(self, request: Request, scope: str) -> Response | None:
         """Auth, rate and injected 'before' faults; a response if the request stops here."""
         self.account.counters.requests += 1
-        if request.path_params["kind"] not in KINDS:
+        if request.path_params.get("kind", KINDS[0]) not in KINDS:
             return self._error(self.account.reject(SimError(1202, reason="bad_path")))
         error = self._auth(request)
         if error is not None:
@@ -189,10 +201,14 @@ class KlingApp:
             task = self.account.create(request.path_params["kind"], body, base)
         except SimError as exc:
             return self._error(exc)
+        self._task_fault(task)
+        return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
+
+    def _task_fault(self, task: SimTask) -> None:
+        """The ``fail`` fault: the accepted task will end failed."""
         if self.faults.pick("task", "task"):
             task.fails = True
             task.fail_message = "Video generation failed (simulated)"
-        return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
 
     async def get_one(self, request: Request) -> Response:
         stop = self._gate(request, "query")
@@ -203,6 +219,7 @@ class KlingApp:
             task = self.account.get(request.path_params["kind"], request.path_params["task_id"])
         except SimError as exc:
             return self._error(exc)
+        self.account.touched(task)
         base = str(request.base_url).rstrip("/")
         return await self._after("query", self._ok(task.to_json(time.monotonic(), base)))
 
@@ -218,7 +235,9 @@ class KlingApp:
                 data: Any = self._lookup(kind, params, now, base)
             elif "task_id" in params:
                 self.account.counters.polls_single += 1
-                data = self.account.get(kind, params["task_id"]).to_json(now, base)
+                task = self.account.get(kind, params["task_id"])
+                self.account.touched(task)
+                data = task.to_json(now, base)
             else:
                 self.account.counters.polls_list += 1
                 data = self._page(kind, params, now, base)
@@ -246,10 +265,28 @@ class KlingApp:
             number = size = 0
         return [t.to_json(now, base) for t in self.account.page(kind, number, size)]
 
+    async def create_newer(self, request: Request) -> Response:
+        return await kling_newer.create(self, request)
+
+    async def tasks_query(self, request: Request) -> Response:
+        return await kling_newer.tasks_query(self, request)
+
+    async def tasks_cursor(self, request: Request) -> Response:
+        return await kling_newer.tasks_cursor(self, request)
+
+    async def audit(self, request: Request) -> Response:
+        """Body ``{"rows": {row key: task id}}``: which rows hold a task that is not their own."""
+        try:
+            rows = dict((await request.json())["rows"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"expected {{'rows': {{key: task_id}}}}: {exc}"}, status_code=400)
+        return JSONResponse(self.account.audit({str(k): str(v) for k, v in rows.items()}))
+
     async def download(self, request: Request) -> Response:
         task = self.account.tasks.get(request.path_params["task_id"])
         if task is None or task.status(time.monotonic()) != "succeed":
             return JSONResponse({"error": "no such video"}, status_code=404)
+        self.account.touched(task)
         path = self.files / f"{task.task_id}.mp4"
         if not path.exists():
             from ..providers.local.render import render_clip  # the project's own tiny-MP4 renderer
@@ -257,7 +294,8 @@ class KlingApp:
             await run_in_threadpool(
                 render_clip, path, str(task.body.get("prompt") or task.task_id),
                 seconds=self.config.video_seconds,
-                aspect_ratio=str(task.body.get("aspect_ratio") or "16:9"))
+                aspect_ratio=str(task.body.get("aspect_ratio")
+                                 or (task.body.get("settings") or {}).get("aspect_ratio") or "16:9"))
         self.account.counters.downloads += 1
         return FileResponse(path, media_type="video/mp4")
 
@@ -271,6 +309,7 @@ class KlingApp:
         return JSONResponse([{
             "task_id": t.task_id, "kind": t.kind, "external_task_id": t.external_task_id,
             "prompt": t.body.get("prompt"), "status": t.status(now), "foreign": t.foreign,
+            "design": t.design,
             "url": f"{base}/files/{t.task_id}.mp4" if t.status(now) == "succeed" else None,
         } for t in self.account.tasks_in_order()])
 
@@ -285,6 +324,7 @@ class KlingApp:
                                   if k not in _SETTINGS and k != "replace_faults"})
             self.config.update(settings)
             self.account.add_foreign(self.config.foreign_tasks)
+            self.account.hold_slots(self.config.foreign_slots)
             self.faults.set(rules, replace=bool(changes.get("replace_faults")))
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

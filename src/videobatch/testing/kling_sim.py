@@ -5,18 +5,21 @@ Kling's error envelope. Time is read from the monotonic clock; task states are c
 when asked (``submitted`` for the first ``queue_share`` of a task's latency, then ``processing``,
 then ``succeed`` or ``failed``), so no background work runs.
 
-The account can be shared: ``foreign_tasks`` puts that many finished tasks of *other systems* on
-it (created before the run, newest of them ~1 minute old, 3 in 4 text2video; a third carry no
-external id, a third an id of their own like ``order-00001``, a third an id shaped like
-videobatch's ``vb-<32 hex>`` from some other run). They appear in list pages and in
-``?external_task_id=`` answers like any task, hold no slot, and are left out of the counters' task
-states.
+The account can be shared: ``foreign_slots`` lets another system run that many never-ending tasks
+on it (each holds a parallel slot and shows in list pages); ``foreign_tasks`` puts that many
+finished tasks of *other systems* on it (created before the run, newest of them ~1 minute old,
+3 in 4 text2video; a third carry no external id, a third an id of their own like
+``order-00001``, a third an id shaped like videobatch's ``vb-<32 hex>`` from some other run). They
+appear in list pages and in ``?external_task_id=`` answers like any task, hold no slot, and are
+left out of the counters' task states.
+
+Kling's newer API design runs on the same account (``kling_newer``; create bodies of both designs
+are checked by ``kling_bodies``). ``audit`` compares a client's record of which task each row
+adopted with the account: a row whose task does not carry the row's key is a *wrong adoption*.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import hashlib
 import itertools
@@ -27,26 +30,15 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from . import kling_bodies as bodies
 from .faults import CODES
 
 __all__ = ["Account", "SimConfig", "SimError", "SimTask"]
 
 KINDS = ("text2video", "image2video")
-RATIOS = ("16:9", "9:16", "1:1")
-MODES = ("std", "pro")
-DURATIONS = ("5", "10")
-# The server's own list, from Kling's documentation (docs/providers/kling.md), not from the
-# client's catalogue: a misread catalogue must show up as a refusal here. model_name -> durations.
-MODELS: dict[str, tuple[str, ...]] = {
-    "kling-v3": tuple(str(n) for n in range(3, 16)),
-    "kling-v2-6": DURATIONS,
-    "kling-v2-5-turbo": DURATIONS,
-}
 # Retired on 2026-09-15 (and the v1 family before): Kling answers 404 / 1203 for them. A body
 # without model_name asks for Kling's documented default, kling-v1: retired too.
 RETIRED = ("kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master")
-MAX_TEXT = 2500
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
 LOOKUPS = ("answered", "refused", "ignored")  # how ``GET ?external_task_id=`` is served
 LIST_ORDERS = ("newest", "oldest")
 
@@ -76,6 +68,9 @@ class SimConfig:
     # (400 / 1201, the parameter is not supported) or "ignored" (a plain list page, other tasks)
     lookup: str = "answered"
     foreign_tasks: int = 0  # other systems' finished tasks on the account (in list pages)
+    # other systems' tasks running on the account all along: each holds one parallel slot (so
+    # this server accepts max_parallel - foreign_slots of ours) and shows in list pages
+    foreign_slots: int = 0
     list_order: str = "newest"  # list pages "newest" first, or "oldest" first
     seed: int = 0
 
@@ -87,9 +82,10 @@ class SimConfig:
             raise ValueError(f"lookup must be one of {LOOKUPS}, not {self.lookup!r}")
         if self.list_order not in LIST_ORDERS:
             raise ValueError(f"list_order must be one of {LIST_ORDERS}, not {self.list_order!r}")
-        if isinstance(self.foreign_tasks, bool) or not isinstance(self.foreign_tasks, int) \
-                or self.foreign_tasks < 0:
-            raise ValueError(f"foreign_tasks must be an int ≥ 0, not {self.foreign_tasks!r}")
+        for name in ("foreign_tasks", "foreign_slots"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int ≥ 0, not {value!r}")
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -135,6 +131,7 @@ class SimTask:
     fails: bool
     fail_message: str = ""
     foreign: bool = False  # another system's task, not created through this server's API
+    design: str = "legacy"  # "legacy" (/v1) or "newer" (model in the path)
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -157,9 +154,14 @@ class SimTask:
             data["task_result"] = {"videos": [{
                 "id": f"v-{self.task_id}",
                 "url": f"{files_url}/files/{self.task_id}.mp4",
-                "duration": self.body.get("duration", "5"),
+                "duration": str(self.seconds()),
             }]}
         return data
+
+    def seconds(self) -> int:
+        settings = self.body.get("settings")
+        value = settings.get("duration", 5) if isinstance(settings, dict) else self.body.get("duration", "5")
+        return int(value)
 
 
 @dataclass
@@ -174,6 +176,9 @@ class Counters:
     peak_parallel: int = 0
     downloads: int = 0
     lookups_ignored: int = 0  # ?external_task_id= answered with a plain list page
+    foreign_polled: set[str] = field(default_factory=set)  # other systems' tasks asked for by id
+    wrong_adoptions: int = 0  # rows whose task does not carry their key (the last ``audit``)
+    foreign_adopted: int = 0  # ... of them, rows holding another system's task
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -194,7 +199,9 @@ class Account:
         self._refilled = time.monotonic()
         self._foreign_rng = random.Random(f"foreign-{config.seed}")
         self._foreign = 0
+        self._holding: list[SimTask] = []  # other systems' running tasks, one slot each
         self.add_foreign(config.foreign_tasks)
+        self.hold_slots(config.foreign_slots)
 
     # -- limits ---------------------------------------------------------------------------------
 
@@ -226,47 +233,12 @@ class Account:
     # -- create ---------------------------------------------------------------------------------
 
     def validate(self, kind: str, body: Any) -> None:
-        """Raise 1201 naming the field, as Kling does, for a body it would refuse."""
-        def bad(name: str, why: str) -> SimError:
-            return self.reject(SimError(1201, f"Invalid parameters: {name} {why}",
-                                        reason="invalid"))
-
-        if not isinstance(body, dict):
-            raise bad("body", "must be a JSON object")
-        model = body.get("model_name", "kling-v1")
-        if model in self.config.retired:
-            raise self.reject(SimError(1203, f"model {model} does not exist", reason="model_gone"))
-        if model not in MODELS:
-            raise bad("model_name", f"{model!r} is not one of {', '.join(MODELS)}")
-        for name in ("prompt", "negative_prompt"):
-            value = body.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
-                raise bad(name, "must be a string of at most 2500 characters")
-        if kind == "text2video" and not body.get("prompt"):
-            raise bad("prompt", "is required")
-        if body.get("duration", "5") not in MODELS[model]:
-            raise bad("duration", f"must be one of the strings {', '.join(MODELS[model])} for {model}")
-        if body.get("mode", "std") not in MODES:
-            raise bad("mode", f"must be one of {MODES}")
-        if body.get("aspect_ratio", "16:9") not in RATIOS:
-            raise bad("aspect_ratio", f"must be one of {RATIOS}")
-        cfg = body.get("cfg_scale")
-        if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, int | float)
-                                or not 0 <= cfg <= 1):
-            raise bad("cfg_scale", "must be a number from 0 to 1")
-        camera = body.get("camera_control")
-        if camera is not None and not (isinstance(camera, dict) and "type" in camera):
-            raise bad("camera_control", "must be an object with a type")
-        ext = body.get("external_task_id")
-        if ext is not None and (not isinstance(ext, str) or not ext):
-            raise bad("external_task_id", "must be a non-empty string")
-        if kind == "image2video":
-            if not (body.get("image") or body.get("image_tail")):
-                raise bad("image", "or image_tail is required")
-            for name in ("image", "image_tail"):
-                value = body.get(name)
-                if value is not None and not _image_ok(value):
-                    raise bad(name, "must be an http(s) URL or base64 (no data: prefix), ≤ 10 MB")
+        """Raise 1201 naming the field (1203 for a retired model), as Kling does, for a body it
+        would refuse (``kling_bodies``)."""
+        try:
+            bodies.check_legacy(kind, body, self.config.retired)
+        except bodies.Refusal as refusal:
+            raise self.reject(SimError(refusal.code, refusal.message, reason=refusal.reason)) from None
 
     def create(self, kind: str, body: dict[str, Any], files_url: str) -> SimTask:
         cfg = self.config
@@ -275,20 +247,26 @@ class Account:
         if cfg.blocked_marker and cfg.blocked_marker in prompt:
             raise self.reject(SimError(1301, "Failure to pass the risk control system: the "
                                        "prompt contains blocked content", reason="policy"))
-        ext = body.get("external_task_id")
+        return self.accept(kind, body, body.get("external_task_id"), body.get("model_name", "kling-v1"),
+                            prompt, {k: v for k, v in body.items()
+                                     if k not in ("external_task_id", "callback_url")})
+
+    def accept(self, kind: str, body: dict[str, Any], ext: Any, model: str, prompt: str,
+                content: Any, design: str = "legacy") -> SimTask:
+        """The checks every create passes after its body is valid, then the task itself."""
+        cfg = self.config
         if ext and ext in self.by_external:
             self.counters.duplicates += 1
             raise self.reject(SimError(1201, f"Invalid parameters: external_task_id {ext!r} "
                                        "already exists (it must be unique per account)",
                                        reason="duplicate"))
-        model = body.get("model_name", "kling-v1")
         if cfg.allowed_models is not None and model not in cfg.allowed_models:
             raise self.reject(SimError(1103, f"No permission to use model {model}",
                                        reason="model_denied"))
         if cfg.max_tasks is not None and self.counters.accepted >= cfg.max_tasks:
             raise self.reject(SimError(1102, reason="balance"))
         now = time.monotonic()
-        if self.running(now) >= cfg.max_parallel:
+        if self.running(now) + len(self._holding) >= cfg.max_parallel:
             raise self.reject(SimError(1303, reason="parallel_limit"))
         latency = max(0.0, cfg.latency * (1 + cfg.jitter * self._rng.uniform(-1, 1)))
         task = SimTask(
@@ -296,7 +274,7 @@ class Account:
             kind=kind, body=body, external_task_id=ext,
             created_ms=int(time.time() * 1000), started=now,
             processing_at=now + latency * cfg.queue_share, done_at=now + latency,
-            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt),
+            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt), design=design,
         )
         if task.fails:
             task.fail_message = "Video generation failed (marked prompt)"
@@ -304,13 +282,29 @@ class Account:
         self._active.append(task)
         self.counters.accepted += 1
         self.counters.peak_parallel = max(self.counters.peak_parallel, len(self._active))
-        content = hashlib.sha256(json.dumps(
-            {k: v for k, v in body.items() if k not in ("external_task_id", "callback_url")},
-            sort_keys=True).encode()).hexdigest()
-        if content in self._contents:
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        if digest in self._contents:
             self.counters.paid_duplicates += 1
-        self._contents.add(content)
+        self._contents.add(digest)
         return task
+
+    # -- the newer design -----------------------------------------------------------------------
+
+    def audit(self, rows: dict[str, str]) -> dict[str, Any]:
+        """A client's record ``{row key: task id}`` against the account: the rows whose task does
+        not exist or does not carry the row's key (wrong adoptions), and how many of those hold
+        another system's task. The counters keep the last audit's figures."""
+        wrong = sorted(key for key, task_id in rows.items()
+                       if (task := self.tasks.get(str(task_id))) is None or task.external_task_id != key)
+        foreign = sum(1 for key in wrong if (t := self.tasks.get(str(rows[key]))) is not None and t.foreign)
+        self.counters.wrong_adoptions, self.counters.foreign_adopted = len(wrong), foreign
+        return {"rows": len(rows), "wrong": wrong, "wrong_adoptions": len(wrong),
+                "foreign_adopted": foreign}
+
+    def touched(self, task: SimTask) -> None:
+        """A task asked for by its id (or its video fetched): another system's counts as adopted."""
+        if task.foreign:
+            self.counters.foreign_polled.add(task.task_id)
 
     def _store(self, task: SimTask) -> None:
         self.tasks[task.task_id] = task
@@ -335,11 +329,27 @@ class Account:
             self._store(task)
         self._foreign = max(self._foreign, total)
 
+    def hold_slots(self, total: int) -> None:
+        """Let other systems run ``total`` tasks on the account (never ending), one slot each."""
+        now, now_ms = time.monotonic(), int(time.time() * 1000)
+        while len(self._holding) < total:
+            i = len(self._holding)
+            task = SimTask(
+                task_id=f"{600000000000000000 + i}", kind=KINDS[0],
+                body={"model_name": "kling-v2-6", "prompt": f"another system's long job {i}"},
+                external_task_id=f"job-{i:05d}", created_ms=now_ms - 1000, started=now - 1.0,
+                processing_at=now - 0.5, done_at=now + 10.0 ** 9, fails=False, foreign=True)
+            self._store(task)
+            self._holding.append(task)
+        for task in self._holding[total:]:  # the other system's jobs end
+            task.done_at = min(task.done_at, now)
+        self._holding = self._holding[:total]
+
     # -- queries --------------------------------------------------------------------------------
 
     def get(self, kind: str, task_id: str) -> SimTask:
         task = self.tasks.get(task_id)
-        if task is None or task.kind != kind:
+        if task is None or task.kind != kind or task.design != "legacy":
             raise self.reject(SimError(1203, reason="not_found"))
         return task
 
@@ -354,7 +364,7 @@ class Account:
             raise self.reject(SimError(1201, "Invalid parameters: pageNum must be 1-1000 and "
                                        "pageSize 1-500", reason="invalid"))
         ordered = self._listed if self.config.list_order == "oldest" else reversed(self._listed)
-        tasks = [t for t in ordered if t.kind == kind]
+        tasks = [t for t in ordered if t.kind == kind and t.design == "legacy"]
         return tasks[(number - 1) * size:number * size]
 
     def snapshot(self) -> dict[str, Any]:
@@ -375,20 +385,9 @@ class Account:
             "polls_single": c.polls_single, "polls_external": c.polls_external,
             "polls_list": c.polls_list, "polls": c.polls_single + c.polls_list,
             "lookups_ignored": c.lookups_ignored, "foreign_tasks": self._foreign,
+            "foreign_slots": len(self._holding), "foreign_polled": len(c.foreign_polled),
+            "wrong_adoptions": c.wrong_adoptions, "foreign_adopted": c.foreign_adopted,
             "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
         }
-
-
-def _image_ok(value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    if value.startswith(("http://", "https://")):
-        return True
-    if value.startswith("data:"):
-        return False
-    try:
-        return len(base64.b64decode(value, validate=True)) <= MAX_IMAGE_BYTES
-    except (binascii.Error, ValueError):
-        return False

@@ -4,25 +4,30 @@ One job: videobatch's provider interface on top of Kling's wire contract (``shar
 Retries, slots and reconciliation belong to the runner; every request goes out through the paced
 client from the core (``Provider.http_client``: one rate token per request, and a 1302 answer slows
 the shared limiter). The package's other modules: ``wire`` writes create bodies, reads answers and
-maps errors; ``listing`` reads lookups and scans the task list (with what public sources say about
-both); ``credentials`` holds the keys and signs JWTs; ``images`` judges and encodes images.
+maps errors; ``newer`` does the same for Kling's newer API design; ``lookups`` reads tasks back
+(status, lookup by external id, scans) on both; ``listing`` reads lookup answers and list pages
+(with what public sources say about both); ``credentials`` holds the keys and signs JWTs;
+``images`` judges and encodes images.
+
+**Two API designs.** Each model's catalogue card says which one it is sent to (its ``api`` option:
+``legacy``, ``/v1/videos/{kind}`` with ``model_name``; or ``newer``, ``/text-to-video/{model}``
+with a ``settings``/``options`` body, looked up by ``GET /tasks?external_task_ids=``). The
+provider option ``api`` (``auto``, the default: the card decides; ``legacy``; ``newer``) can insist
+on one: a row whose model is on the other design is then an input problem, found before paying.
+Task ids are remembered with their design; a task id or key this process has not seen is tried on
+every design the run may use (``lookups.TaskReader.kinds_to_try``), because a
+"none" from one design proves nothing about the other.
 
 Decisions where the contract is *unsure* (the client is lenient in what it reads):
 
-* **Lookup by external_task_id**: ``GET /v1/videos/{kind}?external_task_id=<id>``, both kinds, the
-  remembered one first. Only a task carrying exactly the id is adopted; 404 / 1203 or an empty
-  ``data`` is "none"; a refusal or a page of other tasks raises a ``ProviderError`` saying the
-  lookup cannot answer, and ``scan`` lists the account's tasks instead.
+* **Lookups, scans and polling** (both designs) are ``lookups.TaskReader``'s: only a task carrying
+  exactly the row's external id is adopted; a refused or ignored lookup "cannot answer", never
+  "none", and ``scan`` lists the account's tasks instead.
 * **Duplicate external_task_id**: Kling documents only that the id is unique per account. A
   1200/1201 refusal of a create naming ``external_task_id`` means "already used": ``find`` adopts
   the task; if it misses it or fails, ``KeyAlreadyUsed`` (a paid task may exist: never "failed").
   (The project's test server answers 400 / 1201 "Invalid parameters: external_task_id '…' already
   exists".)
-* The task path needs the kind: it is remembered per task id from submit/find/list answers; an
-  unknown id (after a restart) is tried as text2video, then image2video.
-* ``status_many`` reads list pages when at least ``list_threshold`` (3) tasks are asked, never more
-  pages than the single GETs they replace, then single GETs for the rest; a rate-limit or server
-  error on the list is reported for every task asked.
 
 Credentials are checked in ``check()`` (and before the first request), never at import or
 construction, so ``describe()`` and cost estimates work without keys; nothing shows them.
@@ -36,14 +41,13 @@ import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import httpx
 
 from ...errors import (
+    AuthError,
     ConfigError,
     KeyAlreadyUsed,
-    NotFoundError,
     Problem,
     ProviderError,
     RejectedError,
@@ -51,10 +55,10 @@ from ...errors import (
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, ScanResult, TaskStatus
 from ..setup import number
-from . import listing, wire
+from . import newer, wire
 from .credentials import Credentials
+from .lookups import NEWER, TaskReader
 from .options import MODELS_FILE, KlingOptions
-from .wire import KINDS, TEXT2VIDEO
 
 __all__ = ["DEFAULT_BASE_URL", "KlingProvider"]
 
@@ -66,6 +70,7 @@ DEFAULT_BASE_URL = HOSTS["global"]
 BASE_URL_ENV = "KLING_BASE_URL"
 
 _now = time.time  # the clock; tests replace it
+APIS = ("auto", "legacy", "newer")
 
 
 
@@ -78,6 +83,8 @@ class KlingProvider(Provider):
     api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
     ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
+    ``api`` (``auto``: each model's catalogue card picks the API design; ``legacy`` or ``newer``:
+    only that design, rows of models on the other are input problems),
     ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
     (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
     scan may read per kind), and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests; it is
@@ -113,8 +120,14 @@ class KlingProvider(Provider):
         page_size: int | str = 500,
         scan_pages: int | str = 20,
         transport: httpx.AsyncBaseTransport | None = None,
+        api: str = "auto",
     ) -> None:
         self._keys = Credentials(api_key, access_key, secret_key)
+        api = str(api).strip().lower()
+        if api not in APIS:
+            raise ConfigError(f"kling api {api!r} is not one of {', '.join(APIS)} (auto: each model's "
+                              "catalogue entry picks Kling's API design)")
+        self.api = api
         if region not in HOSTS:
             raise ConfigError(f"kling region {region!r} is not one of {', '.join(HOSTS)} (keys are "
                               "bound to the region of the console that issued them)")
@@ -137,14 +150,15 @@ class KlingProvider(Provider):
                                                       float, 0.001))),
         )
         self.callback_url = callback_url or None
-        self._list_threshold = int(number("kling", "list_threshold", list_threshold, int, 1))
-        self._page_size = min(500, int(number("kling", "page_size", page_size, int, 1)))
-        self._scan_pages = int(number("kling", "scan_pages", scan_pages, int, 1))
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._kinds: dict[str, str] = {}  # task_id -> text2video / image2video
-        self._key_kinds: dict[str, str] = {}  # external_task_id -> kind
+        self._reader = TaskReader(
+            self._call, api=api, resolve=self.resolve, now=lambda: _now(),
+            list_threshold=int(number("kling", "list_threshold", list_threshold, int, 1)),
+            page_size=min(500, int(number("kling", "page_size", page_size, int, 1))),
+            scan_pages=int(number("kling", "scan_pages", scan_pages, int, 1)),
+            signs_tokens=self._keys.signs_tokens)
 
     # -- credentials -------------------------------------------------------------------------
 
@@ -155,24 +169,49 @@ class KlingProvider(Provider):
 
     def check(self, requests: Sequence[VideoRequest]) -> list[Problem]:
         self._keys.check()
+        if not requests:  # asked about tasks of rows it will not see (status, repair, a worker)
+            self._reader.rows_unseen = True
         return self.check_rows(requests)
 
     def check_rows(self, requests: Sequence[VideoRequest]) -> list[Problem]:
-        return wire.body_problems(requests)
+        problems = wire.body_problems(requests)
+        for row, request in enumerate(requests, start=1):
+            resolved = self.resolve(request)
+            design = NEWER if newer.is_newer(resolved.values) else "legacy"
+            self._reader.newer_rows = self._reader.newer_rows or design == NEWER
+            if self.api != "auto" and design != self.api:
+                catalog = self.catalog()
+                fits = [c.id for c in (catalog.current() if catalog else ())
+                        if (c.options["api"].default if "api" in c.options else "legacy") == self.api]
+                problems.append(Problem(
+                    row, "model", f"kling model {resolved.model} is sent to Kling's {design} API "
+                    f"design, but the provider option api={self.api} allows only the {self.api} one",
+                    allowed=", ".join(fits) or f"a model of the {self.api} design"))
+            if design == NEWER and request.end_image and not request.image:
+                problems.append(Problem(row, "end_image", "Kling's newer API design takes a last "
+                                        "frame only together with a first frame",
+                                        allowed="an image as well, or no end_image"))
+        return problems
 
     async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
-        kind, body = await wire.request_body(request, self.resolve(request), idempotency_key,
-                                             self.callback_url)
-        self._key_kinds[idempotency_key] = kind
+        resolved = self.resolve(request)
+        if newer.is_newer(resolved.values):
+            kind, (path, body) = NEWER, await newer.request_body(
+                request, resolved, idempotency_key, self.callback_url)
+            self._reader.newer_rows = True
+        else:
+            kind, body = await wire.request_body(request, resolved, idempotency_key,
+                                                 self.callback_url)
+            path = f"/v1/videos/{kind}"
+        self._reader.key_kinds[idempotency_key] = kind
         try:
-            data = await self._call("POST", f"/v1/videos/{kind}", body=body, submitting=True,
-                                    model=body["model_name"])
+            data = await self._call("POST", path, body=body, submitting=True, model=resolved.model)
         except RejectedError as exc:
             if not wire.is_duplicate(exc):
                 raise
             refusal = exc
         else:
-            return self._task(data, kind, submitting=True, key=idempotency_key)
+            return self._reader.task(data, kind, submitting=True, key=idempotency_key)
         log.info("kling: external_task_id %s already used; looking up that task", idempotency_key)
         try:
             found = await self.find(idempotency_key)
@@ -190,121 +229,28 @@ class KlingProvider(Provider):
             request_id=refusal.request_id)
 
     async def status(self, task_id: str) -> TaskStatus:
-        known = self._kinds.get(task_id)
-        missing: NotFoundError | None = None
-        for kind in (known,) if known else KINDS:
-            try:
-                data = await self._call("GET", f"/v1/videos/{kind}/{quote(task_id, safe='')}")
-            except NotFoundError as exc:
-                missing = exc
-                continue
-            if not data:
-                missing = NotFoundError(f"Kling has no task {task_id!r}", provider_code=1203)
-                continue
-            return self._task(data, kind)
-        assert missing is not None
-        raise missing
+        return await self._reader.status(task_id)
 
     async def find(self, idempotency_key: str) -> TaskStatus | None:
-        first = self._key_kinds.get(idempotency_key, TEXT2VIDEO)
-        unanswered: ProviderError | None = None
-        for kind in sorted(KINDS, key=lambda k: k != first):
-            try:
-                data = await self._call("GET", f"/v1/videos/{kind}",
-                                        params={"external_task_id": idempotency_key})
-            except (NotFoundError, RejectedError) as exc:
-                if isinstance(exc, NotFoundError) and exc.provider_code == 1203:
-                    continue  # Kling answered: no task of this kind has that id
-                unanswered = listing.cannot_look_up(kind, f"the query was refused ({exc.message})", exc)
-                continue
-            item, answered = listing.read_lookup(data, idempotency_key)
-            if item is not None:
-                return self._task(item, kind, key=idempotency_key)
-            if not answered:
-                unanswered = listing.cannot_look_up(
-                    kind, "it answered about other tasks (the parameter seems ignored)", None)
-        if unanswered is not None:
-            raise unanswered
-        return None
+        return await self._reader.find(idempotency_key)
 
     async def scan(self, keys: Collection[str], since: float) -> ScanResult:
         """List each kind's tasks (newest first, ``page_size`` a page, at most ``scan_pages``
-        pages) back past ``since`` for tasks carrying one of ``keys``; see ``listing.scan_kind``."""
-        wanted = set(keys)
-        items: dict[str, dict[str, Any]] = {}
-        kinds: dict[str, str] = {}
-        complete = True
-        for kind in KINDS:
-            if wanted <= items.keys():
-                break
-            before = set(items)
-
-            async def page(number: int, kind: str = kind) -> Any:
-                return await self._call("GET", f"/v1/videos/{kind}",
-                                        params={"pageNum": number, "pageSize": self._page_size})
-
-            done = await listing.scan_kind(page, wanted, items, since, page_size=self._page_size,
-                                           max_pages=self._scan_pages, what=kind)
-            kinds.update(dict.fromkeys(set(items) - before, kind))
-            complete = complete and done
-        found = {key: self._task(item, kinds[key], key=key) for key, item in items.items()}
-        return ScanResult(found=found, complete=complete or wanted <= found.keys())
+        pages; the newer design's cursor listing over the same window) back past ``since`` for
+        tasks carrying one of ``keys``; see ``lookups``."""
+        return await self._reader.scan(keys, since)
 
     async def status_many(
         self, task_ids: Sequence[str], riders: Sequence[str] = ()
     ) -> Mapping[str, TaskStatus | ProviderError]:
-        """Status of many tasks: list-endpoint pages first (cheaper), single GETs for the rest.
+        """Status of many tasks: list pages or batched ``/tasks`` queries first (cheaper), single
+        GETs for the rest; ``riders`` are reported only when they come free."""
+        return await self._reader.status_many(task_ids, riders)
 
-        ``riders`` are reported when they appear on a page fetched for ``task_ids``; no request
-        is spent on them otherwise.
-        """
-        ids = list(dict.fromkeys(task_ids))
-        extra = [t for t in dict.fromkeys(riders) if t not in set(ids)]
-        out: dict[str, TaskStatus | ProviderError] = {}
-        missing = set(ids)
-        for kind in KINDS:
-            wanted = {t for t in missing if self._kinds.get(t) in (kind, None)}
-            along = {t for t in extra if t not in out and self._kinds.get(t) in (kind, None)}
-            seen: dict[str, dict[str, Any]] = {}
-
-            async def page(number: int, kind: str = kind) -> Any:
-                try:
-                    return await self._call("GET", f"/v1/videos/{kind}",
-                                            params={"pageNum": number, "pageSize": self._page_size})
-                except (NotFoundError, RejectedError):
-                    return None  # no usable list endpoint: single GETs below
-
-            failure: ProviderError | None = None
-            try:
-                await listing.pages_for_status(page, wanted, along, seen, page_size=self._page_size,
-                                               threshold=self._list_threshold)
-            except ProviderError as exc:  # rate limited, auth, 5xx: report, don't pile on
-                failure = exc
-            for task_id, item in seen.items():
-                try:
-                    out[task_id] = self._task(item, kind)
-                except ProviderError:
-                    continue
-                missing.discard(task_id)
-            if failure is not None:
-                out.update(dict.fromkeys(missing, failure))
-                return {t: out[t] for t in ids}
-        if missing:
-            out.update(await self._status_each([t for t in ids if t in missing]))
-        return {t: out[t] for t in [*ids, *extra] if t in out}
-
-    async def _status_each(self, task_ids: list[str]) -> dict[str, TaskStatus | ProviderError]:
-        gate = asyncio.Semaphore(4)
-
-        async def one(task_id: str) -> TaskStatus | ProviderError:
-            async with gate:
-                try:
-                    return await self.status(task_id)
-                except ProviderError as exc:
-                    return exc
-
-        answers = await asyncio.gather(*(one(t) for t in task_ids))
-        return dict(zip(task_ids, answers, strict=True))
+    @property
+    def _kinds(self) -> dict[str, str]:
+        """Task id -> the endpoint kind or design it was found on (tests read it)."""
+        return self._reader.kinds
 
     def too_fast(self, response: httpx.Response) -> float | None:
         return wire.too_fast(response)  # 1302 slows the run; quota and busy-slot 429s do not
@@ -371,12 +317,13 @@ class KlingProvider(Provider):
             if code == 1004 and not renewed:
                 renewed = True
                 continue
-            raise wire.map_error(response, envelope, code, submitting=submitting, model=model,
-                                 now=_now())
-
-    def _task(self, data: Any, kind: str, *, submitting: bool = False,
-              key: str | None = None) -> TaskStatus:
-        status = wire.parse_task(data, submitting=submitting, key=key)
-        self._kinds[status.task_id] = kind
-        return status
-
+            error = wire.map_error(response, envelope, code, submitting=submitting, model=model,
+                                   now=_now())
+            if isinstance(error, AuthError) and not path.startswith("/v1/") and self._keys.signs_tokens():
+                # *Unsure* whether the newer design takes JWTs: every documented example uses a key.
+                error = AuthError(
+                    f"{error.message} Kling documents its newer API design ({path}) with a console "
+                    f"API key only: set {wire.API_KEY_ENV} (or api_key=), or use a /v1 model.",
+                    provider_code=error.provider_code, status_code=error.status_code,
+                    request_id=error.request_id)
+            raise error

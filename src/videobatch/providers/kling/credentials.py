@@ -124,6 +124,10 @@ class Credentials:
             return api_key(self._api_key)
         return key_pair(self._access, self._secret)
 
+    def signs_tokens(self) -> bool:
+        """True when requests carry a JWT from a key pair, False for a console API key."""
+        return not isinstance(self._held(), str)
+
     def bearer(self, now: float, *, renew: bool = False) -> str:
         """The Authorization bearer: the API key as is, or a JWT (a fresh one when ``renew``)."""
         held = self._held()

@@ -25,6 +25,12 @@ What public sources say, and what this module relies on:
   stops early at ``since`` only while every page it has read was in newest-first order by
   ``created_at``; otherwise it reads on to the end of the list (or its page budget). At most
   1000 pages can be asked for.
+* **The newer design's listing** (``scan_cursor``). ``POST /tasks`` with ``start_time`` /
+  ``end_time`` (ms strings), ``cursor`` and ``limit`` (≤ 500) answers ``data: {result[], count,
+  next_cursor, has_more}``; a non-empty cursor overrides the times (Kling's newer docs, "Query Task
+  (By Cursor)", e.g. kling.ai/document-api/api/video/motion-control, read 2026-11-28). The window
+  is asked for explicitly (the row's submit time less ``CLOCK_SLACK`` to now plus it), so reading
+  until ``has_more`` is false proves every task of the window was seen, whatever the order.
 * **Clocks.** ``since`` is this machine's clock, ``created_at`` Kling's: the scan reaches
   ``CLOCK_SLACK`` seconds further back than asked, so a skewed clock cannot hide a task.
 """
@@ -36,9 +42,11 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from ...errors import NotFoundError, ProviderError, RejectedError, TransientError
+from . import newer
 from .wire import created_ms, external_id
 
-__all__ = ["CLOCK_SLACK", "MAX_PAGE", "cannot_look_up", "pages_for_status", "read_lookup", "scan_kind"]
+__all__ = ["CLOCK_SLACK", "MAX_PAGE", "cannot_look_up", "pages_for_status", "read_lookup", "scan_cursor",
+           "scan_kind"]
 
 CLOCK_SLACK = 600.0  # seconds the scan reaches back beyond ``since``
 MAX_PAGE = 1000  # Kling's highest pageNum
@@ -132,6 +140,46 @@ async def scan_kind(
         if newest_first and stamps and stamps[-1] < cutoff:
             return readable  # everything further is older still
         previous_oldest = stamps[-1] if stamps else previous_oldest
+    return False
+
+
+async def scan_cursor(
+    fetch: Callable[[str], Awaitable[Any]],
+    keys: Collection[str],
+    found: dict[str, dict[str, Any]],
+    *,
+    max_pages: int,
+) -> bool:
+    """The newer design's ``POST /tasks`` listing (``await fetch(cursor)`` gives a page's ``data``,
+    for a window fixed by the caller): put each task object whose own ``external_id`` is one of
+    ``keys`` into ``found``. True when that proves no other key has a task in the window (every
+    key found, or the listing ended readably); False when the page budget ran out first. A refused
+    listing raises a plain ``ProviderError`` (never ``NotFoundError``)."""
+    cursor, readable = "", True
+    for _ in range(max(1, max_pages)):
+        refusal: ProviderError | None = None
+        try:
+            data = await fetch(cursor)
+        except (NotFoundError, RejectedError) as exc:
+            refusal = exc
+        if refusal is not None:
+            raise ProviderError(f"Kling refused to list its tasks (POST /tasks: {refusal.message})",
+                                provider_code=refusal.provider_code,
+                                status_code=refusal.status_code, request_id=refusal.request_id)
+        items, cursor, more = newer.read_cursor_page(data)
+        for item in items:
+            key = newer.external_id(item)
+            if key is not None and key in keys and key not in found:
+                if isinstance(item, dict) and item.get("id"):
+                    found[key] = item
+                else:
+                    readable = False
+        if all(k in found for k in keys):
+            return True
+        if not more:
+            return readable
+        if not cursor:
+            return False  # "more" without a way to ask for it: cannot prove the rest free
     return False
 
 

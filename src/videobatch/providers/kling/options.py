@@ -26,11 +26,16 @@ class KlingOptions(BaseModel):
     mode: str | None = Field(default=None, description="std (720p) or pro (1080p); the model's default otherwise")
     voice_list: list[dict[str, str]] | None = Field(default=None, max_length=2, description='[{"voice_id": "..."}]')
     watermark: bool | None = Field(default=None, description="ask Kling for a watermarked copy too")
+    # Which of Kling's two API designs a model is sent to: each card's catalogue entry says
+    # (``legacy``: /v1 with model_name; ``newer``: the model in the path, settings/options body).
+    api: str | None = Field(default=None, description="legacy (/v1) or newer (model in the path)")
+    multi_shot: bool | None = Field(default=None, description="newer design: split a prompt "
+                                    "written as 'shot 1, ...; shot 2, ...' into shots")
     # Options of the retired v1 family, kept so their old rows read (their models are refused).
     cfg_scale: float | None = Field(default=None, ge=0.0, le=1.0)
     camera_control: dict[str, Any] | None = None
 
-    @field_validator("mode", mode="before")
+    @field_validator("mode", "api", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
