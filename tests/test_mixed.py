@@ -241,3 +241,20 @@ def test_scoped_provider_options_on_the_command_line(tmp_path: Path):
     bad = subprocess.run([sys.executable, "-m", "videobatch", str(csv), "--dry-run", "-P", "nope.x=1"],
                          capture_output=True, text=True, timeout=60, env=_env())
     assert bad.returncode == 2 and "'nope' is not a provider" in bad.stderr
+
+
+def test_kling_keeps_one_pool_per_model_as_its_account_counts_them(tmp_path):
+    """Kling's parallel limit holds per model version: two models, each kept full to its own limit."""
+    from videobatch.testing import SimConfig as KlingConfig
+    from videobatch.testing import running_server as kling_server
+
+    table = pd.DataFrame({"prompt": [f"shot {i}" for i in range(16)],
+                          "model": ["kling-v2-6", "kling-v3"] * 8})
+    with kling_server(latency=0.6, jitter=0.0, max_parallel=3) as server:
+        df = videobatch.run(table, "kling", base_url=server.url, access_key=KlingConfig.access_key,
+                            secret_key=KlingConfig.secret_key, max_parallel=3, progress=False,
+                            first_poll=0.3, poll_interval=0.05, max_poll_interval=0.3)
+        counters = server.counters()
+    assert (df["status"] == "completed").all()
+    assert counters["peak_per_model"] == {"kling-v2-6": 3, "kling-v3": 3}
+    assert counters["peak_parallel"] == 6 and not counters["rejected"]

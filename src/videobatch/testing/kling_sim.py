@@ -55,6 +55,7 @@ class SimConfig:
     jitter: float = 0.2  # ± fraction of latency, uniform
     queue_share: float = 0.2  # share of the latency spent "submitted"
     max_parallel: int = 5  # tasks in flight at once (1303 beyond)
+    parallel_per_model: bool = True  # max_parallel per model version, as Kling (False: per account)
     rps: float | None = None  # API requests per second (1302 beyond); None: unlimited
     retry_after: bool = True  # send Retry-After with the rate limit's 1302
     allowed_models: tuple[str, ...] | None = None  # others get 1103; None: all
@@ -132,6 +133,7 @@ class SimTask:
     fail_message: str = ""
     foreign: bool = False  # another system's task, not created through this server's API
     design: str = "legacy"  # "legacy" (/v1) or "newer" (model in the path)
+    model: str = ""  # the model it runs on (parallel limits hold per model)
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -174,6 +176,7 @@ class Counters:
     polls_external: int = 0
     polls_list: int = 0
     peak_parallel: int = 0
+    peak_per_model: dict[str, int] = field(default_factory=dict)  # the same, per model
     downloads: int = 0
     lookups_ignored: int = 0  # ?external_task_id= answered with a plain list page
     foreign_polled: set[str] = field(default_factory=set)  # other systems' tasks asked for by id
@@ -266,7 +269,9 @@ class Account:
         if cfg.max_tasks is not None and self.counters.accepted >= cfg.max_tasks:
             raise self.reject(SimError(1102, reason="balance"))
         now = time.monotonic()
-        if self.running(now) + len(self._holding) >= cfg.max_parallel:
+        self.running(now)  # (drops ended tasks)
+        busy = [t for t in self._active if t.model == model or not cfg.parallel_per_model]
+        if len(busy) + len(self._holding) >= cfg.max_parallel:
             raise self.reject(SimError(1303, reason="parallel_limit"))
         latency = max(0.0, cfg.latency * (1 + cfg.jitter * self._rng.uniform(-1, 1)))
         task = SimTask(
@@ -274,7 +279,7 @@ class Account:
             kind=kind, body=body, external_task_id=ext,
             created_ms=int(time.time() * 1000), started=now,
             processing_at=now + latency * cfg.queue_share, done_at=now + latency,
-            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt), design=design,
+            fails=bool(cfg.fail_marker and cfg.fail_marker in prompt), design=design, model=model,
         )
         if task.fails:
             task.fail_message = "Video generation failed (marked prompt)"
@@ -282,6 +287,8 @@ class Account:
         self._active.append(task)
         self.counters.accepted += 1
         self.counters.peak_parallel = max(self.counters.peak_parallel, len(self._active))
+        peaks, mine = self.counters.peak_per_model, sum(t.model == model for t in self._active)
+        peaks[model] = max(peaks.get(model, 0), mine)
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         if digest in self._contents:
             self.counters.paid_duplicates += 1
@@ -387,7 +394,8 @@ class Account:
             "lookups_ignored": c.lookups_ignored, "foreign_tasks": self._foreign,
             "foreign_slots": len(self._holding), "foreign_polled": len(c.foreign_polled),
             "wrong_adoptions": c.wrong_adoptions, "foreign_adopted": c.foreign_adopted,
-            "peak_parallel": c.peak_parallel, "current_parallel": self.running(now),
+            "peak_parallel": c.peak_parallel, "peak_per_model": dict(c.peak_per_model),
+            "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
         }

@@ -81,7 +81,7 @@ class KlingProvider(Provider):
     default env KLING_API_KEY) or ``access_key`` + ``secret_key`` (default: env KLING_ACCESS_KEY /
     KLING_SECRET_KEY), ``region`` (``global``: api-singapore.klingai.com, ``cn``:
     api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
-    ``max_parallel`` (the account's parallel-task limit), ``max_rps``,
+    ``max_parallel`` (the account's parallel-task limit, per model), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
     ``api`` (``auto``: each model's catalogue card picks the API design; ``legacy`` or ``newer``:
     only that design, rows of models on the other are input problems),
@@ -141,7 +141,9 @@ class KlingProvider(Provider):
         self.timeout = float(number("kling", "http_timeout", timeout if http_timeout is None
                                      else http_timeout, float, 0.001))
         rps = None if max_rps in (None, "", "none", "None") else number("kling", "max_rps", max_rps, float, 0.001)
-        self.limits = Limits(int(number("kling", "max_parallel", max_parallel, int, 1)), rps)
+        # Kling counts parallel tasks per account and model version: one pool per model.
+        self.limits = Limits(int(number("kling", "max_parallel", max_parallel, int, 1)), rps,
+                             per_model=True)
         interval = float(number("kling", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
             first_poll=float(number("kling", "first_poll", first_poll, float, 0.0)),
