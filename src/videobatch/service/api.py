@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import math
 import os
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,13 +47,13 @@ from redis.exceptions import WatchError
 from starlette.concurrency import run_in_threadpool
 
 from .._inputs import load_prompts
-from .._jobs import TERMINAL, State
 from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
 from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
 from .addresses import AddressPolicy
 from .auth import BearerGate, Token, configured_tokens, tenant_of
+from .batch_views import batch_counts, batch_rows, results_response
 from .checks import Cache, RequestChecks
 from .images import ImageRules
 from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
@@ -365,25 +363,11 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             response.headers["Idempotent-Replayed"] = "true"
         return answer
 
-    async def _batch_rows(batch_id: str) -> list[dict[str, str]]:
-        ids = [_text(i) for i in await client.lrange(keys.batch_ids(batch_id), 0, -1)]
-        if not ids:
-            raise HTTPException(status_code=404, detail="Batch not found")
-        async with client.pipeline(transaction=False) as pipe:
-            for rid in ids:
-                pipe.hgetall(keys.job(rid))
-            raws = await pipe.execute()
-        return [decode_hash(r) for r in raws]
-
     @app.get("/api/v1/batches/{batch_id}", response_model=BatchCounts,
              responses={**_COMMON, 404: {"description": "no such batch"}})
     async def get_batch(batch_id: str, _: Token) -> BatchCounts:
         """How many rows of the batch are in each state."""
-        rows = await _batch_rows(batch_id)
-        counts = Counter(r.get("status", "pending") for r in rows)
-        done = all(r.get("status") in TERMINAL for r in rows)
-        return BatchCounts(batch_id=batch_id, total=len(rows),
-                           counts={s.value: counts.get(s.value, 0) for s in State}, done=done)
+        return batch_counts(batch_id, await batch_rows(client, keys, batch_id))
 
     @app.get("/api/v1/batches/{batch_id}/results",
              responses={**_COMMON, 200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {},
@@ -392,18 +376,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def batch_results(batch_id: str, _: Token,
                             format: Literal["csv", "parquet", "json"] = "csv") -> Response:
         """The batch's results table (input order) as CSV, parquet or JSON."""
-        views = [public_view(r) for r in await _batch_rows(batch_id)]
-        table = pd.DataFrame([{**(v.get("request") or {}), **v.get("metadata", {}),
-                               **{k: v[k] for k in v if k not in ("request", "metadata")}}
-                              for v in views])
-        if format == "json":
-            return Response(table.to_json(orient="records"), media_type="application/json")
-        if format == "parquet":
-            buffer = io.BytesIO()
-            table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(
-                buffer, index=False)
-            return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet")
-        return Response(table.to_csv(index=False), media_type="text/csv")
+        return results_response(await batch_rows(client, keys, batch_id), format)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, Any]:

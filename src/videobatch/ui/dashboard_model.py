@@ -3,7 +3,8 @@
 ``DashboardModel`` follows the runner's events — counts per state, the pace of this run, the most
 recent rows, the latest finished clips, failures, rows of unknown outcome, what each button would
 do — and decides when a redraw is due (``due()``). ``update(event)`` is O(1), so a 10,000-row
-batch costs nothing per event. The ``*_html``/``summary_text`` functions render a ``Snapshot``.
+batch costs nothing per event. The ``*_html``/``summary_text`` functions render a ``Snapshot``
+(that data, ``Snapshot`` and ``Row``, is ``videobatch.ui.dashboard_snapshot``; re-exported here).
 ``videobatch.ui.dashboard`` puts this on screen with ipywidgets; keeping the two apart lets the
 logic be tested without a browser or a kernel.
 
@@ -20,16 +21,15 @@ from __future__ import annotations
 
 import html
 import itertools
-import re
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
-from .actions import NO_RESUME, NO_RETRY, Action, Pool, Pricer, Prices
+from .actions import Action, Pool, Pricer, Prices
+from .dashboard_snapshot import LEFT_STATES, Row, Snapshot, excerpt, row_label
 from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
@@ -41,81 +41,11 @@ ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, Sta
 COLOURS = {State.PENDING: "#9e9e9e", State.SUBMITTING: "#64b5f6", State.GENERATING: "#1e88e5",
            State.COMPLETED: "#43a047", State.FAILED: "#e53935", State.UNKNOWN: "#8e24aa",
            State.CANCELLED: "#fb8c00"}
-_LEFT = (State.PENDING, State.SUBMITTING, State.GENERATING)  # rows this run still works on
-_HASH_KEY = re.compile(r"[0-9a-f]{16}")  # the key of a row from a table without an ``id`` column
 UNKNOWN_HELP = ("a paid task may exist for each: check them in the provider's console; "
                 "batch.retry(unknown=True) resubmits them (may pay twice)")
 
 
-def _cut(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def row_label(row: RowSnapshot, ids: bool | None = None) -> str:
-    """How a person knows a row: its ``id`` (the key, when the table had an ``id`` column), else
-    its row number (1-based, as in input errors). ``ids=None``: tell by the key's look."""
-    if ids or (ids is None and not _HASH_KEY.fullmatch(row.key)):
-        return row.key
-    return f"row {row.index + 1}"
-
-
 # ---------------------------------------------------------------------------------------- model
-@dataclass(frozen=True)
-class Row:
-    key: str
-    label: str  # what people call it: its id or "row 7"
-    prompt: str  # an excerpt
-    state: State
-    attempts: int
-    error: str | None
-    error_kind: str | None
-    video_url: str | None
-
-    @classmethod
-    def of(cls, job: RowSnapshot, label: str | None = None) -> Row:
-        label = label or row_label(job)
-        prompt = _cut(job.request.prompt, 70) or ("(image)" if job.request.image else "")
-        error = job.error
-        if error and label != job.key:  # "[row '3f9c…', code 1301] ..." -> "[row 4, code 1301] ..."
-            error = error.replace(f"row {job.key!r}", label)
-        return cls(job.key, label, prompt, job.state, job.attempts, error, job.error_kind,
-                   job.video_url)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything a view draws, copied at one instant."""
-
-    total: int
-    counts: Counter[State]
-    elapsed: float  # this run's wall time (frozen once it ends)
-    throughput: float | None  # rows sent and ended per second in this run; None when not running
-    eta: float | None  # None when not running, or before this run's pace is known
-    slots_in_use: int
-    slots_limit: int
-    rows: tuple[Row, ...]  # most recent first
-    clips: tuple[Row, ...]  # latest completed rows with a video, newest first
-    failures: tuple[Row, ...]  # the first few failed rows (``counts`` has how many)
-    running: bool
-    note: str
-    status: str = "Not started"  # Running, Cancelling…, Cancelled, Stopped, Finished
-    reason: str | None = None  # why it stopped, when it did on its own
-    unknown: tuple[Row, ...] = ()  # the first few rows of unknown outcome
-    retry: Action = NO_RETRY
-    resume: Action = NO_RESUME
-
-    @property
-    def done(self) -> int:
-        """Rows that ended with an outcome: completed or failed (cancelled rows are not done)."""
-        return self.counts[State.COMPLETED] + self.counts[State.FAILED]
-
-    @property
-    def left(self) -> int:
-        """Rows this run still works on (waiting or in flight)."""
-        return sum(self.counts[s] for s in _LEFT)
-
-
 class DashboardModel:
     """What the dashboard shows, kept current by runner events; knows nothing of widgets.
 
@@ -290,7 +220,7 @@ class DashboardModel:
             if p is None:
                 return Snapshot(0, Counter(), 0.0, None, None, 0, 0, (), (), (), False, self._note)
             counts = Counter(p.counts)
-            left = sum(counts[s] for s in _LEFT)
+            left = sum(counts[s] for s in LEFT_STATES)
             rate = eta = None
             if self._running:
                 elapsed = p.elapsed
@@ -391,7 +321,7 @@ def table_html(snap: Snapshot) -> str:
     for row in snap.rows:
         state = f'<span style="color:{COLOURS[row.state]};font-weight:bold">{row.state.value}</span>'
         values = (html.escape(row.label), html.escape(row.prompt), state, str(row.attempts),
-                  html.escape(_cut(row.error, 90)))
+                  html.escape(excerpt(row.error, 90)))
         body.append("<tr>" + "".join(f'<td style="{cells}">{v}</td>' for v in values) + "</tr>")
     return (f'<table class="vb-rows" style="border-collapse:collapse;font-size:12px">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
