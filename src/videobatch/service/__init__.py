@@ -9,6 +9,7 @@ providers and the state machine of the library. Needs the ``service`` extra (fas
 The gateway (HTTP in, requests into Redis):
 
     api.py      the routes, and the Redis transaction that creates requests (Idempotency-Key)
+    batch_views.py  a batch read back: its rows in order, counts per state, its results table
     auth.py     bearer tokens, checked before a body is read; the tenant a token stands for
     schemas.py  the HTTP bodies with their limits (the OpenAPI spec), problems as 422 answers
     checks.py   the service's own checks of a body (limits, images, URLs), before the library's

@@ -228,9 +228,8 @@ class Account:
         raise self.reject(SimError(1302, retry_after=max(1, math.ceil(wait))
                                    if self.config.retry_after else None, reason="rate_limit"))
 
-    def running(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
-        self._active = [t for t in self._active if t.done_at > now]
+    def running(self, now: float | None = None) -> int:  # (and drops ended tasks)
+        self._active = [t for t in self._active if t.done_at > (time.monotonic() if now is None else now)]
         return len(self._active)
 
     # -- create ---------------------------------------------------------------------------------
@@ -269,7 +268,7 @@ class Account:
         if cfg.max_tasks is not None and self.counters.accepted >= cfg.max_tasks:
             raise self.reject(SimError(1102, reason="balance"))
         now = time.monotonic()
-        self.running(now)  # (drops ended tasks)
+        self.running(now)
         busy = [t for t in self._active if t.model == model or not cfg.parallel_per_model]
         if len(busy) + len(self._holding) >= cfg.max_parallel:
             raise self.reject(SimError(1303, reason="parallel_limit"))

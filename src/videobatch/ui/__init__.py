@@ -1,6 +1,7 @@
 """What a person watching a run sees: the text progress bar (``progress``), the notebook
-dashboard's model (``dashboard_model``), what its buttons would do (``actions``), its widgets
-(``dashboard``), shared wording (``text``) and how errors show in a notebook (``errors_view``)."""
+dashboard (``dashboard``): its model (``dashboard_model``) of one instant (``dashboard_snapshot``),
+its widgets (``dashboard_view``) and what its buttons would do (``actions``); shared wording
+(``text``) and how errors show in a notebook (``errors_view``)."""
 
 from __future__ import annotations
 
