@@ -110,6 +110,10 @@ class Providers:
         """Each provider's pre-flight check of its own rows (row numbers: ``row_numbers``, else
         those of ``requests``). ``rows_only``: without the set-up part (credentials), as a dry run
         does."""
+        if len(self._by_name) == 1:  # one provider: all rows are its own (no grouping to do)
+            found = (self.default.check_rows(requests) if rows_only else self.default.check(requests))
+            return found if row_numbers is None else [
+                p if p.row is None else replace(p, row=row_numbers[p.row - 1]) for p in found]
         rows: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
             rows.setdefault(self.get(request.provider).name, []).append(index)
@@ -125,6 +129,8 @@ class Providers:
 
     def check_fallbacks(self, keys: Sequence[str], *, rows_only: bool = False) -> list[Problem]:
         """``check`` of every row's fallback requests (rows in the order of ``keys``)."""
+        if not self.fallbacks:
+            return []
         requests, numbers = [], []
         for row, key in enumerate(keys, 1):
             for request in self.fallbacks.get(key, ()):
