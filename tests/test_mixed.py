@@ -258,3 +258,19 @@ def test_kling_keeps_one_pool_per_model_as_its_account_counts_them(tmp_path):
     assert (df["status"] == "completed").all()
     assert counters["peak_per_model"] == {"kling-v2-6": 3, "kling-v3": 3}
     assert counters["peak_parallel"] == 6 and not counters["rejected"]
+
+
+def test_status_verifies_each_providers_rows_with_that_provider_only(tmp_path, capsys):
+    """A mixed checkpoint: --verify-tasks asks the named provider about its own rows only, and
+    says where the others went (asking local about fal's tasks would flag every one of them)."""
+    from videobatch.cli.commands import status_main
+
+    rows = pd.DataFrame({"prompt": [f"shot {i}" for i in range(6)], "provider": ["", "fal"] * 3})
+    ckpt = tmp_path / "run.parquet"
+    with fal_server.running_server(latency=0.2) as fal:
+        videobatch.run(rows, "local", checkpoint=ckpt, progress=False, render=False,
+                       providers={"fal": {"base_url": fal.url, "key": FalConfig.key, **FAST}})
+    status_main([str(ckpt), "--verify-tasks"])
+    out = capsys.readouterr().out
+    assert "Verified the tasks of 3 row(s) with 'local': every task is the row's own" in out
+    assert "3 row(s) were sent to fal: check them with --provider NAME" in out

@@ -30,10 +30,10 @@ __all__ = ["recheck_unknown", "verify_tasks"]
 def recheck_unknown(loaded: LoadedCheckpoint, provider: str | None,
                     options: dict[str, Any]) -> list[str]:
     """Lines for the status report about each unknown row (empty when there are none)."""
-    rows = [j for j in loaded.jobs if j.state is State.UNKNOWN]
-    if not rows:
-        return []
     name = provider or str(loaded.meta.get("settings", {}).get("provider", "local"))
+    rows, elsewhere = _sent_to(name, [j for j in loaded.jobs if j.state is State.UNKNOWN])
+    if not rows:
+        return elsewhere
     try:
         client = get_provider(name, **options)
         client.check([])  # credentials and set-up, before asking anything
@@ -51,16 +51,16 @@ def recheck_unknown(loaded: LoadedCheckpoint, provider: str | None,
                          "run sends it (paid once)")
         else:
             lines.append(f"  {job.key}: still unknown: {verdict.reason}")
-    return lines
+    return lines + elsewhere
 
 
 def verify_tasks(loaded: LoadedCheckpoint, provider: str | None, options: dict[str, Any]) -> list[str]:
     """Lines naming every row whose task does not carry the row's own idempotency key (empty when
     every task is the row's own, or the provider keeps no key of ours to compare)."""
-    rows = [j for j in loaded.jobs if j.task_id]
-    if not rows:
-        return []
     name = provider or str(loaded.meta.get("settings", {}).get("provider", "local"))
+    rows, elsewhere = _sent_to(name, [j for j in loaded.jobs if j.task_id])
+    if not rows:
+        return elsewhere
     try:
         client = get_provider(name, **options)
         if not client.capabilities.idempotency_key:
@@ -84,7 +84,18 @@ def verify_tasks(loaded: LoadedCheckpoint, provider: str | None, options: dict[s
                          "orphaned; look it up in the provider's console, then `retry` the row")
     head = (f"Verified the tasks of {len(rows)} row(s) with {name!r}: "
             + (f"{len(lines)} are not the row's own:" if lines else "every task is the row's own"))
-    return [head, *lines]
+    return [head, *lines, *elsewhere]
+
+
+def _sent_to(name: str, rows: list[Job]) -> tuple[list[Job], list[str]]:
+    """``rows`` sent to provider ``name`` (rows of an older checkpoint, which records none, count
+    as its), and a line naming the other providers a mixed table's rows went to."""
+    mine = [j for j in rows if j.provider_used in (None, name)]
+    others = sorted({str(j.provider_used) for j in rows if j.provider_used not in (None, name)})
+    if not others:
+        return mine, []
+    return mine, [f"{len(rows) - len(mine)} row(s) were sent to {', '.join(others)}: check them "
+                  "with --provider NAME (and its options)"]
 
 
 async def _statuses(client: Any, task_ids: list[str]) -> dict[str, Any]:
