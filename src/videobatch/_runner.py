@@ -185,7 +185,10 @@ class Runner:
             counts=Counter(j.state for j in self.jobs),
             elapsed=time.monotonic() - self._tally.started,
             cancelled=stop.cancelled,
-            stopped_by=stop.fatal or self.providers.left_waiting(stop, self.jobs),
+            # (a shared queue's rows are not ours to look at: any refusal stopped this worker)
+            stopped_by=stop.fatal or (self.providers.left_waiting(stop, self.jobs)
+                                      if self._source_arg is None
+                                      else stop.no_submit or stop.blocked_error()),
             polls=pools.polls,
             submits=pools.submits,
         )
