@@ -218,28 +218,6 @@ def test_failures_shown_are_bounded_and_the_rest_counted():
 
 
 # ------------------------------------------------------------------------------- the widget view
-def test_clip_previews_are_bounded_and_old_ones_closed():
-    jobs = [_job(i) for i in range(7)]
-    progress = Tally(total=len(jobs))
-    progress.counts[State.PENDING] = len(jobs)
-    dash = Dashboard(display=False, clips=2)
-    assert dash.view is not None
-    seen = []
-    dash(Event("start", progress.snapshot()))
-    for job in jobs:
-        _run_rows(dash.model, progress, [job], fail=set())
-        dash._render()
-        seen.extend(box for box in dash.view.clips.children if box not in seen)
-    dash(Event("finish", progress.snapshot()))
-    shown = list(dash.view.clips.children)
-    assert len(shown) == 2 and len(seen) == 7
-    assert "row-6" in shown[0].children[1].value  # newest first
-    for box in seen:
-        closed = box not in shown
-        assert (box.comm is None) is closed
-        assert all((child.comm is None) is closed for child in box.children)
-
-
 class FakeBatch:
     def __init__(self, failed: int = 0, running: bool = True) -> None:
         self.jobs = [_job(i) for i in range(3)]
@@ -314,7 +292,7 @@ def test_buttons_act_on_a_real_batch(tmp_path):
     snap = dash.model.snapshot()
     assert not snap.running and snap.counts[State.COMPLETED] == len(PROMPTS)
     assert dash.view.bar.value == len(rows) and dash.view.bar.bar_style == "warning"
-    assert len(dash.view.clips.children) == 4
+    assert len(dash.view.gallery.grid.children) == len(PROMPTS)  # every clip, on one page
     assert not dash.view.retry.disabled and dash.view.cancel.disabled
 
     # Cancel: a new run of the same checkpoint, stopped at once.
@@ -401,7 +379,7 @@ def test_counts_survive_resume_and_clips_of_earlier_runs_are_shown(tmp_path):
     snap = dash.model.snapshot()
     assert +snap.counts == Counter({State.COMPLETED: len(PROMPTS)})
     assert len(snap.clips) == 3 and snap.rows == ()
-    assert dash.view is not None and len(dash.view.clips.children) == 3
+    assert dash.view is not None and len(dash.view.gallery.grid.children) == len(PROMPTS)
 
 
 # ------------------------------------------------------------------------------ honest states

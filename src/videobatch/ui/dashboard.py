@@ -40,6 +40,7 @@ from .dashboard_model import (
     table_html,
 )
 from .dashboard_view import DashboardView
+from .gallery import PER_PAGE
 from .progress import TqdmProgress, widget_frontend
 
 if TYPE_CHECKING:
@@ -110,9 +111,10 @@ class Dashboard:
 
     def __init__(self, batch: Batch | None = None, *, title: str | None = None,
                  display: bool | None = None, interval: float = 0.3, recent: int = 10,
-                 clips: int = 4) -> None:
+                 clips: int = 4, per_page: int = PER_PAGE) -> None:
         self._title = title
-        self.model = DashboardModel(recent=recent, clips=clips, interval=interval)
+        self.model = DashboardModel(recent=recent, clips=clips, interval=interval,
+                                    per_page=per_page)
         self.batch = batch
         self._context: RunContext | None = None
         self._fallback: TqdmProgress | None = None
@@ -132,7 +134,8 @@ class Dashboard:
         self.view: DashboardView | None = None
         if not self._display and display is None:
             return  # no widget front-end: a tqdm bar is made at each start event
-        self.view = DashboardView(self._heading())
+        self.view = DashboardView(self._heading(), per_page=per_page, on_turn=self._on_turn,
+                                  on_play=self._on_play)
         self.view.cancel.on_click(self._on_cancel)
         self.view.retry.on_click(self._on_retry)
         self.view.resume.on_click(self._on_resume)
@@ -374,3 +377,15 @@ class Dashboard:
             self.model.note(action.done_text(count))
         if not self.model.running:
             self._render()
+
+    def _on_turn(self, pages: int) -> None:
+        """Prev / next in the gallery: only the new page's tiles go to the browser."""
+        self.model.gallery.turn(pages)
+        self.model.touch()
+        self._render()
+
+    def _on_play(self, key: str | None) -> None:
+        """A tile was clicked (or the player closed): that clip, and only it, is sent."""
+        self.model.gallery.play(key)
+        self.model.touch()
+        self._render()

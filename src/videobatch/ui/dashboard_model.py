@@ -30,6 +30,7 @@ from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
 from .actions import Action, Pool, Pricer, Prices
 from .dashboard_snapshot import LEFT_STATES, Row, Snapshot, excerpt, row_label
+from .gallery import PER_PAGE, Gallery
 from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
@@ -57,7 +58,7 @@ class DashboardModel:
                  interval: float = 0.3, heartbeat: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  label: Callable[[RowSnapshot], str] = row_label,
-                 price: Pricer | None = None) -> None:
+                 price: Pricer | None = None, per_page: int = PER_PAGE) -> None:
         self.interval = interval  # at most one render per interval while events arrive
         self.heartbeat = heartbeat  # re-render this often anyway while running (elapsed, ETA)
         self.renders = 0
@@ -71,6 +72,8 @@ class DashboardModel:
         self._recent: OrderedDict[str, RowSnapshot] = OrderedDict()
         self._clips: OrderedDict[str, RowSnapshot] = OrderedDict()  # oldest first
         self._clips_shown = clips
+        self.gallery = Gallery(per_page)  # every finished clip, a page at a time; failures by reason
+        self._gallery_on = bool(clips)  # the text bar (clips=0) keeps no gallery
         # Every row in these states, by key (what the buttons count and price).
         self._failures: dict[str, RowSnapshot] = {}
         self._cancelled: dict[str, RowSnapshot] = {}
@@ -115,6 +118,7 @@ class DashboardModel:
             self._unknown.clear()
             self._retry.clear()
             self._resume.clear()
+            self.gallery.clear()
             for row in rows:
                 self._track(row)
             self._dirty = True
@@ -186,6 +190,8 @@ class DashboardModel:
                 pool.put(row)
             else:
                 pool.drop(key)
+        if self._gallery_on:
+            self.gallery.track(row)
         if state is State.COMPLETED and row.video_url:
             clips = self._clips  # a clip already shown keeps its place, with its newest snapshot
             fresh = key not in clips
@@ -197,6 +203,11 @@ class DashboardModel:
         """A line shown under the buttons (what a click did)."""
         with self._lock:
             self._note, self._dirty = text, True
+
+    def touch(self) -> None:
+        """Something on screen changed outside the events (a gallery page turned): redraw."""
+        with self._lock:
+            self._dirty = True
 
     def due(self) -> bool:
         """Whether a render is wanted now: changes are pending and the interval has passed, or
@@ -231,6 +242,7 @@ class DashboardModel:
                 elapsed = p.elapsed if self._elapsed is None else self._elapsed
             status, reason = self._status(counts, left)
             label = self._label
+            page, groups = self.gallery.view(label)
             return Snapshot(
                 total=p.total, counts=counts, elapsed=elapsed, throughput=rate, eta=eta,
                 slots_in_use=p.slots_in_use if self._running else 0, slots_limit=p.slots_limit,
@@ -241,7 +253,8 @@ class DashboardModel:
                 running=self._running, note=self._note, status=status, reason=reason,
                 unknown=tuple(Row.of(j, label(j)) for j in
                               itertools.islice(self._unknown.values(), self._failures_shown)),
-                retry=self._retry.action(), resume=self._resume.action())
+                retry=self._retry.action(), resume=self._resume.action(),
+                gallery=page, failure_groups=groups)
 
     def _status(self, counts: Counter[State], left: int) -> tuple[str, str | None]:
         if self._running:
