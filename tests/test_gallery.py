@@ -249,3 +249,52 @@ class FakeHandle:
     def update(self, obj: Any, **_: Any) -> None:
         self.sizes.append(len(json.dumps(obj)))
 
+
+
+# ------------------------------------------------------------- the static view beside the widgets
+def test_the_cell_keeps_a_static_not_live_view_beside_the_widgets(tmp_path, monkeypatch):
+    """Displayed: the widgets (widget view + a line of text/plain), then the static view (text/html
+    with a display id), kept up to date at most every few seconds while running and always at the
+    end. It says it is not live, has no buttons and no players; the widgets carry the rule that
+    hides it while they are connected, and hide themselves once disconnected."""
+    from videobatch.ui.static_view import WIDGET_VIEW
+
+    shown: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+
+    class Handle:
+        def update(self, obj: Any, **_: Any) -> None:
+            if "vb-static" in obj["text/html"]:  # (not the end-of-run summary)
+                updates.append(obj)
+
+    def fake_display(obj: Any, **kwargs: Any) -> Any:
+        shown.append({"obj": obj, **kwargs})
+        return Handle()
+
+    monkeypatch.setattr("videobatch.ui.dashboard._display", fake_display)
+    dash = Dashboard(display=True, interval=0.05)
+    rows = ["a blocked kite [reject]", *[f"a paper boat number {i}" for i in range(5)]]
+    batch = videobatch.Batch(rows, provider="local", latency=0.05, progress=False,
+                             observers=[dash], checkpoint=tmp_path / "run.parquet")
+    dash.batch = batch
+    view = dash.view
+    assert view is not None
+    widgets, static = shown[0], shown[1]
+    assert widgets["obj"][WIDGET_VIEW]["model_id"] == view.box.model_id and widgets["raw"]
+    assert "static view" in widgets["obj"]["text/plain"] and "text/html" not in widgets["obj"]
+    assert static["display_id"] is True and "vb-static" in static["obj"]["text/html"]
+    uid = dash._static.uid
+    assert f"vb-live-{uid}" in view.box._dom_classes
+    assert f".vb-static-{uid}" in view.style.value and "jupyter-widgets-disconnected" in view.style.value
+
+    batch.wait()
+    final = updates[-1]
+    html = final["text/html"]
+    assert f'class="vb-static vb-static-{uid}"' in html
+    assert "Not live: the last state of this dashboard (ended at" in html
+    assert "<b>5 / 6</b> done" not in html and "<b>6 / 6</b> done" in html
+    assert "<b>rejected</b> × 1" in html and "5 finished clips" in html
+    assert "<button" not in html and "<video" not in html and "<img" not in html
+    assert final["text/plain"].startswith("(not live) Finished: 5/6 completed, 1 failed")
+    assert len(html) < 6000
+    assert len(updates) <= 4  # throttled while running, then the end

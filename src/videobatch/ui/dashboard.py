@@ -24,27 +24,29 @@ import contextvars
 import importlib
 import logging
 import threading
+import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._events import Event, RunContext
-from .._jobs import RowSnapshot, State
-from .actions import Pricer
+from .._jobs import State
+from .actions import pricer_of
 from .dashboard_model import (
     DashboardModel,
     Row,
     Snapshot,
-    row_label,
     summary_html,
     summary_text,
     table_html,
 )
+from .dashboard_snapshot import row_namer
 from .dashboard_view import DashboardView
 from .gallery import PER_PAGE
 from .progress import TqdmProgress, widget_frontend
+from .static_view import StaticOutput, live_style
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from .._jobs import Job
 
@@ -79,20 +81,6 @@ def _reason(error: BaseException) -> str:
     """Why a run stopped, in a line: the error's own message names the row and what to do."""
     kind = getattr(error, "kind", None) or type(error).__name__
     return f"{kind}: {error}"
-
-
-def _row_namer(batch: Batch | None) -> Callable[[RowSnapshot], str]:
-    """Rows are named by their id when the batch's table has an ``id`` column, else by number."""
-    frame = getattr(getattr(batch, "prompts", None), "frame", None)
-    if frame is None:
-        return row_label
-    ids = "id" in frame.columns
-    return lambda row: row_label(row, ids)
-
-
-def _pricer(batch: Batch | None) -> Pricer | None:
-    estimate = getattr(getattr(batch, "provider", None), "estimate_cost", None)
-    return estimate if callable(estimate) else None
 
 
 # ------------------------------------------------------------------------------------ dashboard
@@ -132,6 +120,7 @@ class Dashboard:
         self._cell: contextvars.Context | None = None  # a cell running now, if any
         self._shell: Any = None
         self.view: DashboardView | None = None
+        self._static = StaticOutput(_display, uuid.uuid4().hex[:12])  # beside the widgets
         if not self._display and display is None:
             return  # no widget front-end: a tqdm bar is made at each start event
         self.view = DashboardView(self._heading(), per_page=per_page, on_turn=self._on_turn,
@@ -139,8 +128,10 @@ class Dashboard:
         self.view.cancel.on_click(self._on_cancel)
         self.view.retry.on_click(self._on_retry)
         self.view.resume.on_click(self._on_resume)
-        if self._display:
-            _display(self.view.box)
+        self.view.box.add_class(f"vb-live-{self._static.uid}")
+        self.view.style.value = live_style(self._static.uid)
+        if self._display:  # the widgets, and the static view a saved notebook keeps
+            self._static.show(self.view.box.model_id, self.model.snapshot(), self._heading())
 
     @property
     def batch(self) -> Batch | None:
@@ -150,7 +141,7 @@ class Dashboard:
     def batch(self, batch: Batch | None) -> None:
         """What the buttons act on; also how rows are named (id or number) and priced."""
         self._batch = batch
-        self.model.describe_rows(label=_row_namer(batch), price=_pricer(batch))
+        self.model.describe_rows(label=row_namer(batch), price=pricer_of(batch))
 
     def _heading(self) -> str:
         if self._title is not None:
@@ -297,6 +288,7 @@ class Dashboard:
 
     def _update_summaries(self, snap: Snapshot) -> None:
         """Every summary this dashboard displayed shows the batch as it is now."""
+        self._static.update(snap, self._heading(), force=True)
         bundle = self._bundle(snap)
         for handle in self._summaries:
             handle.update(bundle, raw=True)
@@ -306,6 +298,8 @@ class Dashboard:
             snap = self.model.snapshot()
             if self.view is not None:
                 self.view.render(snap, cancelling=self._cancelling, live=self._live)
+                if snap.running:  # a few times a minute at most; the end always (_finish)
+                    self._static.update(snap, self._heading())
             return snap
 
     # ------------------------------------------------------------------ which cell is running

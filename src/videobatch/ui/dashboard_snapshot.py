@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -20,7 +20,7 @@ from .._jobs import RowSnapshot, State
 from .actions import NO_RESUME, NO_RETRY, Action
 
 __all__ = ["LEFT_STATES", "FailureGroup", "GalleryPage", "Row", "Snapshot", "Tile", "excerpt",
-           "local_file", "row_label"]
+           "local_file", "row_label", "row_namer"]
 
 
 LEFT_STATES = (State.PENDING, State.SUBMITTING, State.GENERATING)  # rows a run still works on
@@ -39,6 +39,16 @@ def row_label(row: RowSnapshot, ids: bool | None = None) -> str:
     if ids or (ids is None and not _HASH_KEY.fullmatch(row.key)):
         return row.key
     return f"row {row.index + 1}"
+
+
+def row_namer(batch: Any) -> Callable[[RowSnapshot], str]:
+    """How a batch's rows are named: by their id when its table has an ``id`` column, else by
+    number (``batch``: what a dashboard acts on; None: tell by the key's look)."""
+    frame = getattr(getattr(batch, "prompts", None), "frame", None)
+    if frame is None:
+        return row_label
+    ids = "id" in frame.columns
+    return lambda row: row_label(row, ids)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ class DashboardView:
         self.gallery = GalleryView(w, per_page, on_turn=on_turn, on_play=on_play)
         self.buttons = w.HBox([self.cancel, self.retry, self.resume, self.note])
         self.buttons.add_class("vb-buttons")
-        self.box = w.VBox([self.title, self.bar, self.stats, self.buttons, self.table,
+        self.style = w.HTML()  # rules that show the static view when these widgets cannot
+        self.box = w.VBox([self.style, self.title, self.bar, self.stats, self.buttons, self.table,
                            self.gallery.box])
         self.box.add_class("videobatch-dashboard")
 
