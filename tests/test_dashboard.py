@@ -672,3 +672,43 @@ def test_retry_pressed_as_the_run_finishes_runs_the_rows_right_after_it():
 
     asyncio.run(cancelled())
     assert batch.calls == ["retry_failed"]
+
+
+# ------------------------------------------------------------------------------ cost in view
+def test_the_estimated_cost_of_rows_sent_is_shown_per_provider_and_model(tmp_path):
+    """Two models of the offline provider in one run, and a row refused before any task existed:
+    the dashboard shows the estimated cost of the submissions sent, for each model, labelled as
+    an estimate; a refused submit costs nothing, and the static view says the same."""
+    from videobatch.ui.spend import spend_html
+
+    table = [{"id": f"{model}-{i}", "prompt": f"a paper boat number {i}", "model": model,
+              "duration": duration}
+             for model, duration in (("local-v1", 5), ("local-v2", 8)) for i in range(3)]
+    table.append({"id": "refused", "prompt": "a blocked kite [reject]", "model": "local-v1",
+                  "duration": 5})
+    dash = Dashboard(display=False)
+    batch = videobatch.Batch(table, provider="local", latency=0.05, progress=False,
+                             observers=[dash], checkpoint=tmp_path / "run.parquet")
+    dash.batch = batch
+    batch.wait()
+    snap = dash.model.snapshot()
+    by_model = {line.model: line for line in snap.spend}
+    assert set(by_model) == {"local-v1", "local-v2"} and {line.provider for line in snap.spend} == {"local"}
+    for model in by_model:
+        sent = [j for j in batch.jobs if j.request.model == model and j.state is State.COMPLETED]
+        expected = sum(batch.providers.estimate_cost(j.request) for j in sent)
+        assert by_model[model].rows == 3  # the refused row made no task: not counted
+        assert by_model[model].cost == pytest.approx(expected) and expected > 0
+    total = sum(line.cost or 0 for line in snap.spend)
+    line = spend_html(snap.spend)
+    assert f"<b>Estimated</b> cost of the 6 submissions sent: <b>${total:,.2f}</b>" in line
+    assert "local/local-v1: 3 = $" in line and "local/local-v2: 3 = $" in line
+    assert line in stats_html(snap)
+    assert dash.view is not None and line in dash.view.stats.value
+
+    # A provider without prices: the figure is said to be unknown, never $0.
+    dash.model.spend.pricer = None
+    dash.model.spend.clear()
+    for job in batch.jobs:
+        dash.model.spend.track(job.snapshot())
+    assert "sent: <b>unknown</b>" in spend_html(dash.model.spend.lines())

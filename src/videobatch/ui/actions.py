@@ -88,9 +88,13 @@ NO_RESUME = Action("Resume", "cancelled", 0, 0, None, "resumed")
 
 
 def pricer_of(batch: Any) -> Pricer | None:
-    """The batch's provider's ``estimate_cost``, if it has one."""
-    estimate = getattr(getattr(batch, "provider", None), "estimate_cost", None)
-    return estimate if callable(estimate) else None
+    """How the batch prices a row: its providers' ``estimate_cost`` (each row at the provider it
+    names, in a mixed run), else its provider's, if it has one."""
+    for owner in (getattr(batch, "providers", None), getattr(batch, "provider", None)):
+        estimate = getattr(owner, "estimate_cost", None)
+        if callable(estimate):
+            return estimate  # type: ignore[no-any-return]
+    return None
 
 
 class Prices:

@@ -43,6 +43,7 @@ from .dashboard_snapshot import row_namer
 from .dashboard_view import DashboardView
 from .gallery import PER_PAGE
 from .progress import TqdmProgress, widget_frontend
+from .spend import spend_pricer
 from .static_view import StaticOutput, live_style
 
 if TYPE_CHECKING:
@@ -141,7 +142,8 @@ class Dashboard:
     def batch(self, batch: Batch | None) -> None:
         """What the buttons act on; also how rows are named (id or number) and priced."""
         self._batch = batch
-        self.model.describe_rows(label=row_namer(batch), price=pricer_of(batch))
+        self.model.describe_rows(label=row_namer(batch), price=pricer_of(batch),
+                                spend=spend_pricer(batch))
 
     def _heading(self) -> str:
         if self._title is not None:

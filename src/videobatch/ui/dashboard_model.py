@@ -31,6 +31,7 @@ from .._jobs import RowSnapshot, State
 from .actions import Action, Pool, Pricer, Prices
 from .dashboard_snapshot import LEFT_STATES, Row, Snapshot, excerpt, row_label
 from .gallery import PER_PAGE, Gallery
+from .spend import SendPricer, Spend, spend_html
 from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
@@ -58,7 +59,8 @@ class DashboardModel:
                  interval: float = 0.3, heartbeat: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  label: Callable[[RowSnapshot], str] = row_label,
-                 price: Pricer | None = None, per_page: int = PER_PAGE) -> None:
+                 price: Pricer | None = None, per_page: int = PER_PAGE,
+                 spend: SendPricer | None = None) -> None:
         self.interval = interval  # at most one render per interval while events arrive
         self.heartbeat = heartbeat  # re-render this often anyway while running (elapsed, ETA)
         self.renders = 0
@@ -74,6 +76,7 @@ class DashboardModel:
         self._clips_shown = clips
         self.gallery = Gallery(per_page)  # every finished clip, a page at a time; failures by reason
         self._gallery_on = bool(clips)  # the text bar (clips=0) keeps no gallery
+        self.spend = Spend(spend)  # estimated cost of the submissions sent
         # Every row in these states, by key (what the buttons count and price).
         self._failures: dict[str, RowSnapshot] = {}
         self._cancelled: dict[str, RowSnapshot] = {}
@@ -94,10 +97,11 @@ class DashboardModel:
         return self._running
 
     def describe_rows(self, *, label: Callable[[RowSnapshot], str] = row_label,
-                      price: Pricer | None = None) -> None:
-        """How rows are named and priced (the batch's id column and provider say)."""
+                      price: Pricer | None = None, spend: SendPricer | None = None) -> None:
+        """How rows are named and priced (the batch's id column and providers say)."""
         with self._lock:
             self._label, self._dirty = label, True
+            self.spend.pricer = spend
             prices = Prices(price)
             self._retry, self._resume = Pool.retry(prices), Pool.resume(prices)
             for row in self._failures.values():
@@ -119,6 +123,7 @@ class DashboardModel:
             self._retry.clear()
             self._resume.clear()
             self.gallery.clear()
+            self.spend.clear()
             for row in rows:
                 self._track(row)
             self._dirty = True
@@ -192,6 +197,7 @@ class DashboardModel:
                 pool.drop(key)
         if self._gallery_on:
             self.gallery.track(row)
+        self.spend.track(row)
         if state is State.COMPLETED and row.video_url:
             clips = self._clips  # a clip already shown keeps its place, with its newest snapshot
             fresh = key not in clips
@@ -254,7 +260,7 @@ class DashboardModel:
                 unknown=tuple(Row.of(j, label(j)) for j in
                               itertools.islice(self._unknown.values(), self._failures_shown)),
                 retry=self._retry.action(), resume=self._resume.action(),
-                gallery=page, failure_groups=groups)
+                gallery=page, failure_groups=groups, spend=self.spend.lines())
 
     def _status(self, counts: Counter[State], left: int) -> tuple[str, str | None]:
         if self._running:
@@ -309,7 +315,7 @@ def stats_html(snap: Snapshot) -> str:
         parts.append(f"took {duration(snap.elapsed)}")
     return (f'<div class="vb-stats">{chips_html(snap)}</div>'
             f'<div class="vb-pace" style="color:#555">{" · ".join(parts)}</div>'
-            + attention_html(snap))
+            + spend_html(snap.spend) + attention_html(snap))
 
 
 def attention_html(snap: Snapshot) -> str:

@@ -19,7 +19,7 @@ from urllib.request import url2pathname
 from .._jobs import RowSnapshot, State
 from .actions import NO_RESUME, NO_RETRY, Action
 
-__all__ = ["LEFT_STATES", "FailureGroup", "GalleryPage", "Row", "Snapshot", "Tile", "excerpt",
+__all__ = ["LEFT_STATES", "FailureGroup", "GalleryPage", "Row", "Snapshot", "SpendLine", "Tile", "excerpt",
            "local_file", "row_label", "row_namer"]
 
 
@@ -124,6 +124,16 @@ class FailureGroup:
 
 
 @dataclass(frozen=True)
+class SpendLine:
+    """Submissions one provider (and model) took, and their estimated cost (None: unknown)."""
+
+    provider: str
+    model: str | None
+    rows: int
+    cost: float | None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything a view draws, copied at one instant."""
 
@@ -146,6 +156,7 @@ class Snapshot:
     resume: Action = NO_RESUME
     gallery: GalleryPage = GalleryPage()  # the finished clips on the gallery's current page
     failure_groups: tuple[FailureGroup, ...] = ()  # failed rows by reason, most rows first
+    spend: tuple[SpendLine, ...] = ()  # estimated cost of the submissions sent, per provider/model
 
     @property
     def done(self) -> int:

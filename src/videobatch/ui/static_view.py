@@ -21,6 +21,7 @@ from .._jobs import State
 from .dashboard_model import attention_html, chips_html, status_html, summary_text
 from .dashboard_snapshot import Snapshot
 from .gallery_html import failures_html
+from .spend import spend_html
 from .text import duration
 
 __all__ = ["WIDGET_TEXT", "StaticOutput", "live_style", "static_html", "widget_bundle"]
@@ -66,6 +67,7 @@ def static_html(snap: Snapshot, title: str, uid: str, *, at: float | None = None
         f"<div><b>videobatch</b> · {html.escape(title)}</div>",
         f"<div>{status_html(snap)} · <b>{snap.done:,} / {snap.total:,}</b> done · {pace}</div>",
         f'<div style="margin:4px 0">{chips_html(snap)}</div>',
+        spend_html(snap.spend),
         attention_html(snap),
         f"<div>{clips:,} finished clip{'s' if clips != 1 else ''}"
         + (" (the live dashboard shows them in a gallery)" if clips else "") + "</div>",
