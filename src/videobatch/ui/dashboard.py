@@ -4,12 +4,15 @@ Two layers, over the model in ``videobatch.ui.dashboard_model`` (counts, ETA, re
 throttling — plain Python, tested without a browser):
 
 - ``DashboardView`` (``videobatch.ui.dashboard_view``): the ipywidgets (progress bar, status and
-  stats, recent-rows table, clip previews, buttons that say what they will do and cost), re-drawn
-  from a ``Snapshot``. Clip widgets are made once per clip, never re-sent.
+  stats with the estimated cost, recent-rows table, buttons that say what they will do and cost,
+  the gallery of every clip with its one player and failures by reason), re-drawn from a
+  ``Snapshot``. A fixed set of widgets: none is made per row; only the page on screen is sent.
 - ``Dashboard``, here: the observer. It renders from a timer on the runner's own event loop (the
   notebook's loop after ``Batch.start()``, a private thread's loop under ``videobatch.run``), so
-  all drawing during a run happens on one thread; at the end it draws a final state and displays a
-  static summary (text/plain + text/html) that stays in a saved notebook. When the run's outcome
+  all drawing during a run happens on one thread. Beside the widgets it keeps a static view of the
+  last state (``videobatch.ui.static_view``), shown where the widgets cannot be (saved, reopened,
+  kernel restarted); at the end it draws a final state and displays a static summary (text/plain
+  + text/html) that stays in a saved notebook. When the run's outcome
   is known (why it stopped), the dashboard and every summary it displayed are brought up to date,
   also after a run the Retry or Resume button started: they agree with ``batch.results()``.
 

@@ -1,10 +1,12 @@
 """The dashboard's model: what a run looks like at a glance, as plain data and HTML, no widgets.
 
 ``DashboardModel`` follows the runner's events — counts per state, the pace of this run, the most
-recent rows, the latest finished clips, failures, rows of unknown outcome, what each button would
-do — and decides when a redraw is due (``due()``). ``update(event)`` is O(1), so a 10,000-row
-batch costs nothing per event. The ``*_html``/``summary_text`` functions render a ``Snapshot``
-(that data, ``Snapshot`` and ``Row``, is ``videobatch.ui.dashboard_snapshot``; re-exported here).
+recent rows, the latest finished clips, every clip and failure for the gallery (``.gallery``,
+``videobatch.ui.gallery``), the estimated cost of what was sent (``.spend``), rows of unknown
+outcome, what each button would do — and decides when a redraw is due (``due()``).
+``update(event)`` is O(1), so a 10,000-row batch costs nothing per event. The ``*_html`` and
+``summary_text`` functions render a ``Snapshot`` (that data, ``Snapshot`` and ``Row``, is
+``videobatch.ui.dashboard_snapshot``; re-exported here).
 ``videobatch.ui.dashboard`` puts this on screen with ipywidgets; keeping the two apart lets the
 logic be tested without a browser or a kernel.
 
