@@ -60,6 +60,12 @@ class Gallery:
                     if self._order and row.index < self._order[-1][0]:
                         self._sorted = False
                     self._order.append((row.index, key))
+                before = self._clips.get(key)
+                if before is not None and before.generation == row.generation \
+                        and not before.extras.keys() <= row.extras.keys():
+                    # An observer annotated the row (a poster) while its transition was still
+                    # being told to the others: keep what the newer snapshot knew.
+                    row = row.with_extras(**{**before.extras, **row.extras})
                 self._clips[key] = row  # newest snapshot (a poster may arrive later)
             elif key in self._clips:
                 del self._clips[key]
