@@ -1,8 +1,13 @@
 """The quickstart notebook as a person sees it: JupyterLab (headless, loopback, no token) opened in
-Chromium driven by Playwright; run all cells, check the dashboard shows every row completed and a
-playable clip preview, and take a screenshot of it. The screenshot goes to the test's temporary
-folder; ``VIDEOBATCH_UPDATE_DOCS=1 python -m pytest tests/test_browser.py`` also copies it over the
-README's image, docs/dashboard.png (the suite never rewrites tracked files on its own).
+Chromium driven by Playwright; run all cells, check the dashboard shows every row completed, a
+gallery of every clip with its poster and caption, a clip that plays when its tile is clicked, the
+failures panel; then restart the kernel, save, and reopen the notebook: where the widgets were, the
+static view of the last state shows, marked not live, with no "model not found" and no buttons.
+
+Screenshots go to the test's temporary folder; ``VIDEOBATCH_UPDATE_DOCS=1 python -m pytest
+tests/test_browser.py`` also copies them over the README's images: docs/dashboard.png,
+docs/gallery.png, docs/failures.png and docs/static-view.png (the suite never rewrites tracked
+files on its own).
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``; ``.ci/run`` installs it): skipped only
 when /usr/bin/chromium is absent. Nothing is downloaded: Playwright drives the system browser, and
@@ -20,13 +25,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-DOC_IMAGE = ROOT / "docs" / "dashboard.png"
+DOCS = ROOT / "docs"
 UPDATE_DOCS = os.environ.get("VIDEOBATCH_UPDATE_DOCS") == "1"
 BROWSER_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -106,23 +112,29 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def _visible_text(page: Any) -> str:
+    return str(page.evaluate("() => document.querySelector('.jp-NotebookPanel').innerText"))
+
+
 def test_quickstart_in_jupyterlab_shows_the_dashboard(jupyterlab: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    screenshot = tmp_path / "dashboard.png"
+    shots = {name: tmp_path / f"{name}.png" for name in
+             ("dashboard", "gallery", "failures", "static-view")}
+    notebook = f"{jupyterlab}/lab/tree/notebooks/quickstart.ipynb"
+    kernel_idle = """() => {
+        const panel = window.jupyterapp?.shell.currentWidget;
+        return panel?.sessionContext?.session?.kernel?.status === 'idle';
+    }"""
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1500})
             page.set_default_timeout(60_000)
-            page.goto(f"{jupyterlab}/lab/tree/notebooks/quickstart.ipynb")
+            page.goto(notebook)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
-            # The kernel is ready when the notebook's session reports it idle.
-            page.wait_for_function("""() => {
-                const panel = window.jupyterapp?.shell.currentWidget;
-                return panel?.sessionContext?.session?.kernel?.status === 'idle';
-            }""")
+            page.wait_for_function(kernel_idle)  # the kernel is ready
             page.evaluate("""async () => {
                 await window.jupyterapp.commands.execute('application:toggle-left-area');
                 await window.jupyterapp.commands.execute('notebook:run-all-cells');
@@ -139,20 +151,78 @@ def test_quickstart_in_jupyterlab_shows_the_dashboard(jupyterlab: str, tmp_path:
             first.scroll_into_view_if_needed()
             text = first.inner_text()
             assert "20 / 20 done" in text and "completed 20" in text, text
-            clips = first.locator(".vb-clip video")
-            assert clips.count() == 4
-            # The preview really is a playable clip (decoded to its first frame).
+            # The gallery: every clip on one page (24 a page), each with its poster and caption.
+            tiles = first.locator(".vb-tile")
+            assert tiles.count() == 20
+            assert "Clips 1–20 of 20" in first.locator(".vb-gallery").inner_text()
             page.wait_for_function("""() => [...document.querySelector('.videobatch-dashboard')
-                .querySelectorAll('.vb-clip video')].every(v => v.readyState >= 2 && v.videoWidth > 0)""")
+                .querySelectorAll('.vb-tile img')].every(i => i.complete && i.naturalWidth > 0)""")
+            assert "spot-01" in tiles.first.inner_text()  # its id, and its prompt
+            assert not first.locator(".vb-player").is_visible()  # no clip is sent before a click
+            # The static view beside the live widgets is hidden while they live.
+            assert page.locator(".vb-static").count() >= 3
+            assert not page.locator(".vb-static").first.is_visible()
+
+            tiles.nth(2).locator("button").click()  # one player, that clip
+            page.wait_for_function("""() => {
+                const v = document.querySelector('.videobatch-dashboard .vb-player video');
+                return v && v.readyState >= 2 && v.videoWidth > 0; }""")
+            assert first.locator(".vb-player").inner_text().startswith("spot-03")
             summary = page.locator(".vb-summary").first.inner_text()
             assert "20/20 completed, 0 failed" in summary
-
             cell = page.locator(".jp-CodeCell", has=first).first
             cell.scroll_into_view_if_needed()
             page.wait_for_timeout(300)  # let the last repaint settle
-            cell.screenshot(path=str(screenshot))
+            cell.screenshot(path=str(shots["dashboard"]))
+            first.locator(".vb-gallery").screenshot(path=str(shots["gallery"]))
+
+            # Failures by reason, in the dashboard of the run with failure_rate=0.2 (Batch.start).
+            failures = page.locator(".videobatch-dashboard .vb-failures").first
+            if failures.count():  # (about one run in a hundred has no failure)
+                failures.scroll_into_view_if_needed()
+                assert "by reason" in failures.inner_text()
+                assert "generation_failed" in failures.inner_text()
+                failures.screenshot(path=str(shots["failures"]))
+
+            # The kernel restarts: the widgets are disconnected, their static view stands in.
+            page.evaluate("""async () => {
+                await window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart();
+            }""")
+            page.wait_for_function(kernel_idle)
+            page.wait_for_function("() => !document.querySelector('.videobatch-dashboard')"
+                                   "?.offsetParent")  # hidden
+            static = page.locator(".vb-static").first
+            assert static.is_visible() and "Not live" in static.inner_text()
+
+            # Saved, the kernel stopped, reopened: no widget models anywhere.
+            page.evaluate("""async () => {
+                const panel = window.jupyterapp.shell.currentWidget;
+                await panel.context.save();
+                await panel.sessionContext.shutdown();
+            }""")
+            page.close()  # (no "leave page?" prompt: the notebook is saved)
+            page = browser.new_page(viewport={"width": 1100, "height": 1500})
+            page.set_default_timeout(60_000)
+            page.goto(notebook)
+            page.wait_for_selector(".vb-static")
+            page.wait_for_timeout(3000)  # the widget manager gives up on the models it lacks
+            statics = page.locator(".vb-static")
+            assert statics.count() >= 3
+            assert all(statics.nth(i).is_visible() for i in range(statics.count()))
+            text = statics.first.inner_text()
+            assert "Not live: the last state of this dashboard (ended at" in text, text
+            assert "20 / 20 done" in text and "20 finished clips" in text
+            visible = _visible_text(page)
+            assert "model not found" not in visible and "Error displaying widget" not in visible
+            assert page.locator(".videobatch-dashboard").count() == 0
+            assert page.locator(".jp-NotebookPanel button:visible", has_text="Cancel").count() == 0
+            statics.first.scroll_into_view_if_needed()
+            page.locator(".jp-CodeCell", has=statics.first).first.screenshot(
+                path=str(shots["static-view"]))
         finally:
             browser.close()
-    assert screenshot.stat().st_size > 10_000
+    assert shots["dashboard"].stat().st_size > 10_000
     if UPDATE_DOCS:
-        shutil.copyfile(screenshot, DOC_IMAGE)
+        for name, shot in shots.items():
+            if shot.exists():
+                shutil.copyfile(shot, DOCS / f"{name}.png")

@@ -218,28 +218,6 @@ def test_failures_shown_are_bounded_and_the_rest_counted():
 
 
 # ------------------------------------------------------------------------------- the widget view
-def test_clip_previews_are_bounded_and_old_ones_closed():
-    jobs = [_job(i) for i in range(7)]
-    progress = Tally(total=len(jobs))
-    progress.counts[State.PENDING] = len(jobs)
-    dash = Dashboard(display=False, clips=2)
-    assert dash.view is not None
-    seen = []
-    dash(Event("start", progress.snapshot()))
-    for job in jobs:
-        _run_rows(dash.model, progress, [job], fail=set())
-        dash._render()
-        seen.extend(box for box in dash.view.clips.children if box not in seen)
-    dash(Event("finish", progress.snapshot()))
-    shown = list(dash.view.clips.children)
-    assert len(shown) == 2 and len(seen) == 7
-    assert "row-6" in shown[0].children[1].value  # newest first
-    for box in seen:
-        closed = box not in shown
-        assert (box.comm is None) is closed
-        assert all((child.comm is None) is closed for child in box.children)
-
-
 class FakeBatch:
     def __init__(self, failed: int = 0, running: bool = True) -> None:
         self.jobs = [_job(i) for i in range(3)]
@@ -314,7 +292,7 @@ def test_buttons_act_on_a_real_batch(tmp_path):
     snap = dash.model.snapshot()
     assert not snap.running and snap.counts[State.COMPLETED] == len(PROMPTS)
     assert dash.view.bar.value == len(rows) and dash.view.bar.bar_style == "warning"
-    assert len(dash.view.clips.children) == 4
+    assert len(dash.view.gallery.grid.children) == len(PROMPTS)  # every clip, on one page
     assert not dash.view.retry.disabled and dash.view.cancel.disabled
 
     # Cancel: a new run of the same checkpoint, stopped at once.
@@ -401,7 +379,7 @@ def test_counts_survive_resume_and_clips_of_earlier_runs_are_shown(tmp_path):
     snap = dash.model.snapshot()
     assert +snap.counts == Counter({State.COMPLETED: len(PROMPTS)})
     assert len(snap.clips) == 3 and snap.rows == ()
-    assert dash.view is not None and len(dash.view.clips.children) == 3
+    assert dash.view is not None and len(dash.view.gallery.grid.children) == len(PROMPTS)
 
 
 # ------------------------------------------------------------------------------ honest states
@@ -535,8 +513,8 @@ def test_buttons_after_a_cancel_pay_for_what_they_say_and_every_view_agrees(tmp_
 
     def fake_display(obj: object, **kwargs: object) -> FakeHandle:
         handle = FakeHandle(obj)
-        if kwargs.get("display_id"):
-            summaries.append(handle)
+        if kwargs.get("display_id") and "vb-summary" in obj["text/html"]:  # type: ignore[index]
+            summaries.append(handle)  # (not the static view beside the widgets)
         return handle
 
     monkeypatch.setattr("videobatch.ui.dashboard._display", fake_display)
@@ -694,3 +672,43 @@ def test_retry_pressed_as_the_run_finishes_runs_the_rows_right_after_it():
 
     asyncio.run(cancelled())
     assert batch.calls == ["retry_failed"]
+
+
+# ------------------------------------------------------------------------------ cost in view
+def test_the_estimated_cost_of_rows_sent_is_shown_per_provider_and_model(tmp_path):
+    """Two models of the offline provider in one run, and a row refused before any task existed:
+    the dashboard shows the estimated cost of the submissions sent, for each model, labelled as
+    an estimate; a refused submit costs nothing, and the static view says the same."""
+    from videobatch.ui.spend import spend_html
+
+    table = [{"id": f"{model}-{i}", "prompt": f"a paper boat number {i}", "model": model,
+              "duration": duration}
+             for model, duration in (("local-v1", 5), ("local-v2", 8)) for i in range(3)]
+    table.append({"id": "refused", "prompt": "a blocked kite [reject]", "model": "local-v1",
+                  "duration": 5})
+    dash = Dashboard(display=False)
+    batch = videobatch.Batch(table, provider="local", latency=0.05, progress=False,
+                             observers=[dash], checkpoint=tmp_path / "run.parquet")
+    dash.batch = batch
+    batch.wait()
+    snap = dash.model.snapshot()
+    by_model = {line.model: line for line in snap.spend}
+    assert set(by_model) == {"local-v1", "local-v2"} and {line.provider for line in snap.spend} == {"local"}
+    for model in by_model:
+        sent = [j for j in batch.jobs if j.request.model == model and j.state is State.COMPLETED]
+        expected = sum(batch.providers.estimate_cost(j.request) for j in sent)
+        assert by_model[model].rows == 3  # the refused row made no task: not counted
+        assert by_model[model].cost == pytest.approx(expected) and expected > 0
+    total = sum(line.cost or 0 for line in snap.spend)
+    line = spend_html(snap.spend)
+    assert f"<b>Estimated</b> cost of the 6 submissions sent: <b>${total:,.2f}</b>" in line
+    assert "local/local-v1: 3 = $" in line and "local/local-v2: 3 = $" in line
+    assert line in stats_html(snap)
+    assert dash.view is not None and line in dash.view.stats.value
+
+    # A provider without prices: the figure is said to be unknown, never $0.
+    dash.model.spend.pricer = None
+    dash.model.spend.clear()
+    for job in batch.jobs:
+        dash.model.spend.track(job.snapshot())
+    assert "sent: <b>unknown</b>" in spend_html(dash.model.spend.lines())

@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+MAX_EXECUTED = 200 * 1024  # bytes of an executed example notebook, as saved
 
 
 def _texts(cell: Any) -> str:
@@ -43,11 +44,23 @@ def execute(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "data", tmp_path / "data")
     (tmp_path / "notebooks").mkdir()
 
-    def run(path: Path) -> Any:
+    def run(path: Path, *, then: str | None = None) -> Any:
+        """Execute a copy of ``path`` (and the code ``then`` after its last cell); the executed
+        copy is saved next to the run (as Jupyter would save it) and must stay small."""
         nb = nbformat.read(path, as_version=4)
+        if then is not None:
+            nb.cells.append(nbformat.v4.new_code_cell(then))
         workdir = tmp_path / "notebooks"
+        # Saved without widget state, as JupyterLab saves a notebook by default: where the widgets
+        # cannot show, the static view beside them does.
         NotebookClient(nb, timeout=60, kernel_name="python3", startup_timeout=60,
+                       store_widget_state=False,
                        resources={"metadata": {"path": str(workdir)}}).execute()
+        saved = workdir / path.name
+        nbformat.write(nb, saved)
+        size = saved.stat().st_size
+        print(f"{path.name} executed: {size:,} bytes")
+        assert size <= MAX_EXECUTED, f"{path.name} executed is {size:,} bytes"
         return nb
 
     return run
@@ -86,10 +99,15 @@ def test_quickstart_notebook_runs(execute):
     assert found, retried
     assert int(found[2]) >= 20 - int(found[1])  # retries only add completed rows
 
-    # The dashboard's widget state is saved with the notebook: its bar shows every row done.
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    bars = [m["state"] for m in state.values() if m["model_name"] == "IntProgressModel"]
-    assert any(b["value"] == b["max"] == 20 and b["bar_style"] == "success" for b in bars)
+    # Beside the widgets, the static view of the last state: what the saved notebook shows where
+    # the widgets cannot (reopened, kernel stopped), marked not live, without buttons.
+    static = [out for out in run_cell.outputs if "vb-static" in out.get("data", {}).get("text/html", "")]
+    assert len(static) == 1, [out.get("data", {}).keys() for out in run_cell.outputs]
+    html = static[0]["data"]["text/html"]
+    assert "Not live: the last state of this dashboard (ended at" in html
+    assert "<b>20 / 20</b> done" in html and "20 finished clips" in html and "<button" not in html
+    widgets = [out for out in run_cell.outputs if WIDGET_VIEW in out.get("data", {})]
+    assert run_cell.outputs.index(widgets[0]) + 1 == run_cell.outputs.index(static[0])
 
 
 def test_compare_models_notebook_runs(execute):
@@ -142,10 +160,16 @@ def test_compare_models_notebook_runs(execute):
 
 
 def test_kling_notebook_runs_against_the_test_server(execute):
-    nb = execute(ROOT / "notebooks" / "kling.ipynb")
+    # After "Run All" the browser loads the previews: the test server must still be serving then.
+    nb = execute(ROOT / "notebooks" / "kling.ipynb", then=(
+        "import httpx\n"
+        "urls = df.loc[df['status'] == 'completed', 'video_url']\n"
+        "print('previews still load:', [httpx.get(u).status_code for u in urls])"))
     text = "\n".join(_texts(c) for c in nb.cells if c.cell_type == "code")
     assert "No Kling keys set: using the Kling-compatible test server at http://127.0.0.1:" in text
     assert re.search(r"3 rows, estimated cost \$\d+\.\d\d", text)
     assert "3 of 3 videos ready" in text
     assert "3/3 completed, 0 failed" in text
     assert "<video" in _texts(_cell(nb, "Video(df.loc"))
+    assert "previews still load: [200, 200, 200]" in _texts(nb.cells[-1])
+    assert not any("resources.close()" in c.source for c in nb.cells if c.cell_type == "code")

@@ -1,7 +1,9 @@
 """What a person watching a run sees: the text progress bar (``progress``), the notebook
 dashboard (``dashboard``): its model (``dashboard_model``) of one instant (``dashboard_snapshot``),
-its widgets (``dashboard_view``) and what its buttons would do (``actions``); shared wording
-(``text``) and how errors show in a notebook (``errors_view``)."""
+its widgets (``dashboard_view``), what its buttons would do (``actions``), its gallery of clips and
+failures (``gallery`` data, ``gallery_view`` widgets, ``gallery_html`` words), the estimated cost
+of what was sent (``spend``) and the static view a saved notebook keeps (``static_view``); shared
+wording (``text``) and how errors show in a notebook (``errors_view``)."""
 
 from __future__ import annotations
 

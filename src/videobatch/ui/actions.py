@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .._jobs import RowSnapshot, State
 from ..request import VideoRequest
 
-__all__ = ["NO_RESUME", "NO_RETRY", "Action", "Pool", "Pricer", "Prices"]
+__all__ = ["NO_RESUME", "NO_RETRY", "Action", "Pool", "Pricer", "Prices", "pricer_of"]
 
 Pricer = Callable[[VideoRequest], "float | None"]
 """The estimated price of one request in USD, or None when unknown (``Provider.estimate_cost``)."""
@@ -84,6 +85,16 @@ class Action:
 
 NO_RETRY = Action("Retry", "failed", 0, 0, None)
 NO_RESUME = Action("Resume", "cancelled", 0, 0, None, "resumed")
+
+
+def pricer_of(batch: Any) -> Pricer | None:
+    """How the batch prices a row: its providers' ``estimate_cost`` (each row at the provider it
+    names, in a mixed run), else its provider's, if it has one."""
+    for owner in (getattr(batch, "providers", None), getattr(batch, "provider", None)):
+        estimate = getattr(owner, "estimate_cost", None)
+        if callable(estimate):
+            return estimate  # type: ignore[no-any-return]
+    return None
 
 
 class Prices:

@@ -4,12 +4,15 @@ Two layers, over the model in ``videobatch.ui.dashboard_model`` (counts, ETA, re
 throttling — plain Python, tested without a browser):
 
 - ``DashboardView`` (``videobatch.ui.dashboard_view``): the ipywidgets (progress bar, status and
-  stats, recent-rows table, clip previews, buttons that say what they will do and cost), re-drawn
-  from a ``Snapshot``. Clip widgets are made once per clip, never re-sent.
+  stats with the estimated cost, recent-rows table, buttons that say what they will do and cost,
+  the gallery of every clip with its one player and failures by reason), re-drawn from a
+  ``Snapshot``. A fixed set of widgets: none is made per row; only the page on screen is sent.
 - ``Dashboard``, here: the observer. It renders from a timer on the runner's own event loop (the
   notebook's loop after ``Batch.start()``, a private thread's loop under ``videobatch.run``), so
-  all drawing during a run happens on one thread; at the end it draws a final state and displays a
-  static summary (text/plain + text/html) that stays in a saved notebook. When the run's outcome
+  all drawing during a run happens on one thread. Beside the widgets it keeps a static view of the
+  last state (``videobatch.ui.static_view``), shown where the widgets cannot be (saved, reopened,
+  kernel restarted); at the end it draws a final state and displays a static summary (text/plain
+  + text/html) that stays in a saved notebook. When the run's outcome
   is known (why it stopped), the dashboard and every summary it displayed are brought up to date,
   also after a run the Retry or Resume button started: they agree with ``batch.results()``.
 
@@ -24,26 +27,30 @@ import contextvars
 import importlib
 import logging
 import threading
+import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._events import Event, RunContext
-from .._jobs import RowSnapshot, State
-from .actions import Pricer
+from .._jobs import State
+from .actions import pricer_of
 from .dashboard_model import (
     DashboardModel,
     Row,
     Snapshot,
-    row_label,
     summary_html,
     summary_text,
     table_html,
 )
+from .dashboard_snapshot import row_namer
 from .dashboard_view import DashboardView
+from .gallery import PER_PAGE
 from .progress import TqdmProgress, widget_frontend
+from .spend import spend_pricer
+from .static_view import StaticOutput, live_style
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from .._jobs import Job
 
@@ -80,20 +87,6 @@ def _reason(error: BaseException) -> str:
     return f"{kind}: {error}"
 
 
-def _row_namer(batch: Batch | None) -> Callable[[RowSnapshot], str]:
-    """Rows are named by their id when the batch's table has an ``id`` column, else by number."""
-    frame = getattr(getattr(batch, "prompts", None), "frame", None)
-    if frame is None:
-        return row_label
-    ids = "id" in frame.columns
-    return lambda row: row_label(row, ids)
-
-
-def _pricer(batch: Batch | None) -> Pricer | None:
-    estimate = getattr(getattr(batch, "provider", None), "estimate_cost", None)
-    return estimate if callable(estimate) else None
-
-
 # ------------------------------------------------------------------------------------ dashboard
 _RESTARTS: weakref.WeakKeyDictionary[Batch, Dashboard] = weakref.WeakKeyDictionary()
 
@@ -110,9 +103,10 @@ class Dashboard:
 
     def __init__(self, batch: Batch | None = None, *, title: str | None = None,
                  display: bool | None = None, interval: float = 0.3, recent: int = 10,
-                 clips: int = 4) -> None:
+                 clips: int = 4, per_page: int = PER_PAGE) -> None:
         self._title = title
-        self.model = DashboardModel(recent=recent, clips=clips, interval=interval)
+        self.model = DashboardModel(recent=recent, clips=clips, interval=interval,
+                                    per_page=per_page)
         self.batch = batch
         self._context: RunContext | None = None
         self._fallback: TqdmProgress | None = None
@@ -130,14 +124,18 @@ class Dashboard:
         self._cell: contextvars.Context | None = None  # a cell running now, if any
         self._shell: Any = None
         self.view: DashboardView | None = None
+        self._static = StaticOutput(_display, uuid.uuid4().hex[:12])  # beside the widgets
         if not self._display and display is None:
             return  # no widget front-end: a tqdm bar is made at each start event
-        self.view = DashboardView(self._heading())
+        self.view = DashboardView(self._heading(), per_page=per_page, on_turn=self._on_turn,
+                                  on_play=self._on_play)
         self.view.cancel.on_click(self._on_cancel)
         self.view.retry.on_click(self._on_retry)
         self.view.resume.on_click(self._on_resume)
-        if self._display:
-            _display(self.view.box)
+        self.view.box.add_class(f"vb-live-{self._static.uid}")
+        self.view.style.value = live_style(self._static.uid)
+        if self._display:  # the widgets, and the static view a saved notebook keeps
+            self._static.show(self.view.box.model_id, self.model.snapshot(), self._heading())
 
     @property
     def batch(self) -> Batch | None:
@@ -147,7 +145,8 @@ class Dashboard:
     def batch(self, batch: Batch | None) -> None:
         """What the buttons act on; also how rows are named (id or number) and priced."""
         self._batch = batch
-        self.model.describe_rows(label=_row_namer(batch), price=_pricer(batch))
+        self.model.describe_rows(label=row_namer(batch), price=pricer_of(batch),
+                                spend=spend_pricer(batch))
 
     def _heading(self) -> str:
         if self._title is not None:
@@ -294,6 +293,7 @@ class Dashboard:
 
     def _update_summaries(self, snap: Snapshot) -> None:
         """Every summary this dashboard displayed shows the batch as it is now."""
+        self._static.update(snap, self._heading(), force=True)
         bundle = self._bundle(snap)
         for handle in self._summaries:
             handle.update(bundle, raw=True)
@@ -303,6 +303,8 @@ class Dashboard:
             snap = self.model.snapshot()
             if self.view is not None:
                 self.view.render(snap, cancelling=self._cancelling, live=self._live)
+                if snap.running:  # a few times a minute at most; the end always (_finish)
+                    self._static.update(snap, self._heading())
             return snap
 
     # ------------------------------------------------------------------ which cell is running
@@ -374,3 +376,15 @@ class Dashboard:
             self.model.note(action.done_text(count))
         if not self.model.running:
             self._render()
+
+    def _on_turn(self, pages: int) -> None:
+        """Prev / next in the gallery: only the new page's tiles go to the browser."""
+        self.model.gallery.turn(pages)
+        self.model.touch()
+        self._render()
+
+    def _on_play(self, key: str | None) -> None:
+        """A tile was clicked (or the player closed): that clip, and only it, is sent."""
+        self.model.gallery.play(key)
+        self.model.touch()
+        self._render()

@@ -1,10 +1,12 @@
 """The dashboard's model: what a run looks like at a glance, as plain data and HTML, no widgets.
 
 ``DashboardModel`` follows the runner's events — counts per state, the pace of this run, the most
-recent rows, the latest finished clips, failures, rows of unknown outcome, what each button would
-do — and decides when a redraw is due (``due()``). ``update(event)`` is O(1), so a 10,000-row
-batch costs nothing per event. The ``*_html``/``summary_text`` functions render a ``Snapshot``
-(that data, ``Snapshot`` and ``Row``, is ``videobatch.ui.dashboard_snapshot``; re-exported here).
+recent rows, the latest finished clips, every clip and failure for the gallery (``.gallery``,
+``videobatch.ui.gallery``), the estimated cost of what was sent (``.spend``), rows of unknown
+outcome, what each button would do — and decides when a redraw is due (``due()``).
+``update(event)`` is O(1), so a 10,000-row batch costs nothing per event. The ``*_html`` and
+``summary_text`` functions render a ``Snapshot`` (that data, ``Snapshot`` and ``Row``, is
+``videobatch.ui.dashboard_snapshot``; re-exported here).
 ``videobatch.ui.dashboard`` puts this on screen with ipywidgets; keeping the two apart lets the
 logic be tested without a browser or a kernel.
 
@@ -30,6 +32,8 @@ from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
 from .actions import Action, Pool, Pricer, Prices
 from .dashboard_snapshot import LEFT_STATES, Row, Snapshot, excerpt, row_label
+from .gallery import PER_PAGE, Gallery
+from .spend import SendPricer, Spend, spend_html
 from .text import duration, summary
 
 __all__ = ["COLOURS", "ORDER", "DashboardModel", "Row", "Snapshot", "attention_html", "chips_html",
@@ -57,7 +61,8 @@ class DashboardModel:
                  interval: float = 0.3, heartbeat: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  label: Callable[[RowSnapshot], str] = row_label,
-                 price: Pricer | None = None) -> None:
+                 price: Pricer | None = None, per_page: int = PER_PAGE,
+                 spend: SendPricer | None = None) -> None:
         self.interval = interval  # at most one render per interval while events arrive
         self.heartbeat = heartbeat  # re-render this often anyway while running (elapsed, ETA)
         self.renders = 0
@@ -71,6 +76,9 @@ class DashboardModel:
         self._recent: OrderedDict[str, RowSnapshot] = OrderedDict()
         self._clips: OrderedDict[str, RowSnapshot] = OrderedDict()  # oldest first
         self._clips_shown = clips
+        self.gallery = Gallery(per_page)  # every finished clip, a page at a time; failures by reason
+        self._gallery_on = bool(clips)  # the text bar (clips=0) keeps no gallery
+        self.spend = Spend(spend)  # estimated cost of the submissions sent
         # Every row in these states, by key (what the buttons count and price).
         self._failures: dict[str, RowSnapshot] = {}
         self._cancelled: dict[str, RowSnapshot] = {}
@@ -91,10 +99,11 @@ class DashboardModel:
         return self._running
 
     def describe_rows(self, *, label: Callable[[RowSnapshot], str] = row_label,
-                      price: Pricer | None = None) -> None:
-        """How rows are named and priced (the batch's id column and provider say)."""
+                      price: Pricer | None = None, spend: SendPricer | None = None) -> None:
+        """How rows are named and priced (the batch's id column and providers say)."""
         with self._lock:
             self._label, self._dirty = label, True
+            self.spend.pricer = spend
             prices = Prices(price)
             self._retry, self._resume = Pool.retry(prices), Pool.resume(prices)
             for row in self._failures.values():
@@ -115,6 +124,8 @@ class DashboardModel:
             self._unknown.clear()
             self._retry.clear()
             self._resume.clear()
+            self.gallery.clear()
+            self.spend.clear()
             for row in rows:
                 self._track(row)
             self._dirty = True
@@ -186,6 +197,9 @@ class DashboardModel:
                 pool.put(row)
             else:
                 pool.drop(key)
+        if self._gallery_on:
+            self.gallery.track(row)
+        self.spend.track(row)
         if state is State.COMPLETED and row.video_url:
             clips = self._clips  # a clip already shown keeps its place, with its newest snapshot
             fresh = key not in clips
@@ -197,6 +211,11 @@ class DashboardModel:
         """A line shown under the buttons (what a click did)."""
         with self._lock:
             self._note, self._dirty = text, True
+
+    def touch(self) -> None:
+        """Something on screen changed outside the events (a gallery page turned): redraw."""
+        with self._lock:
+            self._dirty = True
 
     def due(self) -> bool:
         """Whether a render is wanted now: changes are pending and the interval has passed, or
@@ -231,6 +250,7 @@ class DashboardModel:
                 elapsed = p.elapsed if self._elapsed is None else self._elapsed
             status, reason = self._status(counts, left)
             label = self._label
+            page, groups = self.gallery.view(label)
             return Snapshot(
                 total=p.total, counts=counts, elapsed=elapsed, throughput=rate, eta=eta,
                 slots_in_use=p.slots_in_use if self._running else 0, slots_limit=p.slots_limit,
@@ -241,7 +261,8 @@ class DashboardModel:
                 running=self._running, note=self._note, status=status, reason=reason,
                 unknown=tuple(Row.of(j, label(j)) for j in
                               itertools.islice(self._unknown.values(), self._failures_shown)),
-                retry=self._retry.action(), resume=self._resume.action())
+                retry=self._retry.action(), resume=self._resume.action(),
+                gallery=page, failure_groups=groups, spend=self.spend.lines())
 
     def _status(self, counts: Counter[State], left: int) -> tuple[str, str | None]:
         if self._running:
@@ -296,7 +317,7 @@ def stats_html(snap: Snapshot) -> str:
         parts.append(f"took {duration(snap.elapsed)}")
     return (f'<div class="vb-stats">{chips_html(snap)}</div>'
             f'<div class="vb-pace" style="color:#555">{" · ".join(parts)}</div>'
-            + attention_html(snap))
+            + spend_html(snap.spend) + attention_html(snap))
 
 
 def attention_html(snap: Snapshot) -> str:

@@ -1,5 +1,6 @@
 """One instant of a run as the dashboard draws it: ``Snapshot`` and its ``Row``s, rows named as
-people know them (their ``id`` or row number, never the hash key of a table without ids).
+people know them (their ``id`` or row number, never the hash key of a table without ids), and the
+gallery's page of finished clips (``Tile``, ``GalleryPage``) and failures by reason.
 
 ``videobatch.ui.dashboard_model`` makes snapshots from the runner's events and renders them as
 HTML and text; the widgets (``dashboard_view``) and the text bar (``progress``) draw them.
@@ -9,12 +10,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from .._jobs import RowSnapshot, State
 from .actions import NO_RESUME, NO_RETRY, Action
 
-__all__ = ["LEFT_STATES", "Row", "Snapshot", "excerpt", "row_label"]
+__all__ = ["LEFT_STATES", "FailureGroup", "GalleryPage", "Row", "Snapshot", "SpendLine", "Tile", "excerpt",
+           "local_file", "row_label", "row_namer"]
 
 
 LEFT_STATES = (State.PENDING, State.SUBMITTING, State.GENERATING)  # rows a run still works on
@@ -33,6 +39,16 @@ def row_label(row: RowSnapshot, ids: bool | None = None) -> str:
     if ids or (ids is None and not _HASH_KEY.fullmatch(row.key)):
         return row.key
     return f"row {row.index + 1}"
+
+
+def row_namer(batch: Any) -> Callable[[RowSnapshot], str]:
+    """How a batch's rows are named: by their id when its table has an ``id`` column, else by
+    number (``batch``: what a dashboard acts on; None: tell by the key's look)."""
+    frame = getattr(getattr(batch, "prompts", None), "frame", None)
+    if frame is None:
+        return row_label
+    ids = "id" in frame.columns
+    return lambda row: row_label(row, ids)
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,66 @@ class Row:
                    job.video_url)
 
 
+def local_file(url: str | None, extras: Mapping[str, Any]) -> str | None:
+    """The clip as a file on this machine: the download (``local_path``), or a ``file://`` URL."""
+    path = extras.get("local_path")
+    if isinstance(path, str) and path:
+        return path
+    if url and urlparse(url).scheme == "file":
+        return url2pathname(urlparse(url).path)
+    return None
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One finished clip as the gallery shows it: a poster (or a placeholder) and a caption."""
+
+    key: str
+    label: str  # its id or "row 7", never a hash
+    prompt: str  # the whole prompt (the caption cuts it; the tooltip and player show it all)
+    video_url: str
+    file: str | None  # the clip on this machine, if it is there
+    poster: str | None  # a poster PNG on this machine (made by downloads), else None
+
+    @classmethod
+    def of(cls, row: RowSnapshot, label: str) -> Tile:
+        poster = row.extras.get("thumbnail")
+        return cls(row.key, label, row.request.prompt or ("(image)" if row.request.image else ""),
+                   row.video_url or "", local_file(row.video_url, row.extras),
+                   poster if isinstance(poster, str) and poster else None)
+
+
+@dataclass(frozen=True)
+class GalleryPage:
+    """The clips on screen: ``tiles`` of page ``page`` (0-based) of ``pages``; ``total`` clips."""
+
+    tiles: tuple[Tile, ...] = ()
+    page: int = 0
+    pages: int = 1
+    total: int = 0
+    first: int = 0  # the 1-based number of the first tile (0 when there is none)
+    playing: Tile | None = None  # the clip in the player, if one was picked
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed rows that share a reason (``error_kind``): how many, and the first few."""
+
+    kind: str
+    count: int
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class SpendLine:
+    """Submissions one provider (and model) took, and their estimated cost (None: unknown)."""
+
+    provider: str
+    model: str | None
+    rows: int
+    cost: float | None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a view draws, copied at one instant."""
@@ -78,6 +154,9 @@ class Snapshot:
     unknown: tuple[Row, ...] = ()  # the first few rows of unknown outcome
     retry: Action = NO_RETRY
     resume: Action = NO_RESUME
+    gallery: GalleryPage = GalleryPage()  # the finished clips on the gallery's current page
+    failure_groups: tuple[FailureGroup, ...] = ()  # failed rows by reason, most rows first
+    spend: tuple[SpendLine, ...] = ()  # estimated cost of the submissions sent, per provider/model
 
     @property
     def done(self) -> int:

@@ -1,48 +1,34 @@
-"""The dashboard's widgets: progress bar, status and stats, buttons, recent rows, clip previews.
+"""The dashboard's widgets: progress bar, status and stats, buttons, recent rows, the gallery.
 
 ``DashboardView`` builds the ipywidgets once and re-draws them from a ``Snapshot`` (the model in
-``videobatch.ui.dashboard_model``); the buttons say what they will do and cost. Clip widgets are
-made once per clip, never re-sent, and closed when they scroll out. ``videobatch.ui.dashboard``
-owns a view, wires its buttons and is the only one that draws on it.
+``videobatch.ui.dashboard_model``); the buttons say what they will do and cost. The gallery
+(``videobatch.ui.gallery_view``: a page of poster thumbnails, one player, failures by reason) is a
+fixed set of widgets, so no widget is made per row. ``videobatch.ui.dashboard`` owns a view, wires
+its buttons and is the only one that draws on it.
 """
 
 from __future__ import annotations
 
 import html
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from .._jobs import State
 from .actions import Action
 from .dashboard_model import stats_html, table_html
-from .dashboard_snapshot import Row, Snapshot
+from .dashboard_snapshot import Snapshot
+from .gallery import PER_PAGE
+from .gallery_view import GalleryView
 
 __all__ = ["DashboardView"]
-
-
-def _clip_widget(widgets: Any, url: str) -> Any:
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        path = Path(url2pathname(parsed.path))
-        if not path.is_file():
-            return widgets.HTML(f"<i>{html.escape(path.name)} is gone</i>")
-        return widgets.Video.from_file(str(path), autoplay=False, loop=False, controls=True)
-    return widgets.Video.from_url(url, autoplay=False, loop=False, controls=True)
-
-
-def _close(box: Any) -> None:
-    """Close a clip box and its children: the kernel and the browser let go of the video."""
-    for child in box.children:
-        child.close()
-    box.close()
 
 
 class DashboardView:
     """The widgets. Only ``Dashboard._render`` writes to them (one thread at a time)."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, *, per_page: int = PER_PAGE,
+                 on_turn: Callable[[int], None] = lambda _: None,
+                 on_play: Callable[[str | None], None] = lambda _: None) -> None:
         import ipywidgets as w
 
         self.w = w
@@ -60,11 +46,12 @@ class DashboardView:
                                button_style="info", disabled=True, layout=wide)
         self.note = w.HTML()
         self.table = w.HTML()
-        self.clips = w.HBox(layout=w.Layout(flex_flow="row wrap"))
-        self._shown: dict[str, tuple[str | None, Any]] = {}  # key -> (url, clip box)
-        self.box = w.VBox([self.title, self.bar, self.stats,
-                           w.HBox([self.cancel, self.retry, self.resume, self.note]), self.table,
-                           self.clips])
+        self.gallery = GalleryView(w, per_page, on_turn=on_turn, on_play=on_play)
+        self.buttons = w.HBox([self.cancel, self.retry, self.resume, self.note])
+        self.buttons.add_class("vb-buttons")
+        self.style = w.HTML()  # rules that show the static view when these widgets cannot
+        self.box = w.VBox([self.style, self.title, self.bar, self.stats, self.buttons, self.table,
+                           self.gallery.box])
         self.box.add_class("videobatch-dashboard")
 
     def set_title(self, title: str) -> None:
@@ -92,37 +79,10 @@ class DashboardView:
         self._label(self.retry, snap.retry, enabled=live)
         # Cancelled rows wait for a run to take them: offered once this one is over.
         self._label(self.resume, snap.resume, enabled=live and not snap.running)
-        wanted = [(row.key, row.video_url) for row in snap.clips]
-        if wanted != [(key, url) for key, (url, _) in self._shown.items()]:
-            self._show_clips(snap.clips)
+        self.gallery.render(snap.gallery, snap.failure_groups, snap.counts[State.FAILED])
 
     @staticmethod
     def _label(button: Any, action: Action, *, enabled: bool) -> None:
         button.description = action.label()
         button.tooltip = action.tooltip()
         button.disabled = not action.rows or not enabled
-
-    def _show_clips(self, rows: tuple[Row, ...]) -> None:
-        """Clip widgets are made once per clip and closed when they scroll out (bounded)."""
-        old, self._shown = self._shown, {}
-        for row in rows:
-            url, box = old.pop(row.key, (None, None))
-            if box is None or url != row.video_url:
-                if box is not None:
-                    _close(box)
-                box = self._clip_box(row)
-            self._shown[row.key] = (row.video_url, box)
-        self.clips.children = [box for _, box in self._shown.values()]
-        for _, box in old.values():
-            _close(box)
-
-    def _clip_box(self, row: Row) -> Any:
-        w = self.w
-        try:
-            player = _clip_widget(w, row.video_url or "")
-        except OSError as exc:
-            player = w.HTML(f"<i>{html.escape(str(exc))}</i>")
-        player.layout = w.Layout(width="176px", height="132px")  # letterboxed: an even grid
-        box = w.VBox([player, w.HTML(f"<small>{html.escape(row.key)}</small>")])
-        box.add_class("vb-clip")
-        return box
