@@ -294,3 +294,32 @@ def test_the_older_retry_options_build_the_policy_and_a_given_one_wins(tmp_path)
     assert Downloader(tmp_path, max_attempts=2, backoff_base=0.01).retry == RetryPolicy(attempts=2, base=0.01, cap=30.0)
     assert WebhookNotifier(None, retry=mine).retry is mine
     assert Downloader(tmp_path, retry=mine).retry is mine
+
+
+def test_every_observer_hears_events_in_the_order_they_happened():
+    """An observer that annotates a row when it completes causes an event while the others are
+    still being told of the completion: they hear the completion first, then the annotation."""
+    import videobatch
+    from videobatch._events import RunContext
+
+    class Stamper:
+        def bind(self, context: RunContext) -> None:
+            self.context = context
+
+        def __call__(self, event: Event) -> None:
+            if event.kind == "transition" and event.new is State.COMPLETED and event.row is not None:
+                self.context.annotate(event.row, stamped=True)
+
+    heard: list[tuple[str, str, str, bool]] = []
+
+    def listener(event: Event) -> None:
+        if event.row is not None and event.kind in ("transition", "annotate"):
+            heard.append((event.row.key, event.kind, event.row.state.value,
+                          bool(event.row.extras.get("stamped"))))
+
+    df = videobatch.run(["a", "b", "c"], "local", render=False, progress=False,
+                        observers=[Stamper(), listener])
+    assert df["stamped"].all()
+    for key in {k for k, *_ in heard}:
+        mine = [(kind, state, stamped) for k, kind, state, stamped in heard if k == key]
+        assert mine[-2:] == [("transition", "completed", False), ("annotate", "completed", True)], mine

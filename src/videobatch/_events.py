@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,7 +18,16 @@ from typing import Any, Literal, Protocol
 from ._jobs import RowSnapshot, State
 from .errors import ProviderError
 
-__all__ = ["Event", "EventKind", "Observer", "Progress", "RowSnapshot", "RunContext", "Tally"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "Notifier",
+    "Observer",
+    "Progress",
+    "RowSnapshot",
+    "RunContext",
+    "Tally",
+]
 
 log = logging.getLogger("videobatch")
 
@@ -166,3 +175,25 @@ def notify(observers: list[Observer], event: Event) -> None:
             observer(event)
         except Exception:
             log.exception("progress observer %r failed; continuing", observer)
+
+
+class Notifier:
+    """Tells every observer of each event in the order events happen: an event an observer's own
+    reaction causes (an annotation made on a transition, say) waits until every observer has heard
+    of the one before, so no observer sees a row's later snapshot before its earlier one."""
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self.observers = observers
+        self._queue: deque[Event] = deque()
+        self._busy = False
+
+    def __call__(self, event: Event) -> None:
+        self._queue.append(event)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._queue:
+                notify(self.observers, self._queue.popleft())
+        finally:
+            self._busy = False

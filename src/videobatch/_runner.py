@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from ._events import Event, EventKind, Observer, Progress, RunContext, Tally, notify
+from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext, Tally
 from ._fleet import PoolKey, Providers
 from ._jobs import Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
@@ -71,6 +71,7 @@ class Runner:
         self.store = store
         self.settings = settings or RunSettings()
         self.observers = list(observers)
+        self._notify = Notifier(self.observers)  # in order, also when an observer causes an event
         self._tally = Tally(total=len(self.jobs), slots_limit=self._ceiling(self.provider))
         self._tally.counts.update(j.state for j in self.jobs)
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
@@ -383,4 +384,4 @@ class Runner:
         if kind == "slots" and self._pools is not None:
             self._tally.slots_in_use = self._pools.slots_in_use
             self._tally.slots_limit = self._pools.slots_limit
-        notify(self.observers, Event(kind, self._tally.snapshot(), row, **extra))
+        self._notify(Event(kind, self._tally.snapshot(), row, **extra))
