@@ -174,7 +174,7 @@ def run_main(argv: Sequence[str]) -> int:
 
 # Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
 SUBCOMMANDS = {
-    "status": "videobatch.cli.commands:status_main",
+    "status": "videobatch.cli.status:status_main",
     "retry": "videobatch.cli.commands:retry_main",
     "download": "videobatch.cli.commands:download_main",
     "report": "videobatch.cli.commands:report_main",
