@@ -274,10 +274,12 @@ class Job:
 
     def carried_cost(self) -> float | None:
         """What this row has cost so far (USD estimates), kept when a new submission starts."""
+        # (float(): a store that keeps fields as text, as a Redis hash does, hands back strings)
+        earlier = None if self.cost_earlier is None else float(self.cost_earlier)
         latest = self.cost_estimated if self.may_have_paid() else None
         if latest is None:
-            return self.cost_earlier
-        return round((self.cost_earlier or 0.0) + latest, 6)
+            return earlier
+        return round((earlier or 0.0) + float(latest), 6)
 
     def can_move_to(self, new: State) -> bool:
         return new in _LEGAL[self.state]
