@@ -79,7 +79,7 @@ def test_the_budget_is_never_exceeded_under_concurrency_and_retries(tmp_path):
     assert usd_created(provider) <= 2.00
     waiting = df[df["status"] == "pending"]
     assert len(waiting) and (waiting["error_kind"] == "budget").all()
-    assert waiting["error"].str.contains("would exceed the budget of \\$2.00").all()
+    assert waiting["error"].str.contains("would take the spend over the budget of \\$2.00").all()
     sent = df[df["status"] == "completed"]
     assert (sent["cost_estimated"] == sent["prompt"].map(price_of)).all()
     assert spent_by_rows(df) == pytest.approx(usd_created(provider))

@@ -135,9 +135,9 @@ class Ledger:
             return (f"not sent: the price of {what} is unknown, so with a budget set it cannot be "
                     "kept; add the model's price to its catalogue (see `python -m videobatch "
                     "models`), or run without --max-cost")
-        return (f"not sent: its estimated {money(amount)} would exceed the budget of "
-                f"{money(usd(self.budget))} ({self.figures().text()}); run again with a higher "
-                "--max-cost (max_cost=) to send it")
+        return (f"not sent: its estimated {money(amount)} would take the spend over the budget "
+                f"of {money(usd(self.budget))}; run again with a higher --max-cost (max_cost=) "
+                "to send it")
 
     def figures(self) -> Figures:
         return Figures(usd(self.spent), usd(self.reserved),

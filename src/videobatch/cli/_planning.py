@@ -43,7 +43,7 @@ def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None) -> list[str]
     lines += [f"  {n} {what}" for n, what in counted if n]
     if plan.refused:
         key, why = next(iter(plan.refused.items()))
-        lines.append(f"  {len(plan.refused)} not sent (budget): e.g. {key}: {why}")
+        lines.append(f"  {len(plan.refused)} kept back by the budget, e.g. {key}: {why}")
     if plan.groups:
         by_provider = Counter[str]()
         unknown = {g.provider for g in plan.groups if g.cost is None}
@@ -73,8 +73,8 @@ def budget_left(jobs: list[Job]) -> str | None:
     over = [j for j in jobs if j.error_kind == BUDGET and j.state.value == "pending"]
     if not over:
         return None
-    return (f"{len(over)} row(s) not sent because of the budget (e.g. {over[0].key}: {over[0].error}); "
-            "they stay pending: run the same command with a higher --max-cost to send them")
+    return (f"{len(over)} row(s) not sent because of the budget (e.g. {over[0].key}: "
+            f"{over[0].error}); they stay pending")
 
 
 def _fallbacks(batch: Batch, plan: Plan) -> list[str]:

@@ -123,8 +123,8 @@ def _status_text(path: str, info: dict[str, Any]) -> str:
     lines += budget_lines(Figures(spend["spent"], spend["reserved"], spend["budget"]),
                           "Spend (USD estimates)")
     if spend["not_sent_budget"]:
-        lines.append(f"  {spend['not_sent_budget']} row(s) not sent because of the budget: run "
-                     "again with a higher --max-cost to send them")
+        lines.append(f"  {spend['not_sent_budget']} row(s) not sent because of the budget (they "
+                     "stay pending): run again with a higher --max-cost to send them")
     dl = info["downloads"]
     if dl["on_disk"] or dl["failed"]:
         lines.append(f"Downloads: {dl['on_disk']} on disk, {dl['failed']} failed")
