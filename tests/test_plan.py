@@ -185,3 +185,60 @@ def test_the_reported_case_on_the_command_line(tmp_path):
     done = subprocess.run([*cli, "--force"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert paid() - before == 3
+
+
+# ---------------------------------------------------------------------- asking first
+def in_terminal(args: list[str], answer: bytes | None, env: dict[str, str]) -> tuple[int, str]:
+    """Run the command with stdin and stdout on a terminal (a pty); answer its question."""
+    import os
+    import select
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "videobatch", *args], stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    out = b""
+    answered = answer is None
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            proc.kill()
+            raise AssertionError(f"no answer from the command: {out!r}")
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and b"[y/N]" in out:
+            os.write(master, answer + b"\n")
+            answered = True
+    os.close(master)
+    proc.wait(60)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def test_a_run_above_the_threshold_asks_first_in_a_terminal(tmp_path):
+    import os
+
+    csv = tmp_path / "p.csv"
+    table(FIVE).to_csv(csv, index=False)
+    args = [str(csv), "-q", "-P", "latency=0.01", "-P", "render=false"]
+    env = {**os.environ, "VIDEOBATCH_CONFIRM_ABOVE": "0.10"}
+    code, out = in_terminal(args, b"n", env)
+    assert code == 130 and "Send 5 paid request(s), about $0.25" in out, out
+    assert "5 × local-v1 std 5s" in out and paid() == 0
+    code, out = in_terminal(args, b"y", env)
+    assert code == 0 and "5/5 completed" in out and paid() == 5
+    # Under the threshold, with --yes, or in a script (no terminal): no question.
+    table([*FIVE, "one more"]).to_csv(csv, index=False)
+    code, out = in_terminal([*args, "--force"], None, env)  # $0.05 left to send: under $0.10
+    assert code == 0 and "[y/N]" not in out and paid() == 6
+    piped = subprocess.run([sys.executable, "-m", "videobatch", *args, "--checkpoint",
+                            str(tmp_path / "other.parquet")], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert piped.returncode == 0 and "[y/N]" not in piped.stdout and paid() == 12
+    code, out = in_terminal([*args, "--yes", "--checkpoint", str(tmp_path / "third.parquet")],
+                            None, env)
+    assert code == 0 and "[y/N]" not in out and paid() == 18

@@ -4,6 +4,8 @@ and ``retry --dry-run`` print it, and the spend figures (``videobatch._spend``) 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 
 from .._api import Batch
@@ -11,11 +13,17 @@ from .._jobs import Job
 from .._plan import Plan
 from .._spend import BUDGET, Figures, money
 from ..fallback import Target
+from ._options import ExitCode
 
-__all__ = ["budget_left", "budget_lines", "plan_lines"]
+__all__ = ["CONFIRM_ABOVE", "budget_left", "budget_lines", "confirmed", "declined",
+           "plan_lines"]
+
+# USD: in an interactive terminal, a run estimated above this asks first (unset: never asks).
+CONFIRM_ABOVE = "VIDEOBATCH_CONFIRM_ABOVE"
 
 
-def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None) -> list[str]:
+def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None,
+               examples: bool = True) -> list[str]:
     """What the run of ``batch`` would do, as ``plan`` says: one line per kind of row, the cost."""
     names = Counter[str]()
     for group in plan.groups:
@@ -58,7 +66,7 @@ def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None) -> list[str]
     if plan.before.budget is not None and plan.groups and plan.estimated is not None:
         lines.append(f"after this run, at most: spent {money(plan.after.spent)} of the budget "
                      f"{money(plan.before.budget)}")
-    return lines + _fallbacks(batch, plan) + _examples(batch, plan)
+    return lines + _fallbacks(batch, plan) + (_examples(batch, plan) if examples else [])
 
 
 def budget_lines(figures: Figures, label: str) -> list[str]:
@@ -75,6 +83,40 @@ def budget_left(jobs: list[Job]) -> str | None:
         return None
     return (f"{len(over)} row(s) not sent because of the budget (e.g. {over[0].key}: "
             f"{over[0].error}); they stay pending")
+
+
+def confirmed(batch: Batch, *, checkpoint: str | None) -> bool:
+    """Whether the run of ``batch`` may go ahead: yes, unless stdin and stdout are a terminal,
+    ``VIDEOBATCH_CONFIRM_ABOVE`` is set and the run's estimate is above it (or unknown) — then
+    the plan is shown and the user is asked. Scripts and pipes are never asked."""
+    raw = os.environ.get(CONFIRM_ABOVE, "").strip()
+    if not raw or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return True
+    try:
+        threshold = float(raw)
+    except ValueError:
+        print(f"warning: {CONFIRM_ABOVE}={raw!r} is not a number of USD; not asking",
+              file=sys.stderr)
+        return True
+    plan = batch.plan()
+    if not plan.paid or (plan.estimated is not None and plan.estimated <= threshold):
+        return True
+    print("\n".join(plan_lines(batch, plan, checkpoint=checkpoint, examples=False)))
+    cost = "at an unknown cost" if plan.estimated is None else f"about {money(plan.estimated)}"
+    print(f"Send {plan.paid} paid request(s), {cost} (above {CONFIRM_ABOVE}={money(threshold)})? "
+          "[y/N] ", end="", flush=True)
+    answer = sys.stdin.readline()  # "" at the end of input: no
+    return answer.strip().lower() in ("y", "yes")
+
+
+def declined(batch: Batch) -> ExitCode:
+    """The user said no: nothing was sent; the checkpoint is left as it was opened."""
+    release = getattr(batch.store, "release", None)
+    if release is not None:
+        release()
+    print("nothing was submitted (run the same command again to be asked again; --yes does not "
+          "ask)", file=sys.stderr)
+    return ExitCode.INTERRUPTED
 
 
 def _fallbacks(batch: Batch, plan: Plan) -> list[str]:

@@ -35,7 +35,7 @@ from ._options import (
     request_defaults,
     scoped_options,
 )
-from ._planning import plan_lines
+from ._planning import confirmed, declined, plan_lines
 from ._running import finish_run, log_event
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     g = add_results(p, default_out="PROMPTS with .results.csv", title="checkpoint and results")
     g.add_argument("--checkpoint", metavar="PATH",
                    help="checkpoint file (default: PROMPTS with .checkpoint.parquet)")
+    g.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask before paying (asked only in a terminal, when the estimate "
+                        "is above $VIDEOBATCH_CONFIRM_ABOVE)")
     g.add_argument("--no-checkpoint", action="store_true",
                    help="keep no checkpoint (a crash loses the run's progress)")
     g.add_argument("--force", action="store_true",
@@ -164,10 +167,13 @@ def run_main(argv: Sequence[str]) -> int:
         print(f"error: {describe_os_error(exc, where=checkpoint)} (nothing was submitted)",
               file=sys.stderr)
         return ExitCode.USAGE
+    where = str(checkpoint) if checkpoint else None
     if args.dry_run:  # the same batch, its checkpoint read and not written: what the run would do
-        print("\n".join(plan_lines(batch, batch.plan(), checkpoint=str(checkpoint) if checkpoint else None)))
+        print("\n".join(plan_lines(batch, batch.plan(), checkpoint=where)))
         print("dry run: nothing was submitted")
         return ExitCode.OK
+    if not args.yes and not confirmed(batch, checkpoint=where):
+        return declined(batch)
     return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
                       report=args.report)
 
