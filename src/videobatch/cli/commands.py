@@ -40,7 +40,7 @@ from ._options import (
     provider_options,
     scoped_options,
 )
-from ._planning import plan_lines
+from ._planning import confirmed, declined, plan_lines
 from ._running import finish_run, log_event
 from .status import load_or_say, status_main, status_report
 
@@ -179,6 +179,8 @@ def retry_main(argv: Sequence[str]) -> int:
         print("\n".join(plan_lines(batch, batch.plan(), checkpoint=args.checkpoint)))
         print("dry run: nothing was submitted")
         return ExitCode.OK
+    if not args.yes and not confirmed(batch, checkpoint=args.checkpoint):
+        return declined(batch)
     return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
                       download=args.download, report=args.report)
 

@@ -83,9 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     g = add_results(p, default_out="PROMPTS with .results.csv", title="checkpoint and results")
     g.add_argument("--checkpoint", metavar="PATH",
                    help="checkpoint file (default: PROMPTS with .checkpoint.parquet)")
-    g.add_argument("-y", "--yes", action="store_true",
-                   help="do not ask before paying (asked only in a terminal, when the estimate "
-                        "is above $VIDEOBATCH_CONFIRM_ABOVE)")
     g.add_argument("--no-checkpoint", action="store_true",
                    help="keep no checkpoint (a crash loses the run's progress)")
     g.add_argument("--force", action="store_true",
