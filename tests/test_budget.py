@@ -207,3 +207,34 @@ def test_the_command_line_keeps_the_budget_and_says_so(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "videobatch", str(csv), "--max-cost", "-2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--max-cost must be a number of USD" in bad.stderr
+
+
+def test_a_run_killed_mid_way_and_resumed_keeps_one_budget(tmp_path):
+    """kill -9 while requests are in flight, then the same command again: the resumed run counts
+    what the killed one spent (and may have spent), so the budget holds over both."""
+    import os
+    import signal
+    import time
+
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"prompt": [f"shot {i}" for i in range(20)]}).to_csv(csv, index=False)
+    args = [sys.executable, "-m", "videobatch", str(csv), "-q", "-P", "render=false",
+            "--concurrency", "4", "--max-cost", "0.50"]  # $0.05 a row: ten rows at most
+    proc = subprocess.Popen([*args, "-P", "latency=2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(accepted()) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    killed_after = len(accepted())
+    assert 3 <= killed_after <= 4
+    res = subprocess.run([*args, "-P", "latency=0.05"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr  # ten rows left pending by the budget
+    assert len(accepted()) == 10  # the killed run's requests were adopted, not paid again
+    assert "10/20 completed" in res.stdout and "10 row(s) not sent because of the budget" in res.stdout
+    assert "spent $0.50 · reserved $0.00 · budget $0.50 ($0.00 left)" in res.stdout
+
+
+def accepted() -> list[dict]:
+    return [e for e in read_submissions() if e.get("outcome") == "accepted"]

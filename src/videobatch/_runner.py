@@ -50,7 +50,6 @@ __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-e
 log = logging.getLogger("videobatch")
 
 
-
 class Runner:
     def __init__(
         self,

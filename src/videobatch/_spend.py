@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ._jobs import Job, State
 from .request import VideoRequest
 
-__all__ = ["BUDGET", "Figures", "Ledger", "charge", "micro", "usd"]
+__all__ = ["BUDGET", "Figures", "Ledger", "charge", "micro", "money", "usd"]
 
 BUDGET = "budget"  # the error_kind of a row left pending because of the budget
 
