@@ -85,12 +85,20 @@ def test_dry_run_calls_no_provider(tmp_path):
     assert not (tmp_path / "p.checkpoint.parquet").exists()
 
 
-def test_dry_run_after_a_run_counts_only_what_is_left(tmp_path):
+def test_dry_run_after_a_run_says_what_the_same_command_would_do(tmp_path):
     csv = write_csv(tmp_path / "p.csv", ["a cat", "a dog"])
     assert cli(str(csv), *FAST).returncode == 0
     pd.DataFrame({"prompt": ["a cat", "a dog", "a cow"], "team": "video"}).to_csv(csv, index=False)
-    res = cli(str(csv), "--dry-run")
+    refused = cli(str(csv), *FAST, "--dry-run")  # other rows, no --force: the run would refuse
+    assert refused.returncode == 2 and "1 row(s) new" in refused.stderr
+    assert "would stop here, before paying anything" in refused.stderr
+    res = cli(str(csv), *FAST, "--dry-run", "--force")
+    assert res.returncode == 0, res.stderr
     assert "1 would be submitted" in res.stdout and "2 already completed" in res.stdout
+    assert "1 new row(s)" in res.stdout
+    assert len(read_submissions()) == 2  # the dry runs sent nothing
+    assert cli(str(csv), *FAST, "--force").returncode == 0
+    assert len(read_submissions()) == 3
 
 
 def test_help_reads_like_documentation():

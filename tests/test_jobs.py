@@ -9,6 +9,7 @@ from videobatch.errors import IllegalTransition
 from videobatch.request import VideoRequest
 
 LEGAL = [
+    (State.PENDING, State.PENDING),  # not sent, and why: the budget (error_kind "budget")
     (State.PENDING, State.SUBMITTING),
     (State.PENDING, State.CANCELLED),
     (State.SUBMITTING, State.GENERATING),

@@ -16,8 +16,9 @@ from ._api import Batch
 from ._events import Event, Progress
 from ._inputs import Prompts, load_prompts
 from ._jobs import Job, State
+from ._plan import Plan
 from ._results import results
-from ._run import arun, run
+from ._run import arun, plan, run
 from .errors import (
     AccountError,
     AuthError,
@@ -74,6 +75,7 @@ __all__ = [
     "Job",
     "ModelRefused",
     "NotFoundError",
+    "Plan",
     "Problem",
     "Progress",
     "Prompts",
@@ -91,6 +93,7 @@ __all__ = [
     "download_missing",
     "get_provider",
     "load_prompts",
+    "plan",
     "providers",
     "register",
     "results",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,10 +24,12 @@ import pandas as pd
 from ._events import Observer
 from ._fleet import plan
 from ._inputs import Prompts, load_prompts
-from ._jobs import Job, State
+from ._jobs import State
+from ._plan import Plan, make_plan
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
-from ._store import Checkpoint, Store
+from ._store import Checkpoint, open_rows
+from .delivery.outputs import outputs_for
 from .errors import ConfigError, InputError
 from .providers import Provider, get_provider, option_names
 from .request import REQUEST_FIELDS
@@ -74,6 +77,9 @@ class Batch:
     with a poster frame; ``download_name`` is a file-name template using row columns and ``{key}``);
     ``webhook=URL`` (or a ``webhook_url`` column) POSTs each row's outcome, HMAC-signed with
     ``webhook_secret``. Their outcomes join the results as extra columns.
+
+    Spending: ``max_cost=USD``, a budget the checkpoint never exceeds (``videobatch._spend``);
+    ``plan()`` says what a run would pay for; ``dry_run=True`` writes nothing and only plans.
     """
 
     def __init__(
@@ -95,40 +101,55 @@ class Batch:
         webhook_secret: str | None = None,
         providers: Mapping[str, Provider | Mapping[str, Any]] | None = None,
         fallback: str | Sequence[str] | None = None,
+        max_cost: float | None = None,
+        dry_run: bool = False,
         **options: Any,
     ) -> None:
         if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
             raise ConfigError(f"timeout must be more than 0 seconds (or None for none), got {timeout}")
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        if max_cost is not None and not 0 <= max_cost < math.inf:  # NaN too
+            raise ConfigError(f"max_cost must be a number of USD, 0 or more, got {max_cost!r}")
         defaults, provider_options = _split_options(options, provider)
         self._owns_provider = not isinstance(provider, Provider)
         self.provider = get_provider(provider, **provider_options)
         given = {name: p.rules() for name, p in (providers or {}).items() if isinstance(p, Provider)}
         self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None,
                                              rules=self.provider.rules().with_others(given))
-        outputs = self._outputs(download, download_concurrency, download_name, webhook, webhook_secret,
-                                observers)
+        outputs = outputs_for(self.prompts, download=download, download_name=download_name,
+                              download_concurrency=download_concurrency, webhook=webhook,
+                              webhook_secret=webhook_secret, given=observers)
         # A mixed table, fallbacks: the other providers rows name, built now so a missing key
-        # fails here; every row and fallback checked against its provider before anything is paid.
-        self.providers, problems = plan(self.provider, self.prompts, providers, fallback)
+        # fails here (a dry run notes it); every row and fallback checked before anything is paid.
+        self.dry_run, self._notes = dry_run, list[str]()  # notes: what a plan says besides rows
+        try:
+            self.providers, problems = plan(self.provider, self.prompts, providers, fallback)
+        except ConfigError as exc:
+            if not dry_run:
+                raise
+            self._notes.append(f"{exc} (the real run needs it)")
+            self.providers, problems = plan(self.provider, self.prompts, providers, fallback,
+                                            rows_only=True)
         self._given = [p for p in (providers or {}).values() if isinstance(p, Provider)]
         if problems:
             raise InputError(problems, source=self.prompts.source)
         if concurrency is not None and concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.settings = RunSettings(concurrency=concurrency, timeout=timeout,
-                                    max_attempts=max_attempts)
-        self.store: Store
-        if checkpoint is None:
-            self.store = Store()
-            self.jobs = [Job(key=k, index=i, request=r) for i, (k, r) in
-                         enumerate(zip(self.prompts.keys, self.prompts.requests, strict=True))]
-        else:
-            self.store, self.jobs = Checkpoint.open(
-                checkpoint, self.prompts, settings=self.providers.describe(), force=force
-            )
-        self.providers.include(self.jobs, providers)
+                                    max_attempts=max_attempts, max_cost=max_cost)
+        self.store, self.jobs, opening = open_rows(
+            checkpoint, self.prompts, settings=self.providers.describe(), force=force,
+            dry_run=dry_run)
+        self._notes[:0] = [opening] if opening else []  # how the checkpoint opens, first
+        if isinstance(self.store, Checkpoint):
+            self.store.meta["max_cost"] = max_cost  # what `status` shows as the budget
+        try:
+            self.providers.include(self.jobs, providers)
+        except ConfigError as exc:
+            if not dry_run:
+                raise
+            self._notes.append(f"{exc} (the real run needs it)")
         self._progress = progress
         self._observers = outputs + list(observers)
         self._runner: Runner | None = None
@@ -137,32 +158,6 @@ class Batch:
         self._thread_result: RunOutcome | BaseException | None = None
         self.outcome: RunOutcome | None = None
         self._after_run: list[tuple[list[str], bool]] = []  # retries asked for during teardown
-
-    def _outputs(self, download: str | os.PathLike[str] | None, download_concurrency: int,
-                 download_name: str | None, webhook: str | None,
-                 webhook_secret: str | None, given: Sequence[Observer]) -> list[Observer]:
-        """Observers that deliver results: streamed downloads and per-row webhooks.
-
-        A notifier or downloader the caller passed in ``observers`` is used instead of a default one.
-        """
-        outputs: list[Observer] = []
-        frame = self.prompts.frame
-        if download is not None:  # imported only when wanted: they pull in PyAV and HTTP code
-            from .delivery.downloads import Downloader
-
-            if not any(isinstance(o, Downloader) for o in given):
-                outputs.append(Downloader(download, concurrency=download_concurrency,
-                                          name_template=download_name, frame=frame))
-        if webhook is not None or "webhook_url" in frame.columns:
-            from .delivery.webhooks import WebhookNotifier, check_urls
-
-            if any(isinstance(o, WebhookNotifier) for o in given):
-                return outputs
-            problems = check_urls(frame)
-            if problems:  # bad input costs nothing: refuse before the first request
-                raise InputError(problems, source=self.prompts.source)
-            outputs.append(WebhookNotifier(webhook, secret=webhook_secret, frame=frame))
-        return outputs
 
     @classmethod
     def from_checkpoint(
@@ -189,6 +184,9 @@ class Batch:
     async def _run(self, progress: Observer | None = None) -> RunOutcome:
         """One run of the batch. ``progress``: an observer made by the caller (``start()`` makes
         it in the notebook cell that starts the batch, so it shows there); else one is made here."""
+        if self.dry_run:
+            raise ConfigError("this batch is a dry run (dry_run=True): it plans and sends nothing; "
+                              "build it without dry_run to run it")
         progress = progress or self._new_progress()
         observers = list(self._observers) + ([progress] if progress else [])
         self._runner = Runner(self.jobs, self.providers, self.store, self.settings, observers)
@@ -376,6 +374,12 @@ class Batch:
         return moved
 
     # ------------------------------------------------------------------ looking
+    def plan(self) -> Plan:
+        """What running this batch now would do: the rows it pays for, keeps, waits for, looks up
+        or refuses (the budget), and their estimated cost by provider and model. Sends nothing."""
+        return make_plan(self.jobs, self.providers, self.settings, self._notes,
+                         dropped=self.store.cost_dropped)
+
     def results(self) -> pd.DataFrame:
         """The results DataFrame as it stands now (input columns, then result columns).
 

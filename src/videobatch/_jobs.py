@@ -58,7 +58,8 @@ SETTLED = TERMINAL | {State.UNKNOWN}
 IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
 
 _LEGAL: dict[State, frozenset[State]] = {
-    State.PENDING: frozenset({State.SUBMITTING, State.CANCELLED, State.FAILED}),
+    # -> pending: not sent, and why (the budget would be exceeded): error_kind/error say it.
+    State.PENDING: frozenset({State.PENDING, State.SUBMITTING, State.CANCELLED, State.FAILED}),
     # -> pending: the submit certainly created no task (or lookup says none exists): try again later.
     # -> failed: permanent rejection of the submit.
     # -> completed/failed directly: reconciliation found the task already finished.
@@ -97,6 +98,8 @@ RESULT_COLUMNS = (
     "expires_at",
     "provider_used",
     "model_used",
+    "cost_estimated",
+    "cost_spent",
 )
 
 # Fields a transition may set; everything in a job besides key/index/request/state.
@@ -114,6 +117,8 @@ RESULT_FIELDS = (
     "error",
     "provider_used",
     "model_used",
+    "cost_estimated",
+    "cost_earlier",
 )
 _RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
 
@@ -136,8 +141,9 @@ def gc_paused() -> Iterator[None]:
 
 
 # What a new submission of a row starts without.
+# (Its cost so far is not lost: ``cost_earlier`` carries it, see ``Job.carried_cost``.)
 _CLEARED = ("task_id", "submitted_at", "completed_at", "video_url", "video_id", "video_duration",
-            "expires_at", "error_kind", "error", "provider_used", "model_used")
+            "expires_at", "error_kind", "error", "provider_used", "model_used", "cost_estimated")
 
 
 def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
@@ -184,6 +190,8 @@ class RowSnapshot:
     error: str | None
     provider_used: str | None
     model_used: str | None
+    cost_estimated: float | None
+    cost_earlier: float | None
     updated_at: float
     extras: Mapping[str, Any]  # read-only copy
 
@@ -221,6 +229,10 @@ class Job:
     # Where its task was sent (set with ``submitting``): the provider's name and the model's id.
     provider_used: str | None = None
     model_used: str | None = None
+    # USD, by the catalogue (``videobatch._spend``): the estimate of its latest submission (set with
+    # ``submitting``), and what its earlier submissions may have cost (carried over by a retry).
+    cost_estimated: float | None = None
+    cost_earlier: float | None = None
     updated_at: float = field(default_factory=time.time)
     # Extra result columns written by observers (downloads, webhooks): name -> JSON-able value.
     extras: dict[str, Any] = field(default_factory=dict)
@@ -234,7 +246,7 @@ class Job:
             self.key, self.index, self.request, self.state, self.attempts, self.generation,
             self.task_id, self.submitted_at, self.completed_at, self.video_url, self.video_id,
             self.video_duration, self.expires_at, self.error_kind, self.error, self.provider_used,
-            self.model_used, self.updated_at,
+            self.model_used, self.cost_estimated, self.cost_earlier, self.updated_at,
             MappingProxyType(dict(self.extras)) if self.extras else _NO_EXTRAS)
 
     def retry(self) -> dict[str, Any]:
@@ -250,8 +262,24 @@ class Job:
             # The user's word: send it again under a new key (the old one may be taken at the
             # provider), accepting that the first request may have been paid too.
             return self.transition(State.PENDING, generation=self.generation + 1,
-                                   **dict.fromkeys(_CLEARED))
+                                   **dict.fromkeys(_CLEARED), cost_earlier=self.carried_cost())
         return self.transition(State.PENDING)
+
+    def may_have_paid(self) -> bool:
+        """Whether its latest submission may have cost money: the provider accepted it (a task
+        exists and was not stopped before it ran), or nobody can say (``unknown``). A row being
+        sent (``submitting``) holds a reservation instead (``videobatch._spend``)."""
+        return self.state is State.UNKNOWN or (self.task_id is not None
+                                               and self.state is not State.CANCELLED)
+
+    def carried_cost(self) -> float | None:
+        """What this row has cost so far (USD estimates), kept when a new submission starts."""
+        # (float(): a store that keeps fields as text, as a Redis hash does, hands back strings)
+        earlier = None if self.cost_earlier is None else float(self.cost_earlier)
+        latest = self.cost_estimated if self.may_have_paid() else None
+        if latest is None:
+            return earlier
+        return round((earlier or 0.0) + float(latest), 6)
 
     def can_move_to(self, new: State) -> bool:
         return new in _LEGAL[self.state]
@@ -273,6 +301,7 @@ class Job:
                                      or (self.state is State.CANCELLED and self.task_id)):
             # A retry starts a fresh submission with its own idempotency key.
             fields.setdefault("generation", self.generation + 1)
+            fields.setdefault("cost_earlier", self.carried_cost())
             for name in _CLEARED:
                 fields.setdefault(name, None)
         self.state = new

@@ -9,22 +9,34 @@ snapshot is ``videobatch._recover``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._jobs import RESULT_FIELDS, Job
+from ._jobs import RESULT_FIELDS, Job, State
 from ._snapshot import LoadedCheckpoint, load
 from .errors import CheckpointError
 
-__all__ = ["carry_over"]
+__all__ = ["Carried", "carry_over"]
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What ``carry_over`` read, and what it did to the rows (keys, in input order)."""
+
+    old: LoadedCheckpoint
+    changed: list[str]  # same key, another request: start afresh (a new paid submission)
+    added: list[str]  # not in the checkpoint
+    dropped: list[str]  # in the checkpoint, no longer in the input
+    dropped_cost: float = 0.0  # what the dropped rows cost (USD estimates): still spent
 
 
 def carry_over(
     path: Path, jobs: Sequence[Job], keys: Sequence[str], request_json: Sequence[str], *,
     fingerprint: str, settings: dict[str, Any], force: bool,
-) -> LoadedCheckpoint:
+) -> Carried:
     """Give ``jobs`` (fresh from the input) the state the checkpoint at ``path`` holds for them, or
-    raise CheckpointError when its rows or settings differ and not ``force``. Returns what was read."""
+    raise CheckpointError when its rows or settings differ and not ``force``. Reads only."""
     old = load(path, requests=False)
     same = old.meta.get("fingerprint") == fingerprint and old.meta.get("settings") == settings
     if not same and not force:
@@ -35,9 +47,12 @@ def carry_over(
             "and run the rest, or choose another checkpoint path."
         )
     old_rows = {j.key: (j, text) for j, text in zip(old.jobs, old.request_json, strict=True)}
+    changed: list[str] = []
+    added: list[str] = []
     for job, text in zip(jobs, request_json, strict=True):
-        prev, prev_text = old_rows.get(job.key, (None, None))
+        prev, prev_text = old_rows.pop(job.key, (None, None))
         if prev is None:
+            added.append(job.key)
             continue
         if prev_text == text:
             for name in RESULT_FIELDS:
@@ -47,8 +62,19 @@ def carry_over(
             job.updated_at = prev.updated_at
         else:
             # Same key, new request: a new submission that must not collide with the old one.
+            # What the old request cost stays counted (``videobatch._spend``).
             job.generation = prev.generation + 1
-    return old
+            job.cost_earlier = _cost_so_far(prev)
+            changed.append(job.key)
+    dropped = sum(_cost_so_far(prev) or 0.0 for prev, _ in old_rows.values())
+    return Carried(old, changed, added, list(old_rows), round(dropped, 6))
+
+
+def _cost_so_far(job: Job) -> float | None:
+    """What a row of the checkpoint has cost or may have cost (a submit in doubt counts)."""
+    if job.state is State.SUBMITTING and job.cost_estimated is not None:
+        return round((job.cost_earlier or 0.0) + job.cost_estimated, 6)
+    return job.carried_cost()
 
 
 def _describe_difference(

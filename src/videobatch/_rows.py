@@ -19,6 +19,7 @@ from ._polling import Poller
 from ._reconcile import Found, Free, Reconciler, Unknown
 from ._retry import RetryState
 from ._settings import RunSettings, Stop
+from ._spend import BUDGET, Ledger
 from .errors import (
     AccountError,
     AuthError,
@@ -48,7 +49,7 @@ class Rows:
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
                  run_began: float,
                  started_wall: float, move: Move, emit: Emit,
-                 durable: Callable[[], Awaitable[None]]) -> None:
+                 durable: Callable[[], Awaitable[None]], ledger: Ledger) -> None:
         self.provider = provider
         self.settings = settings
         self.stop = stop
@@ -61,6 +62,7 @@ class Rows:
         self.move = move
         self.emit = emit
         self.durable = durable  # the store's: the intent to pay survives power loss before paying
+        self.ledger = ledger  # the run's spend and budget, shared by every pool
         self.submits = 0
 
     # ------------------------------------------------------------------ submit
@@ -76,13 +78,20 @@ class Rows:
         provider = self.provider.name
         model = self.provider.resolve(request).model or ""
         pool = (provider, model)
+        cost = self.provider.estimate_cost(request)
         while job.state is State.PENDING:
             if stop.closed(provider) or pool in stop.blocked:
                 return True
             if stop.fatal or stop.cancelled:
                 return False
+            # Reserve, then record the intent, in one step (no await between): atomic with
+            # respect to every other worker. A refusal that created nothing releases it.
+            if not self.ledger.admits(cost):
+                self.move(job, State.PENDING, error_kind=BUDGET,
+                          error=self.ledger.refusal(cost, f"{provider} {model}".strip()))
+                return False
             self.move(job, State.SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
-                      model_used=model or None)
+                      model_used=model or None, cost_estimated=cost)
             await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             sent_at = job.updated_at
             self.submits += 1

@@ -1,5 +1,6 @@
 """The one-call entry points: ``run`` (blocks until done, in scripts and inside Jupyter) and
-``arun`` (the same for async code), each a ``Batch`` started and waited for."""
+``arun`` (the same for async code), each a ``Batch`` started and waited for; and ``plan``, what
+such a call would do, sending nothing."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 import pandas as pd
 
 from ._api import Batch, PromptsLike, _in_running_loop
+from ._plan import Plan
 from .providers import Provider
 
-__all__ = ["arun", "run"]
+__all__ = ["arun", "plan", "run"]
 
 
 def run(prompts: PromptsLike, provider: str | Provider = "local", **kwargs: Any) -> pd.DataFrame:
@@ -43,3 +45,13 @@ async def arun(prompts: PromptsLike, provider: str | Provider = "local",
     waiting: Awaitable[pd.DataFrame] = batch.wait()
     return await waiting
 
+
+
+def plan(prompts: PromptsLike, provider: str | Provider = "local", **kwargs: Any) -> Plan:
+    """What ``run(prompts, provider, **kwargs)`` would do now, with the same arguments (``force``,
+    ``checkpoint``, ``max_cost``, ...): the rows it would pay for (``.send``), keep, wait for, look
+    up or refuse (the budget), and their estimated cost by provider and model (``.groups``,
+    ``.estimated``). Calls no provider and writes no checkpoint; needs no credentials (what the
+    run will need is in ``.notes``). Raises what ``run`` would raise before paying anything."""
+    kwargs.setdefault("progress", False)
+    return Batch(prompts, provider, dry_run=True, **kwargs).plan()

@@ -35,10 +35,12 @@ from ._fleet import PoolKey, Providers
 from ._jobs import Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
+from ._plan import starting
 from ._pools import Pool, Pools
 from ._rows import Rows
 from ._settings import RunOutcome, RunSettings, Stop
 from ._sources import JobSource, QueueSource
+from ._spend import Ledger, charge
 from ._store import Store
 from .errors import ProviderError
 from .providers.base import Provider
@@ -46,8 +48,6 @@ from .providers.base import Provider
 __all__ = ["RunContext", "RunOutcome", "RunSettings", "Runner"]  # settings re-exported for callers
 
 log = logging.getLogger("videobatch")
-
-_IN_DOUBT = frozenset({State.SUBMITTING, State.UNKNOWN})
 
 
 class Runner:
@@ -80,6 +80,7 @@ class Runner:
         self._stop: Stop | None = None
         self._pools: Pools | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ledger = Ledger(())  # spent/reserved/budget of the rows: counted when the run starts
 
     def _ceiling(self, provider: Provider) -> int:
         # The user's --concurrency is their statement of the account's limit: it wins over the
@@ -137,23 +138,23 @@ class Runner:
         self._started_wall = time.time()
         self._stop = stop = Stop()
         self._closing = False
-        # (Enum members looked up once: these loops see every row of a 200k-row batch.)
-        cancelled, waiting, accepted, in_doubt = State.CANCELLED, State.PENDING, State.GENERATING, _IN_DOUBT
-        if self.settings.resume_cancelled:  # resume: rows cancelled last time are wanted again
-            for job in self.jobs:
-                if job.state is cancelled:
-                    self._move(job, waiting)
-        # In doubt first (their slots may be taken at the provider), then rows already accepted.
-        in_flight = [j for j in self.jobs if j.state in in_doubt]
-        in_flight += [j for j in self.jobs if j.state is accepted]
-        pending = [j for j in self.jobs if j.state is waiting]
+        self.ledger = Ledger(self.jobs, self.settings.max_cost, self.providers.estimate_cost,
+                             dropped=self.store.cost_dropped)
+        # Which rows it drives: the rule a plan follows too. Rows cancelled last time are wanted
+        # again on a resume; in doubt first (their slots may be taken at the provider), then rows
+        # already accepted, then the rest.
+        resumed, in_doubt, accepted, pending = starting(self.jobs, self.settings)
+        for job in resumed:
+            self._move(job, State.PENDING)
+        in_flight = in_doubt + accepted
         self._pools = pools = Pools(
             self.providers, settings=self.settings, stop=stop, ceiling=self._ceiling,
             slots=self._slots_arg, on_fatal=self._fatal,
             make_rows=functools.partial(Rows, settings=self.settings, stop=stop,
                                         run_id=self.store.run_id, run_began=self.store.created_at,
                                         started_wall=self._started_wall, move=self._move,
-                                        emit=self._emit, durable=self.store.durable))
+                                        emit=self._emit, durable=self.store.durable,
+                                        ledger=self.ledger))
         if self._source_arg is not None:  # service mode: one pool, fed by the shared queue
             pools.open((self.provider.name, None), self.provider, self._source_arg)
         elif len(self.providers) == 1 and not self.provider.limits.per_model:
@@ -237,8 +238,10 @@ class Runner:
             assert self._pools is not None
             for job in self.jobs:
                 if job.state in states and (wanted is None or job.key in wanted):
-                    old = job.state
-                    self._record_change(job, old, job.retry())
+                    old, before = job.state, charge(job)
+                    record = job.retry()
+                    self.ledger.change(before, job)  # (a retry keeps what the row cost so far)
+                    self._record_change(job, old, record)
                     pool = self._pools.queue(job)
                     touched[pool.key] = pool
                     moved += 1
@@ -360,8 +363,10 @@ class Runner:
                 worker.cancel()
 
     def _move(self, job: Job, new: State, **fields: Any) -> None:
-        old = job.state
-        self._record_change(job, old, job.transition(new, **fields))
+        old, before = job.state, charge(job)
+        record = job.transition(new, **fields)
+        self.ledger.change(before, job)  # before observers hear of it: their figures are current
+        self._record_change(job, old, record)
 
     def _record_change(self, job: Job, old: State, record: dict[str, Any]) -> None:
         """Store a transition ``job`` has made from ``old`` and tell the observers."""

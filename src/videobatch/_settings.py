@@ -28,6 +28,8 @@ class RunSettings:
     # command or cell run again). False: they stay cancelled, e.g. a run that retries failed rows
     # only, after the user pressed Cancel to stop spending (``Batch.resume_cancelled()`` asks).
     resume_cancelled: bool = True
+    # USD the whole checkpoint may spend (``videobatch._spend``); None: no budget.
+    max_cost: float | None = None
 
     def submit_policy(self) -> RetryPolicy:
         """Transient submit failures: ``max_attempts`` tries in all."""

@@ -51,7 +51,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._input_keys import KEYS
 from ._inputs import Prompts
 from ._jobs import Job, gc_paused
 from ._journal import FORMAT as FORMAT
@@ -59,23 +58,19 @@ from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
 from ._journal import segments as _segments
-from ._recover import rebuild
-from ._resume import carry_over
+from ._opening import decide, new_jobs
 from ._snapshot import (
     _META_KEY,
     _dynamic_table,
     _fresh_table,
     _join,
     _static_table,
-    key_scheme,
-    read_meta,
-    resumed_jobs,
 )
 from ._snapshot import LoadedCheckpoint as LoadedCheckpoint
 from ._snapshot import load as load
 from .errors import CheckpointError
 
-__all__ = ["Checkpoint", "LoadedCheckpoint", "Store"]
+__all__ = ["Checkpoint", "LoadedCheckpoint", "Store", "open_rows"]
 
 
 class Store:
@@ -85,6 +80,8 @@ class Store:
         self.run_id = run_id or uuid.uuid4().hex
         # When the run began: no request of it can have been sent earlier (listings reach back here).
         self.created_at = created_at if created_at is not None else time.time()
+        # USD spent on rows no longer in the input (``--force`` dropped them): the budget counts it.
+        self.cost_dropped = 0.0
 
     def append(self, record: dict[str, Any]) -> None:
         """Record one transition. Durable against a killed process when this returns."""
@@ -115,6 +112,7 @@ class Checkpoint(Store):
         request_json: Sequence[str] | pa.ChunkedArray, meta: dict[str, Any],
     ) -> None:
         super().__init__(meta["run_id"], meta.get("created_at"))
+        self.cost_dropped = float(meta.get("cost_dropped") or 0.0)
         self.path = path
         self.meta = meta
         self._static = _static_table(frame, keys, request_json)
@@ -148,6 +146,7 @@ class Checkpoint(Store):
         then rows whose key and request are unchanged keep their state, changed rows start afresh
         (with a new idempotency key), rows no longer in the input are dropped. A checkpoint whose
         snapshot is lost is rebuilt from these rows and its journal (``videobatch._recover``).
+        Which state each row starts in is ``videobatch._opening.decide`` (a plan reads it too).
 
         The store holds the checkpoint's writer lock from here until ``close()`` (or until it is
         garbage-collected): a second open of the same checkpoint meanwhile is a CheckpointError.
@@ -166,65 +165,28 @@ class Checkpoint(Store):
         cls, path: Path, prompts: Prompts, lock: WriterLock, *, settings: dict[str, Any],
         force: bool,
     ) -> tuple[Checkpoint, list[Job]]:
-        if key_scheme(path, default=KEYS) == 1:  # written before keys were made from given values
-            prompts = prompts.first_release()
-        fingerprint = prompts.fingerprint()
-        column = prompts.request_json_column()
-        if len(prompts.keys) != len(prompts.requests):
-            raise ValueError("Prompts: keys and requests must have one entry per row")
-        if not path.exists() and _segments(path):  # the snapshot is lost: rebuild it
-            jobs = _new_jobs(prompts)
-            meta, report, lost = rebuild(path, jobs, fingerprint=fingerprint, settings=settings,
-                                         force=force)
-            store = cls(path, prompts.frame, prompts.keys, column, meta)
-            store._writer, store.recovery, store.lost_rows = lock, report, lost
-            store._write_snapshot_sync(jobs)
-            return store, jobs
-        if not path.exists():
-            meta = {
-                "format": FORMAT,
-                "run_id": uuid.uuid4().hex,
-                "fingerprint": fingerprint,
-                "settings": settings,
-                "created_at": time.time(),
-                "journal_seq": 0,
-                "keys": KEYS,
-            }
-            store = cls(path, prompts.frame, prompts.keys, column, meta)
-            store._writer = lock
+        opening = decide(path, prompts, settings=settings, force=force, build_new=False)
+        prompts, jobs = opening.prompts, opening.jobs
+        store = cls(path, prompts.frame, prompts.keys, prompts.request_json_column(), opening.meta)
+        store._writer = lock
+        if opening.kind == "new":
             # The first snapshot (every row pending: constant columns, no job visited) is written on
             # a thread while the jobs are built here: Arrow writes without the GIL. Errors still
             # raise from open.
             table, seq = store._rotate_and_build((), _fresh_table(len(prompts.keys)))
             with ThreadPoolExecutor(1, thread_name_prefix="videobatch-snapshot") as pool:
                 written = pool.submit(store._commit, table, seq)
-                jobs = _new_jobs(prompts)
+                jobs = new_jobs(prompts)
                 written.result()
-            return store, jobs
-
-        old_meta = read_meta(path)
-        same = old_meta.get("fingerprint") == fingerprint and old_meta.get("settings") == settings
-        # Same fingerprint: the same keys and requests in the same order, so the rows resume as the
-        # checkpoint left them, built from the input's keys and requests.
-        resumed = resumed_jobs(path, old_meta, prompts.keys, prompts.requests) if same else None
-        if resumed is not None:
-            jobs = resumed[0]
-            store = cls(path, prompts.frame, prompts.keys, column, old_meta)
-            store._writer = lock
+        elif opening.kind == "resumed":
             # The snapshot on disk is still right, so it is not rewritten now (the first periodic
             # snapshot folds the journal): this run's records go to a new segment after the
             # existing ones, with its header, which loading replays in order.
             store._seq = max([store._seq, *_segments(path)]) + 1
             store._start_segment(jobs)
-            return store, jobs
-
-        jobs = _new_jobs(prompts)
-        old = carry_over(path, jobs, prompts.keys, prompts.request_json(), fingerprint=fingerprint,
-                         settings=settings, force=force)
-        meta = {**old.meta, "fingerprint": fingerprint, "settings": settings}
-        store = cls(path, prompts.frame, prompts.keys, column, meta)
-        store._writer = lock
-        store._write_snapshot_sync(jobs)
+        else:  # changed rows (force), or a snapshot rebuilt from the journal
+            store.recovery, store.lost_rows = opening.recovery, opening.lost
+            store._write_snapshot_sync(jobs)
         return store, jobs
 
     # ---------------------------------------------------------------- journal
@@ -375,8 +337,21 @@ class Checkpoint(Store):
         return f"<Checkpoint {str(self.path)!r} run={self.run_id[:8]}>"
 
 
-def _new_jobs(prompts: Prompts) -> list[Job]:
-    return list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
+def open_rows(checkpoint: str | os.PathLike[str] | None, prompts: Prompts, *,
+              settings: dict[str, Any], force: bool, dry_run: bool = False
+              ) -> tuple[Store, list[Job], str | None]:
+    """The store and rows a batch runs with: no checkpoint (every row pending, nothing kept), a
+    checkpoint opened for the run, or (``dry_run``) the rows as opening it would start them,
+    with nothing written; and, for a dry run, what opening the checkpoint does."""
+    if checkpoint is None:
+        return Store(), new_jobs(prompts), None
+    if not dry_run:
+        return *Checkpoint.open(checkpoint, prompts, settings=settings, force=force), None
+    path = Path(checkpoint)
+    opening = decide(path, prompts, settings=settings, force=force)
+    store = Store()
+    store.cost_dropped = opening.cost_dropped
+    return store, opening.jobs, opening.describe(path)
 
 
 def _fsync_closing(fd: int) -> None:

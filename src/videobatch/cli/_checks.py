@@ -101,6 +101,9 @@ def check_numbers(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             problems.append(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    budget = getattr(args, "max_cost", None)
+    if budget is not None and not 0 <= budget < float("inf"):  # NaN too
+        problems.append(f"--max-cost must be a number of USD, 0 or more, got {budget:g}")
     return problems
 
 

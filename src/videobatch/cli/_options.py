@@ -4,7 +4,7 @@ The main command and each sub-command build their parser from these groups, so a
 same thing (and has the same help) wherever it appears:
 
     provider    --provider, -P [NAME.]KEY=VALUE, --base-url
-    run         --concurrency, --timeout, --max-attempts
+    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes
     results     --out, --dry-run
     delivery    --download, --download-concurrency, --name, --webhook, --report
     output      -q/--quiet (progress bar), -v/--verbose (log retries and failures)
@@ -98,6 +98,15 @@ def add_run(p: argparse.ArgumentParser) -> None:
                    help="give up on a row this long after the provider accepted it (default 3600)")
     g.add_argument("--max-attempts", type=int, default=5, metavar="N",
                    help="submits per row that may fail transiently before the row fails (default 5)")
+    g.add_argument("--max-cost", type=float, metavar="USD",
+                   help="budget of the checkpoint, in USD by the catalogue prices: what it has "
+                        "spent, counting every request that may have been paid, plus what is "
+                        "being sent, never exceeds it; rows that would exceed it stay pending "
+                        "(error_kind budget; run again with a higher --max-cost), so do rows "
+                        "without a price")
+    g.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask before paying (asked only in a terminal, when the estimate "
+                        "is above $VIDEOBATCH_CONFIRM_ABOVE)")
 
 
 def add_results(p: argparse.ArgumentParser, *, default_out: str | None,

@@ -13,12 +13,14 @@ from .._api import Batch
 from .._events import Event
 from .._jobs import State
 from .._results import write_results
+from .._spend import Ledger, charge, money, usd
 from ..errors import AccountError, AuthError, ProviderError
 from ..ui.progress import summary
 from ._boundary import describe_os_error
 from ._options import ExitCode
+from ._planning import budget_left, budget_lines
 
-__all__ = ["finish_run", "log_event", "per_provider"]
+__all__ = ["finish_run", "log_event", "per_provider", "spend_lines"]
 
 
 def log_event(event: Event) -> None:
@@ -31,23 +33,34 @@ def log_event(event: Event) -> None:
 
 
 def per_provider(batch: Batch) -> list[str]:
-    """A mixed table's summary lines: each provider's rows by state, and the estimated cost of the
-    rows it accepted (sent, and not refused before a task existed)."""
-    lines = ["by provider (estimated cost of the tasks each accepted):"]
+    """A mixed table's summary lines: each provider's rows by state, and what each spent (the
+    estimates of the tasks it accepted or may have: ``videobatch._spend``)."""
+    lines = ["by provider (spent: estimated cost of the tasks each accepted or may have):"]
     rows: dict[str, Counter[State]] = {}
     cost: dict[str, float | None] = {}
     for job in batch.jobs:
         provider = batch.providers.for_row(job)
         rows.setdefault(provider.name, Counter())[job.state] += 1
-        if job.task_id is not None or job.state is State.UNKNOWN:
-            estimate = provider.estimate_cost(batch.providers.request_of(job))
+        if job.may_have_paid() or job.cost_earlier:
+            request = batch.providers.request_of(job)
+            priced = job.cost_estimated is not None or provider.estimate_cost(request) is not None
+            spent = usd(charge(job, provider.estimate_cost)[0])
             before = cost.get(provider.name, 0.0)
-            cost[provider.name] = None if estimate is None or before is None else before + estimate
+            cost[provider.name] = None if not priced or before is None else before + spent
     for name, counts in rows.items():
         states = ", ".join(f"{n} {state.value}" for state, n in counts.most_common())
-        spent = cost.get(name, 0.0)
-        lines.append(f"  {name}: {states}; " + ("cost unknown" if spent is None else f"about ${spent:,.2f}"))
+        spent_here = cost.get(name, 0.0)
+        lines.append(f"  {name}: {states}; spent " + ("unknown" if spent_here is None
+                                                       else f"about {money(spent_here)}"))
     return lines
+
+
+def spend_lines(batch: Batch) -> list[str]:
+    """The summary's spend: spent / reserved / budget of the checkpoint, and rows the budget left."""
+    figures = Ledger(batch.jobs, batch.settings.max_cost, batch.providers.estimate_cost,
+                     dropped=batch.store.cost_dropped).figures()
+    left = budget_left(batch.jobs)
+    return budget_lines(figures, "spend (USD estimates)") + ([left] if left else [])
 
 
 def _stopped_by_machine(exc: OSError, checkpoint: Path | str | None) -> str:
@@ -113,6 +126,7 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
                                         f"{checkpoint or 'CHECKPOINT'} --out PATH`"))
     if len(batch.providers) > 1:
         where += per_provider(batch)
+    where += spend_lines(batch)
     unknown = [(j.key, j.error) for j in batch.jobs if j.state is State.UNKNOWN]
     if unknown and checkpoint:
         where.append("rows of unknown outcome: running the same command again checks them again; "

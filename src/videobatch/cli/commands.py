@@ -1,4 +1,5 @@
-"""The sub-commands that work on a checkpoint: ``status``, ``retry``, ``download`` and ``report``.
+"""The sub-commands that work on a checkpoint: ``retry``, ``download`` and ``report`` (``status`` is
+its own module, ``videobatch.cli.status``).
 
     python -m videobatch status CHECKPOINT            counts, failures by reason, what is in flight
     python -m videobatch retry CHECKPOINT [--only-failed-with REASON] [--unknown] [--cancelled]
@@ -14,7 +15,6 @@ checkpoint · 130 interrupted (run the same command again).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._jobs import IN_FLIGHT, Job, State
-from .._store import LoadedCheckpoint, load
+from .._jobs import IN_FLIGHT, State
 from ..errors import CheckpointError, ConfigError, InputError
 from ._boundary import describe_os_error, log_to_stderr
 from ._checks import Place, check_numbers, check_places, check_results_format, refuse
@@ -41,140 +40,15 @@ from ._options import (
     provider_options,
     scoped_options,
 )
+from ._planning import confirmed, declined, plan_lines
 from ._running import finish_run, log_event
+from .status import load_or_say, status_main, status_report
 
-__all__ = ["download_main", "report_main", "retry_main", "status_main", "status_report"]
+__all__ = ["download_main", "report_main", "retry_main", "status_main", "status_report"]  # status:
+# its own module (``status``), named here too for those who import it from here
 
 _ORDER = (State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED,
           State.UNKNOWN, State.CANCELLED)
-
-
-def _span(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h07m``: a duration for people."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _load(path: str) -> LoadedCheckpoint | None:
-    try:
-        return load(path)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-
-
-# ---------------------------------------------------------------------- status
-def status_report(loaded: LoadedCheckpoint, *, now: float | None = None) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (``status --json`` prints it)."""
-    now = time.time() if now is None else now
-    jobs = loaded.jobs
-    counts = Counter(j.state for j in jobs)
-    failures: dict[str, list[Job]] = {}
-    for job in jobs:
-        if job.state is State.FAILED:
-            failures.setdefault(job.error_kind or "error", []).append(job)
-    flying = sorted((j for j in jobs if j.state in IN_FLIGHT),
-                    key=lambda j: j.submitted_at or j.updated_at)
-    finished = [j for j in jobs if j.state in (State.COMPLETED, State.FAILED) and j.completed_at]
-    started = [j.submitted_at for j in jobs if j.submitted_at]
-    left = sum(counts[s] for s in (State.PENDING, State.CANCELLED, *IN_FLIGHT))
-    rate = None
-    if finished and started:
-        span = max(j.completed_at or 0.0 for j in finished) - min(started)
-        rate = len(finished) / span if span > 0 else None
-    extras = [j.extras for j in jobs]
-    settings = loaded.meta.get("settings", {})
-    return {
-        "rows": len(jobs),
-        "provider": settings.get("provider"),
-        "run_id": loaded.meta.get("run_id"),
-        "updated_at": loaded.meta.get("updated_at"),
-        "counts": {s.value: counts[s] for s in _ORDER},
-        "failures": {kind: {"count": len(rows), "example_row": rows[0].key,
-                            "example_error": rows[0].error}
-                     for kind, rows in sorted(failures.items(), key=lambda kv: -len(kv[1]))},
-        "in_flight": [{"key": j.key, "state": j.state.value, "task_id": j.task_id,
-                       "age_s": now - (j.submitted_at or j.updated_at)} for j in flying[:10]],
-        "remaining_rows": left,
-        "rows_per_second": rate,
-        "eta_s": (left / rate) if (rate and left) else (0.0 if not left else None),
-        "downloads": {"on_disk": sum(1 for x in extras if x.get("local_path")),
-                      "failed": sum(1 for x in extras if x.get("download_error"))},
-        "webhooks": dict(Counter(str(x["webhook_status"]) for x in extras if x.get("webhook_status"))),
-    }
-
-
-def _status_text(path: str, info: dict[str, Any]) -> str:
-    updated = info["updated_at"]
-    lines = [f"{path}: {info['rows']} rows via {info['provider']!r}"
-             + (f", last written {_span(time.time() - updated)} ago" if updated else "")]
-    lines.append("  " + " · ".join(f"{state} {n}" for state, n in info["counts"].items() if n))
-    if info["failures"]:
-        lines.append("Failures by reason:")
-        for kind, f in info["failures"].items():
-            lines.append(f"  {kind} ×{f['count']}  e.g. {f['example_row']}: {f['example_error']}")
-        lines.append("  retry with: python -m videobatch retry " + path
-                     + " [--only-failed-with REASON]")
-    if info["counts"].get(State.UNKNOWN.value):
-        lines.append(f"Outcome unknown: {info['counts'][State.UNKNOWN.value]} row(s) may have a paid "
-                     "task at the provider that could not be found; check them in its console, "
-                     f"or resubmit them (may pay twice): python -m videobatch retry {path} --unknown")
-    if info["in_flight"]:
-        lines.append("Oldest in flight:")
-        for row in info["in_flight"][:5]:
-            lines.append(f"  {row['key']}  {row['state']} for {_span(row['age_s'])}"
-                         + (f"  task {row['task_id']}" if row["task_id"] else ""))
-    if info["remaining_rows"]:
-        if info["eta_s"] is not None:
-            lines.append(f"Estimated remaining: about {_span(info['eta_s'])} for "
-                         f"{info['remaining_rows']} rows at the pace so far "
-                         f"({info['rows_per_second'] * 60:.1f} rows/min), once running")
-        else:
-            lines.append(f"Estimated remaining: unknown ({info['remaining_rows']} rows left, "
-                         "none finished yet to measure the pace)")
-    dl = info["downloads"]
-    if dl["on_disk"] or dl["failed"]:
-        lines.append(f"Downloads: {dl['on_disk']} on disk, {dl['failed']} failed")
-    if info["webhooks"]:
-        lines.append("Webhooks: " + ", ".join(f"{n} {s}" for s, n in info["webhooks"].items()))
-    return "\n".join(lines)
-
-
-def status_main(argv: Sequence[str]) -> int:
-    p = command_parser("status", "Show where a batch stands: counts per state, failures grouped by "
-                          "reason, the oldest rows still in flight and an estimate of the time left.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the run's checkpoint (.parquet)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--no-check", action="store_true",
-                   help="do not ask the provider again about rows whose outcome is unknown")
-    p.add_argument("--verify-tasks", action="store_true",
-                   help="ask the provider whether each row's task carries the row's own key (a "
-                        "task adopted by mistake shows another system's video)")
-    add_provider(p, default=None)
-    add_output(p, quiet=False)
-    args = p.parse_args(list(argv))
-    log_to_stderr(args.verbose)
-    loaded = _load(args.checkpoint)
-    if loaded is None:
-        return ExitCode.USAGE
-    info = status_report(loaded)
-    if not args.no_check:
-        from ._recheck import recheck_unknown
-
-        info["unknown_checked"] = recheck_unknown(loaded, args.provider, provider_options(args, p))
-    if args.verify_tasks:
-        from ._recheck import verify_tasks
-
-        info["tasks_verified"] = verify_tasks(loaded, args.provider, provider_options(args, p))
-    text = _status_text(args.checkpoint, info)
-    for name in ("unknown_checked", "tasks_verified"):
-        if info.get(name):
-            text += "\n" + "\n".join(info[name])
-    print(json.dumps(info, indent=2, default=str) if args.json else text)
-    return ExitCode.OK
 
 
 # ---------------------------------------------------------------------- retry
@@ -241,7 +115,7 @@ def retry_main(argv: Sequence[str]) -> int:
     kinds = [k.strip() for item in args.only_failed_with for k in item.split(",") if k.strip()] or None
     take_failed = not args.unknown or kinds is not None
 
-    loaded = _load(args.checkpoint)
+    loaded = load_or_say(args.checkpoint)
     if loaded is None:
         return ExitCode.USAGE
     problems = _retry_problems(args)
@@ -278,20 +152,19 @@ def retry_main(argv: Sequence[str]) -> int:
               "--unknown resubmits them", file=sys.stderr)
     todo = (bool(chosen) or (args.unknown and bool(unknown)) or in_flight + unsent > 0
             or (args.cancelled and cancelled > 0))
-    if args.dry_run or not todo:
-        if not args.dry_run:
-            print("nothing to retry")
+    if not todo and not args.dry_run:
+        print("nothing to retry")
         return ExitCode.OK
 
     from .._api import Batch
 
-    try:
+    try:  # a dry run builds the same batch, reading the checkpoint without writing it
         batch = Batch.from_checkpoint(args.checkpoint, args.provider, concurrency=args.concurrency,
                                       progress=not args.quiet, timeout=args.timeout,
-                                      max_attempts=args.max_attempts,
+                                      max_attempts=args.max_attempts, max_cost=args.max_cost,
                                       observers=[log_event] if args.verbose else [],
-                                      providers=scoped_options(args, p), **delivery_options(args),
-                                      **options)
+                                      providers=scoped_options(args, p), dry_run=args.dry_run,
+                                      **delivery_options(args), **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -302,6 +175,12 @@ def retry_main(argv: Sequence[str]) -> int:
     batch.retry(failed=take_failed, unknown=args.unknown, kinds=kinds)  # cancelled rows stay
     if args.cancelled:
         batch.resume_cancelled()
+    if args.dry_run:
+        print("\n".join(plan_lines(batch, batch.plan(), checkpoint=args.checkpoint)))
+        print("dry run: nothing was submitted")
+        return ExitCode.OK
+    if not args.yes and not confirmed(batch, checkpoint=args.checkpoint):
+        return declined(batch)
     return finish_run(batch, out=Path(args.out) if args.out else None, checkpoint=args.checkpoint,
                       download=args.download, report=args.report)
 
@@ -329,7 +208,7 @@ def download_main(argv: Sequence[str]) -> int:
     add_output(p, quiet=False)
     args = p.parse_args(list(argv))
     log_to_stderr(args.verbose)
-    loaded = _load(args.checkpoint)
+    loaded = load_or_say(args.checkpoint)
     if loaded is None:
         return ExitCode.USAGE
     problems = check_numbers(args) + check_places([

@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .._api import Batch
-from .._fleet import plan
-from .._inputs import load_prompts
-from .._jobs import State
 from ..errors import CheckpointError, ConfigError, InputError
-from ..fallback import Target
-from ..providers import get_provider
 from ._boundary import describe_os_error, guarded, log_to_stderr
 from ._checks import Place, check_numbers, check_places, check_results_format, refuse
 from ._options import (
@@ -41,6 +35,7 @@ from ._options import (
     request_defaults,
     scoped_options,
 )
+from ._planning import confirmed, declined, plan_lines
 from ._running import finish_run, log_event
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -72,6 +67,7 @@ commands on a checkpoint:
 examples:
   python -m videobatch data/prompts.csv --out results.csv
   python -m videobatch prompts.csv --dry-run --duration 10
+  python -m videobatch prompts.csv --max-cost 20      (never spend more than $20 on this checkpoint)
   python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v3 -O mode=pro
   python -m videobatch prompts.csv -P latency=1 -P failure_rate=0.1     (options of the provider)
 
@@ -152,82 +148,36 @@ def run_main(argv: Sequence[str]) -> int:
     if problems:
         return refuse(problems)
     try:
-        if args.dry_run:
-            return _dry_run(args, options, scoped, checkpoint)
         batch = Batch(
             args.prompts, args.provider, concurrency=args.concurrency, checkpoint=checkpoint,
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
-            providers=scoped, fallback=args.fallback, **delivery_options(args),
-            **request_defaults(args), **options,
+            providers=scoped, fallback=args.fallback, max_cost=args.max_cost,
+            dry_run=args.dry_run, **delivery_options(args), **request_defaults(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if args.dry_run:
+            print("dry run: the run would stop here, before paying anything", file=sys.stderr)
         return ExitCode.USAGE
     except OSError as exc:  # opening the checkpoint: the folder went read-only, the disk is full
         print(f"error: {describe_os_error(exc, where=checkpoint)} (nothing was submitted)",
               file=sys.stderr)
         return ExitCode.USAGE
+    where = str(checkpoint) if checkpoint else None
+    if args.dry_run:  # the same batch, its checkpoint read and not written: what the run would do
+        print("\n".join(plan_lines(batch, batch.plan(), checkpoint=where)))
+        print("dry run: nothing was submitted")
+        return ExitCode.OK
+    if not args.yes and not confirmed(batch, checkpoint=where):
+        return declined(batch)
     return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
                       report=args.report)
 
 
-def _dry_run(args: argparse.Namespace, provider_options: dict[str, str],
-             scoped: dict[str, dict[str, Any]], checkpoint: Path | None) -> int:
-    provider = get_provider(args.provider, **provider_options)
-    prompts = load_prompts(args.prompts, defaults=request_defaults(args) or None, rules=provider.rules())
-    try:
-        providers, problems = plan(provider, prompts, scoped, args.fallback)
-    except ConfigError as exc:  # a dry run needs no keys: say what the real run will need
-        print(f"note: {exc}\n      (the dry run goes on; the real run needs it)")
-        providers, problems = plan(provider, prompts, scoped, args.fallback, rows_only=True)
-    if problems:
-        raise InputError(problems, source=prompts.source)
-    done: set[str] = set()
-    if checkpoint is not None and checkpoint.exists():
-        from .._store import load
-
-        done = {j.key for j in load(checkpoint).jobs if j.state is State.COMPLETED}
-    todo = [(k, r) for k, r in zip(prompts.keys, prompts.requests, strict=True) if k not in done]
-    costs = [providers.estimate_cost(r) for _, r in todo]
-    names = Counter(providers.get(r.provider).name for _, r in todo)
-    where = (f" to {provider.name!r}" if len(names) <= 1
-             else ": " + ", ".join(f"{n} to {name!r}" for name, n in names.most_common()))
-    print(f"{len(prompts)} rows valid; {len(todo)} would be submitted{where}"
-          + (f" ({len(done)} already completed in {checkpoint})" if done else ""))
-    mixed = len(names) > 1
-    by_kind = Counter((f"{providers.get(r.provider).name} " if mixed else "")
-                      + _kind(providers.get(r.provider).resolve(r).values) for _, r in todo)
-    for kind, n in by_kind.most_common():
-        print(f"  {n:>5} × {kind}")
-    if todo and all(c is not None for c in costs):
-        print(f"estimated cost: about ${sum(c for c in costs if c is not None):,.2f}")
-    moving = sum(1 for key, _ in todo if key in providers.fallbacks)
-    if moving:
-        first = next(iter(providers.fallbacks.values()))
-        print(f"  {moving} row(s) have a fallback: should their provider refuse the account or the "
-              "model, they go on unpaid (e.g. to " + ", then ".join(
-                  str(Target(r.provider or "", r.model or "")) for r in first) + ")")
-    for key, request in todo[:20]:
-        print(f"  {key}: {request.summary()}")
-    if len(todo) > 20:
-        print(f"  ... and {len(todo) - 20} more")
-    print("dry run: nothing was submitted")
-    return ExitCode.OK
-
-
-def _kind(values: Mapping[str, Any]) -> str:
-    """A row's model and the choices that set its price, e.g. ``kling-v2-6 pro 5s``."""
-    parts = [str(values.get("model") or "default model")]
-    parts += [str(values[name]) for name in ("mode", "resolution") if values.get(name)]
-    parts += [f"{values['duration']}s"] if values.get("duration") else []
-    parts += ["audio"] if values.get("audio") else []
-    return " ".join(parts)
-
-
 # Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
 SUBCOMMANDS = {
-    "status": "videobatch.cli.commands:status_main",
+    "status": "videobatch.cli.status:status_main",
     "retry": "videobatch.cli.commands:retry_main",
     "download": "videobatch.cli.commands:download_main",
     "report": "videobatch.cli.commands:report_main",

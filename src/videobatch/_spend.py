@@ -1,0 +1,144 @@
+"""The cost vocabulary, defined once for every face (plan, summary, ``status``, results), and the
+``Ledger`` that holds a run to its budget.
+
+All figures are in USD, from the providers' catalogue prices (``Provider.estimate_cost``; a
+catalogue priced in credits converts with its ``unit_price``). They are estimates: what a provider
+actually charges may differ.
+
+- **estimated**: the price of one request before it is sent. A row's ``cost_estimated`` result is
+  the estimate of its latest submission, written with its ``submitting`` record (so before the paid
+  request leaves); a plan's estimate is the sum over the rows it would send.
+- **spent**: what this checkpoint's submissions have cost or may have cost, by their estimates: every
+  submission the provider accepted (a task exists: generating, completed, failed after acceptance),
+  every submission of unknown outcome ("maybe paid" counts as paid), and the earlier submissions of
+  rows that were retried since (a row's ``cost_spent`` result). A task the provider stopped before
+  it ran (``cancelled``) and a submit refused before a task existed cost nothing.
+- **reserved**: the estimates of submissions whose answer has not come yet (``submitting``): held
+  against the budget from just before the ``submitting`` record until the provider answers; then
+  they become spent (accepted, unknown) or are released (refused, nothing created). A resumed run
+  counts the rows a crash left ``submitting`` as reserved until they are reconciled.
+- **budget**: ``--max-cost`` / ``max_cost=``: spent + reserved never exceeds it. It covers the
+  whole checkpoint, across runs and retries. A submission that would exceed it is not sent; its
+  row stays ``pending`` with error_kind ``budget`` (a run with a higher budget sends it). With a
+  budget set, a row whose price is unknown is not sent either (same error_kind): the budget could
+  not be kept.
+
+The ``Ledger`` counts in whole micro-dollars, so a budget of $1.00 takes exactly 100 rows of $0.01.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ._jobs import Job, State
+from .request import VideoRequest
+
+__all__ = ["BUDGET", "Figures", "Ledger", "charge", "micro", "money", "usd"]
+
+BUDGET = "budget"  # the error_kind of a row left pending because of the budget
+
+Estimate = Callable[[VideoRequest], float | None]
+
+
+def micro(amount: float | str | None) -> int:
+    """USD as whole micro-dollars (0 for None). A string (a record read back as text) is read."""
+    return 0 if amount is None else round(float(amount) * 1_000_000)
+
+
+def usd(amount: int) -> float:
+    return amount / 1_000_000
+
+
+def money(amount: float | None) -> str:
+    """``$1.25`` (``$0.0040`` below a cent), or ``unknown``."""
+    if amount is None:
+        return "unknown"
+    return f"${amount:,.2f}" if amount == 0 or abs(amount) >= 0.01 else f"${amount:.4f}"
+
+
+def charge(job: Job, estimate: Estimate | None = None) -> tuple[int, int]:
+    """What ``job`` holds against a budget, in micro-dollars: (spent, reserved).
+
+    ``estimate`` prices a row sent by a videobatch that did not record ``cost_estimated`` yet."""
+    own = job.cost_estimated
+    if own is None and estimate is not None and (job.may_have_paid() or job.state is State.SUBMITTING):
+        own = estimate(job.request)
+    spent = micro(job.cost_earlier)
+    if job.may_have_paid():
+        return spent + micro(own), 0
+    return spent, micro(own) if job.state is State.SUBMITTING else 0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Spent, reserved and budget in USD at one moment (budget None: none set)."""
+
+    spent: float
+    reserved: float
+    budget: float | None = None
+
+    @property
+    def left(self) -> float | None:
+        return None if self.budget is None else max(0.0, self.budget - self.spent - self.reserved)
+
+    def text(self) -> str:
+        """``spent $1.20 · reserved $0.30 · budget $5.00 ($3.50 left)``"""
+        parts = [f"spent {money(self.spent)}", f"reserved {money(self.reserved)}"]
+        if self.budget is not None:
+            left = self.left
+            parts.append(f"budget {money(self.budget)} ({money(left)} left)")
+        return " · ".join(parts)
+
+
+class Ledger:
+    """Spent and reserved of one run's rows (the whole checkpoint), against an optional budget.
+
+    Every change of a row goes through ``change``: the runner takes ``charge(job)`` before a
+    transition and hands it over afterwards, so the figures follow the rows exactly.
+    ``admits`` and the ``submitting`` record that reserves must happen in one synchronous step
+    on the run's event loop (no ``await`` in between): that makes a reservation atomic with
+    respect to every other worker of the run.
+    """
+
+    def __init__(self, jobs: Iterable[Job], budget: float | None = None,
+                 estimate: Estimate | None = None, *, dropped: float = 0.0) -> None:
+        """``dropped``: USD spent on rows the checkpoint no longer holds (``Store.cost_dropped``)."""
+        if budget is not None and not (math.isfinite(budget) and budget >= 0):
+            raise ValueError(f"max_cost must be a number of USD, 0 or more, got {budget}")
+        self.budget = None if budget is None else micro(budget)
+        self.spent = micro(dropped)
+        self.reserved = 0
+        for job in jobs:
+            spent, reserved = charge(job, estimate)
+            self.spent += spent
+            self.reserved += reserved
+
+    def change(self, before: tuple[int, int], job: Job) -> None:
+        """``job`` changed; ``before`` was its ``charge`` until then."""
+        spent, reserved = charge(job)
+        self.spent += spent - before[0]
+        self.reserved += reserved - before[1]
+
+    def admits(self, amount: float | None) -> bool:
+        """Whether a submission of estimated ``amount`` USD fits the budget (always, without one;
+        never, with one, when the amount is unknown)."""
+        if self.budget is None:
+            return True
+        return amount is not None and self.spent + self.reserved + micro(amount) <= self.budget
+
+    def refusal(self, amount: float | None, what: str) -> str:
+        """Why ``admits(amount)`` said no, for the row's ``error`` (``what``: its model)."""
+        assert self.budget is not None
+        if amount is None:
+            return (f"not sent: the price of {what} is unknown, so with a budget set it cannot be "
+                    "kept; add the model's price to its catalogue (see `python -m videobatch "
+                    "models`), or run without --max-cost")
+        return (f"not sent: its estimated {money(amount)} would take the spend over the budget "
+                f"of {money(usd(self.budget))}; run again with a higher --max-cost (max_cost=) "
+                "to send it")
+
+    def figures(self) -> Figures:
+        return Figures(usd(self.spent), usd(self.reserved),
+                       None if self.budget is None else usd(self.budget))
