@@ -8,7 +8,11 @@ Keys (``prefix`` defaults to ``vb:``)::
     {prefix}batch:{batch_id}     hash: created_at, total
     {prefix}batch:{batch_id}:ids list: the batch's request ids in input order
     {prefix}slots                sorted set: request ids holding a provider slot, scored by lease expiry
-    {prefix}idem:{token}         string: request id created for a client's Idempotency-Key
+    {prefix}idem:{tenant}:{scope}:{key}  string: the id created for a tenant's Idempotency-Key
+    {prefix}rate:{tenant}:{minute}  counter: a tenant's requests this minute (its rate limit)
+
+Job and batch hashes hold the ``tenant`` that created them (``service.tenants``: a name or a keyed
+hash, never a token); the API shows them to that tenant and the admin only.
 
 Every transition is written to the job hash *before* the side effect it announces (``RedisStore``
 uses a blocking client, so ``append`` returns only once Redis has it). Run Redis with
@@ -80,8 +84,11 @@ class Keys:
     def batch_ids(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}:ids"
 
-    def idem(self, token: str) -> str:
-        return f"{self.prefix}idem:{token}"
+    def idem(self, scoped_key: str) -> str:
+        return f"{self.prefix}idem:{scoped_key}"
+
+    def rate(self, tenant: str, minute: int) -> str:
+        return f"{self.prefix}rate:{tenant}:{minute}"
 
 
 def ensure_run_id(client: redis.Redis, keys: Keys) -> str:
@@ -94,7 +101,8 @@ def ensure_run_id(client: redis.Redis, keys: Keys) -> str:
 
 def new_job_fields(request_id: str, request: VideoRequest, *, batch_id: str | None = None,
                    row_key: str | None = None, webhook_url: str | None = None,
-                   metadata: dict[str, Any] | None = None) -> dict[Any, Any]:
+                   metadata: dict[str, Any] | None = None,
+                   tenant: str | None = None) -> dict[Any, Any]:
     """The hash of a new pending request (typed loosely: redis-py's stubs want invariant keys)."""
     now = time.time()
     fields: dict[Any, Any] = {
@@ -107,6 +115,8 @@ def new_job_fields(request_id: str, request: VideoRequest, *, batch_id: str | No
         "created_at": repr(now),
         "updated_at": repr(now),
     }
+    if tenant:
+        fields["tenant"] = tenant
     if batch_id:
         fields["batch_id"] = batch_id
     if row_key:
