@@ -61,6 +61,7 @@ from .images import ImageRules
 from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
+from .redis_loss import acheck_persistence
 from .schemas import (
     BatchCounts,
     BatchCreate,
@@ -175,6 +176,8 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with contextlib.suppress(*UNAVAILABLE):  # unreachable now: 503s say so
+            await acheck_persistence(client)  # a loud warning if a restart would lose everything
         yield
         await client.aclose()
 

@@ -9,7 +9,9 @@ then reconciles the request through the provider's idempotency lookup (never pay
 An entry is acknowledged (and deleted) only once its request ended *and* its webhook was delivered
 (or gave up): a worker that dies in between leaves the entry to another worker, which sends the
 notification it finds owed. A worker that stops gracefully hands its in-flight entries over at once
-(their idle time set to the lease). While Redis is unreachable the source waits for it.
+(their idle time set to the lease). While Redis is unreachable the source waits for it. If Redis
+comes back empty (no persistence: ``NOGROUP``), the source recreates its consumer group, says so
+loudly and calls ``on_loss``; an entry whose request record is gone is acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -67,13 +70,15 @@ class RedisSource:
     """A ``JobSource`` over the Redis stream, for one worker process (``consumer`` names it)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, consumer: str, *, lease: float = 30.0,
-                 block: float = 1.0, hooks: EndHooks | None = None) -> None:
+                 block: float = 1.0, hooks: EndHooks | None = None,
+                 on_loss: Callable[[], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.consumer = consumer
         self.lease = lease
         self.block = block
         self.hooks = hooks
+        self.on_loss = on_loss  # called when Redis is found to have lost the queue
         self._entries: dict[str, str] = {}  # request id -> stream entry id we hold
         self._renewer: asyncio.Task[None] | None = None
         self._acks: set[asyncio.Task[None]] = set()
@@ -108,6 +113,11 @@ class RedisSource:
                 self._down = True
                 await outage.sleep(outage.failed() or 0.0)
                 continue
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                await self._lost(exc)
+                continue
             if self._down:
                 log.warning("Redis is back")
                 self._down = False
@@ -116,6 +126,8 @@ class RedisSource:
                 continue
             entry_id = entry[0]
             if job is None:  # unknown request (its hash is gone)
+                log.error("!!! queue entry %s names request %s, whose record is gone from Redis "
+                          "(did Redis lose its data?): dropped, nothing submitted", entry_id, entry[1])
                 await self._ack(entry_id)
                 continue
             if job.state in SETTLED:
@@ -131,6 +143,17 @@ class RedisSource:
             self._ensure_renewer()
             return job
         return None
+
+    async def _lost(self, exc: ResponseError) -> None:
+        """The stream or its group is gone (Redis lost its data): recreate them, say it loudly."""
+        log.error("!!! the request queue's consumer group is gone from Redis (%s): Redis lost its "
+                  "data (restarted without persistence?). Recreating it; requests accepted before "
+                  "are lost, and requests in flight here are not submitted again", exc)
+        self._cursor = "0-0"
+        with contextlib.suppress(*UNAVAILABLE):  # away again: the next read tells
+            await self.setup()
+            if self.on_loss is not None:
+                await self.on_loss()
 
     async def done(self, job: Job) -> None:
         entry_id = self._entries.get(job.key)
@@ -150,7 +173,7 @@ class RedisSource:
         self._entries.pop(job.key, None)
         if not self._stopping:
             return
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(*UNAVAILABLE, ResponseError):  # (NOGROUP: Redis lost it)
             await self.client.xclaim(self.keys.queue, self.keys.group, self.consumer,
                                      min_idle_time=0, message_ids=[entry_id],
                                      idle=int(self.lease * 1000), justid=True)
@@ -224,8 +247,8 @@ class RedisSource:
             try:
                 lost = {_text(i) for i in await self._renew(
                     keys=[self.keys.queue], args=[self.keys.group, self.consumer, *held.values()])}
-            except UNAVAILABLE:
-                continue  # Redis is away; the next round tries again
+            except (*UNAVAILABLE, ResponseError):
+                continue  # Redis is away (or lost the group: next() recreates it); try again
             for key, entry_id in held.items():
                 if entry_id in lost and self._entries.get(key) == entry_id:
                     log.warning("request %s was taken over by another worker", key)

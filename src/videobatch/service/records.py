@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import redis
@@ -40,7 +41,7 @@ from .._retry import RetryPolicy, RetryState
 from .._store import Store
 from ..request import VideoRequest
 
-__all__ = ["Keys", "RedisStore", "decode_hash", "ensure_run_id", "job_from_hash", "new_job_fields",
+__all__ = ["SUBMITTING", "Keys", "RedisStore", "decode_hash", "ensure_run_id", "job_from_hash", "new_job_fields",
            "patiently", "public_view"]
 
 _INT = {"attempts", "generation"}
@@ -50,13 +51,17 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restart
 
 log = logging.getLogger("videobatch.service")
 T = TypeVar("T")
+SUBMITTING: ContextVar[str | None] = ContextVar("videobatch_submitting", default=None)
+"""The request whose ``submitting`` transition this task (a runner worker) stored last: the one
+its next paid submit is for (``redis_loss.guard_records`` checks its record is still there)."""
 
 # KEYS[1] the job hash. ARGV[1] the new status ('' for an annotation), ARGV[2] the record's
 # generation ('' when it sets none), ARGV[3..] field/value pairs. Writes nothing to a request that
-# does not exist, nor a status change to one that ended (except a retry: pending, newer generation).
+# does not exist (-1), nor a status change to one that ended (0; except a retry: pending, newer
+# generation).
 _WRITE = """
 local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return 0 end
+if not current then return -1 end
 if ARGV[1] ~= '' and (current == 'completed' or current == 'failed' or current == 'cancelled') then
   local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') or 0
   local wanted = tonumber(ARGV[2])
@@ -211,9 +216,15 @@ class RedisStore(Store):
         for pair in mapping.items():
             args.extend(pair)
         key = self.keys.job(record["k"])
+        if record.get("s") == State.SUBMITTING.value:  # what the submit guard checks next
+            SUBMITTING.set(record["k"])
         # Blocking on purpose: the transition must be stored before its side effect.
         written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}", self.outage)
-        if not written and "s" in record:
+        if written == -1:
+            log.error("!!! request %s: its record is gone from Redis (did Redis lose its data?); "
+                      "%s not recorded%s", record["k"], record.get("s", "an annotation"),
+                      f" (provider task {record['task_id']})" if record.get("task_id") else "")
+        elif not written and "s" in record:
             log.warning("request %s: not recording %s over its final state (another worker "
                         "finished it)", record["k"], record["s"])
 
