@@ -113,10 +113,10 @@ def test_reborn_slot_leases_are_reasserted_before_anyone_takes_a_new_one(redis_s
         jobs = [Job(key=f"r{i}", index=i, request=VideoRequest(prompt="x")) for i in range(5)]
         check = redis.Redis.from_url(redis_server.url)
         try:
-            await a.setup()
-            await b.setup()
-            for job in jobs[:LIMIT]:
-                await a.acquire(job)  # a holds every slot; its tasks run at the provider
+            await asyncio.wait_for(a.setup(), 5)
+            await asyncio.wait_for(b.setup(), 5)
+            for job in jobs[:LIMIT]:  # a holds every slot; its tasks run at the provider
+                await asyncio.wait_for(a.acquire(job), 5)
             check.delete("loss:slots", "loss:slots:epoch")  # Redis lost its data
             waiting = asyncio.create_task(b.acquire(jobs[LIMIT]))
             deadline = time.monotonic() + 2.5
@@ -125,7 +125,7 @@ def test_reborn_slot_leases_are_reasserted_before_anyone_takes_a_new_one(redis_s
                 await asyncio.sleep(0.02)
             assert not waiting.done()
             assert {m.decode() for m in check.zrange("loss:slots", 0, -1)} == {"r0", "r1", "r2"}
-            await a.release(jobs[0])
+            await asyncio.wait_for(a.release(jobs[0]), 5)
             await asyncio.wait_for(waiting, 2)  # a freed slot is taken again
             assert check.zcard("loss:slots") == LIMIT
         finally:
@@ -135,7 +135,7 @@ def test_reborn_slot_leases_are_reasserted_before_anyone_takes_a_new_one(redis_s
                 await cl.aclose()
             check.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_the_queue_recreates_its_group_and_drops_entries_without_a_record(redis_server, caplog):

@@ -79,7 +79,8 @@ def worker_main(argv: Sequence[str]) -> int:
                     "parallel-task limit, and requests of a worker that dies are taken over.",
         epilog="Settings (environment): VIDEOBATCH_WEBHOOK_SECRET (signs webhooks), "
                "VIDEOBATCH_SERVICE_ALLOW and VIDEOBATCH_SERVICE_IMAGE_DIR (as for serve: set the "
-               "same on the API and every worker).")
+               "same on the API and every worker), VIDEOBATCH_SERVICE_RETENTION_DAYS (30: how long "
+               "a request's record is kept after it ended; 0 keeps it forever).")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
     parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
     parser.add_argument("--provider", default="local", help="video provider (default local)")
@@ -106,6 +107,7 @@ def worker_main(argv: Sequence[str]) -> int:
     from ..errors import ConfigError
     from .addresses import AddressPolicy
     from .images import IMAGE_DIR_ENV
+    from .records import retention_from_env
     from .worker import WorkerSettings, run_worker
 
     try:
@@ -115,7 +117,8 @@ def worker_main(argv: Sequence[str]) -> int:
                                   lease=args.lease,
                                   webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
                                   image_dir=os.environ.get(IMAGE_DIR_ENV) or None,
-                                  addresses=AddressPolicy.from_env())
+                                  addresses=AddressPolicy.from_env(),
+                                  retention=retention_from_env())
         outcome = asyncio.run(run_worker(settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

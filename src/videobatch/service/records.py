@@ -17,6 +17,8 @@ hash, never a token); the API shows them to that tenant and the admin only.
 Every transition is written to the job hash *before* the side effect it announces (``RedisStore``
 uses a blocking client, so ``append`` returns only once Redis has it). Run Redis with
 ``appendonly yes`` and ``appendfsync always`` (or ``everysec``) so a Redis restart keeps them.
+A record expires ``retention`` seconds after its request ended (default 30 days), its batch after
+its last row ended.
 While Redis is unreachable ``append`` waits for it (up to ``outage`` seconds) rather than letting a
 paid request leave unrecorded. A terminal status is final: a write from a worker that lost its
 lease (and still drives the request) never turns a completed request back into an earlier state.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -39,10 +42,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._jobs import RESULT_FIELDS, Job, State
 from .._retry import RetryPolicy, RetryState
 from .._store import Store
+from ..errors import ConfigError
 from ..request import VideoRequest
 
-__all__ = ["SUBMITTING", "Keys", "RedisStore", "decode_hash", "ensure_run_id", "job_from_hash", "new_job_fields",
-           "patiently", "public_view"]
+__all__ = ["RETENTION_DAYS", "SUBMITTING", "Keys", "RedisStore", "decode_hash", "ensure_run_id",
+           "job_from_hash", "new_job_fields", "patiently", "public_view", "retention_from_env"]
 
 _INT = {"attempts", "generation"}
 _FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at"}
@@ -56,20 +60,50 @@ SUBMITTING: ContextVar[str | None] = ContextVar("videobatch_submitting", default
 its next paid submit is for (``redis_loss.guard_records`` checks its record is still there)."""
 
 # KEYS[1] the job hash. ARGV[1] the new status ('' for an annotation), ARGV[2] the record's
-# generation ('' when it sets none), ARGV[3..] field/value pairs. Writes nothing to a request that
-# does not exist (-1), nor a status change to one that ended (0; except a retry: pending, newer
-# generation).
+# generation ('' when it sets none), ARGV[3] retention seconds (0: forever), ARGV[4] the key prefix,
+# ARGV[5..] field/value pairs. Writes nothing to a request that does not exist (-1), nor a status
+# change to one that ended (0; except a retry: pending, newer generation). A request that ends
+# expires after the retention, and so does its batch after its last row ended; one that starts
+# again (a retry) is kept again. (The batch's keys are built here: one Redis, not a cluster.)
 _WRITE = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
-if ARGV[1] ~= '' and (current == 'completed' or current == 'failed' or current == 'cancelled') then
+local ended = {completed = true, failed = true, cancelled = true}
+if ARGV[1] ~= '' and ended[current] then
   local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') or 0
   local wanted = tonumber(ARGV[2])
   if not (ARGV[1] == 'pending' and wanted and wanted > generation) then return 0 end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local retention = tonumber(ARGV[3]) or 0
+if ARGV[1] ~= '' and retention > 0 then
+  local batch = redis.call('HGET', KEYS[1], 'batch_id')
+  local keys = {KEYS[1]}
+  if batch then
+    table.insert(keys, ARGV[4] .. 'batch:' .. batch)
+    table.insert(keys, ARGV[4] .. 'batch:' .. batch .. ':ids')
+  end
+  for _, key in ipairs(keys) do
+    if ended[ARGV[1]] then redis.call('EXPIRE', key, retention) else redis.call('PERSIST', key) end
+  end
+end
 return 1
 """
+RETENTION_ENV = "VIDEOBATCH_SERVICE_RETENTION_DAYS"
+RETENTION_DAYS = 30.0  # default: a request's record is kept this long after it ended
+
+
+def retention_from_env() -> float:
+    """Seconds a record is kept after its request ended (``VIDEOBATCH_SERVICE_RETENTION_DAYS``,
+    default 30; 0 keeps them forever)."""
+    text = os.environ.get(RETENTION_ENV, "").strip()
+    try:
+        days = float(text) if text else RETENTION_DAYS
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise ConfigError(f"{RETENTION_ENV}={text!r}: give a number of days (0: keep forever)")
+    return days * 86400
 
 
 class Keys:
@@ -194,11 +228,13 @@ def patiently(call: Callable[[], T], what: str, outage: float = 300.0) -> T:
 class RedisStore(Store):
     """The runner's store in service mode: each transition is one guarded HSET on the job's hash."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, *, outage: float = 300.0) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, *, outage: float = 300.0,
+                 retention: float = RETENTION_DAYS * 86400) -> None:
         super().__init__(run_id)
         self.client = client
         self.keys = keys
         self.outage = outage
+        self.retention = retention  # seconds a record is kept after its request ended (0: forever)
         self._write = client.register_script(_WRITE)
 
     def append(self, record: dict[str, Any]) -> None:
@@ -212,7 +248,8 @@ class RedisStore(Store):
                                                           else str(value))
         for name, value in (record.get("x") or {}).items():
             mapping[_EXTRA + name] = json.dumps(value, default=str)
-        args: list[Any] = [record.get("s", ""), str(record.get("generation", ""))]
+        args: list[Any] = [record.get("s", ""), str(record.get("generation", "")),
+                           str(max(0, round(self.retention))), self.keys.prefix]
         for pair in mapping.items():
             args.extend(pair)
         key = self.keys.job(record["k"])

@@ -42,7 +42,7 @@ from ..providers import Provider, get_provider
 from .addresses import AddressPolicy, guarded_transport
 from .images import ImageRules, guard_provider
 from .queue import RedisSource
-from .records import UNAVAILABLE, Keys, RedisStore, decode_hash, ensure_run_id, patiently
+from .records import RETENTION_DAYS, UNAVAILABLE, Keys, RedisStore, decode_hash, ensure_run_id, patiently
 from .redis_loss import check_persistence, guard_records
 from .slots import RedisSlots
 
@@ -63,6 +63,7 @@ class WorkerSettings:
     timeout: float | None = 3600.0
     max_attempts: int = 5
     webhook_secret: str | None = None
+    retention: float = RETENTION_DAYS * 86400  # seconds a record is kept after it ended (0: ever)
     image_dir: str | None = None  # the operator's image folder (VIDEOBATCH_SERVICE_IMAGE_DIR)
     addresses: AddressPolicy = field(default_factory=AddressPolicy)  # for webhook and image URLs
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -157,7 +158,7 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
                        lease=settings.lease * 1.5)
     await _set_up(source, slots)
     runner = Runner(
-        [], provider, RedisStore(sync_client, keys, run_id),
+        [], provider, RedisStore(sync_client, keys, run_id, retention=settings.retention),
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
         [webhooks], source=source, slots=slots,
     )
