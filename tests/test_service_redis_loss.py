@@ -189,3 +189,7 @@ def test_persistence_is_checked_at_start_up(redis_server, volatile, caplog):
             persistent.close()
             empty_on_restart.close()
     assert "no persistence" in caplog.text and "could not check" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="videobatch.service"), running_api(volatile.url):
+        pass  # the API says it too, when it starts
+    assert "no persistence" in caplog.text
