@@ -219,3 +219,21 @@ def test_a_bad_tokens_file_is_a_clear_config_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         Tenants.build([], file=path)
+
+
+def test_serve_refuses_a_bad_tokens_file_and_no_tokens_at_all(tmp_path, monkeypatch, capsys):
+    from videobatch.service.cli import serve_main
+
+    monkeypatch.setenv("VIDEOBATCH_API_TOKENS", "")
+    monkeypatch.delenv("VIDEOBATCH_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("VIDEOBATCH_API_TOKENS_FILE", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        serve_main([])
+    assert exited.value.code == 2 and "VIDEOBATCH_API_TOKENS_FILE" in capsys.readouterr().err
+    path = tmp_path / "tokens.toml"
+    path.write_text('[tenants.acme]\ntokens = "one-token"\n')  # not a list
+    monkeypatch.setenv("VIDEOBATCH_API_TOKENS_FILE", str(path))
+    with pytest.raises(SystemExit) as exited:
+        serve_main([])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and "tokens must be a list" in error and "one-token" not in error

@@ -4,6 +4,7 @@ Sources (all optional, combined; at least one token is needed or every request i
 
     VIDEOBATCH_API_TOKENS       comma-separated; each entry its own tenant. ``name:token`` names
                                 the tenant; a bare ``token`` is a tenant named by a keyed hash of it
+                                (a token with a ':' in it must be given as ``name:token``)
     VIDEOBATCH_API_TOKENS_FILE  a TOML (or, ending in ``.json``, JSON) file naming tenants::
 
                                     [tenants.acme]
@@ -62,7 +63,8 @@ class Tenant:
 
     def sees(self, owner: str | None) -> bool:
         """Whether a record owned by ``owner`` (None: stored before tenants) is visible."""
-        return self.admin or (owner is not None and hmac.compare_digest(owner, self.id))
+        return self.admin or (owner is not None
+                              and hmac.compare_digest(owner.encode(), self.id.encode()))
 
 
 ADMIN = Tenant(id="n:admin", name="admin", admin=True)
