@@ -12,6 +12,8 @@ notification it finds owed. A worker that stops gracefully hands its in-flight e
 (their idle time set to the lease). While Redis is unreachable the source waits for it. If Redis
 comes back empty (no persistence: ``NOGROUP``), the source recreates its consumer group, says so
 loudly and calls ``on_loss``; an entry whose request record is gone is acknowledged and dropped.
+The source keeps a copy of the record of each request it hands out (``remembered``), so that the
+end of a request whose record Redis lost meanwhile is not lost with it (``records.RedisStore``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class RedisSource:
         self.hooks = hooks
         self.on_loss = on_loss  # called when Redis is found to have lost the queue
         self._entries: dict[str, str] = {}  # request id -> stream entry id we hold
+        self._records: dict[str, dict[str, str]] = {}  # request id -> its hash when we took it
         self._renewer: asyncio.Task[None] | None = None
         self._acks: set[asyncio.Task[None]] = set()
         self._renew = client.register_script(_RENEW)
@@ -156,6 +159,7 @@ class RedisSource:
                 await self.on_loss()
 
     async def done(self, job: Job) -> None:
+        self._records.pop(job.key, None)
         entry_id = self._entries.get(job.key)
         if entry_id is None:
             return  # another worker took the request over (our lease ran out)
@@ -232,7 +236,15 @@ class RedisSource:
         raw = await self.client.hgetall(self.keys.job(request_id))
         if not raw:
             return None
-        return job_from_hash(decode_hash(raw))
+        fields = decode_hash(raw)
+        job = job_from_hash(fields)
+        if job.state not in SETTLED:
+            self._records[request_id] = fields
+        return job
+
+    def remembered(self, request_id: str) -> dict[str, str] | None:
+        """The record of a request this worker drives, as it was when taken (Redis lost it?)."""
+        return self._records.get(request_id)
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():

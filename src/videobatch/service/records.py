@@ -51,6 +51,7 @@ __all__ = ["RETENTION_DAYS", "SUBMITTING", "Keys", "RedisStore", "decode_hash", 
 _INT = {"attempts", "generation"}
 _FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at"}
 _EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
+_ENDS = {State.COMPLETED.value, State.FAILED.value, State.CANCELLED.value}
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restarting (incl. LOADING)
 
 log = logging.getLogger("videobatch.service")
@@ -87,6 +88,12 @@ if ARGV[1] ~= '' and retention > 0 then
     if ended[ARGV[1]] then redis.call('EXPIRE', key, retention) else redis.call('PERSIST', key) end
   end
 end
+return 1
+"""
+# KEYS[1] a job hash that Redis lost; ARGV its fields as the worker took it. Only if still gone.
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 RETENTION_ENV = "VIDEOBATCH_SERVICE_RETENTION_DAYS"
@@ -236,6 +243,10 @@ class RedisStore(Store):
         self.outage = outage
         self.retention = retention  # seconds a record is kept after its request ended (0: forever)
         self._write = client.register_script(_WRITE)
+        self._restore = client.register_script(_RESTORE)
+        # The record of a request as its worker took it (``RedisSource.remembered``): the end of a
+        # request whose record Redis lost meanwhile is written on a copy of it, not lost.
+        self.remembered: Callable[[str], dict[str, str] | None] | None = None
 
     def append(self, record: dict[str, Any]) -> None:
         mapping: dict[str, str] = {"updated_at": repr(record.get("t", time.time()))}
@@ -257,6 +268,9 @@ class RedisStore(Store):
             SUBMITTING.set(record["k"])
         # Blocking on purpose: the transition must be stored before its side effect.
         written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}", self.outage)
+        if written == -1 and record.get("s") in _ENDS and self._restored(record["k"], key):
+            written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}",
+                                self.outage)
         if written == -1:
             log.error("!!! request %s: its record is gone from Redis (did Redis lose its data?); "
                       "%s not recorded%s", record["k"], record.get("s", "an annotation"),
@@ -264,6 +278,16 @@ class RedisStore(Store):
         elif not written and "s" in record:
             log.warning("request %s: not recording %s over its final state (another worker "
                         "finished it)", record["k"], record["s"])
+
+    def _restored(self, request_id: str, key: str) -> bool:
+        fields = self.remembered(request_id) if self.remembered is not None else None
+        if not fields:
+            return False
+        pairs = [item for pair in fields.items() for item in pair]
+        if patiently(lambda: self._restore(keys=[key], args=pairs), f"restore {key}", self.outage):
+            log.error("!!! request %s: its record was gone from Redis (did Redis lose its data?); "
+                      "written again from this worker's copy, with its end", request_id)
+        return True
 
     @property
     def location(self) -> str:

@@ -10,6 +10,8 @@ workers must neither crash nor pay for work no one can read back. What each part
 - ``guard_records``: right before a paid submit, the worker checks the request's record is still
   in Redis; if not, the submit is refused (the row fails unpaid; its queue entry is dropped).
   The store tells which request is being submitted (``SUBMITTING``, set in the worker's task).
+- the store writes the end of a request whose record is gone on the copy the worker took
+  (``RedisSource.remembered``): a paid result, or the refusal, reaches its client after all.
 - the queue (``queue.RedisSource``) recreates its consumer group on ``NOGROUP``; the slots
   (``slots.RedisSlots``) notice that their lease set was reborn and re-assert the leases the
   worker holds before anyone takes a new slot.

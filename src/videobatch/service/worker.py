@@ -157,8 +157,10 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
                        lease=settings.lease * 1.5)
     await _set_up(source, slots)
+    store = RedisStore(sync_client, keys, run_id, retention=settings.retention)
+    store.remembered = source.remembered  # the end of a request Redis lost is written on a copy
     runner = Runner(
-        [], provider, RedisStore(sync_client, keys, run_id, retention=settings.retention),
+        [], provider, store,
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
         [webhooks], source=source, slots=slots,
     )
