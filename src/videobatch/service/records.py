@@ -8,6 +8,7 @@ Keys (``prefix`` defaults to ``vb:``)::
     {prefix}batch:{batch_id}     hash: created_at, total
     {prefix}batch:{batch_id}:ids list: the batch's request ids in input order
     {prefix}slots                sorted set: request ids holding a provider slot, scored by lease expiry
+    {prefix}slots:epoch          hash: the lease set's epoch (id, when new slots open; ``slots``)
     {prefix}idem:{tenant}:{scope}:{key}  string: the id created for a tenant's Idempotency-Key
     {prefix}rate:{tenant}:{minute}  counter: a tenant's requests this minute (its rate limit)
 
