@@ -63,7 +63,7 @@ class WorkerSettings:
     timeout: float | None = 3600.0
     max_attempts: int = 5
     webhook_secret: str | None = None
-    retention: float = RETENTION_DAYS * 86400  # seconds a record is kept after it ended (0: ever)
+    retention: float = RETENTION_DAYS * 86400  # seconds a record is kept after it ended (0: forever)
     image_dir: str | None = None  # the operator's image folder (VIDEOBATCH_SERVICE_IMAGE_DIR)
     addresses: AddressPolicy = field(default_factory=AddressPolicy)  # for webhook and image URLs
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
