@@ -61,11 +61,13 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 
 class RedisServer:
-    """One redis-server process with AOF persistence in ``directory``, on a loopback port."""
+    """One redis-server process with AOF persistence in ``directory``, on a loopback port
+    (``persistent=False``: none at all, so a restart starts empty)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, persistent: bool = True) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -75,7 +77,9 @@ class RedisServer:
 
     def start(self) -> None:
         argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.directory),
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                  else ["--appendonly", "no"]),
                 "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log"),
                 "--enable-debug-command", "local"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,8 +129,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(directory)
+def running_redis(directory: Path, *, persistent: bool = True) -> Iterator[RedisServer]:
+    server = RedisServer(directory, persistent=persistent)
     try:
         server.start()
         yield server

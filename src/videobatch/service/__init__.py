@@ -11,6 +11,7 @@ The gateway (HTTP in, requests into Redis):
     api.py      the routes, and the Redis transaction that creates requests (Idempotency-Key)
     batch_views.py  a batch read back: its rows in order, counts per state, its results table
     auth.py     bearer tokens, checked before a body is read; the tenant a token stands for
+    tenants.py  tenants, their tokens (only keyed hashes kept) and limits, from the settings
     schemas.py  the HTTP bodies with their limits (the OpenAPI spec), problems as 422 answers
     checks.py   the service's own checks of a body (limits, images, URLs), before the library's
     limits.py   how much a client may send: body size (413 unread), rows, metadata, prompt length
@@ -24,6 +25,7 @@ The workers: the library's runner with each of its three seams backed by Redis:
     queue.py    ``RedisSource``, the runner's ``JobSource``: the stream, leases on its entries
     slots.py    ``RedisSlots``, the runner's ``SlotPool``: the account's slots, leased across workers
     records.py  ``RedisStore``, the runner's ``Store``: one hash per request; the key layout (shared)
+    redis_loss.py  a Redis that lost its data: reported at start, no paid submit without a record
 
     cli.py      ``serve`` and ``worker`` commands
 """

@@ -7,11 +7,13 @@
     GET  /api/v1/batches/{batch_id}        counts per state
     GET  /api/v1/batches/{batch_id}/results?format=csv|parquet|json
 
-Every ``/api/`` endpoint needs ``Authorization: Bearer <token>`` with a token from
-``VIDEOBATCH_API_TOKENS`` (comma-separated); without one the answer is 401 before the body is even
-read, and nothing is touched. The OpenAPI spec (``/openapi.json``) and docs (``/docs``) are public.
+Every ``/api/`` endpoint needs ``Authorization: Bearer <token>`` with a tenant's token
+(``service.tenants``); without one the answer is 401 before the body is even read, and nothing is
+touched. A tenant sees only its own requests and batches: another's id is 404, exactly like an
+unknown one; the admin token sees all (records stored before tenants existed: the admin only).
+The OpenAPI spec (``/openapi.json``) and docs (``/docs``) are public.
 Bodies are validated with the library's own rules (422 lists every problem, by row for batches).
-A client may send ``Idempotency-Key``: a repeated POST with the same key (and token) returns the
+A client may send ``Idempotency-Key``: a repeated POST with the same key (and tenant) returns the
 first answer instead of creating (and paying for) another request; the same key with a different
 body is refused (409). Creation is one Redis transaction: a request is enqueued exactly when its
 202 answer is sent. While Redis is unreachable the API answers 503 with ``Retry-After``; under load
@@ -52,13 +54,14 @@ from ..errors import ConfigError, InputError, Problem
 from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
 from .addresses import AddressPolicy
-from .auth import BearerGate, Token, configured_tokens, tenant_of
+from .auth import BearerGate, Caller
 from .batch_views import batch_counts, batch_rows, results_response
 from .checks import Cache, RequestChecks
 from .images import ImageRules
 from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
 from .queue import enqueue_fields
 from .records import UNAVAILABLE, Keys, decode_hash, new_job_fields, public_view
+from .redis_loss import acheck_persistence
 from .schemas import (
     BatchCounts,
     BatchCreate,
@@ -70,6 +73,7 @@ from .schemas import (
     problems_response,
     row_problems,
 )
+from .tenants import Tenant, Tenants
 
 __all__ = ["create_app"]
 
@@ -81,6 +85,7 @@ _REQUEST_BODY = {*REQUEST_FIELDS, "options", "mode", "cfg_scale", "image_tail", 
 
 _COMMON: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token"},
+    429: {"description": "the tenant's requests_per_minute is used up; retry after Retry-After"},
     503: {"description": "Redis is unreachable; retry after Retry-After seconds"},
 }
 _POSTS: dict[int | str, dict[str, Any]] = {
@@ -89,7 +94,7 @@ _POSTS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Idempotency-Key reused for another body"},
     413: {"description": "the body is over VIDEOBATCH_SERVICE_MAX_BODY_BYTES"},
 }
-# Module level, like every name in the endpoints' signatures (Token, the bodies): FastAPI resolves
+# Module level, like every name in the endpoints' signatures (Caller, the bodies): FastAPI resolves
 # the (string) annotations of endpoints against module globals.
 IdemKey = Annotated[str | None, Header(max_length=200, description="repeat-safe POST key")]
 
@@ -148,17 +153,18 @@ def _pool_size() -> int:
 def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                prefix: str = "vb:", provider: str = "local", limits: ServiceLimits | None = None,
                addresses: AddressPolicy | None = None, images: ImageRules | None = None,
-               redis_connections: int | None = None) -> FastAPI:
-    """The gateway app. ``tokens`` default to ``VIDEOBATCH_API_TOKENS``; with none, every request
-    is refused (a service without tokens would be open to anyone). ``provider``: the one the
-    workers use; requests are checked against its options and models before they are queued.
+               redis_connections: int | None = None, tenants: Tenants | None = None) -> FastAPI:
+    """The gateway app. ``tenants`` default to the environment (``service.tenants``), with
+    ``tokens`` (each a tenant) in place of ``VIDEOBATCH_API_TOKENS`` if given; with no token,
+    every request is refused (a service without tokens would be open to anyone). ``provider``: the
+    one the workers use; requests are checked against its options and models before they are queued.
     ``limits``, ``addresses`` (the policy for webhook and image URLs), ``images`` (the image
     rules) and ``redis_connections`` (the Redis pool's size; requests wait for a free one)
     default to the ``VIDEOBATCH_SERVICE_*`` environment variables (see the README)."""
     rules = rules_of(provider)
     context = {"rules": rules}
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    allowed = configured_tokens(tokens)
+    tenants = tenants if tenants is not None else Tenants.from_env(tokens)
     limits = limits or ServiceLimits.from_env()
     addresses = addresses or AddressPolicy.from_env()
     images = images or ImageRules.from_env(addresses)
@@ -170,13 +176,15 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with contextlib.suppress(*UNAVAILABLE):  # unreachable now: 503s say so
+            await acheck_persistence(client)  # a loud warning if a restart would lose everything
         yield
         await client.aclose()
 
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
-    app.state.tokens = allowed
+    app.state.tenants, app.state.keys, app.state.redis = tenants, keys, client
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes, max_json_values=limits.max_json_values)
-    app.add_middleware(BearerGate, tokens=allowed)  # the outermost: 401 before anything is read
+    app.add_middleware(BearerGate, tenants=tenants)  # the outermost: 401 before anything is read
 
     @app.exception_handler(ValidationError)
     @app.exception_handler(RequestValidationError)
@@ -190,13 +198,13 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _unavailable)
 
-    async def _create(token: str, scope: str, idempotency_key: str | None, fingerprint: str,
+    async def _create(tenant: Tenant, scope: str, idempotency_key: str | None, fingerprint: str,
                       new_id: str, write: Callable[[Any], None]) -> tuple[str, bool]:
         """Run ``write`` in one transaction, with an Idempotency-Key only if the key is new.
 
         Returns (id, created): the new id, or the id the key was first used for.
         """
-        idem = keys.idem(f"{tenant_of(token)}:{scope}:{idempotency_key}") if idempotency_key else None
+        idem = keys.idem(f"{tenant.id}:{scope}:{idempotency_key}") if idempotency_key else None
         async with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -220,7 +228,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @app.post("/api/v1/videos", status_code=202, response_model=VideoCreated,
               responses={**_POSTS, 422: {"description": "invalid request (every problem listed)"}})
-    async def create_video(body: VideoCreate, token: Token, response: Response,
+    async def create_video(body: VideoCreate, tenant: Caller, response: Response,
                            idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
         stored, problems = await checks.video(body)
@@ -236,13 +244,13 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         if problems:
             return problems_response(problems)
         job = new_job_fields(uuid.uuid4().hex, request, webhook_url=body.webhook_url,
-                             metadata=body.metadata)
+                             metadata=body.metadata, tenant=tenant.id)
 
         def write(pipe: Any) -> None:
             pipe.hset(keys.job(job["request_id"]), mapping=job)
             pipe.xadd(keys.queue, enqueue_fields(job["request_id"]))
 
-        request_id, created = await _create(token, "videos", idempotency_key,
+        request_id, created = await _create(tenant, "videos", idempotency_key,
                                             _fingerprint(body.model_dump(mode="json")),
                                             job["request_id"], write)
         if not created:
@@ -253,15 +261,15 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @app.get("/api/v1/videos/{request_id}", response_model=VideoStatus,
              responses={**_COMMON, 404: {"description": "no such request"}})
-    async def get_video(request_id: str, _: Token) -> VideoStatus:
+    async def get_video(request_id: str, tenant: Caller) -> VideoStatus:
         """Status of one request: pending, submitting, generating, completed or failed."""
-        raw = await client.hgetall(keys.job(request_id))
-        if not raw:
+        fields = decode_hash(await client.hgetall(keys.job(request_id)))
+        if not fields or not tenant.sees(fields.get("tenant")):  # another's: as if unknown
             raise HTTPException(status_code=404, detail="Request not found")
-        view = public_view(decode_hash(raw))
+        view = public_view(fields)
         return VideoStatus(**{k: v for k, v in view.items() if k in VideoStatus.model_fields})
 
-    async def _create_batch(token: str, idempotency_key: str | None, fingerprint: str,
+    async def _create_batch(tenant: Tenant, idempotency_key: str | None, fingerprint: str,
                             source: Any, defaults: dict[str, Any] | None, webhook_url: str | None,
                             raw_rows: list[dict[str, Any]] | None = None,
                             name: str | None = None) -> tuple[bool, BatchCreated | JSONResponse]:
@@ -304,16 +312,18 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
         def write(pipe: Any) -> None:
             pipe.hset(keys.batch(batch_id), mapping={"total": len(ids), "created_at": repr(time.time()),
-                                                     "source": name or prompts.source})
+                                                     "source": name or prompts.source,
+                                                     "tenant": tenant.id})
             pipe.rpush(keys.batch_ids(batch_id), *ids)
             for rid, key, request, meta, hook in zip(ids, prompts.keys, requests, metas,
                                                       hooks, strict=True):
                 url = hook.strip() if isinstance(hook, str) and hook.strip() else webhook_url
                 pipe.hset(keys.job(rid), mapping=new_job_fields(
-                    rid, request, batch_id=batch_id, row_key=key, webhook_url=url, metadata=meta))
+                    rid, request, batch_id=batch_id, row_key=key, webhook_url=url, metadata=meta,
+                    tenant=tenant.id))
                 pipe.xadd(keys.queue, enqueue_fields(rid))
 
-        found, created = await _create(token, "batches", idempotency_key, fingerprint, batch_id, write)
+        found, created = await _create(tenant, "batches", idempotency_key, fingerprint, batch_id, write)
         if created:
             return False, BatchCreated(batch_id=batch_id, total=len(ids), request_ids=ids)
         first = [_text(i) for i in await client.lrange(keys.batch_ids(found), 0, -1)]
@@ -321,13 +331,14 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @app.post("/api/v1/batches", status_code=202, response_model=BatchCreated,
               responses={**_POSTS, 422: {"description": "invalid rows (every problem listed)"}})
-    async def create_batch(body: BatchCreate, token: Token, response: Response,
+    async def create_batch(body: BatchCreate, tenant: Caller, response: Response,
                            idempotency_key: IdemKey = None) -> BatchCreated | JSONResponse:
         """Submit many rows at once (the same columns as a prompts CSV)."""
-        if len(body.rows) > limits.max_rows:
+        max_rows = min(limits.max_rows, tenant.max_rows or limits.max_rows)
+        if len(body.rows) > max_rows:
             return problems_response([{"loc": ["body", "rows"], "msg": (
-                f"{len(body.rows)} rows; at most {limits.max_rows} are accepted per batch: split it")}])
-        replayed, answer = await _create_batch(token, idempotency_key,
+                f"{len(body.rows)} rows; at most {max_rows} are accepted per batch: split it")}])
+        replayed, answer = await _create_batch(tenant, idempotency_key,
                                                _fingerprint(body.model_dump(mode="json")), body.rows,
                                                body.defaults, body.webhook_url, raw_rows=body.rows)
         if replayed:
@@ -336,7 +347,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @app.post("/api/v1/batches/csv", status_code=202, response_model=BatchCreated,
               responses={**_POSTS, 422: {"description": "invalid CSV (every problem listed)"}})
-    async def create_batch_csv(file: UploadFile, token: Token, response: Response,
+    async def create_batch_csv(file: UploadFile, tenant: Caller, response: Response,
                                webhook_url: Annotated[str | None, Form(max_length=2048)] = None,
                                idempotency_key: IdemKey = None) -> BatchCreated | JSONResponse:
         """Submit a prompts CSV file (multipart upload, field ``file``; optional field
@@ -345,19 +356,20 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             webhook_url = check_webhook_url(webhook_url)
         except ValueError as exc:
             return problems_response([{"loc": ["body", "webhook_url"], "msg": str(exc)}])
+        max_rows = min(limits.max_rows, tenant.max_rows or limits.max_rows)
         with tempfile.TemporaryDirectory(prefix="videobatch-upload-") as tmp:
             path = Path(tmp) / "upload.csv"  # the library reads CSV files (encodings, line numbers)
             with path.open("wb") as out:
                 await run_in_threadpool(copy_in_chunks, file.file, out)
             with path.open("rb") as raw:  # counted as a stream: a huge file stops early
-                rows = await run_in_threadpool(count_csv_rows, raw, limits.max_rows)
-            if rows > limits.max_rows:
+                rows = await run_in_threadpool(count_csv_rows, raw, max_rows)
+            if rows > max_rows:
                 return problems_response([{"loc": ["body", "file"], "msg": (
-                    f"more than {limits.max_rows} rows; at most {limits.max_rows} are accepted per "
+                    f"more than {max_rows} rows; at most {max_rows} are accepted per "
                     "batch: split the file")}])
             digest = await run_in_threadpool(_file_fingerprint, path, webhook_url)
             replayed, answer = await _create_batch(
-                token, idempotency_key, digest, str(path),
+                tenant, idempotency_key, digest, str(path),
                 None, webhook_url, name=file.filename or "upload.csv")
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -365,18 +377,18 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     @app.get("/api/v1/batches/{batch_id}", response_model=BatchCounts,
              responses={**_COMMON, 404: {"description": "no such batch"}})
-    async def get_batch(batch_id: str, _: Token) -> BatchCounts:
+    async def get_batch(batch_id: str, tenant: Caller) -> BatchCounts:
         """How many rows of the batch are in each state."""
-        return batch_counts(batch_id, await batch_rows(client, keys, batch_id))
+        return batch_counts(batch_id, await batch_rows(client, keys, batch_id, tenant))
 
     @app.get("/api/v1/batches/{batch_id}/results",
              responses={**_COMMON, 200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {},
                                                      "application/json": {}}},
                         404: {"description": "no such batch"}})
-    async def batch_results(batch_id: str, _: Token,
+    async def batch_results(batch_id: str, tenant: Caller,
                             format: Literal["csv", "parquet", "json"] = "csv") -> Response:
         """The batch's results table (input order) as CSV, parquet or JSON."""
-        return results_response(await batch_rows(client, keys, batch_id), format)
+        return results_response(await batch_rows(client, keys, batch_id, tenant), format)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from .._jobs import TERMINAL, State
 from .records import Keys, decode_hash, public_view
 from .schemas import BatchCounts
+from .tenants import Tenant
 
 __all__ = ["batch_counts", "batch_rows", "results_response"]
 
@@ -27,10 +28,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def batch_rows(client: aioredis.Redis, keys: Keys, batch_id: str) -> list[dict[str, str]]:
-    """The batch's job hashes, decoded, in input order; 404 when there is no such batch."""
+async def batch_rows(client: aioredis.Redis, keys: Keys, batch_id: str,
+                     tenant: Tenant) -> list[dict[str, str]]:
+    """The batch's job hashes, decoded, in input order; 404 when there is no such batch, or it is
+    another tenant's (the same answer: no way to tell one from the other)."""
+    owner = await client.hget(keys.batch(batch_id), "tenant")
     ids = [_text(i) for i in await client.lrange(keys.batch_ids(batch_id), 0, -1)]
-    if not ids:
+    if not ids or not tenant.sees(None if owner is None else _text(owner)):
         raise HTTPException(status_code=404, detail="Batch not found")
     async with client.pipeline(transaction=False) as pipe:
         for rid in ids:

@@ -29,9 +29,12 @@ def _without_password(url: str) -> str:
 def serve_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m videobatch serve",
-        description="Run the HTTP API. Clients authenticate with a bearer token listed in "
-                    "VIDEOBATCH_API_TOKENS (comma-separated). The OpenAPI spec is at /openapi.json, "
-                    "interactive docs at /docs.",
+        description="Run the HTTP API. Clients authenticate with a bearer token: each entry of "
+                    "VIDEOBATCH_API_TOKENS (comma-separated, 'token' or 'name:token') is a tenant; "
+                    "VIDEOBATCH_API_TOKENS_FILE names tenants with their tokens and limits; "
+                    "VIDEOBATCH_ADMIN_TOKEN sees every tenant's requests; VIDEOBATCH_TOKEN_SECRET "
+                    "keys the hash of bare tokens (see the README). The OpenAPI spec is at "
+                    "/openapi.json, interactive docs at /docs.",
         epilog="Settings (environment): VIDEOBATCH_SERVICE_ALLOW (CIDRs and host names webhook and "
                "image URLs may name although internal), VIDEOBATCH_SERVICE_IMAGE_DIR (a folder whose "
                "files clients may name as images), VIDEOBATCH_SERVICE_MAX_BODY_BYTES (10485760), "
@@ -45,16 +48,20 @@ def serve_main(argv: Sequence[str]) -> int:
                         help="the workers' provider: requests are checked against its models and "
                              "options before they are queued (default local)")
     args = parser.parse_args(argv)
-    if not [t for t in os.environ.get("VIDEOBATCH_API_TOKENS", "").split(",") if t.strip()]:
-        parser.error("set VIDEOBATCH_API_TOKENS (comma-separated bearer tokens) first: "
-                     "without tokens every request would be refused")
     import uvicorn
 
     from ..errors import ConfigError
     from .api import create_app
+    from .tenants import Tenants
 
     try:
-        app = create_app(_redis_url(args.redis_url), prefix=args.prefix, provider=args.provider)
+        tenants = Tenants.from_env()
+        if not tenants:
+            parser.error("set VIDEOBATCH_API_TOKENS (comma-separated bearer tokens) or "
+                         "VIDEOBATCH_API_TOKENS_FILE first: without tokens every request would be "
+                         "refused")
+        app = create_app(_redis_url(args.redis_url), prefix=args.prefix, provider=args.provider,
+                         tenants=tenants)
     except ConfigError as exc:
         parser.error(str(exc))
     from .accesslog import log_config
@@ -72,7 +79,8 @@ def worker_main(argv: Sequence[str]) -> int:
                     "parallel-task limit, and requests of a worker that dies are taken over.",
         epilog="Settings (environment): VIDEOBATCH_WEBHOOK_SECRET (signs webhooks), "
                "VIDEOBATCH_SERVICE_ALLOW and VIDEOBATCH_SERVICE_IMAGE_DIR (as for serve: set the "
-               "same on the API and every worker).")
+               "same on the API and every worker), VIDEOBATCH_SERVICE_RETENTION_DAYS (30: how long "
+               "a request's record is kept after it ended; 0 keeps it forever).")
     parser.add_argument("--redis-url", help=_REDIS_HELP)
     parser.add_argument("--prefix", default="vb:", help="Redis key prefix (default vb:)")
     parser.add_argument("--provider", default="local", help="video provider (default local)")
@@ -99,6 +107,7 @@ def worker_main(argv: Sequence[str]) -> int:
     from ..errors import ConfigError
     from .addresses import AddressPolicy
     from .images import IMAGE_DIR_ENV
+    from .records import retention_from_env
     from .worker import WorkerSettings, run_worker
 
     try:
@@ -108,7 +117,8 @@ def worker_main(argv: Sequence[str]) -> int:
                                   lease=args.lease,
                                   webhook_secret=os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None,
                                   image_dir=os.environ.get(IMAGE_DIR_ENV) or None,
-                                  addresses=AddressPolicy.from_env())
+                                  addresses=AddressPolicy.from_env(),
+                                  retention=retention_from_env())
         outcome = asyncio.run(run_worker(settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

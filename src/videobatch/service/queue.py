@@ -9,7 +9,11 @@ then reconciles the request through the provider's idempotency lookup (never pay
 An entry is acknowledged (and deleted) only once its request ended *and* its webhook was delivered
 (or gave up): a worker that dies in between leaves the entry to another worker, which sends the
 notification it finds owed. A worker that stops gracefully hands its in-flight entries over at once
-(their idle time set to the lease). While Redis is unreachable the source waits for it.
+(their idle time set to the lease). While Redis is unreachable the source waits for it. If Redis
+comes back empty (no persistence: ``NOGROUP``), the source recreates its consumer group, says so
+loudly and calls ``on_loss``; an entry whose request record is gone is acknowledged and dropped.
+The source keeps a copy of the record of each request it hands out (``remembered``), so that the
+end of a request whose record Redis lost meanwhile is not lost with it (``records.RedisStore``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -67,14 +72,17 @@ class RedisSource:
     """A ``JobSource`` over the Redis stream, for one worker process (``consumer`` names it)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, consumer: str, *, lease: float = 30.0,
-                 block: float = 1.0, hooks: EndHooks | None = None) -> None:
+                 block: float = 1.0, hooks: EndHooks | None = None,
+                 on_loss: Callable[[], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.consumer = consumer
         self.lease = lease
         self.block = block
         self.hooks = hooks
+        self.on_loss = on_loss  # called when Redis is found to have lost the queue
         self._entries: dict[str, str] = {}  # request id -> stream entry id we hold
+        self._records: dict[str, dict[str, str]] = {}  # request id -> its hash when we took it
         self._renewer: asyncio.Task[None] | None = None
         self._acks: set[asyncio.Task[None]] = set()
         self._renew = client.register_script(_RENEW)
@@ -108,6 +116,11 @@ class RedisSource:
                 self._down = True
                 await outage.sleep(outage.failed() or 0.0)
                 continue
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                await self._lost(exc)
+                continue
             if self._down:
                 log.warning("Redis is back")
                 self._down = False
@@ -116,6 +129,8 @@ class RedisSource:
                 continue
             entry_id = entry[0]
             if job is None:  # unknown request (its hash is gone)
+                log.error("!!! queue entry %s names request %s, whose record is gone from Redis "
+                          "(did Redis lose its data?): dropped, nothing submitted", entry_id, entry[1])
                 await self._ack(entry_id)
                 continue
             if job.state in SETTLED:
@@ -132,7 +147,19 @@ class RedisSource:
             return job
         return None
 
+    async def _lost(self, exc: ResponseError) -> None:
+        """The stream or its group is gone (Redis lost its data): recreate them, say it loudly."""
+        log.error("!!! the request queue's consumer group is gone from Redis (%s): Redis lost its "
+                  "data (restarted without persistence?). Recreating it; requests accepted before "
+                  "are lost, and requests in flight here are not submitted again", exc)
+        self._cursor = "0-0"
+        with contextlib.suppress(*UNAVAILABLE):  # away again: the next read tells
+            await self.setup()
+            if self.on_loss is not None:
+                await self.on_loss()
+
     async def done(self, job: Job) -> None:
+        self._records.pop(job.key, None)
         entry_id = self._entries.get(job.key)
         if entry_id is None:
             return  # another worker took the request over (our lease ran out)
@@ -150,7 +177,7 @@ class RedisSource:
         self._entries.pop(job.key, None)
         if not self._stopping:
             return
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(*UNAVAILABLE, ResponseError):  # (NOGROUP: Redis lost it)
             await self.client.xclaim(self.keys.queue, self.keys.group, self.consumer,
                                      min_idle_time=0, message_ids=[entry_id],
                                      idle=int(self.lease * 1000), justid=True)
@@ -209,7 +236,15 @@ class RedisSource:
         raw = await self.client.hgetall(self.keys.job(request_id))
         if not raw:
             return None
-        return job_from_hash(decode_hash(raw))
+        fields = decode_hash(raw)
+        job = job_from_hash(fields)
+        if job.state not in SETTLED:
+            self._records[request_id] = fields
+        return job
+
+    def remembered(self, request_id: str) -> dict[str, str] | None:
+        """The record of a request this worker drives, as it was when taken (Redis lost it?)."""
+        return self._records.get(request_id)
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -224,8 +259,8 @@ class RedisSource:
             try:
                 lost = {_text(i) for i in await self._renew(
                     keys=[self.keys.queue], args=[self.keys.group, self.consumer, *held.values()])}
-            except UNAVAILABLE:
-                continue  # Redis is away; the next round tries again
+            except (*UNAVAILABLE, ResponseError):
+                continue  # Redis is away (or lost the group: next() recreates it); try again
             for key, entry_id in held.items():
                 if entry_id in lost and self._entries.get(key) == entry_id:
                     log.warning("request %s was taken over by another worker", key)

@@ -8,6 +8,10 @@ a row's image must be a URL the address policy allows, a ``data:`` URL or a file
 folder (else the row fails, nothing read or paid), and webhooks reach only allowed addresses
 (``service.addresses``: each connection checked, no redirect followed).
 
+A Redis without persistence is reported loudly at start (``service.redis_loss``). If it restarts
+empty meanwhile, the worker goes on: it recreates the queue's group, re-asserts the service's run id
+and its slot leases, and submits nothing whose record is gone.
+
 SIGTERM/SIGINT stop it; requests it had in flight are taken over by another worker once their
 lease runs out, and reconciled with the provider, never submitted twice.
 """
@@ -30,6 +34,7 @@ import redis
 import redis.asyncio as aioredis
 
 from .._jobs import Job, RowSnapshot, State
+from .._retry import RetryPolicy, RetryState
 from .._runner import Runner, RunOutcome, RunSettings
 from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
@@ -37,7 +42,8 @@ from ..providers import Provider, get_provider
 from .addresses import AddressPolicy, guarded_transport
 from .images import ImageRules, guard_provider
 from .queue import RedisSource
-from .records import Keys, RedisStore, decode_hash, ensure_run_id, patiently
+from .records import RETENTION_DAYS, UNAVAILABLE, Keys, RedisStore, decode_hash, ensure_run_id, patiently
+from .redis_loss import check_persistence, guard_records
 from .slots import RedisSlots
 
 __all__ = ["WorkerSettings", "run_worker"]
@@ -57,6 +63,7 @@ class WorkerSettings:
     timeout: float | None = 3600.0
     max_attempts: int = 5
     webhook_secret: str | None = None
+    retention: float = RETENTION_DAYS * 86400  # seconds a record is kept after it ended (0: forever)
     image_dir: str | None = None  # the operator's image folder (VIDEOBATCH_SERVICE_IMAGE_DIR)
     addresses: AddressPolicy = field(default_factory=AddressPolicy)  # for webhook and image URLs
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -125,8 +132,10 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     async_client = aioredis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.prefix)
     run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
+    patiently(lambda: check_persistence(sync_client), "check its persistence", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
     guard_provider(provider, ImageRules(settings.image_dir, settings.addresses))
+    guard_records(provider, async_client, keys)  # checked last, right before a paid submit
     problems = provider.check([])  # credentials and set-up, before taking any request
     if problems:
         raise ConfigError(f"provider set-up: {'; '.join(map(str, problems))}")
@@ -135,12 +144,23 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
         provider.limits = dataclasses.replace(provider.limits, max_parallel=account_limit)
     ceiling = min(settings.concurrency or account_limit, account_limit)
     webhooks = _ServiceWebhooks(sync_client, keys, settings.webhook_secret, settings.addresses)
-    source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease, hooks=webhooks)
-    await source.setup()
+
+    async def reassert_run_id() -> None:  # Redis lost it: the idempotency keys must not change
+        await async_client.hsetnx(keys.meta, "run_id", run_id)
+        if _text(await async_client.hget(keys.meta, "run_id")) != run_id:
+            log.error("!!! the service's run id in Redis changed (a worker started while Redis was "
+                      "empty?): workers with different run ids cannot reconcile each other's "
+                      "requests; restart every worker")
+
+    source = RedisSource(async_client, keys, settings.consumer, lease=settings.lease, hooks=webhooks,
+                         on_loss=reassert_run_id)
     slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
                        lease=settings.lease * 1.5)
+    await _set_up(source, slots)
+    store = RedisStore(sync_client, keys, run_id, retention=settings.retention)
+    store.remembered = source.remembered  # the end of a request Redis lost is written on a copy
     runner = Runner(
-        [], provider, RedisStore(sync_client, keys, run_id),
+        [], provider, store,
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
         [webhooks], source=source, slots=slots,
     )
@@ -177,6 +197,26 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
         await provider.aclose()
         await async_client.aclose()
         sync_client.close()
+
+
+async def _set_up(source: RedisSource, slots: RedisSlots, outage: float = 60.0) -> None:
+    """The queue's group and the slots' epoch, waiting (up to ``outage`` s) while Redis is away."""
+    tries = RetryState(RetryPolicy(attempts=None, base=0.05, cap=1.0, jitter=0.0, deadline=outage))
+    while True:
+        try:
+            await source.setup()
+            await slots.setup()
+            return
+        except UNAVAILABLE as exc:
+            delay = tries.failed()
+            if delay is None:
+                raise
+            log.warning("Redis unavailable (%s); waiting for it to start", exc)
+            await tries.sleep(delay)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _watch(stop: asyncio.Event, shut_down: Any) -> None:
