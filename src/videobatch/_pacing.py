@@ -79,14 +79,15 @@ class Slots:
     when the provider says every slot is taken; ``grow`` after a task ends without trouble.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, start: int | None = None) -> None:
         if ceiling < 1:
             raise ValueError("concurrency must be at least 1")
         self.ceiling = ceiling
-        self.limit = ceiling
+        self.limit = min(ceiling, start) if start else ceiling  # below the ceiling: probing
         self.in_use = 0
         self._cond = asyncio.Condition()
         self._last_shrink = 0.0
+        self._last_grow = 0.0
 
     async def acquire(self) -> None:
         async with self._cond:
@@ -105,11 +106,17 @@ class Slots:
             self._last_shrink = time.monotonic()
 
     async def grow(self, quiet_for: float = 5.0) -> None:
-        """One more slot, if none was refused during the last ``quiet_for`` seconds."""
-        if self.limit >= self.ceiling or time.monotonic() - self._last_shrink < quiet_for:
+        """One more slot, if none was refused during the last ``quiet_for`` seconds. Until the
+        first refusal every call adds one (probing for an unknown limit doubles what is in flight
+        per round trip); after one, at most one slot per ``quiet_for`` seconds."""
+        now = time.monotonic()
+        if self.limit >= self.ceiling or now - self._last_shrink < quiet_for:
+            return
+        if self._last_shrink and now - self._last_grow < quiet_for:
             return
         async with self._cond:
             self.limit = min(self.ceiling, self.limit + 1)
+            self._last_grow = now
             self._cond.notify(1)
 
 
@@ -130,8 +137,8 @@ class SlotPool(Protocol):
 class LocalSlots:
     """``pacing.Slots`` behind the ``SlotPool`` interface (the job does not matter locally)."""
 
-    def __init__(self, ceiling: int) -> None:
-        self._slots = Slots(ceiling)
+    def __init__(self, ceiling: int, start: int | None = None) -> None:
+        self._slots = Slots(ceiling, start)
 
     ceiling = property(lambda self: self._slots.ceiling)
     limit = property(lambda self: self._slots.limit)

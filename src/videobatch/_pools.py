@@ -55,7 +55,7 @@ class Pools:
     (every request it sends takes a token on the wire: ``Provider.http_client``)."""
 
     def __init__(self, providers: Providers, *, settings: RunSettings, stop: Stop,
-                 ceiling: Callable[[Provider], int], slots: SlotPool | None,
+                 ceiling: Callable[[Provider], tuple[int, int]], slots: SlotPool | None,
                  on_fatal: Callable[[ProviderError], None], make_rows: Callable[..., Rows]) -> None:
         self.providers = providers
         self._settings = settings
@@ -75,8 +75,8 @@ class Pools:
         if limiter is None:
             limiter = self._limiters[provider.name] = RateLimiter(provider.limits.max_rps)
             provider.attach(limiter)
-        ceiling = self._ceiling(provider)
-        slots = self._shared_slots or LocalSlots(ceiling)
+        start, ceiling = self._ceiling(provider)
+        slots = self._shared_slots or LocalSlots(ceiling, start)
         poller = Poller(provider, PollSchedule(provider.poll_hint), on_fatal=self._on_fatal)
         reconciler = Reconciler(provider, self._settings.lookup_policy(), stop=self._stop.event)
         rows = self._make_rows(provider=provider, slots=slots, poller=poller, reconciler=reconciler)
@@ -96,6 +96,12 @@ class Pools:
 
     def workers(self) -> list[asyncio.Task[None]]:
         return [w for pool in self._pools.values() for w in pool.workers]
+
+    def found_limits(self) -> dict[str, int]:
+        """Each probing pool's most tasks open at once: what its provider took (the run looked
+        for a limit nobody stated)."""
+        return {p.name: p.rows.most_open for p in self._pools.values()
+                if p.provider.limits.probe_up_to and p.ceiling > p.provider.limits.max_parallel}
 
     @property
     def slots_in_use(self) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ._jobs import Job, State
 from ._pacing import SlotPool
@@ -59,11 +60,25 @@ class Rows:
         self.run_id = run_id
         self.run_began = run_began
         self.started_wall = started_wall
-        self.move = move
+        self._move = move
         self.emit = emit
         self.durable = durable  # the store's: the intent to pay survives power loss before paying
         self.ledger = ledger  # the run's spend and budget, shared by every pool
         self.submits = 0
+        # Rows whose task this pool has open now (accepted in this run), and the most at once:
+        # what the provider took (shown when the run looked for an unstated limit).
+        self._open: set[str] = set()
+        self.most_open = 0
+
+    def move(self, job: Job, new: State, **fields: Any) -> None:
+        """The runner's ``move`` (journal first, then observers), counting open tasks."""
+        was = job.state
+        self._move(job, new, **fields)
+        if new is State.GENERATING and was is not State.GENERATING:
+            self._open.add(job.key)
+            self.most_open = max(self.most_open, len(self._open))
+        elif was is State.GENERATING and new is not State.GENERATING:
+            self._open.discard(job.key)
 
     # ------------------------------------------------------------------ submit
     async def submit(self, job: Job, request: VideoRequest | None = None) -> bool:
@@ -143,6 +158,8 @@ class Rows:
                 return False
             stop.refusals.pop(pool, None)  # accepted: its earlier refusals were not in a row
             self.adopt(job, status)
+            if self.slots.in_use >= self.slots.limit:
+                self._grow_slots()  # every slot taken and accepted: there may be more (probing)
         return False
 
     async def _settle(self, job: Job, request: VideoRequest, key: str, sent_at: float,

@@ -72,7 +72,7 @@ class Runner:
         self.settings = settings or RunSettings()
         self.observers = list(observers)
         self._notify = Notifier(self.observers)  # in order, also when an observer causes an event
-        self._tally = Tally(total=len(self.jobs), slots_limit=self._ceiling(self.provider))
+        self._tally = Tally(total=len(self.jobs), slots_limit=self._ceiling(self.provider)[0])
         self._tally.counts.update(j.state for j in self.jobs)
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
         self._source_arg = source
@@ -82,13 +82,17 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ledger = Ledger(())  # spent/reserved/budget of the rows: counted when the run starts
 
-    def _ceiling(self, provider: Provider) -> int:
-        # The user's --concurrency is their statement of the account's limit: it wins over the
-        # provider's default guess (a provider that refuses more slows us down on the wire). It is
-        # said of the run's provider; the others of a mixed table keep their own max_parallel.
+    def _ceiling(self, provider: Provider) -> tuple[int, int]:
+        """A pool's parallel slots: where they start, and the most they may grow to.
+
+        The user's --concurrency is their statement of the account's limit: it wins over the
+        provider's default guess (a provider that refuses more slows us down on the wire). It is
+        said of the run's provider; the others of a mixed table keep their own max_parallel. Where
+        nobody stated a limit, a provider may have the run look for it (``probe_up_to``)."""
         if provider is self.provider and self.settings.concurrency:
-            return self.settings.concurrency
-        return provider.limits.max_parallel
+            return self.settings.concurrency, self.settings.concurrency
+        limits = provider.limits
+        return limits.max_parallel, max(limits.max_parallel, limits.probe_up_to or 0)
 
     # ------------------------------------------------------------------ what observers may use
     @property
@@ -193,6 +197,7 @@ class Runner:
                                       else stop.no_submit or stop.blocked_error()),
             polls=pools.polls,
             submits=pools.submits,
+            slots_found=pools.found_limits(),
         )
 
     # ------------------------------------------------------------------ pools

@@ -55,6 +55,7 @@ class RunOutcome:
     stopped_by: ProviderError | None = None  # auth or account error that stopped the run
     polls: int = 0
     submits: int = 0
+    slots_found: dict[str, int] = field(default_factory=dict)  # pool -> limit found by probing
 
 
 @dataclass

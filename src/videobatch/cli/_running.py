@@ -127,6 +127,11 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
     if len(batch.providers) > 1:
         where += per_provider(batch)
     where += spend_lines(batch)
+    found = batch.outcome.slots_found if batch.outcome is not None else {}
+    if found:
+        where.append("parallel tasks the account took (no limit was given, so the run looked for "
+                     "it; --concurrency N states it): "
+                     + ", ".join(f"{name} {limit}" for name, limit in found.items()))
     unknown = [(j.key, j.error) for j in batch.jobs if j.state is State.UNKNOWN]
     if unknown and checkpoint:
         where.append("rows of unknown outcome: running the same command again checks them again; "

@@ -88,6 +88,9 @@ class Limits:
     max_rps: float | None = None  # API requests per second (None: no stated limit)
     # True when max_parallel holds for each model apart (the run then keeps one pool per model)
     per_model: bool = False
+    # When nobody stated the account's limit: start at max_parallel and look for more while the
+    # provider accepts, up to this many (a "slots busy" answer shows where the limit is). None: no.
+    probe_up_to: int | None = None
 
 
 @dataclass(frozen=True)

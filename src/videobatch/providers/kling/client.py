@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 HOSTS = {"global": "https://api-singapore.klingai.com", "cn": "https://api-beijing.klingai.com"}
 DEFAULT_BASE_URL = HOSTS["global"]
 BASE_URL_ENV = "KLING_BASE_URL"
+PROBE_UP_TO = 40  # parallel tasks per model the run may look for when no limit is given
 
 _now = time.time  # the clock; tests replace it
 APIS = ("auto", "legacy", "newer")
@@ -81,7 +82,8 @@ class KlingProvider(Provider):
     default env KLING_API_KEY) or ``access_key`` + ``secret_key`` (default: env KLING_ACCESS_KEY /
     KLING_SECRET_KEY), ``region`` (``global``: api-singapore.klingai.com, ``cn``:
     api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
-    ``max_parallel`` (the account's parallel-task limit, per model), ``max_rps``,
+    ``max_parallel`` (the account's parallel-task limit, per model; when not given the run starts at
+    5 and looks for more, up to ``PROBE_UP_TO``), ``max_rps``,
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
     ``api`` (``auto``: each model's catalogue card picks the API design; ``legacy`` or ``newer``:
     only that design, rows of models on the other are input problems),
@@ -108,7 +110,7 @@ class KlingProvider(Provider):
         secret_key: str | None = None,
         base_url: str | None = None,
         region: str = "global",
-        max_parallel: int | str = 5,
+        max_parallel: int | str | None = None,
         max_rps: float | str | None = 5.0,
         timeout: float | str = 30.0,
         http_timeout: float | str | None = None,
@@ -141,9 +143,11 @@ class KlingProvider(Provider):
         self.timeout = float(number("kling", "http_timeout", timeout if http_timeout is None
                                      else http_timeout, float, 0.001))
         rps = None if max_rps in (None, "", "none", "None") else number("kling", "max_rps", max_rps, float, 0.001)
-        # Kling counts parallel tasks per account and model version: one pool per model.
-        self.limits = Limits(int(number("kling", "max_parallel", max_parallel, int, 1)), rps,
-                             per_model=True)
+        # Kling counts parallel tasks per account and model version: one pool per model. Its
+        # limit is the account's resource pack: when nobody states it, the run looks for it.
+        stated = max_parallel not in (None, "")
+        self.limits = Limits(int(number("kling", "max_parallel", max_parallel if stated else 5, int, 1)),
+                             rps, per_model=True, probe_up_to=None if stated else PROBE_UP_TO)
         interval = float(number("kling", "poll_interval", poll_interval, float, 0.001))
         self.poll_hint = PollHint(
             first_poll=float(number("kling", "first_poll", first_poll, float, 0.0)),
