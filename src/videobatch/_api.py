@@ -31,7 +31,7 @@ from ._runner import Runner, RunOutcome, RunSettings
 from ._store import Checkpoint, open_rows
 from .delivery.outputs import outputs_for
 from .errors import ConfigError, InputError
-from .providers import Provider, get_provider, option_names
+from .providers import Provider, get_provider, option_names, setting_names
 from .request import REQUEST_FIELDS
 from .ui import make_progress
 
@@ -42,8 +42,9 @@ PromptsLike = Any  # str | PathLike | DataFrame | list[str | dict] | Prompts
 
 def _split_options(options: dict[str, Any], provider: str | Provider) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keyword options that name a request field or one of the provider's options (``mode=`` for
-    Kling) are run-wide defaults; the rest go to the provider itself (``latency=``, ``base_url=``)."""
-    names = {*REQUEST_FIELDS, *option_names(provider), "image_tail"}
+    Kling) are run-wide defaults; the rest go to the provider itself (``latency=``, ``base_url=``),
+    and so does a name that is both (Kling's ``api``: its constructor applies it to every row)."""
+    names = {*REQUEST_FIELDS, *option_names(provider), "image_tail"} - setting_names(provider)
     defaults = {k: v for k, v in options.items() if k in names}
     provider_options = {k: v for k, v in options.items() if k not in names}
     return defaults, provider_options

@@ -7,6 +7,7 @@ entry-point group) that a third-party provider uses.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "option_names",
     "register",
     "rules_of",
+    "setting_names",
 ]
 
 Factory = Callable[..., Provider]
@@ -90,6 +92,19 @@ def option_names(provider: str | Provider) -> tuple[str, ...]:
     cls = _provider_class(provider)
     schema = cls.option_schema if cls is not None else None
     return tuple(schema.model_fields) if schema is not None else ()
+
+
+def setting_names(provider: str | Provider) -> frozenset[str]:
+    """The keyword settings ``provider``'s factory takes (``base_url``, ``max_parallel``, ...);
+    empty when it is a built object or takes ``**options``."""
+    if isinstance(provider, Provider):
+        return frozenset()
+    cls = _provider_class(provider)
+    if cls is None:
+        return frozenset()
+    params = inspect.signature(cls.__init__).parameters.values()
+    return frozenset(p.name for p in params
+                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self")
 
 
 def catalog_of(provider: str) -> Catalog | None:

@@ -33,7 +33,7 @@ from ...request import VideoRequest
 from ..base import Resolved, TaskState, TaskStatus, Video
 from . import images
 from .options import KlingOptions
-from .wire import RESULT_TTL
+from .wire import RESULT_TTL, _float, _seconds, _text  # the same readings of Kling's values
 
 __all__ = [
     "DESIGN",
@@ -176,19 +176,3 @@ def read_cursor_page(data: Any) -> tuple[list[Any], str, bool]:
         raise TransientError(f"Kling answered its task listing with a {type(data).__name__}, "
                              "not a page", maybe_accepted=False)
     return list(data.get("result") or []), str(data.get("next_cursor") or ""), bool(data.get("has_more"))
-
-
-def _seconds(ms: Any) -> float | None:
-    value = _float(ms)
-    return value / 1000.0 if value is not None else None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
