@@ -95,7 +95,7 @@ def stack(work: Path, args: argparse.Namespace) -> Iterator[tuple[str, str, Serv
                   "config = SimConfig(); config.update(json.loads(sys.argv[1]))\n"
                   "uvicorn.run(create_app(config), host='127.0.0.1', port=int(sys.argv[2]),"
                   " log_level='warning', access_log=False)\n")
-    env = {**os.environ, "VIDEOBATCH_API_TOKENS": TOKEN}
+    env = {**os.environ, "VIDEOBATCH_API_TOKENS": f"bench:{TOKEN}", "VIDEOBATCH_TOKEN_SECRET": "bench-secret"}
     with process([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port),
                   "--bind", "127.0.0.1", "--dir", str(work / "redis"), "--appendonly", "yes",
                   "--appendfsync", "always", "--save", ""], work / "redis.log"), \
@@ -131,7 +131,7 @@ async def _post_many(api: str, total: int, clients: int, body: Any, path: str) -
 def bench_api(api: str, args: argparse.Namespace) -> dict[str, Any]:
     single, ok = asyncio.run(_post_many(
         api, args.api_requests, args.clients,
-        lambda i: {"prompt": f"throughput {i}", "model": "kling-v1.5", "metadata": {"i": i}},
+        lambda i: {"prompt": f"throughput {i}", "model": "kling-v2-6", "metadata": {"i": i}},
         "/api/v1/videos"))
     rows = 500
     batches = max(1, args.api_requests // rows)
