@@ -98,8 +98,8 @@ class Pools:
         return [w for pool in self._pools.values() for w in pool.workers]
 
     def found_limits(self) -> dict[str, int]:
-        """Each probing pool's most tasks open at once: what its provider took (the run looked
-        for a limit nobody stated)."""
+        """Each probing pool's most tasks open at once: about what its provider took (the run
+        looked for a limit nobody stated; a task that ended counts until it is polled)."""
         return {p.name: p.rows.most_open for p in self._pools.values()
                 if p.provider.limits.probe_up_to and p.ceiling > p.provider.limits.max_parallel}
 
