@@ -116,6 +116,11 @@ def _deadline(text: str) -> float:
     return seconds
 
 
+def _content(model: str, data: Any) -> str:
+    """What makes two predictions the same paid work: the model and the input."""
+    return hashlib.sha256(json.dumps([model, data], sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class Prediction:
     id: str
@@ -288,7 +293,7 @@ class Account:
         self.predictions[pred.id] = pred
         self.counters.accepted += 1
         self.counters.peak_active = max(self.counters.peak_active, self.active(now))
-        content = hashlib.sha256(json.dumps([model, data], sort_keys=True).encode()).hexdigest()
+        content = _content(model, data)
         if content in self._contents:
             self.counters.paid_duplicates += 1
         self._contents.add(content)
@@ -302,6 +307,8 @@ class Account:
         pred = self.get(prediction_id)
         now = time.time()
         if pred.status(now) in ("starting", "processing"):
+            if pred.status(now) == "starting":  # it never ran: nothing was paid for it
+                self._contents.discard(_content(pred.model, pred.input))
             pred.canceled_at = now
         self.counters.cancels += 1
         return pred
