@@ -307,11 +307,7 @@ def status_html(snap: Snapshot) -> str:
 def stats_html(snap: Snapshot) -> str:
     parts = [status_html(snap), f"<b>{snap.done} / {snap.total}</b> done"]
     if snap.running:
-        if snap.throughput is not None:
-            parts.append(f"{snap.throughput:.2f} rows/s")
-        if snap.eta is not None:
-            parts.append(f"ETA {duration(snap.eta)}")
-        parts.append(f"elapsed {duration(snap.elapsed)}")
+        parts += snap.pace()
         parts.append(f"slots {snap.slots_in_use} / {snap.slots_limit}")
     elif snap.total:
         parts.append(f"took {duration(snap.elapsed)}")

@@ -18,6 +18,7 @@ from urllib.request import url2pathname
 
 from .._jobs import RowSnapshot, State
 from .actions import NO_RESUME, NO_RETRY, Action
+from .text import duration
 
 __all__ = ["LEFT_STATES", "FailureGroup", "GalleryPage", "Row", "Snapshot", "SpendLine", "Tile", "excerpt",
            "local_file", "row_label", "row_namer"]
@@ -167,3 +168,13 @@ class Snapshot:
     def left(self) -> int:
         """Rows this run still works on (waiting or in flight)."""
         return sum(self.counts[s] for s in LEFT_STATES)
+
+    def pace(self) -> list[str]:
+        """While the run goes on: its rows per second, ETA and elapsed time, as words."""
+        parts = []
+        if self.throughput is not None:
+            parts.append(f"{self.throughput:.2f} rows/s")
+        if self.eta is not None:
+            parts.append(f"ETA {duration(self.eta)}")
+        parts.append(f"elapsed {duration(self.elapsed)}")
+        return parts

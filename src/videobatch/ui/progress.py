@@ -33,11 +33,7 @@ def bar_text(snap: Snapshot) -> str:
     """What follows the bar: status, this run's pace and ETA while it runs, counts per state."""
     parts = [snap.status]
     if snap.running:
-        if snap.throughput is not None:
-            parts.append(f"{snap.throughput:.2f} rows/s")
-        if snap.eta is not None:
-            parts.append(f"ETA {duration(snap.eta)}")
-        parts.append(f"elapsed {duration(snap.elapsed)}")
+        parts += snap.pace()
     else:
         parts.append(f"took {duration(snap.elapsed)}")
     counts = " ".join(f"{s.value}={snap.counts[s]}" for s in ORDER
