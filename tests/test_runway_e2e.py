@@ -159,10 +159,14 @@ def test_kill_minus_nine_then_resume_pays_nothing_twice(tmp_path):
     assert max(per_prompt.values()) == 1  # every row paid at most once
     unknown = after[after["status"] == "unknown"]
     assert len(unknown) >= 1 and set(after["status"]) == {"completed", "unknown"}
-    assert all(per_prompt[p] == 1 for p in unknown["prompt"])  # paid indeed, and not resent
+    # Not resent: the slow answer's row was paid once; a row the kill caught before its request
+    # left (a loaded machine) was not paid at all, and is unknown all the same.
+    assert all(per_prompt[p] <= 1 for p in unknown["prompt"])
+    assert any(per_prompt[p] == 1 for p in unknown["prompt"])
     assert unknown["error"].str.contains("never sent again on its own").all()
     assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # not all completed: say so
     by_id = {t["id"]: t for t in tasks}
     for row in after[after["status"] == "completed"].itertuples():
         assert by_id[row.task_id]["prompt"] == row.prompt  # its own task's video
-    assert counters["accepted"] == len(tasks) == 30
+    unpaid = sum(per_prompt[p] == 0 for p in unknown["prompt"])
+    assert counters["accepted"] == len(tasks) == 30 - unpaid
