@@ -115,7 +115,10 @@ def test_a_mixed_run_cancelled_and_resumed_pays_each_row_once(tmp_path):
     assert (raced | in_doubt).all(), left[["provider", "status", "error"]]
     for name in servers:
         assert counters[name]["paid_duplicates"] == 0, name
-        assert counters[name]["accepted"] >= 6, name  # some were cancelled at the provider: new tasks
+        # Each of its 6 rows has a task (some cancelled at the provider got a new one), but for a
+        # row left unknown: its cut-off submit may never have reached the provider.
+        unknown = int((in_doubt & (left["provider"] == name)).sum())
+        assert counters[name]["accepted"] >= 6 - unknown, name
 
 
 def test_the_cli_runs_a_mixed_table_and_sums_up_per_provider(tmp_path):

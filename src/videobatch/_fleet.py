@@ -180,7 +180,7 @@ class Providers:
             for request in (job.request, *alternatives):
                 provider = self.get(request.provider)
                 if provider.name == job.provider_used and (
-                        job.model_used is None or provider.resolve(request).model == job.model_used):
+                        job.model_used is None or provider.model_id(request) == job.model_used):
                     return request
             return job.request
         return (job.request, *alternatives)[self._moved.get(job.key, 0)]
@@ -205,7 +205,7 @@ class Providers:
         if not provider.limits.per_model:
             return (provider.name, None)
         model = (job.model_used if job.provider_used == provider.name and job.state in _SENT
-                 else None) or provider.resolve(self.request_of(job)).model
+                 else None) or provider.model_id(self.request_of(job))
         return (provider.name, model)
 
     def left_waiting(self, stop: Stop, jobs: Sequence[Job]) -> ProviderError | None:
@@ -218,7 +218,7 @@ class Providers:
             closed = stop.closed(provider.name)
             if closed is not None:
                 return closed
-            if (provider.name, provider.resolve(self.request_of(job)).model or "") in stop.blocked:
+            if (provider.name, provider.model_id(self.request_of(job)) or "") in stop.blocked:
                 return stop.blocked_error()
         return None
 

@@ -146,8 +146,7 @@ def validate_rows(
     fields = [name for name in request_columns(rules) if name in frame.columns]
     context = _context(rules)
     columns = [_cells(frame[name].tolist()) for name in fields]
-    rows = zip(*columns, strict=True) if columns else iter([()] * len(frame))
-    prompt_at = fields.index("prompt") if "prompt" in fields else None
+    prompts = columns[fields.index("prompt")] if "prompt" in fields else [_EMPTY] * len(frame)
     default_prompt = defaults.get("prompt", _EMPTY)
     if type(default_prompt) is str:  # stripped like a cell (the validator strips it too)
         default_prompt = default_prompt.strip() or _EMPTY
@@ -155,40 +154,42 @@ def validate_rows(
     tagged = [_tagged(name, column) for name, column in zip(fields, columns, strict=True)
               if name != "prompt"]
     combos = zip(*tagged, strict=True) if tagged else iter([()] * len(frame))
+    alone = {row for column in tagged if _SLOW in column  # rows validated on their own
+             for row, value in enumerate(column, 1) if value is _SLOW}
+    provider_at = fields.index("provider") if "provider" in fields else None
+    # A mixed table: an option default applies to rows whose provider has it.
+    by_provider = _defaults_by_provider(defaults, rules) if provider_at is not None else {}
+
+    def row_defaults(cells: tuple[Any, ...]) -> Mapping[str, Any]:
+        return by_provider.get(cells[provider_at], defaults) if by_provider else defaults  # type: ignore[index]
+
     checked: dict[tuple[Any, ...], _Combination | None] = {}
     requests: list[VideoRequest] = []
     problems: list[Problem] = []
     texts: list[str] = []
-    provider_at = fields.index("provider") if "provider" in fields else None
-    by_provider = _defaults_by_provider(defaults, rules) if provider_at is not None else {}
-    run_defaults = defaults
-    for row, (cells, combo) in enumerate(zip(rows, combos, strict=True), 1):
-        prompt = cells[prompt_at] if prompt_at is not None else _EMPTY
+    for row, (prompt, combo) in enumerate(zip(prompts, combos, strict=True), 1):
         if prompt is _EMPTY:
             prompt = default_prompt
-        if by_provider:  # a mixed table: an option default applies to rows whose provider has it
-            defaults = by_provider.get(cells[provider_at], run_defaults)  # type: ignore[index]
         entry = None
-        if (prompt is _EMPTY or type(prompt) is str) and _SLOW not in combo:
+        if (prompt is _EMPTY or type(prompt) is str) and row not in alone:
             key = (combo, prompt is _EMPTY)
-            try:
-                entry = checked[key]
-            except KeyError:
-                entry = checked[key] = _check_combination(fields, cells, defaults, prompt is _EMPTY,
-                                                          context)
+            entry = checked.get(key, _UNSEEN)
+            if entry is _UNSEEN:
+                cells = tuple(column[row - 1] for column in columns)
+                entry = checked[key] = _check_combination(fields, cells, row_defaults(cells),
+                                                          prompt is _EMPTY, context)
         if entry is not None:
             # The combination's request with this row's prompt: what model_validate would build
-            # for the row (it is frozen, so the fields-set object can be shared).
+            # for the row (it is frozen, so the fields-set object can be shared). Its own dict is
+            # a copy of the combination's key-sharing dict (about half the memory of a dict of
+            # its own: 56 MB at 200k rows), which copying keeps.
             values, fields_set, extra, private, head, tail = entry
             if prompt is _EMPTY:
                 prompt = values["prompt"]
-            request = _new_object(VideoRequest)
-            # Filled in field order, its own dict shares its keys with every other request's (a
-            # key-sharing dict: about half the memory of a dict of its own, 56 MB at 200k rows).
-            own = request.__dict__
-            for name in values:
-                own[name] = values[name]
+            own = values.copy()
             own["prompt"] = prompt
+            request = _new_object(VideoRequest)
+            _set_attribute(request, "__dict__", own)
             _set_attribute(request, "__pydantic_fields_set__", fields_set)
             _set_attribute(request, "__pydantic_extra__", extra)
             _set_attribute(request, "__pydantic_private__", private)
@@ -196,11 +197,13 @@ def validate_rows(
             texts.append(request_text(request) if head is None
                          else f"{head}{encode_basestring(prompt)}{tail}")
             continue
+        cells = tuple(column[row - 1] for column in columns)
+        row_given = row_defaults(cells)
         given = {name: v for name, v in zip(fields, cells, strict=True) if v is not _EMPTY}
         try:
-            request = VideoRequest.model_validate({**defaults, **given}, context=context)
+            request = VideoRequest.model_validate({**row_given, **given}, context=context)
         except ValidationError as exc:
-            problems += _problems_from(exc, row, from_defaults=defaults.keys() - given.keys())
+            problems += _problems_from(exc, row, from_defaults=row_given.keys() - given.keys())
         else:
             requests.append(request)
             texts.append(request_text(request))
@@ -217,6 +220,7 @@ def _defaults_by_provider(defaults: Mapping[str, Any], rules: RequestRules | Non
 
 
 _SLOW: Any = object()  # a cell that makes its row be validated on its own
+_UNSEEN: Any = object()  # a combination not checked yet
 _SCALARS = frozenset({int, float, bool})
 
 
@@ -224,7 +228,8 @@ def _tagged(name: str, column: list[Any]) -> list[Any]:
     if name == "camera_control":  # a nested value: each row on its own
         return [_EMPTY if v is _EMPTY else _SLOW for v in column]
     return [v if type(v) is str or v is _EMPTY
-            else (type(v), repr(v)) if type(v) in _SCALARS else _SLOW
+            else ((type(v), v) if v else (type(v), repr(v))) if type(v) in _SCALARS  # 0.0 != -0.0
+            else _SLOW
             for v in column]
 
 
@@ -253,7 +258,10 @@ def _check_combination(
     if request.image is not None or request.end_image is not None:
         return None  # the image decides what is checked (text or image input): each row on its own
     head, tail = prompt_template(request) or (None, None)
-    return (request.__dict__, request.__pydantic_fields_set__, request.__pydantic_extra__,
+    shared = _new_object(VideoRequest).__dict__  # a key-sharing dict, filled in field order
+    for name, value in request.__dict__.items():
+        shared[name] = value
+    return (shared, request.__pydantic_fields_set__, request.__pydantic_extra__,
             request.__pydantic_private__, head, tail)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ._fleet import Providers
@@ -33,13 +34,24 @@ class Start(NamedTuple):
 def starting(jobs: Sequence[Job], settings: RunSettings) -> Start:
     """Which rows a run over ``jobs`` drives (nothing changed: the runner moves ``resumed`` rows to
     pending itself). Failed rows, and cancelled rows when not resuming, stay as they are."""
-    cancelled, waiting, accepted = State.CANCELLED, State.PENDING, State.GENERATING
     resume = settings.resume_cancelled
-    resumed = [j for j in jobs if j.state is cancelled] if resume else []
-    in_doubt = [j for j in jobs if j.state is State.SUBMITTING or j.state is State.UNKNOWN]
-    running = [j for j in jobs if j.state is accepted]
-    pending = [j for j in jobs if j.state is waiting or (resume and j.state is cancelled)]
-    return Start(resumed, in_doubt, running, pending)
+    if list(map(_state, jobs)).count(State.PENDING) == len(jobs):  # a new run: nothing to sort
+        return Start([], [], [], list(jobs))
+    by_state: dict[State, list[Job]] = {state: [] for state in State}
+    for job in jobs:
+        by_state[job.state].append(job)
+    resumed = by_state[State.CANCELLED] if resume else []
+    in_doubt = by_state[State.SUBMITTING] or by_state[State.UNKNOWN]
+    if by_state[State.SUBMITTING] and by_state[State.UNKNOWN]:  # both: in input order
+        in_doubt = [j for j in jobs if j.state is State.SUBMITTING or j.state is State.UNKNOWN]
+    if resume and resumed:
+        pending = [j for j in jobs if j.state is State.PENDING or j.state is State.CANCELLED]
+    else:
+        pending = by_state[State.PENDING]
+    return Start(resumed, in_doubt, by_state[State.GENERATING], pending)
+
+
+_state = attrgetter("state")
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class Rows:
         pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
         key = job.idempotency_key(self.run_id)
         provider = self.provider.name
-        model = self.provider.resolve(request).model or ""
+        model = self.provider.model_id(request) or ""
         pool = (provider, model)
         cost = self.provider.estimate_cost(request)
         while job.state is State.PENDING:

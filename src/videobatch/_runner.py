@@ -28,6 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
+from operator import attrgetter
 from typing import Any
 
 from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext, Tally
@@ -73,7 +74,7 @@ class Runner:
         self.observers = list(observers)
         self._notify = Notifier(self.observers)  # in order, also when an observer causes an event
         self._tally = Tally(total=len(self.jobs), slots_limit=self._ceiling(self.provider)[0])
-        self._tally.counts.update(j.state for j in self.jobs)
+        self._tally.counts.update(map(attrgetter("state"), self.jobs))
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
         self._source_arg = source
         self._slots_arg = slots

@@ -110,7 +110,10 @@ class Ledger:
         self.budget = None if budget is None else micro(budget)
         self.spent = micro(dropped)
         self.reserved = 0
+        pending = State.PENDING
         for job in jobs:
+            if job.state is pending and job.cost_earlier is None:
+                continue  # holds nothing (most rows of a new run: skipped cheaply)
             spent, reserved = charge(job, estimate)
             self.spent += spent
             self.reserved += reserved

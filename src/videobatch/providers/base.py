@@ -310,13 +310,21 @@ class Provider(ABC):
         rules = self.rules()
         return Resolved(rules.card(request.model), rules.resolved(request), rules.typed_options(request))
 
+    def model_id(self, request: VideoRequest) -> str | None:
+        """The model ``request`` is sent to (``resolve(request).model``, without resolving the
+        rest: the runner asks for every row it sends)."""
+        catalog = self.catalog()
+        card = None if catalog is None else catalog.resolve(request.model)
+        return card.id if card is not None else request.model
+
     def estimate_cost(self, request: VideoRequest) -> float | None:
         """Estimated price of one request in USD, or None if unknown."""
         catalog = self.catalog()
-        resolved = self.resolve(request)
-        if catalog is None or resolved.card is None:
+        if catalog is None:
             return None
-        return catalog.to_usd(resolved.card.estimate(resolved.values))
+        rules = self.rules()
+        card = rules.card(request.model)
+        return None if card is None else catalog.to_usd(card.estimate(rules.resolved(request)))
 
     def describe(self) -> dict[str, Any]:
         """Settings that change what is generated (stored in the checkpoint). Never secrets."""
