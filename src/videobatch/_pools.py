@@ -98,8 +98,8 @@ class Pools:
         return [w for pool in self._pools.values() for w in pool.workers]
 
     def found_limits(self) -> dict[str, int]:
-        """Each probing pool's most tasks open at once: about what its provider took (the run
-        looked for a limit nobody stated; a task that ended counts until it is polled)."""
+        """Each probing pool's most tasks open at once: what its provider took (the run looked
+        for a limit nobody stated), by the tasks' own start and end times."""
         return {p.name: p.rows.most_open for p in self._pools.values()
                 if p.provider.limits.probe_up_to and p.ceiling > p.provider.limits.max_parallel}
 

@@ -53,6 +53,7 @@ class Rows:
                  durable: Callable[[], Awaitable[None]], ledger: Ledger) -> None:
         self.provider = provider
         self.settings = settings
+        self._policies = settings.submit_policy(), settings.pushback_policy()  # built once
         self.stop = stop
         self.slots = slots
         self.poller = poller
@@ -65,20 +66,36 @@ class Rows:
         self.durable = durable  # the store's: the intent to pay survives power loss before paying
         self.ledger = ledger  # the run's spend and budget, shared by every pool
         self.submits = 0
-        # Rows whose task this pool has open now (accepted in this run), and the most at once:
-        # what the provider took (shown when the run looked for an unstated limit).
-        self._open: set[str] = set()
-        self.most_open = 0
+        # Rows whose task this pool opened in this run: how many the provider took at once is
+        # read from them (shown when the run looked for an unstated limit).
+        self._opened: dict[str, Job] = {}
 
     def move(self, job: Job, new: State, **fields: Any) -> None:
-        """The runner's ``move`` (journal first, then observers), counting open tasks."""
+        """The runner's ``move`` (journal first, then observers), noting the tasks it opens."""
         was = job.state
         self._move(job, new, **fields)
         if new is State.GENERATING and was is not State.GENERATING:
-            self._open.add(job.key)
-            self.most_open = max(self.most_open, len(self._open))
-        elif was is State.GENERATING and new is not State.GENERATING:
-            self._open.discard(job.key)
+            self._opened[job.key] = job
+
+    @property
+    def most_open(self) -> int:
+        """The most tasks of this pool the provider had at once in this run, by each task's own
+        times (accepted at ``submitted_at``, ended at ``completed_at``, the provider's clock where
+        it says): a task that ended before it was polled counts only until it ended."""
+        edges = []
+        for job in self._opened.values():
+            if job.submitted_at is None:
+                continue
+            edges.append((job.submitted_at, 1))
+            ended = job.completed_at if job.completed_at is not None else (
+                job.updated_at if job.state is not State.GENERATING else None)
+            if ended is not None:
+                edges.append((max(ended, job.submitted_at), -1))  # ends sort before starts
+        most = now = 0
+        for _, step in sorted(edges):
+            now += step
+            most = max(most, now)
+        return most
 
     # ------------------------------------------------------------------ submit
     async def submit(self, job: Job, request: VideoRequest | None = None) -> bool:
@@ -87,8 +104,8 @@ class Rows:
         the provider refuses the account or the model (a fallback may take it)."""
         request = request or job.request
         stop = self.stop
-        transient = RetryState(self.settings.submit_policy())  # counts against max_attempts
-        pushback = RetryState(self.settings.pushback_policy())  # "too fast" / "slots busy"
+        transient = RetryState(self._policies[0])  # counts against max_attempts
+        pushback = RetryState(self._policies[1])  # "too fast" / "slots busy"
         key = job.idempotency_key(self.run_id)
         provider = self.provider.name
         model = self.provider.model_id(request) or ""

@@ -129,8 +129,8 @@ def finish_run(batch: Batch, *, out: Path | None, checkpoint: Path | str | None,
     where += spend_lines(batch)
     found = batch.outcome.slots_found if batch.outcome is not None else {}
     if found:
-        where.append("parallel tasks the account took, about (no limit was given, so the run looked for "
-                     "it; --concurrency N states it): "
+        where.append("most parallel tasks the account took at once (no limit was given, so the run "
+                     "looked for it; --concurrency N states it): "
                      + ", ".join(f"{name} {limit}" for name, limit in found.items()))
     unknown = [(j.key, j.error) for j in batch.jobs if j.state is State.UNKNOWN]
     if unknown and checkpoint:
