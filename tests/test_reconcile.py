@@ -10,6 +10,7 @@ import time
 import pytest
 
 from fakes import ScriptedProvider
+from videobatch._gate import Gate
 from videobatch._jobs import Job, State
 from videobatch._retry import set_testing
 from videobatch._runner import Runner, RunSettings
@@ -251,3 +252,44 @@ def test_capabilities_are_credited_from_what_a_provider_implements():
         pass
 
     assert Child.capabilities == NoLookup.capabilities  # inherited, not guessed again
+
+
+class SecretGate(Gate):
+    """Refuses rows whose prompt names a secret; lets the reconciler read no such request."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def refusal(self, job: Job, request: VideoRequest) -> str | None:
+        self.asked.append(job.key)
+        return "names a secret" if "[secret]" in request.prompt else None
+
+    async def readable(self, request: VideoRequest) -> bool:
+        return "[secret]" not in request.prompt
+
+
+def test_a_gate_refuses_a_row_before_its_paid_request_and_hides_it_from_matching():
+    provider = ScriptedProvider(lookup="refused", listing="complete")
+    jobs = make_jobs(["a", "b [secret]", "c"])
+    gate = SecretGate()
+    runner = Runner(jobs, provider, Store(), RunSettings(backoff_base=0.01), gate=gate)
+    asyncio.run(runner.run())
+    assert [j.state for j in jobs] == [State.COMPLETED, State.FAILED, State.COMPLETED]
+    assert jobs[1].error_kind == "rejected" and jobs[1].error == "names a secret"
+    assert jobs[1].attempts == 1 and jobs[1].task_id is None  # its intent was recorded, then refused
+    assert sorted(gate.asked) == ["r0", "r1", "r2"]
+    assert sum(provider.submit_calls.values()) == 2  # nothing of the refused row left
+
+    # A row in doubt is matched against the listing without what the gate hides.
+    seen: list[dict] = []
+    scan = provider.scan
+
+    async def recording_scan(keys, since):
+        seen.append(dict(keys))
+        return await scan(keys, since)
+
+    provider.scan = recording_scan  # type: ignore[method-assign]
+    in_doubt = make_jobs(["d [secret]"])
+    in_doubt[0].state = State.SUBMITTING
+    asyncio.run(Runner(in_doubt, provider, Store(), RunSettings(backoff_base=0.01), gate=gate).run())
+    assert seen and all(request is None for keys in seen for request in keys.values())

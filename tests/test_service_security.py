@@ -41,10 +41,9 @@ from service_fixtures import (
     worker_env,
     workers,
 )
-from videobatch.errors import RejectedError
-from videobatch.providers import get_provider
+from videobatch._jobs import Job
 from videobatch.request import VideoRequest
-from videobatch.service.images import ImageRules, guard_provider
+from videobatch.service.images import ImageGate, ImageRules
 from videobatch.service.limits import ServiceLimits
 from videobatch.service.queue import enqueue_fields
 from videobatch.service.records import new_job_fields
@@ -461,21 +460,17 @@ def test_the_workers_rule_for_image_cells(tmp_path, pipe):
     assert ImageRules(None, hermetic_policy()).worker_refusal("image", inside)
 
 
-def test_the_guarded_provider_neither_submits_nor_matches_a_refused_request(tmp_path, pipe):
-    provider = get_provider("local")
-    seen: list[Any] = []
-
-    async def recording_scan(keys: Any, since: float) -> None:
-        seen.append(dict(keys))
-
-    provider.scan = recording_scan  # type: ignore[method-assign]
-    guard_provider(provider, ImageRules(None, hermetic_policy()))
+def test_the_image_gate_neither_submits_nor_matches_a_refused_request(tmp_path, pipe):
+    # The worker's run gate (videobatch._gate): the runner asks it before every paid submit, and
+    # before a request is read to match a listed task. A read of the pipe would hang.
+    gate = ImageGate(ImageRules(None, hermetic_policy()))
     bad, fine = VideoRequest(prompt="x", image=pipe), VideoRequest(prompt="x")
+    row = Job(key="req-1", index=0, request=bad)
 
-    async def go() -> None:
-        with pytest.raises(RejectedError, match="reads no other file"):
-            await provider.submit(bad, "key-1")
-        await provider.scan({"key-1": bad, "key-2": fine, "key-3": None}, 0.0)
+    async def go() -> tuple[str | None, str | None, bool, bool]:
+        return (await gate.refusal(row, bad), await gate.refusal(row, fine),
+                await gate.readable(bad), await gate.readable(fine))
 
-    asyncio.run(asyncio.wait_for(go(), 10))  # a read of the pipe would hang
-    assert seen == [{"key-1": None, "key-2": fine, "key-3": None}]
+    refused, passed, bad_readable, fine_readable = asyncio.run(asyncio.wait_for(go(), 10))
+    assert refused and "reads no other file" in refused
+    assert passed is None and not bad_readable and fine_readable

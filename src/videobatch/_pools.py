@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ._fleet import PoolKey, Providers
+from ._gate import OPEN, Gate
 from ._jobs import Job, State
 from ._pacing import LocalSlots, RateLimiter, SlotPool
 from ._polling import Poller, PollSchedule
@@ -56,7 +57,8 @@ class Pools:
 
     def __init__(self, providers: Providers, *, settings: RunSettings, stop: Stop,
                  ceiling: Callable[[Provider], tuple[int, int]], slots: SlotPool | None,
-                 on_fatal: Callable[[ProviderError], None], make_rows: Callable[..., Rows]) -> None:
+                 on_fatal: Callable[[ProviderError], None], make_rows: Callable[..., Rows],
+                 gate: Gate = OPEN) -> None:
         self.providers = providers
         self._settings = settings
         self._stop = stop
@@ -64,6 +66,7 @@ class Pools:
         self._shared_slots = slots  # service mode: one pool, slots shared through Redis
         self._on_fatal = on_fatal
         self._make_rows = make_rows
+        self._gate = gate
         self._pools: dict[PoolKey, Pool] = {}
         self._limiters: dict[str, RateLimiter] = {}
 
@@ -78,7 +81,8 @@ class Pools:
         start, ceiling = self._ceiling(provider)
         slots = self._shared_slots or LocalSlots(ceiling, start)
         poller = Poller(provider, PollSchedule(provider.poll_hint), on_fatal=self._on_fatal)
-        reconciler = Reconciler(provider, self._settings.lookup_policy(), stop=self._stop.event)
+        reconciler = Reconciler(provider, self._settings.lookup_policy(), stop=self._stop.event,
+                                gate=self._gate)
         rows = self._make_rows(provider=provider, slots=slots, poller=poller, reconciler=reconciler)
         pool = self._pools[key] = Pool(key, provider, ceiling, slots, poller, reconciler, rows, source)
         return pool

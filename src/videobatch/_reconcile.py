@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._gate import OPEN, Gate
 from ._retry import RetryPolicy, call
 from .errors import AuthError, NotFoundError, ProviderError, TransientError
 from .providers.base import Provider, ScanResult, TaskStatus
@@ -60,10 +61,12 @@ OnRetry = Callable[[int, Exception, float], None]
 class Reconciler:
     """Answers "is there a task for this key?" for one run, with its retry policy and stop event."""
 
-    def __init__(self, provider: Provider, policy: RetryPolicy, *, stop: asyncio.Event) -> None:
+    def __init__(self, provider: Provider, policy: RetryPolicy, *, stop: asyncio.Event,
+                 gate: Gate = OPEN) -> None:
         self.provider = provider
         self.policy = policy
         self.stop = stop
+        self.gate = gate  # whether a request's images may be read to match a listed task
         self.lookups = 0  # provider calls spent (lookups and listings), for the run's figures
         self._waiting: dict[str, tuple[float, VideoRequest | None,
                                        asyncio.Future[ScanResult | ProviderError | None]]] = {}
@@ -115,6 +118,8 @@ class Reconciler:
 
     async def _scan(self, key: str, since: float | None,
                     request: VideoRequest | None) -> ScanResult | ProviderError | None:
+        if request is not None and not await self.gate.readable(request):
+            request = None  # searched by key only
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ScanResult | ProviderError | None] = loop.create_future()
         self._waiting[key] = (since if since is not None else 0.0, request, future)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ._gate import OPEN, Gate
 from ._jobs import Job, State
 from ._pacing import SlotPool
 from ._polling import Poller
@@ -29,6 +30,7 @@ from .errors import (
     NotFoundError,
     ProviderError,
     RateLimited,
+    RejectedError,
     SlotsBusy,
     TransientError,
 )
@@ -50,7 +52,7 @@ class Rows:
                  slots: SlotPool, poller: Poller, reconciler: Reconciler, run_id: str,
                  run_began: float,
                  started_wall: float, move: Move, emit: Emit,
-                 durable: Callable[[], Awaitable[None]], ledger: Ledger) -> None:
+                 durable: Callable[[], Awaitable[None]], ledger: Ledger, gate: Gate = OPEN) -> None:
         self.provider = provider
         self.settings = settings
         self._policies = settings.submit_policy(), settings.pushback_policy()  # built once
@@ -65,6 +67,7 @@ class Rows:
         self.emit = emit
         self.durable = durable  # the store's: the intent to pay survives power loss before paying
         self.ledger = ledger  # the run's spend and budget, shared by every pool
+        self.gate = gate  # asked right before every paid request
         self.submits = 0
         # Rows whose task this pool opened in this run: how many the provider took at once is
         # read from them (shown when the run looked for an unstated limit).
@@ -125,6 +128,10 @@ class Rows:
             self.move(job, State.SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
                       model_used=model or None, cost_estimated=cost)
             await self.durable()  # fsync'ed before the request leaves (shared with other rows)
+            refused = await self.gate.refusal(job, request)
+            if refused:  # nothing leaves: the row fails, unpaid
+                self.move(job, State.FAILED, error_kind=RejectedError.kind, error=refused)
+                return False
             sent_at = job.updated_at
             self.submits += 1
             try:

@@ -5,8 +5,8 @@
 - Rows already in flight from an earlier (crashed) run go first: ``generating`` rows are polled;
   ``submitting`` and ``unknown`` rows are reconciled by their idempotency key (``_reconcile``)
   before anything is sent again, and sent again only when the provider says the key is free.
-- Every transition goes to the store *before* the side effect it announces (``submitting`` before the
-  paid request leaves the process).
+- Every transition goes to the store *before* the side effect it announces (``submitting`` before
+  the paid request leaves, which the run's ``_gate`` may still refuse).
 - Transient failures are retried under the run's retry policy (``_retry``); permanent ones fail
   the row; auth errors stop the run; account errors stop submitting while in-flight rows finish.
   A submit whose answer was lost is reconciled; if nobody can say whether it created a task, the
@@ -14,9 +14,9 @@
 - ``cancel()`` stops everything promptly: rows in flight keep their state for the next run to
   reconcile, rows not started become ``cancelled`` (and ``pending`` again on resume).
 
-A run may use several providers (a mixed table): each (provider, model) pool has its own slots,
-poll schedule, lookups, queue and workers (``_pools``), all in one checkpoint and one set of counts.
-The runner knows the providers only through ``videobatch.providers.base.Provider``.
+A mixed table's (provider, model) pools each have their own slots, poll schedule, lookups, queue
+and workers (``_pools``), in one checkpoint and one set of counts. The runner knows the providers
+only through ``videobatch.providers.base.Provider``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 
 from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext, Tally
 from ._fleet import PoolKey, Providers
+from ._gate import OPEN, Gate
 from ._jobs import Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
@@ -62,10 +63,11 @@ class Runner:
         *,
         source: JobSource | None = None,
         slots: SlotPool | None = None,
+        gate: Gate = OPEN,
     ) -> None:
-        """Drive ``jobs`` (a batch) through ``provider`` (or, for a mixed table, the ``Providers``
-        its rows name) — or, with ``source``/``slots``, whatever the source hands out under a
-        shared slot pool (service mode, one provider; ``jobs`` may then be empty)."""
+        """Drive ``jobs`` through ``provider`` (or the ``Providers`` a mixed table's rows name),
+        or with ``source``/``slots`` what the source hands out under a shared slot pool (service
+        mode; ``jobs`` may be empty). ``gate``: asked before every paid request (``_gate``)."""
         self.jobs = list(jobs)
         self.providers = Providers.of(provider)
         self.provider = self.providers.default
@@ -78,6 +80,7 @@ class Runner:
         self._by_key: dict[str, Job] | None = None  # built on the first annotation
         self._source_arg = source
         self._slots_arg = slots
+        self._gate = gate
         self._stop: Stop | None = None
         self._pools: Pools | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -106,9 +109,7 @@ class Runner:
 
     def rows(self, states: Collection[State] | None = None) -> list[RowSnapshot]:
         """Snapshots of the batch's rows, all or those in ``states``."""
-        if states is None:
-            return [job.snapshot() for job in self.jobs]
-        wanted = frozenset(states)
+        wanted = frozenset(State if states is None else states)
         return [job.snapshot() for job in self.jobs if job.state in wanted]
 
     def annotate(self, row: RowSnapshot, **extras: Any) -> RowSnapshot:
@@ -154,12 +155,12 @@ class Runner:
         in_flight = in_doubt + accepted
         self._pools = pools = Pools(
             self.providers, settings=self.settings, stop=stop, ceiling=self._ceiling,
-            slots=self._slots_arg, on_fatal=self._fatal,
+            slots=self._slots_arg, on_fatal=self._fatal, gate=self._gate,
             make_rows=functools.partial(Rows, settings=self.settings, stop=stop,
                                         run_id=self.store.run_id, run_began=self.store.created_at,
                                         started_wall=self._started_wall, move=self._move,
                                         emit=self._emit, durable=self.store.durable,
-                                        ledger=self.ledger))
+                                        ledger=self.ledger, gate=self._gate))
         if self._source_arg is not None:  # service mode: one pool, fed by the shared queue
             pools.open((self.provider.name, None), self.provider, self._source_arg)
         elif len(self.providers) == 1 and not self.provider.limits.per_model:

@@ -13,7 +13,7 @@ provider) any file of its host. So over HTTP an image is only:
 Anything else (a local path, ``file://``) is refused with the same short answer whether or not
 such a file exists, and nothing is read. ``ImageRules.accepted`` is the API's check (it returns
 the value to store); ``ImageRules.worker_refusal`` is the worker's, made again before a row reaches
-the provider (a row can reach Redis another way), and ``guard_provider`` applies it.
+the provider (a row can reach Redis another way), and ``ImageGate`` makes it the run's gate.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError, RejectedError
-from ..providers import Provider
+from .._gate import Gate
+from .._jobs import Job
+from ..errors import ConfigError
 from ..request import VideoRequest
 from .addresses import AddressPolicy
 
-__all__ = ["IMAGE_COLUMNS", "IMAGE_DIR_ENV", "ImageRules", "guard_provider"]
+__all__ = ["IMAGE_COLUMNS", "IMAGE_DIR_ENV", "ImageGate", "ImageRules"]
 
 IMAGE_DIR_ENV = "VIDEOBATCH_SERVICE_IMAGE_DIR"
 IMAGE_COLUMNS = ("image", "end_image", "image_tail")
@@ -148,33 +147,25 @@ class ImageRules:
                 "image as a URL or as data")
 
 
-def guard_provider(provider: Provider, rules: ImageRules) -> None:
-    """Make ``provider`` see no request whose images break ``rules``: ``submit`` refuses it
-    (``RejectedError``: the row fails, nothing read or paid), and ``scan`` (which may read a
-    request's image to match it against listed tasks) gets it as unknown (None)."""
-    submit, scan = provider.submit, provider.scan
+class ImageGate(Gate):
+    """The worker's run gate (``videobatch._gate``) for images: a request whose images break
+    ``rules`` is never sent (the row fails, nothing read or paid) and never read to match a
+    provider's listing (it is searched by key only)."""
 
-    async def refusal(request: VideoRequest) -> str | None:
+    def __init__(self, rules: ImageRules) -> None:
+        self.rules = rules
+
+    async def refusal(self, job: Job, request: VideoRequest) -> str | None:
+        return await self.refusal_of(request)
+
+    async def readable(self, request: VideoRequest) -> bool:
+        return await self.refusal_of(request) is None
+
+    async def refusal_of(self, request: VideoRequest) -> str | None:
+        """Why ``request``'s images break the rules (None: they keep them); no file is read."""
         for column in ("image", "end_image"):
             value = getattr(request, column)
-            reason = await asyncio.to_thread(rules.worker_refusal, column, value) if value else None
+            reason = await asyncio.to_thread(self.rules.worker_refusal, column, value) if value else None
             if reason:
                 return reason
         return None
-
-    async def guarded_submit(request: VideoRequest, idempotency_key: str) -> Any:
-        reason = await refusal(request)
-        if reason:
-            raise RejectedError(reason)
-        return await submit(request, idempotency_key)
-
-    async def guarded_scan(keys: Mapping[str, VideoRequest | None], since: float) -> Any:
-        if isinstance(keys, Mapping):
-            keys = {key: None if request is None or await refusal(request) else request
-                    for key, request in keys.items()}
-        return await scan(keys, since)
-
-    # On this one object: the runner calls ``provider.submit`` / ``scan``; nothing else changes
-    # (capabilities are the class's).
-    provider.submit = guarded_submit  # type: ignore[method-assign]
-    provider.scan = guarded_scan  # type: ignore[method-assign]

@@ -33,7 +33,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import redis
@@ -46,7 +45,7 @@ from .._store import Store
 from ..errors import ConfigError
 from ..request import VideoRequest
 
-__all__ = ["RETENTION_DAYS", "SUBMITTING", "Keys", "RedisStore", "decode_hash", "ensure_run_id",
+__all__ = ["RETENTION_DAYS", "Keys", "RedisStore", "decode_hash", "ensure_run_id",
            "job_from_hash", "new_job_fields", "patiently", "public_view", "retention_from_env"]
 
 _INT = {"attempts", "generation"}
@@ -57,9 +56,6 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restart
 
 log = logging.getLogger("videobatch.service")
 T = TypeVar("T")
-SUBMITTING: ContextVar[str | None] = ContextVar("videobatch_submitting", default=None)
-"""The request whose ``submitting`` transition this task (a runner worker) stored last: the one
-its next paid submit is for (``redis_loss.guard_records`` checks its record is still there)."""
 
 # KEYS[1] the job hash. ARGV[1] the new status ('' for an annotation), ARGV[2] the record's
 # generation ('' when it sets none), ARGV[3] retention seconds (0: forever), ARGV[4] the key prefix,
@@ -265,8 +261,6 @@ class RedisStore(Store):
         for pair in mapping.items():
             args.extend(pair)
         key = self.keys.job(record["k"])
-        if record.get("s") == State.SUBMITTING.value:  # what the submit guard checks next
-            SUBMITTING.set(record["k"])
         # Blocking on purpose: the transition must be stored before its side effect.
         written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}", self.outage)
         if written == -1 and record.get("s") in _ENDS and self._restored(record["k"], key):

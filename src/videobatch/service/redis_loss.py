@@ -7,9 +7,8 @@ workers must neither crash nor pay for work no one can read back. What each part
 
 - ``check_persistence``: at start-up (worker and API), ``CONFIG GET appendonly`` / ``save``; a
   warning when neither is on, another when ``CONFIG`` is refused (managed Redis: not checked).
-- ``guard_records``: right before a paid submit, the worker checks the request's record is still
+- ``RecordGate``: right before a paid submit, the worker checks the request's record is still
   in Redis; if not, the submit is refused (the row fails unpaid; its queue entry is dropped).
-  The store tells which request is being submitted (``SUBMITTING``, set in the worker's task).
 - the store writes the end of a request whose record is gone on the copy the worker took
   (``RedisSource.remembered``): a paid result, or the refusal, reaches its client after all.
 - the queue (``queue.RedisSource``) recreates its consumer group on ``NOGROUP``; the slots
@@ -26,15 +25,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from .._gate import Gate
+from .._jobs import Job
 from .._retry import RetryState
-from ..errors import RejectedError
-from ..providers import Provider
 from ..request import VideoRequest
 from .queue import REDIS_OUTAGE
-from .records import SUBMITTING, UNAVAILABLE, Keys
+from .records import UNAVAILABLE, Keys
 
-__all__ = ["acheck_persistence", "check_persistence", "guard_records",
-           "persistence_problem"]
+__all__ = ["RecordGate", "acheck_persistence", "check_persistence", "persistence_problem"]
 
 log = logging.getLogger("videobatch.service")
 
@@ -79,22 +77,20 @@ async def acheck_persistence(client: aioredis.Redis) -> str | None:
     return _report(settings, None)
 
 
-def guard_records(provider: Provider, client: aioredis.Redis, keys: Keys) -> None:
-    """Make ``provider.submit`` refuse (``RejectedError``: the row fails, nothing is paid) a request
-    whose record is no longer in Redis, checked right before the submit leaves."""
-    submit = provider.submit
+class RecordGate(Gate):
+    """The worker's run gate (``videobatch._gate``) for Redis loss: a request whose record is no
+    longer in Redis is not submitted (the row fails unpaid), checked right before it leaves."""
 
-    async def guarded_submit(request: VideoRequest, idempotency_key: str) -> Any:
-        request_id = SUBMITTING.get()
-        if request_id is None or not await _exists(client, keys.job(request_id)):
-            log.error("!!! request %s: its record is gone from Redis (did Redis lose its data?); "
-                      "NOT submitting it (nothing paid); its queue entry is dropped",
-                      request_id or "(unknown)")
-            raise RejectedError("the request's record is gone from the service's Redis (Redis "
-                                "lost its data); nothing was submitted: send the request again")
-        return await submit(request, idempotency_key)
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client, self.keys = client, keys
 
-    provider.submit = guarded_submit  # type: ignore[method-assign]
+    async def refusal(self, job: Job, request: VideoRequest) -> str | None:
+        if await _exists(self.client, self.keys.job(job.key)):
+            return None
+        log.error("!!! request %s: its record is gone from Redis (did Redis lose its data?); "
+                  "NOT submitting it (nothing paid); its queue entry is dropped", job.key)
+        return ("the request's record is gone from the service's Redis (Redis lost its data); "
+                "nothing was submitted: send the request again")
 
 
 async def _exists(client: aioredis.Redis, key: str) -> bool:

@@ -33,6 +33,7 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 
+from .._gate import Gates
 from .._jobs import Job, RowSnapshot, State
 from .._retry import RetryPolicy, RetryState
 from .._runner import Runner, RunOutcome, RunSettings
@@ -40,10 +41,10 @@ from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
 from ..providers import Provider, get_provider
 from .addresses import AddressPolicy, guarded_transport
-from .images import ImageRules, guard_provider
+from .images import ImageGate, ImageRules
 from .queue import RedisSource
 from .records import RETENTION_DAYS, UNAVAILABLE, Keys, RedisStore, decode_hash, ensure_run_id, patiently
-from .redis_loss import check_persistence, guard_records
+from .redis_loss import RecordGate, check_persistence
 from .slots import RedisSlots
 
 __all__ = ["WorkerSettings", "run_worker"]
@@ -134,8 +135,9 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
     patiently(lambda: check_persistence(sync_client), "check its persistence", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
-    guard_provider(provider, ImageRules(settings.image_dir, settings.addresses))
-    guard_records(provider, async_client, keys)  # checked last, right before a paid submit
+    # Asked by the runner right before every paid submit: images, then the record in Redis.
+    gate = Gates(ImageGate(ImageRules(settings.image_dir, settings.addresses)),
+                 RecordGate(async_client, keys))
     problems = provider.check([])  # credentials and set-up, before taking any request
     if problems:
         raise ConfigError(f"provider set-up: {'; '.join(map(str, problems))}")
@@ -162,7 +164,7 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     runner = Runner(
         [], provider, store,
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
-        [webhooks], source=source, slots=slots,
+        [webhooks], source=source, slots=slots, gate=gate,
     )
 
     def shut_down() -> None:
