@@ -74,7 +74,7 @@ class _Entry:
     task_id: str = field(compare=False)
 
 
-@dataclass
+@dataclass(eq=False)  # one per task: compared by identity (a field-by-field == made polls O(n²))
 class _Watch:
     task_id: str
     accepted_at: float  # epoch seconds
