@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 from ._fleet import Providers
 from ._jobs import Job, State
 from ._settings import RunSettings
 from ._spend import Figures, Ledger, micro, usd
+from .providers.base import Provider
+from .request import VideoRequest
 
 __all__ = ["Group", "Plan", "Start", "make_plan", "starting"]
 
@@ -109,17 +111,16 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
     send: list[str] = []
     refused: dict[str, str] = {}
     groups: dict[tuple[str, str, str], list[float | None]] = {}
+    priced: dict[tuple[Any, ...], tuple[str, str, float | None]] = {}
     for job in start.pending:
         request, provider = providers.request_of(job), providers.for_row(job)
-        resolved = provider.resolve(request)
-        model = resolved.model or ""
-        cost = provider.estimate_cost(request)
+        model, choices, cost = _priced(provider, request, priced)
         if not ledger.admits(cost):
             refused[job.key] = ledger.refusal(cost, f"{provider.name} {model}".strip())
             continue
         ledger.reserved += micro(cost)  # held from here on, as the run's submitting record holds it
         send.append(job.key)
-        groups.setdefault((provider.name, model, _choices(resolved.values)), []).append(cost)
+        groups.setdefault((provider.name, model, choices), []).append(cost)
     by_group = [Group(*group, len(costs), _total(costs)) for group, costs in groups.items()]
     doubt = start.in_doubt
     left: dict[str, list[str]] = {}
@@ -135,6 +136,33 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
         in_doubt_cost=_total([providers.for_row(j).estimate_cost(providers.request_of(j))
                               for j in doubt]) if doubt else 0.0,
         before=before, notes=list(notes))
+
+
+# A request's fields but its prompt, as a tuple (every request's dict has every field).
+_BUT_PROMPT = itemgetter(*(name for name in VideoRequest.model_fields if name != "prompt"))
+
+
+def _priced(provider: Provider, request: VideoRequest,
+            memo: dict[tuple[Any, ...], tuple[str, str, float | None]]) -> tuple[str, str, float | None]:
+    """``request``'s model, priced choices and estimated cost at ``provider``. Rows that differ
+    only in their prompt are priced once (unless the provider prices requests its own way)."""
+    if type(provider).estimate_cost is not Provider.estimate_cost:
+        key = None
+    else:
+        key = (provider.name, _BUT_PROMPT(request.__dict__))
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value (camera_control, options): spelled out
+            key = (provider.name, repr(key[1]))
+            if key in memo:
+                return memo[key]
+    resolved = provider.resolve(request)
+    answer = resolved.model or "", _choices(resolved.values), provider.estimate_cost(request)
+    if key is not None:
+        memo[key] = answer
+    return answer
 
 
 def _choices(values: Mapping[str, Any]) -> str:
