@@ -9,6 +9,7 @@ budget is kept by the same ``Ledger``, admitting rows in the order the run sends
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -16,6 +17,8 @@ from typing import Any, NamedTuple
 
 from ._fleet import Providers
 from ._jobs import Job, State
+from ._plan_time import NOTHING, Eta, eta, task_lengths, total
+from ._pools import slot_range
 from ._settings import RunSettings
 from ._spend import Figures, Ledger, micro, usd
 from .providers.base import Provider
@@ -87,6 +90,9 @@ class Plan:
     in_doubt_cost: float | None  # what the in-doubt rows would cost if sent again
     before: Figures  # spent / reserved / budget of the checkpoint when the run starts
     notes: list[str] = field(default_factory=list)  # how the checkpoint opens, set-up to do
+    # About how long the rows to send take: per pool (provider, or provider:model), and in all.
+    times: dict[str, Eta] = field(default_factory=dict)
+    time: Eta = NOTHING
 
     @property
     def paid(self) -> int:
@@ -122,6 +128,7 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
         send.append(job.key)
         groups.setdefault((provider.name, model, choices), []).append(cost)
     by_group = [Group(*group, len(costs), _total(costs)) for group, costs in groups.items()]
+    times = _times(by_group, jobs, providers, settings)
     doubt = start.in_doubt
     left: dict[str, list[str]] = {}
     for job in jobs:
@@ -135,7 +142,27 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
         estimated=_total([g.cost for g in by_group]) if by_group else 0.0,
         in_doubt_cost=_total([providers.for_row(j).estimate_cost(providers.request_of(j))
                               for j in doubt]) if doubt else 0.0,
-        before=before, notes=list(notes))
+        before=before, notes=list(notes), times=times, time=total(list(times.values())))
+
+
+def _times(groups: Sequence[Group], jobs: Sequence[Job], providers: Providers,
+           settings: RunSettings) -> dict[str, Eta]:
+    """About how long each pool's rows take (a pool: a provider, or a provider's model where its
+    limit is per model), on the slots the run starts with."""
+    pools: dict[tuple[str, str | None], Counter[str]] = {}
+    for g in groups:
+        provider = providers.get(g.provider)
+        pool = (g.provider, g.model if provider.limits.per_model else None)
+        pools.setdefault(pool, Counter())[g.model] += g.rows
+    lengths = task_lengths(jobs)
+    times = {}
+    for (name, model), models in pools.items():
+        provider = providers.get(name)
+        slots = slot_range(provider, providers.default, settings.concurrency)[0]
+        most = models.most_common(1)[0][0]  # the pool's tasks take about as long as its usual model's
+        times[name if model is None else f"{name}:{model}"] = eta(
+            sum(models.values()), slots, provider, most, jobs, lengths)
+    return times
 
 
 # A request's fields but its prompt, as a tuple (every request's dict has every field).

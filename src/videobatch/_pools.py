@@ -24,7 +24,20 @@ from ._sources import JobSource, QueueSource
 from .errors import ProviderError
 from .providers.base import Provider
 
-__all__ = ["Pool", "Pools"]
+__all__ = ["Pool", "Pools", "slot_range"]
+
+
+def slot_range(provider: Provider, default: Provider, concurrency: int | None) -> tuple[int, int]:
+    """A pool's parallel slots: where they start, and the most they may grow to.
+
+    The user's --concurrency is their statement of the account's limit: it wins over the provider's
+    default guess. It is said of the run's provider; the others of a mixed table keep their own
+    max_parallel. Where nobody stated a limit, a provider may have the run look for it
+    (``probe_up_to``)."""
+    if provider is default and concurrency:
+        return concurrency, concurrency
+    limits = provider.limits
+    return limits.max_parallel, max(limits.max_parallel, limits.probe_up_to or 0)
 
 
 @dataclass(eq=False)

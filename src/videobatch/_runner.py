@@ -38,7 +38,7 @@ from ._jobs import Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
 from ._plan import starting
-from ._pools import Pool, Pools
+from ._pools import Pool, Pools, slot_range
 from ._rows import Rows
 from ._settings import RunOutcome, RunSettings, Stop
 from ._sources import JobSource, QueueSource
@@ -87,16 +87,8 @@ class Runner:
         self.ledger = Ledger(())  # spent/reserved/budget of the rows: counted when the run starts
 
     def _ceiling(self, provider: Provider) -> tuple[int, int]:
-        """A pool's parallel slots: where they start, and the most they may grow to.
-
-        The user's --concurrency is their statement of the account's limit: it wins over the
-        provider's default guess (a provider that refuses more slows us down on the wire). It is
-        said of the run's provider; the others of a mixed table keep their own max_parallel. Where
-        nobody stated a limit, a provider may have the run look for it (``probe_up_to``)."""
-        if provider is self.provider and self.settings.concurrency:
-            return self.settings.concurrency, self.settings.concurrency
-        limits = provider.limits
-        return limits.max_parallel, max(limits.max_parallel, limits.probe_up_to or 0)
+        """A pool's parallel slots: where they start, and the most they may grow to."""
+        return slot_range(provider, self.provider, self.settings.concurrency)
 
     # ------------------------------------------------------------------ what observers may use
     @property

@@ -62,6 +62,10 @@ def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None,
         lines.append("estimated cost: " + (f"about {money(plan.estimated)}" if plan.estimated
                                            is not None else "unknown (some rows have no price)")
                      + per)
+    if plan.groups:
+        per = ("; " + "; ".join(f"{name}: {t.text()}" for name, t in plan.times.items())
+               if len(plan.times) > 1 else "")
+        lines.append(f"estimated time: {plan.time.text()}{per}")
     lines += budget_lines(plan.before, "this checkpoint so far")
     if plan.before.budget is not None and plan.groups and plan.estimated is not None:
         lines.append(f"after this run, at most: spent {money(plan.after.spent)} of the budget "
