@@ -68,7 +68,7 @@ def expand(frame: pd.DataFrame, axes: Mapping[str, Any], *, source: str = "DataF
     labels = ["|".join(f"{name}={_label(v)}" for name, v in zip(values, combo, strict=True))
               for combo in combos]
     per_row = len(combos)
-    out = frame.loc[frame.index.repeat(per_row)].reset_index(drop=True)
+    out = frame.iloc[np.repeat(np.arange(len(frame)), per_row)].reset_index(drop=True)
     for position, name in enumerate(values):
         column = [combo[position] for combo in combos] * len(frame)
         out[name] = pd.Series(column, dtype=object if _mixed(column) else None)
