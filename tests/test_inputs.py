@@ -515,10 +515,11 @@ def test_non_utf8_csv(tmp_path):
     assert problem.line == 2
 
 
-def test_excel_file_gets_a_hint(tmp_path):
+def test_broken_excel_file_gets_a_hint(tmp_path):
     path = tmp_path / "prompts.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
-    assert "read_excel" in only(problems_of(path)).message
+    message = only(problems_of(path)).message
+    assert "cannot read the Excel file" in message and "save it as .xlsx" in message
 
 
 # -------------------------------------------------------------------------------- bad lists

@@ -2,6 +2,7 @@
 
     import videobatch
     df = videobatch.run("prompts.csv", provider="local", checkpoint="run.parquet")
+    grid = videobatch.sweep("subjects.csv", model=["kling-v2-6", "kling-v3"], duration=[5, 10])
 
 The public surface is what ``__all__`` lists; everything else may change between releases.
 """
@@ -19,6 +20,7 @@ from ._jobs import Job, State
 from ._plan import Plan
 from ._results import results
 from ._run import arun, plan, run
+from ._sweep import sweep
 from .errors import (
     AccountError,
     AuthError,
@@ -98,6 +100,7 @@ __all__ = [
     "register",
     "results",
     "run",
+    "sweep",
     "verify_signature",
     "write_report",
 ]

@@ -23,8 +23,10 @@ import pandas as pd
 
 from ._events import Observer
 from ._fleet import plan
+from ._images import check_images_of
 from ._inputs import Prompts, load_prompts
 from ._jobs import State
+from ._loops import in_running_loop as _in_running_loop
 from ._plan import Plan, make_plan
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
@@ -50,14 +52,6 @@ def _split_options(options: dict[str, Any], provider: str | Provider) -> tuple[d
     return defaults, provider_options
 
 
-def _in_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class Batch:
     """A batch of rows bound to a provider and (optionally) a checkpoint.
 
@@ -81,6 +75,8 @@ class Batch:
 
     Spending: ``max_cost=USD``, a budget the checkpoint never exceeds (``videobatch._spend``);
     ``plan()`` says what a run would pay for; ``dry_run=True`` writes nothing and only plans.
+    Input: ``template=True`` fills each prompt's ``{column}`` placeholders from its row; the
+    images of the rows to send are checked first (``videobatch._images``; ``check_images=False``).
     """
 
     def __init__(
@@ -104,6 +100,8 @@ class Batch:
         fallback: str | Sequence[str] | None = None,
         max_cost: float | None = None,
         dry_run: bool = False,
+        template: bool = False,
+        check_images: bool = True,
         **options: Any,
     ) -> None:
         if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
@@ -116,7 +114,7 @@ class Batch:
         self._owns_provider = not isinstance(provider, Provider)
         self.provider = get_provider(provider, **provider_options)
         given = {name: p.rules() for name, p in (providers or {}).items() if isinstance(p, Provider)}
-        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None,
+        self.prompts: Prompts = load_prompts(prompts, defaults=defaults or None, template=template,
                                              rules=self.provider.rules().with_others(given))
         outputs = outputs_for(self.prompts, download=download, download_name=download_name,
                               download_concurrency=download_concurrency, webhook=webhook,
@@ -139,6 +137,8 @@ class Batch:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.settings = RunSettings(concurrency=concurrency, timeout=timeout,
                                     max_attempts=max_attempts, max_cost=max_cost)
+        if check_images:  # the images of the rows it would send, before the checkpoint is written
+            check_images_of(checkpoint, self.prompts, self.providers.describe(), self.settings, force)
         self.store, self.jobs, opening = open_rows(
             checkpoint, self.prompts, settings=self.providers.describe(), force=force,
             dry_run=dry_run)

@@ -27,9 +27,11 @@ from ._input_check import (
     validate_rows,
     warn_near_misses,
 )
+from ._input_formats import read_table
 from ._input_keys import ID_COLUMN, Prompts, canonical_json, hashed_keys
-from ._input_read import frame_from_list, read_csv, scan, unsupported_type
+from ._input_read import frame_from_list, scan, unsupported_type
 from ._jobs import gc_paused
+from ._templates import fill_templates
 from .errors import ConfigError, InputError, Problem
 from .request import RequestRules, VideoRequest
 
@@ -42,6 +44,7 @@ def load_prompts(
     *,
     defaults: Mapping[str, Any] | None = None,
     rules: RequestRules | None = None,
+    template: bool = False,
 ) -> Prompts:
     """Read and validate a prompts table.
 
@@ -50,34 +53,41 @@ def load_prompts(
     them). ``defaults``: run-wide values for request fields and options, used where
     a row's cell is empty or its column is missing. ``rules``: the provider's options and model
     catalogue (``Provider.rules()``) every row is checked against; without them only the shared
-    fields are.
+    fields are. ``template``: fill each prompt's ``{column}`` placeholders from its row first
+    (``videobatch._templates``). Files: any format ``videobatch._input_formats`` reads.
 
     Raises ``InputError`` listing every problem of the table, ``ConfigError`` for bad ``defaults``.
     """
-    if isinstance(source, Prompts) and defaults is None:
+    if isinstance(source, Prompts) and defaults is None and not template:
         return source
     try:
-        return _load(source, defaults, rules)
+        return _load(source, defaults, rules, template)
     finally:
         # Parsing a big CSV leaves Arrow's pool holding freed memory: hand it back to the OS before
         # the run builds its jobs and checkpoint.
         pa.default_memory_pool().release_unused()
 
 
-def _load(source: object, defaults: Mapping[str, Any] | None, rules: RequestRules | None) -> Prompts:
+def _load(source: object, defaults: Mapping[str, Any] | None, rules: RequestRules | None,
+          template: bool = False) -> Prompts:
     run_defaults = check_defaults(defaults, rules)
     given: object = source  # checked at run time: callers pass anything
+    frame: pd.DataFrame
     if isinstance(given, Prompts):
-        return _validate(given.frame, given.source, run_defaults, rules, csv_text=None)
-    if isinstance(given, pd.DataFrame):
-        return _validate(given.copy(), "DataFrame", run_defaults, rules, csv_text=None)
-    if isinstance(given, str | os.PathLike):
+        frame, name, text = given.frame, given.source, None
+    elif isinstance(given, pd.DataFrame):  # (a sweep's table names its file in attrs)
+        frame, name, text = given.copy(), str(given.attrs.get("source") or "DataFrame"), None
+    elif isinstance(given, str | os.PathLike):
         name = os.fspath(given)
-        frame, text = read_csv(name)
-        return _validate(frame, name, run_defaults, rules, csv_text=text)
-    if isinstance(given, Sequence) and not isinstance(given, bytes | bytearray):
-        return _validate(frame_from_list(given), "list", run_defaults, rules, csv_text=None)
-    raise InputError([Problem(None, None, unsupported_type(given))], source="input")
+        frame, text = read_table(name)
+    elif isinstance(given, Sequence) and not isinstance(given, bytes | bytearray):
+        frame, name, text = frame_from_list(given), "list", None
+    else:
+        raise InputError([Problem(None, None, unsupported_type(given))], source="input")
+    early: list[Problem] = []
+    if template:  # before anything reads the prompts: every row then holds its own text
+        frame, early = fill_templates(frame, run_defaults)
+    return _validate(frame, name, run_defaults, rules, csv_text=text, early=early)
 
 
 def _validate(
@@ -86,10 +96,13 @@ def _validate(
     defaults: dict[str, Any],
     rules: RequestRules | None,
     csv_text: str | None,
+    early: Sequence[Problem] = (),
 ) -> Prompts:
-    """Check the table and every row; raise one InputError with everything found."""
+    """Check the table and every row; raise one InputError with everything found (``early``:
+    problems found before, e.g. in the prompt templates)."""
     rules = _with_named_providers(frame, rules)
     problems, blocking = table_problems(frame, defaults, rules)
+    problems += early
     requests: list[VideoRequest] = []
     keys: list[str] = []
     texts: list[str] = []

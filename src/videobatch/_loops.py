@@ -9,9 +9,14 @@ import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["call_in_loop"]
+__all__ = ["call_in_loop", "in_running_loop"]
 
 T = TypeVar("T")
+
+
+def in_running_loop() -> bool:
+    """Whether this thread is running an event loop (a notebook cell, async code)."""
+    return _current_loop() is not None
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:

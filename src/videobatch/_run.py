@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from ._api import Batch, PromptsLike, _in_running_loop
+from ._api import Batch, PromptsLike
+from ._loops import in_running_loop as _in_running_loop
 from ._plan import Plan
 from .providers import Provider
 

@@ -4,7 +4,8 @@ The main command and each sub-command build their parser from these groups, so a
 same thing (and has the same help) wherever it appears:
 
     provider    --provider, -P [NAME.]KEY=VALUE, --base-url
-    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes
+    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes, --no-check-images
+    table       --sweep NAME=V1,V2, --template (the main command)
     results     --out, --dry-run
     delivery    --download, --download-concurrency, --name, --webhook, --report
     output      -q/--quiet (progress bar), -v/--verbose (log retries and failures)
@@ -32,12 +33,15 @@ __all__ = [
     "add_provider",
     "add_results",
     "add_run",
+    "add_table",
     "command_parser",
     "delivery_options",
     "parse_options",
     "provider_options",
     "request_defaults",
     "scoped_options",
+    "sweep_axes",
+    "table_options",
 ]
 
 
@@ -107,6 +111,23 @@ def add_run(p: argparse.ArgumentParser) -> None:
     g.add_argument("-y", "--yes", action="store_true",
                    help="do not ask before paying (asked only in a terminal, when the estimate "
                         "is above $VIDEOBATCH_CONFIRM_ABOVE)")
+    g.add_argument("--no-check-images", action="store_true",
+                   help="do not check image cells before paying (by default every image of a row "
+                        "to send must be a file that is an image, or an http(s) URL answering "
+                        "with one within 10 s)")
+
+
+def add_table(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("table")
+    g.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+                   help="run every row once per value of NAME (repeatable: the product of all; "
+                        "e.g. --sweep model=kling-v2-6,kling-v3 --sweep duration=5,10); each "
+                        "variant's id is the row's id (else a hash of its cells) plus its values, "
+                        "so the same sweep run again resumes; a column PROMPTS already has cannot "
+                        "be swept")
+    g.add_argument("--template", action="store_true",
+                   help="fill {column} placeholders in each prompt from its row, e.g. "
+                        "'{subject} at {time_of_day}' ({{ and }} are literal braces)")
 
 
 def add_results(p: argparse.ArgumentParser, *, default_out: str | None,
@@ -202,6 +223,30 @@ def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"-O expects NAME=VALUE, got {item!r}")
         defaults[key.strip().replace("-", "_")] = value
     return defaults
+
+
+def sweep_axes(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The ``--sweep NAME=V1,V2`` items as NAME -> values (ConfigError for a malformed one)."""
+    axes: dict[str, list[str]] = {}
+    for item in getattr(args, "sweep", None) or ():
+        name, sep, values = item.partition("=")
+        name = name.strip().replace("-", "_")
+        listed = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not listed:
+            raise ConfigError(f"--sweep expects NAME=VALUE,VALUE,..., got {item!r}")
+        if name in axes:
+            raise ConfigError(f"--sweep {name} is given twice: list all its values in one, "
+                              f"--sweep {name}={','.join(axes[name] + listed)}")
+        axes[name] = listed
+    return axes
+
+
+def table_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch keywords from the table and image flags."""
+    options: dict[str, Any] = {"check_images": not args.no_check_images}
+    if getattr(args, "template", False):
+        options["template"] = True
+    return options
 
 
 def delivery_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def retry_main(argv: Sequence[str]) -> int:
                                       max_attempts=args.max_attempts, max_cost=args.max_cost,
                                       observers=[log_event] if args.verbose else [],
                                       providers=scoped_options(args, p), dry_run=args.dry_run,
+                                      check_images=not args.no_check_images,
                                       **delivery_options(args), **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from .._api import Batch
+from .._sweep import sweep
 from ..errors import CheckpointError, ConfigError, InputError
 from ._boundary import describe_os_error, guarded, log_to_stderr
 from ._checks import Place, check_numbers, check_places, check_results_format, refuse
@@ -29,11 +30,14 @@ from ._options import (
     add_provider,
     add_results,
     add_run,
+    add_table,
     command_parser,
     delivery_options,
     provider_options,
     request_defaults,
     scoped_options,
+    sweep_axes,
+    table_options,
 )
 from ._planning import confirmed, declined, plan_lines
 from ._running import finish_run, log_event
@@ -41,7 +45,8 @@ from ._running import finish_run, log_event
 __all__ = ["SUBCOMMANDS", "main"]
 
 DESCRIPTION = """\
-Generate one video per row of PROMPTS, a CSV file with a `prompt` column.
+Generate one video per row of PROMPTS, a table with a `prompt` column: a CSV file (or .tsv,
+.parquet, .jsonl, .json, .xlsx).
 
 Optional columns set per-row values every provider knows: model, duration, aspect_ratio,
 resolution, negative_prompt, seed, audio (on/off), image and end_image (URL or file, for
@@ -70,13 +75,15 @@ examples:
   python -m videobatch prompts.csv --max-cost 20      (never spend more than $20 on this checkpoint)
   python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v3 -O mode=pro
   python -m videobatch prompts.csv -P latency=1 -P failure_rate=0.1     (options of the provider)
+  python -m videobatch subjects.csv --template --sweep model=kling-v2-6,kling-v3 --sweep seed=1,2 --dry-run
 
 """ + EXIT_CODES_HELP
 
 
 def _parser() -> argparse.ArgumentParser:
     p = command_parser(None, DESCRIPTION, EPILOG, wrap=False)
-    p.add_argument("prompts", metavar="PROMPTS", help="CSV file of prompts (UTF-8, header row)")
+    p.add_argument("prompts", metavar="PROMPTS", help="prompts table: .csv (UTF-8, header row), "
+                                                      ".tsv, .parquet, .jsonl, .json or .xlsx")
     p.add_argument("--version", action="version", version=f"videobatch {__version__}")
     add_provider(p, default="local")
     add_run(p)
@@ -90,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                         "kept, the rest run")
     add_delivery(p)
     add_output(p)
+    add_table(p)
 
     g = p.add_argument_group("defaults for empty cells")
     g.add_argument("--model", help="the provider's model (default: its catalogue's; see `models`)")
@@ -148,12 +156,15 @@ def run_main(argv: Sequence[str]) -> int:
     if problems:
         return refuse(problems)
     try:
+        axes = sweep_axes(args)  # the table's rows times every combination of the swept values
         batch = Batch(
-            args.prompts, args.provider, concurrency=args.concurrency, checkpoint=checkpoint,
+            sweep(args.prompts, axes) if axes else args.prompts, args.provider,
+            concurrency=args.concurrency, checkpoint=checkpoint,
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
             providers=scoped, fallback=args.fallback, max_cost=args.max_cost,
-            dry_run=args.dry_run, **delivery_options(args), **request_defaults(args), **options,
+            dry_run=args.dry_run, **delivery_options(args), **request_defaults(args),
+            **table_options(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
