@@ -73,6 +73,8 @@ class Plan:
     in_doubt_cost: float | None  # what the in-doubt rows would cost if sent again
     before: Figures  # spent / reserved / budget of the checkpoint when the run starts
     notes: list[str] = field(default_factory=list)  # how the checkpoint opens, set-up to do
+    reused: list[str] = field(default_factory=list)  # taken from the result cache: not paid
+    saved: float | None = 0.0  # what the reused rows would have cost (None: some have no price)
 
     @property
     def paid(self) -> int:
@@ -88,9 +90,12 @@ class Plan:
 
 
 def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
-              notes: Sequence[str] = (), *, dropped: float = 0.0) -> Plan:
+              notes: Sequence[str] = (), *, dropped: float = 0.0,
+              reused: Mapping[str, float | None] | None = None) -> Plan:
     """The plan of a run of ``settings`` over ``jobs`` (as they stand before it starts);
-    ``dropped``: what the checkpoint spent on rows it no longer holds."""
+    ``dropped``: what the checkpoint spent on rows it no longer holds; ``reused``: the rows the
+    run takes from the result cache (``videobatch._reuse.find``) and what each would have cost."""
+    reused = reused or {}
     start = starting(jobs, settings)
     ledger = Ledger(jobs, settings.max_cost, providers.estimate_cost, dropped=dropped)
     before = ledger.figures()
@@ -98,6 +103,8 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
     refused: dict[str, str] = {}
     groups: dict[tuple[str, str, str], list[float | None]] = {}
     for job in start.pending:
+        if job.key in reused:
+            continue
         request, provider = providers.request_of(job), providers.for_row(job)
         resolved = provider.resolve(request)
         model = resolved.model or ""
@@ -122,7 +129,8 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
         estimated=_total([g.cost for g in by_group]) if by_group else 0.0,
         in_doubt_cost=_total([providers.for_row(j).estimate_cost(providers.request_of(j))
                               for j in doubt]) if doubt else 0.0,
-        before=before, notes=list(notes))
+        before=before, notes=list(notes), reused=[j.key for j in start.pending if j.key in reused],
+        saved=_total(list(reused.values())) if reused else 0.0)
 
 
 def _choices(values: Mapping[str, Any]) -> str:

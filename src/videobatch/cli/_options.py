@@ -4,7 +4,7 @@ The main command and each sub-command build their parser from these groups, so a
 same thing (and has the same help) wherever it appears:
 
     provider    --provider, -P [NAME.]KEY=VALUE, --base-url
-    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes
+    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes, --reuse, --reuse-dir
     results     --out, --dry-run
     delivery    --download, --download-concurrency, --name, --webhook, --report
     output      -q/--quiet (progress bar), -v/--verbose (log retries and failures)
@@ -37,6 +37,7 @@ __all__ = [
     "parse_options",
     "provider_options",
     "request_defaults",
+    "reuse_options",
     "scoped_options",
 ]
 
@@ -107,6 +108,13 @@ def add_run(p: argparse.ArgumentParser) -> None:
     g.add_argument("-y", "--yes", action="store_true",
                    help="do not ask before paying (asked only in a terminal, when the estimate "
                         "is above $VIDEOBATCH_CONFIRM_ABOVE)")
+    g.add_argument("--reuse", action="store_true",
+                   help="take the clip of a row whose identical request (same provider, model "
+                        "and settings) completed in any earlier run, from the result cache, "
+                        "instead of paying again; finished rows are remembered there")
+    g.add_argument("--reuse-dir", metavar="DIR",
+                   help="the result cache's folder (default $VIDEOBATCH_CACHE_DIR, else "
+                        "~/.cache/videobatch)")
 
 
 def add_results(p: argparse.ArgumentParser, *, default_out: str | None,
@@ -210,3 +218,8 @@ def delivery_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"download": args.download, "download_name": args.name, "webhook": args.webhook,
             "download_concurrency": args.download_concurrency,
             "webhook_secret": os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None}
+
+
+def reuse_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch keywords from ``--reuse`` and ``--reuse-dir`` (a folder alone means reuse too)."""
+    return {"reuse": bool(args.reuse or args.reuse_dir), "reuse_dir": args.reuse_dir}

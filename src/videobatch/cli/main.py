@@ -33,6 +33,7 @@ from ._options import (
     delivery_options,
     provider_options,
     request_defaults,
+    reuse_options,
     scoped_options,
 )
 from ._planning import confirmed, declined, plan_lines
@@ -68,6 +69,7 @@ examples:
   python -m videobatch data/prompts.csv --out results.csv
   python -m videobatch prompts.csv --dry-run --duration 10
   python -m videobatch prompts.csv --max-cost 20      (never spend more than $20 on this checkpoint)
+  python -m videobatch prompts.csv --reuse    (rows made before, by any run: taken, not paid again)
   python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v3 -O mode=pro
   python -m videobatch prompts.csv -P latency=1 -P failure_rate=0.1     (options of the provider)
 
@@ -153,7 +155,8 @@ def run_main(argv: Sequence[str]) -> int:
             force=args.force, progress=not args.quiet, timeout=args.timeout,
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
             providers=scoped, fallback=args.fallback, max_cost=args.max_cost,
-            dry_run=args.dry_run, **delivery_options(args), **request_defaults(args), **options,
+            dry_run=args.dry_run, **delivery_options(args), **request_defaults(args),
+            **reuse_options(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
