@@ -10,7 +10,6 @@ checkpoints and a real SQLite file; each test has its own cache (conftest sets t
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import videobatch
 from videobatch._cache import ResultCache, default_dir
 from videobatch._fleet import Providers
 from videobatch._jobs import Job, State
-from videobatch._reuse import ImageDigests, find, request_key
+from videobatch._reuse import ImageDigests, Keys, find, request_key
 from videobatch._settings import RunSettings
 from videobatch.errors import ConfigError
 from videobatch.providers import get_provider
@@ -112,7 +111,7 @@ def test_another_provider_setting_pays(tmp_path):
 def _age(**change: Any) -> None:
     """Rewrite every cache entry with ``change`` (an expired URL, a file gone)."""
     store = cache()
-    store.put([dataclasses.replace(e, **change) for e in store.entries()])
+    store.put([e._replace(**change) for e in store.entries()])
 
 
 def test_an_expired_url_without_a_downloaded_file_pays(tmp_path):
@@ -193,6 +192,22 @@ def test_a_local_image_counts_by_its_content(tmp_path):
     assert key(tmp_path / "gone.png") is not None  # not a file: its text is the content
     url = request_key(provider, VideoRequest(prompt="a fox", image="https://example.com/a.png"))
     assert url != request_key(provider, VideoRequest(prompt="a fox", image="https://example.com/b.png"))
+
+
+def test_the_fast_keys_are_the_keys(tmp_path):
+    """``Keys`` (one key text per shape, the prompt spelled in) gives ``request_key``'s keys."""
+    image = tmp_path / "still.png"
+    image.write_bytes(b"png")
+    kling = get_provider("kling", base_url="http://127.0.0.1:9")
+    requests = [VideoRequest(prompt=p, **given) for p in ("a fox", 'quote " and \\ back', "émoji 🎬\n",
+                                                          "x" * 300, "\x00")
+                for given in ({}, {"duration": 10}, {"options": {"mode": "std"}}, {"seed": 0},
+                              {"image": str(image)}, {"model": "kling-v2-5-turbo", "audio": False})]
+    keys = Keys()
+    for provider in (get_provider("local", **LOCAL), kling):
+        for request in requests:
+            assert keys.key(provider, request) == request_key(provider, request)
+    assert len({keys.key(kling, r) for r in requests}) == len(requests)
 
 
 # ---------------------------------------------------------------------- the cache itself

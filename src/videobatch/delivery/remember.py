@@ -24,7 +24,7 @@ from .._cache import Entry, ResultCache
 from .._events import Event, Observer
 from .._fleet import Providers
 from .._jobs import Job, RowSnapshot, State
-from .._reuse import ImageDigests, find, open_cache, request_key, take
+from .._reuse import Keys, find, open_cache, take
 from .._settings import RunSettings
 from .._store import Store
 from ..request import VideoRequest
@@ -82,7 +82,7 @@ class CacheWriter:
         self._run_id = ""
         self._queue: list[RowSnapshot] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._images = ImageDigests()
+        self._keys = Keys()
 
     def __repr__(self) -> str:
         return f"<CacheWriter {str(self.cache.path)!r}>"
@@ -131,7 +131,7 @@ class CacheWriter:
         request = self._sent(row)
         if request is None:
             return None
-        key = request_key(self.providers.get(row.provider_used), request, self._images)
+        key = self._keys.key(self.providers.get(row.provider_used), request)
         if key is None:
             return None
         size = row.extras.get("bytes")
