@@ -1,5 +1,6 @@
-"""What a run would do, told before it does it: which rows it pays for, keeps, waits for, looks up
-or refuses, and what that costs (``Plan``; ``--dry-run``, ``Batch.plan()``, ``videobatch.plan``).
+"""What a run would do, told before it does it: which rows it pays for, keeps, reuses (the result
+cache), waits for, looks up or refuses, and what that costs (``Plan``; ``--dry-run``,
+``Batch.plan()``, ``videobatch.plan``).
 
 The plan is made from the rows in the state the run starts from (the checkpoint read as
 ``_opening.decide`` reads it for the run, retries applied as the run applies them) by the same
