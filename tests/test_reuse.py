@@ -286,6 +286,20 @@ def test_a_cache_that_cannot_be_written_stops_the_run_before_it_pays(tmp_path):
     assert done.returncode == 2 and "cannot be written" in done.stderr and paid() == 0
 
 
+def test_a_cache_that_breaks_during_the_run_costs_no_result(tmp_path, caplog):
+    where = tmp_path / "cache"
+    batch = videobatch.Batch(FIVE, "local", checkpoint=tmp_path / "a.parquet", progress=False,
+                             reuse=True, reuse_dir=where, **LOCAL)
+    for item in where.iterdir():  # the folder goes away after the run opened it
+        item.unlink()
+    where.rmdir()
+    where.write_text("a file now")
+    df = batch.wait()
+    assert (df["status"] == "completed").all() and paid() == 5
+    assert "could not be written (unable to open database file)" in caplog.text
+    assert "not remembered for reuse" in caplog.text
+
+
 # ---------------------------------------------------------------------- the command line
 def test_the_command_line_reuses_and_its_dry_run_says_so(tmp_path):
     csv = tmp_path / "p.csv"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,9 +116,11 @@ class CacheWriter:
             rows, self._queue = self._queue, []
             try:
                 await asyncio.to_thread(self._write, rows)
-            except Exception:  # a full disk, a locked file: the run goes on, its rows are safe
-                log.exception("the result cache %s could not be written; %d row(s) not "
-                              "remembered for reuse", self.cache.path, len(rows))
+            except (OSError, sqlite3.Error) as exc:  # a full disk, a folder gone: the run goes on
+                log.warning("the result cache %s could not be written (%s); %d row(s) not "
+                            "remembered for reuse", self.cache.path, exc, len(rows))
+            except Exception:  # a bug here must not cost the run its results either
+                log.exception("remembering %d row(s) in the result cache failed", len(rows))
 
     def _write(self, rows: list[RowSnapshot]) -> None:
         entries = [e for e in map(self._entry, rows) if e is not None]
