@@ -171,25 +171,28 @@ class Hit:
 
 
 def find(jobs: Sequence[Job], providers: Providers, settings: RunSettings, cache: ResultCache,
-         now: float | None = None) -> dict[str, Hit]:
-    """The rows of ``jobs`` a run of ``settings`` would take from ``cache`` (by row key). Reads only."""
+         now: float | None = None, *, chunk: int = 2000) -> dict[str, Hit]:
+    """The rows of ``jobs`` a run of ``settings`` would take from ``cache`` (by row key). Reads only.
+    Rows are keyed and looked up ``chunk`` at a time: what a lookup holds stays small."""
     now = time.time() if now is None else now
     keys = Keys()
-    wanted: list[tuple[Job, Provider, VideoRequest, tuple[object, ...] | None, str]] = []
-    for job in starting(jobs, settings).pending:
-        provider, request = providers.for_row(job), providers.request_of(job)
-        shape = _shape(provider, request)
-        key = keys.key(provider, request, shape)
-        if key is not None:
-            wanted.append((job, provider, request, shape, key))
-    entries = cache.lookup(key for *_, key in wanted)
     hits: dict[str, Hit] = {}
     present: dict[str, bool] = {}  # file:// URLs checked in this lookup (many rows share one)
-    for job, provider, request, shape, key in wanted:
-        entry = entries.get(key)
-        found = _usable(entry, now, present) if entry is not None else None
-        if entry is not None and found is not None:
-            hits[job.key] = Hit(entry, provider.name, *found, keys.cost(provider, request, shape))
+    rows = starting(jobs, settings).pending
+    for start in range(0, len(rows), chunk):
+        wanted: list[tuple[Job, Provider, VideoRequest, tuple[object, ...] | None, str]] = []
+        for job in rows[start:start + chunk]:
+            provider, request = providers.for_row(job), providers.request_of(job)
+            shape = _shape(provider, request)
+            key = keys.key(provider, request, shape)
+            if key is not None:
+                wanted.append((job, provider, request, shape, key))
+        entries = cache.lookup(key for *_, key in wanted)
+        for job, provider, request, shape, key in wanted:
+            entry = entries.get(key)
+            found = _usable(entry, now, present) if entry is not None else None
+            if entry is not None and found is not None:
+                hits[job.key] = Hit(entry, provider.name, *found, keys.cost(provider, request, shape))
     return hits
 
 
