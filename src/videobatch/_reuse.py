@@ -6,7 +6,8 @@ A row is reused when the run would send it (pending, or cancelled and resumed: t
 ``_plan.starting`` names) and the cache holds a clip made from the same request: the same provider
 with the same settings (``Provider.describe()``, e.g. its API address) and the same values as sent
 (the model's defaults filled in, so a changed duration, model or mode is another request; an image
-given as a local file counts by its content). The row's key, id column, other columns and fallback
+given as a local file counts by its content; a provider without a model catalogue: the values as
+given). The row's key, id column, other columns and fallback
 play no part. The clip must still be there: a provider URL is handed out only while it stays valid
 for ``FRESH_FOR`` seconds more (a ``file://`` URL only while the file exists); past that, only the
 file a download saved (then the result points at that file). Rows submitted, generating, in doubt,
