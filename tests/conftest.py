@@ -17,6 +17,8 @@ def _local_provider_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "local-provider"))
     # and model catalogues as packaged: a catalogue file in the user's home must not change tests
     monkeypatch.setenv("VIDEOBATCH_CATALOG_DIR", str(tmp_path / "catalog"))
+    # and the result cache (reuse=True) of this test alone, never the user's ~/.cache/videobatch
+    monkeypatch.setenv("VIDEOBATCH_CACHE_DIR", str(tmp_path / "result-cache"))
 
 
 @pytest.fixture(autouse=True)

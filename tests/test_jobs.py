@@ -12,6 +12,7 @@ LEGAL = [
     (State.PENDING, State.PENDING),  # not sent, and why: the budget (error_kind "budget")
     (State.PENDING, State.SUBMITTING),
     (State.PENDING, State.CANCELLED),
+    (State.PENDING, State.COMPLETED),  # reused from the result cache: nothing sent
     (State.SUBMITTING, State.GENERATING),
     (State.SUBMITTING, State.PENDING),
     (State.SUBMITTING, State.FAILED),

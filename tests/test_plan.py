@@ -5,7 +5,8 @@ A matrix of situations against the offline ``local`` provider, which logs every 
 reaches its simulated account (``read_submissions``): a fresh table; a resumed one (all done, or
 stopped by the budget); prompts edited in a table with and without an ``id`` column, with and
 without ``force``; rows added and removed; failed rows retried; cancelled rows resumed (or left, by
-a retry); a budget. Each plans, checks the plan wrote nothing, runs, and compares. Real parquet
+a retry); a budget; rows taken from the result cache (``reuse``) alone, with a budget, on a resume
+and after edits. Each plans, checks the plan wrote nothing, runs, and compares. Real parquet
 checkpoints; the real command line for the case that was reported.
 """
 
@@ -100,6 +101,22 @@ def with_cancelled_rows(ck: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table(FIVE), {}
 
 
+def made_elsewhere(prompts: list[str], kept: Callable[[Path], Any] | None = None,
+                   **kwargs: Any) -> Callable[[Path], tuple[pd.DataFrame, dict[str, Any]]]:
+    """``prompts`` were made by a run into another checkpoint (the result cache remembers them);
+    ``kept``: what the checkpoint itself went through first."""
+    def setup(ck: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        rows, more = kept(ck) if kept is not None else (table(FIVE), {})
+        run(table(prompts), ck.with_name("elsewhere.parquet"), reuse=True)
+        return rows, {**more, **kwargs, "reuse": True}
+    setup.__name__ = f"reused_{len(prompts)}" + (f"_after_{kept.__name__}" if kept else "") + (
+        "_" + "_".join(kwargs) if kwargs else "")
+    return setup
+
+
+NIGHT = [p + (" at night" if i in (1, 3) else "") for i, p in enumerate(FIVE)]
+
+
 @pytest.mark.parametrize(("setup", "expected"), [
     (fresh, 5),
     (all_done, 0),
@@ -110,6 +127,12 @@ def with_cancelled_rows(ck: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     (forced_without_changes, 0),
     (with_a_budget, 3),
     (with_cancelled_rows, 5),  # a resume sends the cancelled rows too
+    (made_elsewhere(FIVE), 0),  # every row reused: nothing paid
+    (made_elsewhere(FIVE[:3]), 2),
+    (made_elsewhere(FIVE[:2], max_cost=0.10), 2),  # reused rows cost nothing: two more fit
+    (made_elsewhere(FIVE, kept=stopped_by_the_budget), 0),  # 2 kept, 3 reused
+    (made_elsewhere(NIGHT, kept=edited(ids=True)), 0),  # the edited rows were made elsewhere
+    (made_elsewhere(FIVE[:4], kept=with_cancelled_rows), 1),  # resumed cancelled rows reused too
 ], ids=lambda v: getattr(v, "__name__", str(v)))
 def test_the_plan_says_how_many_paid_requests_the_run_makes(tmp_path, setup, expected):
     ck = tmp_path / "run.parquet"
@@ -118,13 +141,15 @@ def test_the_plan_says_how_many_paid_requests_the_run_makes(tmp_path, setup, exp
     plan = videobatch.plan(rows, "local", checkpoint=ck, **LOCAL, **kwargs)
     assert files(tmp_path) == before_files and paid() == before_paid  # the plan wrote nothing
     assert plan.paid == expected
-    assert plan.paid + len(plan.kept) + len(plan.refused) + sum(map(len, plan.left.values())) \
-        == len(rows) == plan.rows
+    assert plan.paid + len(plan.kept) + len(plan.reused) + len(plan.refused) \
+        + sum(map(len, plan.left.values())) == len(rows) == plan.rows
     assert sum(g.rows for g in plan.groups) == plan.paid
     assert plan.estimated == pytest.approx(0.05 * plan.paid)
     df = run(rows, ck, **kwargs)
     assert paid() - before_paid == plan.paid
-    assert (df["status"] == "completed").sum() == len(plan.kept) + plan.paid
+    assert (df["status"] == "completed").sum() == len(plan.kept) + len(plan.reused) + plan.paid
+    reused = df["reused_from"].notna() if "reused_from" in df.columns else df["key"].isna()
+    assert df.loc[reused, "key"].tolist() == plan.reused
     assert (df["error_kind"] == "budget").sum() == len(plan.refused)
 
 

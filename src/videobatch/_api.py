@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,8 +31,9 @@ from ._loops import in_running_loop as _in_running_loop
 from ._plan import Plan, make_plan
 from ._results import results_frame
 from ._runner import Runner, RunOutcome, RunSettings
-from ._store import Checkpoint, open_rows
+from ._store import Checkpoint, load, open_rows
 from .delivery.outputs import outputs_for
+from .delivery.remember import Reuse
 from .errors import ConfigError, InputError
 from .providers import Provider, get_provider, option_names, setting_names
 from .request import REQUEST_FIELDS
@@ -77,6 +79,7 @@ class Batch:
     ``plan()`` says what a run would pay for; ``dry_run=True`` writes nothing and only plans.
     Input: ``template=True`` fills each prompt's ``{column}`` placeholders from its row; the
     images of the rows to send are checked first (``videobatch._images``; ``check_images=False``).
+    ``reuse=True``: clips of identical requests made in earlier runs, unpaid (``_reuse``, ``reuse_dir``).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Batch:
         dry_run: bool = False,
         template: bool = False,
         check_images: bool = True,
+        reuse: bool = False, reuse_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
         if timeout is not None and not timeout > 0:  # NaN too; checked before reading any row
@@ -133,6 +137,7 @@ class Batch:
         self._given = [p for p in (providers or {}).values() if isinstance(p, Provider)]
         if problems:
             raise InputError(problems, source=self.prompts.source)
+        self._reuse = Reuse.open(reuse, reuse_dir, dry_run=dry_run, notes=self._notes)
         if concurrency is not None and concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.settings = RunSettings(concurrency=concurrency, timeout=timeout,
@@ -152,7 +157,7 @@ class Batch:
                 raise
             self._notes.append(f"{exc} (the real run needs it)")
         self._progress = progress
-        self._observers = outputs + list(observers)
+        self._observers = outputs + list(observers) + self._reuse.observers(self.providers, self.store)
         self._runner: Runner | None = None
         self._task: asyncio.Future[RunOutcome] | None = None
         self._thread: threading.Thread | None = None
@@ -169,8 +174,6 @@ class Batch:
         ``provider`` defaults to the one the checkpoint was made with; its options (latency,
         base_url, ...) are not stored and must be passed again when they matter.
         """
-        from ._store import load
-
         loaded = load(checkpoint)
         prompts = Prompts(frame=loaded.frame, requests=[j.request for j in loaded.jobs],
                           keys=[j.key for j in loaded.jobs], source=str(checkpoint))
@@ -188,6 +191,7 @@ class Batch:
         if self.dry_run:
             raise ConfigError("this batch is a dry run (dry_run=True): it plans and sends nothing; "
                               "build it without dry_run to run it")
+        self._reuse.take(self.jobs, self.providers, self.settings, self.store)  # completed, unpaid
         progress = progress or self._new_progress()
         observers = list(self._observers) + ([progress] if progress else [])
         self._runner = Runner(self.jobs, self.providers, self.store, self.settings, observers)
@@ -343,10 +347,8 @@ class Batch:
 
         The explicit counterpart of ``cancel()``: each of them is a paid submission (a new one for
         a row whose task the provider cancelled). Rows finished, failed or of unknown outcome are
-        not touched. Call ``start()``/``wait()`` to run them. While the batch runs, a running
-        batch does not take them: they are put back to work when it ends, for the next
-        ``start()``.
-        """
+        not touched. Call ``start()``/``wait()`` to run them. A running batch does not take
+        them: they are put back to work when it ends, for the next ``start()``."""
         keys = [j.key for j in self.jobs if j.state is State.CANCELLED]
         if not keys:
             return 0
@@ -378,8 +380,8 @@ class Batch:
     def plan(self) -> Plan:
         """What running this batch now would do: the rows it pays for, keeps, waits for, looks up
         or refuses (the budget), and their estimated cost by provider and model. Sends nothing."""
-        return make_plan(self.jobs, self.providers, self.settings, self._notes,
-                         dropped=self.store.cost_dropped)
+        return make_plan(self.jobs, self.providers, self.settings, self._notes, dropped=self.store.cost_dropped,
+                         reused=self._reuse.saved(self.jobs, self.providers, self.settings))
 
     def results(self) -> pd.DataFrame:
         """The results DataFrame as it stands now (input columns, then result columns).
@@ -390,10 +392,8 @@ class Batch:
         return results_frame(self.prompts.frame, self.jobs)
 
     def counts(self) -> dict[str, int]:
-        out = {s.value: 0 for s in State}
-        for job in self.jobs:
-            out[job.state.value] += 1
-        return out
+        found = Counter(job.state.value for job in self.jobs)
+        return {s.value: found[s.value] for s in State}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)

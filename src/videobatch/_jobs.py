@@ -12,6 +12,8 @@
     unknown ──► pending               the provider says the key is free (same key), or the
                                       user resubmits it (retry --unknown: new key, may pay twice)
     pending ──cancel──► cancelled ──resume──► pending
+    pending ──► completed             reused: the same request completed in an earlier run (the
+                                      result cache, ``videobatch._reuse``); nothing is sent
     generating ──cancel──► cancelled  the provider stopped the task on our word (queued: nothing
                                       charged); resuming it is a new paid submission (new key)
 
@@ -59,7 +61,9 @@ IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
 
 _LEGAL: dict[State, frozenset[State]] = {
     # -> pending: not sent, and why (the budget would be exceeded): error_kind/error say it.
-    State.PENDING: frozenset({State.PENDING, State.SUBMITTING, State.CANCELLED, State.FAILED}),
+    # -> completed: reused from the result cache, nothing sent (``videobatch._reuse``).
+    State.PENDING: frozenset({State.PENDING, State.SUBMITTING, State.CANCELLED, State.FAILED,
+                              State.COMPLETED}),
     # -> pending: the submit certainly created no task (or lookup says none exists): try again later.
     # -> failed: permanent rejection of the submit.
     # -> completed/failed directly: reconciliation found the task already finished.

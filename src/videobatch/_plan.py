@@ -1,5 +1,6 @@
-"""What a run would do, told before it does it: which rows it pays for, keeps, waits for, looks up
-or refuses, and what that costs (``Plan``; ``--dry-run``, ``Batch.plan()``, ``videobatch.plan``).
+"""What a run would do, told before it does it: which rows it pays for, keeps, reuses (the result
+cache), waits for, looks up or refuses, and what that costs (``Plan``; ``--dry-run``,
+``Batch.plan()``, ``videobatch.plan``).
 
 The plan is made from the rows in the state the run starts from (the checkpoint read as
 ``_opening.decide`` reads it for the run, retries applied as the run applies them) by the same
@@ -93,6 +94,8 @@ class Plan:
     # About how long the rows to send take: per pool (provider, or provider:model), and in all.
     times: dict[str, Eta] = field(default_factory=dict)
     time: Eta = NOTHING
+    reused: list[str] = field(default_factory=list)  # taken from the result cache: not paid
+    saved: float | None = 0.0  # what the reused rows would have cost (None: some have no price)
 
     @property
     def paid(self) -> int:
@@ -108,9 +111,12 @@ class Plan:
 
 
 def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
-              notes: Sequence[str] = (), *, dropped: float = 0.0) -> Plan:
+              notes: Sequence[str] = (), *, dropped: float = 0.0,
+              reused: Mapping[str, float | None] | None = None) -> Plan:
     """The plan of a run of ``settings`` over ``jobs`` (as they stand before it starts);
-    ``dropped``: what the checkpoint spent on rows it no longer holds."""
+    ``dropped``: what the checkpoint spent on rows it no longer holds; ``reused``: the rows the
+    run takes from the result cache (``videobatch._reuse.find``) and what each would have cost."""
+    reused = reused or {}
     start = starting(jobs, settings)
     ledger = Ledger(jobs, settings.max_cost, providers.estimate_cost, dropped=dropped)
     before = ledger.figures()
@@ -119,6 +125,8 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
     groups: dict[tuple[str, str, str], list[float | None]] = {}
     priced: dict[tuple[Any, ...], tuple[str, str, float | None]] = {}
     for job in start.pending:
+        if job.key in reused:
+            continue
         request, provider = providers.request_of(job), providers.for_row(job)
         model, choices, cost = _priced(provider, request, priced)
         if not ledger.admits(cost):
@@ -142,7 +150,9 @@ def make_plan(jobs: Sequence[Job], providers: Providers, settings: RunSettings,
         estimated=_total([g.cost for g in by_group]) if by_group else 0.0,
         in_doubt_cost=_total([providers.for_row(j).estimate_cost(providers.request_of(j))
                               for j in doubt]) if doubt else 0.0,
-        before=before, notes=list(notes), times=times, time=total(list(times.values())))
+        before=before, notes=list(notes), times=times, time=total(list(times.values())),
+        reused=[j.key for j in start.pending if j.key in reused],
+        saved=_total(list(reused.values())) if reused else 0.0)
 
 
 def _times(groups: Sequence[Group], jobs: Sequence[Job], providers: Providers,

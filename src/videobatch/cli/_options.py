@@ -4,7 +4,8 @@ The main command and each sub-command build their parser from these groups, so a
 same thing (and has the same help) wherever it appears:
 
     provider    --provider, -P [NAME.]KEY=VALUE, --base-url
-    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes, --no-check-images
+    run         --concurrency, --timeout, --max-attempts, --max-cost, --yes, --no-check-images,
+                --reuse, --reuse-dir
     table       --sweep NAME=V1,V2, --template (the main command)
     results     --out, --dry-run
     delivery    --download, --download-concurrency, --name, --webhook, --report
@@ -39,6 +40,7 @@ __all__ = [
     "parse_options",
     "provider_options",
     "request_defaults",
+    "reuse_options",
     "scoped_options",
     "sweep_axes",
     "table_options",
@@ -115,6 +117,13 @@ def add_run(p: argparse.ArgumentParser) -> None:
                    help="do not check image cells before paying (by default every image of a row "
                         "to send must be a file that is an image, or an http(s) URL answering "
                         "with one within 10 s)")
+    g.add_argument("--reuse", action="store_true",
+                   help="take the clip of a row whose identical request (same provider, model "
+                        "and settings) completed in any earlier run, from the result cache, "
+                        "instead of paying again; finished rows are remembered there")
+    g.add_argument("--reuse-dir", metavar="DIR",
+                   help="the result cache's folder (default $VIDEOBATCH_CACHE_DIR, else "
+                        "~/.cache/videobatch)")
 
 
 def add_table(p: argparse.ArgumentParser) -> None:
@@ -255,3 +264,8 @@ def delivery_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"download": args.download, "download_name": args.name, "webhook": args.webhook,
             "download_concurrency": args.download_concurrency,
             "webhook_secret": os.environ.get("VIDEOBATCH_WEBHOOK_SECRET") or None}
+
+
+def reuse_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch keywords from ``--reuse`` and ``--reuse-dir`` (a folder alone means reuse too)."""
+    return {"reuse": bool(args.reuse or args.reuse_dir), "reuse_dir": args.reuse_dir}

@@ -39,6 +39,8 @@ def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None,
     retry = f"`python -m videobatch retry {checkpoint or 'CHECKPOINT'}`"
     counted = [
         (len(plan.kept), "already completed: kept as they are"),
+        (len(plan.reused), "made by an earlier run (the result cache): reused, not paid "
+                           f"(saves {'an unknown amount' if plan.saved is None else 'about ' + money(plan.saved)})"),
         (len(plan.waiting), "accepted earlier: their open task is waited for (not paid again)"),
         (len(plan.in_doubt), "in doubt (submitting or unknown): looked up by key first, sent "
                              "again (paid) only if the provider has no task for them"

@@ -38,6 +38,7 @@ from ._options import (
     command_parser,
     delivery_options,
     provider_options,
+    reuse_options,
     scoped_options,
 )
 from ._planning import confirmed, declined, plan_lines
@@ -165,7 +166,7 @@ def retry_main(argv: Sequence[str]) -> int:
                                       observers=[log_event] if args.verbose else [],
                                       providers=scoped_options(args, p), dry_run=args.dry_run,
                                       check_images=not args.no_check_images,
-                                      **delivery_options(args), **options)
+                                      **delivery_options(args), **reuse_options(args), **options)
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

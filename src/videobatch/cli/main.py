@@ -35,6 +35,7 @@ from ._options import (
     delivery_options,
     provider_options,
     request_defaults,
+    reuse_options,
     scoped_options,
     sweep_axes,
     table_options,
@@ -73,6 +74,7 @@ examples:
   python -m videobatch data/prompts.csv --out results.csv
   python -m videobatch prompts.csv --dry-run --duration 10
   python -m videobatch prompts.csv --max-cost 20      (never spend more than $20 on this checkpoint)
+  python -m videobatch prompts.csv --reuse    (rows made before, by any run: taken, not paid again)
   python -m videobatch prompts.csv --provider kling --concurrency 5 --model kling-v3 -O mode=pro
   python -m videobatch prompts.csv -P latency=1 -P failure_rate=0.1     (options of the provider)
   python -m videobatch subjects.csv --template --sweep model=kling-v2-6,kling-v3 --sweep seed=1,2 --dry-run
@@ -164,7 +166,7 @@ def run_main(argv: Sequence[str]) -> int:
             max_attempts=args.max_attempts, observers=[log_event] if args.verbose else [],
             providers=scoped, fallback=args.fallback, max_cost=args.max_cost,
             dry_run=args.dry_run, **delivery_options(args), **request_defaults(args),
-            **table_options(args), **options,
+            **table_options(args), **reuse_options(args), **options,
         )
     except (InputError, ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
