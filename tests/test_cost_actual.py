@@ -1,0 +1,81 @@
+"""What a clip actually cost: Kling reports the units it deducted for a task (``final_unit_deduction``
+on ``/v1``, ``billing[]`` in the newer design); the run records it as ``cost_actual`` and the budget
+counts it instead of the estimate (``videobatch._spend``).
+
+Against the Kling test server on loopback, whose ``deduction_scale`` makes Kling bill half the
+published price: the estimates alone would stop the run at four of six rows, the actual costs let
+all six through, and at the published price the same budget stops at four (so the difference is
+the release down to the actual cost, nothing else). Real parquet checkpoints throughout.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import videobatch
+from videobatch._spend import Actuals, Ledger
+from videobatch._store import load
+from videobatch.testing import SimConfig, running_server
+
+FAST = {"first_poll": 0.1, "poll_interval": 0.05, "max_poll_interval": 0.3, "max_rps": 100}
+# (model, units Kling publishes for a 5 s clip of it with the catalogue's default settings)
+DESIGNS = [("kling-v2-6", 2.5), ("kling-3.0", 3.0)]  # /v1 pro per clip; newer 720p 0.6/s
+
+
+def run(server, rows, checkpoint, **options) -> pd.DataFrame:
+    return videobatch.run(rows, "kling", checkpoint=checkpoint, base_url=server.url,
+                          api_key=SimConfig.api_key, progress=False, concurrency=2,
+                          **FAST, **options)
+
+
+@pytest.mark.parametrize(("model", "units"), DESIGNS, ids=["legacy", "newer"])
+def test_the_actual_cost_is_recorded_and_releases_the_budget(tmp_path, model, units):
+    estimate = round(units * 0.14, 6)
+    budget = round(4.3 * estimate, 6)  # four rows by their estimates, not five
+    rows = [{"prompt": f"a paper boat on a canal, take {i}", "model": model} for i in range(6)]
+    with running_server(latency=0.15, jitter=0.1, deduction_scale=0.5) as server:
+        df = run(server, rows, tmp_path / "half.parquet", max_cost=budget)
+        tasks = [t for t in server.tasks() if not t["foreign"]]
+
+    assert (df["status"] == "completed").all(), df[["status", "error_kind", "error"]]
+    assert {t["units"] for t in tasks} == {units / 2}
+    assert df["cost_estimated"].tolist() == pytest.approx([estimate] * 6)
+    assert df["cost_actual"].tolist() == pytest.approx([estimate / 2] * 6)
+    assert df["cost_spent"].tolist() == pytest.approx([estimate / 2] * 6)
+    loaded = load(tmp_path / "half.parquet")  # journaled and snapshotted: it survives the run
+    assert [j.cost_actual for j in loaded.jobs] == pytest.approx([estimate / 2] * 6)
+    figures = Ledger(loaded.jobs, budget).figures()
+    assert figures.spent == pytest.approx(3 * estimate) and figures.reserved == 0
+    assert Actuals.of(loaded.jobs) == Actuals(6, pytest.approx(3 * estimate),
+                                              pytest.approx(6 * estimate))
+
+    # At the published price the actual equals the estimate: the same budget sends four rows.
+    with running_server(latency=0.15, jitter=0.1) as server:
+        full = run(server, rows, tmp_path / "full.parquet", max_cost=budget)
+        accepted = server.counters()["accepted"]
+    assert accepted == 4 and (full["status"] == "completed").sum() == 4
+    left = full[full["status"] != "completed"]
+    assert set(left["status"]) == {"pending"} and set(left["error_kind"]) == {"budget"}
+    assert full["cost_actual"].dropna().tolist() == pytest.approx([estimate] * 4)
+
+
+def test_an_actual_cost_above_the_estimate_counts_too(tmp_path):
+    """Kling bills what it bills: a task dearer than its estimate leaves less of the budget."""
+    estimate = round(2.5 * 0.14, 6)
+    rows = [{"prompt": f"lanterns, take {i}", "model": "kling-v2-6"} for i in range(4)]
+    with running_server(latency=0.1, jitter=0.0, deduction_scale=1.5) as server:
+        df = videobatch.run(rows, "kling", checkpoint=tmp_path / "run.parquet",
+                            base_url=server.url, api_key=SimConfig.api_key, progress=False,
+                            concurrency=1, max_cost=3.2 * estimate, **FAST)
+    # one at a time: 1.5 + 1.5 = 3 estimates spent, a third (1 more) would make 4 > 3.2
+    assert (df["status"] == "completed").sum() == 2
+    assert df["cost_actual"].dropna().tolist() == pytest.approx([1.5 * estimate] * 2)
+    assert set(df.loc[df["status"] == "pending", "error_kind"]) == {"budget"}
+
+
+def test_a_provider_that_does_not_say_leaves_cost_actual_empty(tmp_path):
+    df = videobatch.run(["one", "two"], "local", checkpoint=tmp_path / "run.parquet",
+                        progress=False, render=False, latency=0.01)
+    assert (df["status"] == "completed").all()
+    assert df["cost_actual"].isna().all() and df["cost_actual"].dtype == "float64"
