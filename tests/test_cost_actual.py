@@ -10,12 +10,22 @@ the release down to the actual cost, nothing else). Real parquet checkpoints thr
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pandas as pd
 import pytest
 
 import videobatch
-from videobatch._spend import Actuals, Ledger
+from videobatch._spend import Actuals, Ledger, money
 from videobatch._store import load
+from videobatch.cli.status import status_report
+from videobatch.providers import get_provider
+from videobatch.providers.local.provider import read_submissions
 from videobatch.testing import SimConfig, running_server
 
 FAST = {"first_poll": 0.1, "poll_interval": 0.05, "max_poll_interval": 0.3, "max_rps": 100}
@@ -50,6 +60,16 @@ def test_the_actual_cost_is_recorded_and_releases_the_budget(tmp_path, model, un
     assert Actuals.of(loaded.jobs) == Actuals(6, pytest.approx(3 * estimate),
                                               pytest.approx(6 * estimate))
 
+    # `status` shows the same figures: spent / reserved / budget, and what Kling reported.
+    shown = subprocess.run([sys.executable, "-m", "videobatch", "status", str(tmp_path / "half.parquet"),
+                            "--no-check"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    spent, left = money(3 * estimate), money(figures.left)
+    assert (f"Spend (USD; actual where the provider reported it): spent {spent} · reserved $0.00 · "
+            f"budget {money(budget)} ({left} left)") in shown.stdout
+    assert (f"estimated {money(6 * estimate)} for what was spent; actual cost reported for 6 "
+            f"tasks: {spent} (estimated {money(6 * estimate)})") in shown.stdout
+
     # At the published price the actual equals the estimate: the same budget sends four rows.
     with running_server(latency=0.15, jitter=0.1) as server:
         full = run(server, rows, tmp_path / "full.parquet", max_cost=budget)
@@ -79,3 +99,69 @@ def test_a_provider_that_does_not_say_leaves_cost_actual_empty(tmp_path):
                         progress=False, render=False, latency=0.01)
     assert (df["status"] == "completed").all()
     assert df["cost_actual"].isna().all() and df["cost_actual"].dtype == "float64"
+
+
+V1 = Path(__file__).parent / "data" / "checkpoint_v1"  # written before cost columns existed
+FIXTURES = Path(__file__).parent / "fixtures" / "providers" / "kling"
+
+
+def test_an_old_checkpoint_without_cost_columns_loads_and_resumes(tmp_path, monkeypatch):
+    shutil.copytree(V1, tmp_path / "v1")
+    monkeypatch.setenv("VIDEOBATCH_LOCAL_DIR", str(tmp_path / "v1" / "provider"))
+    path = tmp_path / "v1" / "run.parquet"
+    before = videobatch.results(path)
+    assert before["cost_actual"].isna().all() and before["cost_estimated"].isna().all()
+    info = status_report(load(path))
+    assert info["spend"]["budget"] is None and info["spend"]["actual"]["tasks"] == 0
+    df = videobatch.run(str(tmp_path / "v1" / "prompts.csv"), "local", checkpoint=path,
+                        progress=False, render=False, latency=0.05)
+    assert (df["status"] == "completed").all() and df["cost_actual"].isna().all()
+    subs = read_submissions()
+    assert sum(s["outcome"] == "accepted" for s in subs) == 8  # nothing paid twice
+
+
+def _reader_task(data: dict[str, Any], kind: str):
+    provider = get_provider("kling", api_key=SimConfig.api_key, base_url="http://127.0.0.1:9")
+    return provider._reader.task(data, kind)
+
+
+def test_the_client_reads_what_kling_deducted_on_both_designs():
+    legacy = json.loads((FIXTURES / "legacy_task_succeed.json").read_text())["data"]
+    assert legacy["final_unit_deduction"] == "3"  # Kling documents it as a string
+    assert _reader_task(legacy, "text2video").cost_actual == pytest.approx(3 * 0.14)
+    newer = json.loads((FIXTURES / "new_tasks_by_external_id_succeeded.json").read_text())["data"][0]
+    assert _reader_task(newer, "newer").cost_actual == pytest.approx(6.4 * 0.14)
+    # a charge from a cash balance names no unit we can convert: the estimate stays
+    cash = {**newer, "billing": [{"charge_type": "cash", "amount": "0.9", "list_price": "1.0"}]}
+    assert _reader_task(cash, "newer").cost_actual is None
+    # a task still running says nothing final, whatever the field holds
+    running = {**legacy, "task_status": "processing", "task_result": {}}
+    assert _reader_task(running, "text2video").cost_actual is None
+    for absent in ({k: v for k, v in legacy.items() if k != "final_unit_deduction"},
+                   {**legacy, "final_unit_deduction": "n/a"}):
+        assert _reader_task(absent, "text2video").cost_actual is None
+
+
+def test_the_dashboard_shows_spent_reserved_budget_and_the_actual_cost(tmp_path):
+    from videobatch.ui.dashboard import Dashboard
+    from videobatch.ui.dashboard_model import stats_html
+    from videobatch.ui.static_view import static_html
+
+    estimate = round(2.5 * 0.14, 6)
+    rows = [{"prompt": f"kites over a dune, take {i}", "model": "kling-v2-6"} for i in range(3)]
+    dash = Dashboard(display=False)
+    with running_server(latency=0.1, jitter=0.0, deduction_scale=0.5) as server:
+        batch = videobatch.Batch(rows, "kling", checkpoint=tmp_path / "run.parquet",
+                                 base_url=server.url, api_key=SimConfig.api_key, progress=False,
+                                 observers=[dash], max_cost=2.0, **FAST)
+        dash.batch = batch
+        batch.wait()
+    snap = dash.model.snapshot()
+    assert snap.figures is not None
+    assert snap.figures.spent == pytest.approx(1.5 * estimate) and snap.figures.budget == 2.0
+    line = stats_html(snap)
+    spent = money(snap.figures.spent)
+    assert f"<b>Spent</b> {spent} · reserved $0.00 · budget $2.00 ({money(snap.figures.left)} left)" in line
+    assert (f"<b>Estimated</b> cost of the 3 submissions sent: <b>{money(3 * estimate)}</b>; "
+            f"<b>actual</b> cost reported for 3: <b>{spent}</b>") in line
+    assert "<b>Spent</b>" in static_html(snap, "run", "abc")  # what a saved notebook keeps
