@@ -19,13 +19,19 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 
 import videobatch
+from service_fixtures import needs_redis
+from videobatch._jobs import Job, State
 from videobatch._spend import Actuals, Ledger, money
 from videobatch._store import load
 from videobatch.cli.status import status_report
 from videobatch.providers import get_provider
 from videobatch.providers.local.provider import read_submissions
+from videobatch.request import VideoRequest
+from videobatch.service.batch_views import batch_counts
+from videobatch.service.records import Keys, RedisStore, decode_hash, job_from_hash, new_job_fields, public_view
 from videobatch.testing import SimConfig, running_server
 
 FAST = {"first_poll": 0.1, "poll_interval": 0.05, "max_poll_interval": 0.3, "max_rps": 100}
@@ -165,3 +171,34 @@ def test_the_dashboard_shows_spent_reserved_budget_and_the_actual_cost(tmp_path)
     assert (f"<b>Estimated</b> cost of the 3 submissions sent: <b>{money(3 * estimate)}</b>; "
             f"<b>actual</b> cost reported for 3: <b>{spent}</b>") in line
     assert "<b>Spent</b>" in static_html(snap, "run", "abc")  # what a saved notebook keeps
+
+
+@needs_redis
+def test_the_service_answers_cost_figures_as_numbers(redis_server):
+    """A Redis hash holds text: the service reads its cost fields back as numbers of USD."""
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys("cost:")
+    store = RedisStore(client, keys, run_id="run")
+    client.rpush(keys.batch_ids("b1"), "r1", "r2", "r3")
+    jobs = {}
+    for rid in ("r1", "r2", "r3"):
+        client.hset(keys.job(rid), mapping=new_job_fields(rid, VideoRequest(prompt="x"), batch_id="b1"))
+        jobs[rid] = Job(rid, 0, VideoRequest(prompt="x"))
+    try:
+        for job in jobs.values():  # the runner's own records
+            store.append(job.transition(State.SUBMITTING, attempts=1, cost_estimated=0.35))
+        for rid in ("r1", "r2"):
+            store.append(jobs[rid].transition(State.GENERATING, task_id=f"t-{rid}"))
+        store.append(jobs["r1"].transition(State.COMPLETED, video_url="https://v/1.mp4",
+                                           cost_actual=0.175))
+        rows = [decode_hash(client.hgetall(keys.job(rid))) for rid in ("r1", "r2", "r3")]
+        views = [public_view(row) for row in rows]
+        assert [(v["cost_estimated"], v["cost_actual"], v["cost_spent"]) for v in views] == [
+            (0.35, 0.175, 0.175), (0.35, None, 0.35), (0.35, None, None)]
+        back = job_from_hash(rows[0])
+        assert back.cost_actual == 0.175 and back.cost_estimated == 0.35  # floats, not text
+        counts = batch_counts("b1", rows)
+        assert counts.spent == pytest.approx(0.525) and counts.reserved == pytest.approx(0.35)
+    finally:
+        client.delete(*(keys.job(r) for r in jobs), keys.batch_ids("b1"))
+        client.close()
