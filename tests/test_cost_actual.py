@@ -11,6 +11,7 @@ the release down to the actual cost, nothing else). Real parquet checkpoints thr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -202,3 +203,25 @@ def test_the_service_answers_cost_figures_as_numbers(redis_server):
     finally:
         client.delete(*(keys.job(r) for r in jobs), keys.batch_ids("b1"))
         client.close()
+
+
+def test_the_command_line_summary_says_spent_against_estimated_and_actual(tmp_path):
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"prompt": [f"a heron, take {i}" for i in range(3)],
+                  "model": ["kling-v2-6"] * 3}).to_csv(csv, index=False)
+    estimate = round(2.5 * 0.14, 6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    env["KLING_API_KEY"] = str(SimConfig.api_key)
+    with running_server(latency=0.1, jitter=0.0, deduction_scale=0.5) as server:
+        flags = ["--provider", "kling", "--base-url", server.url, "-q", "--max-cost", "5"]
+        for key, value in FAST.items():
+            flags += ["-P", f"{key}={value}"]
+        res = subprocess.run([sys.executable, "-m", "videobatch", str(csv), *flags],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    spent = Ledger(load(tmp_path / "p.checkpoint.parquet").jobs, 5.0).figures()
+    assert spent.spent == pytest.approx(1.5 * estimate)
+    assert (f"spend (USD; actual where the provider reported it): spent {money(spent.spent)} · "
+            f"reserved $0.00 · budget $5.00 ({money(spent.left)} left)") in res.stdout
+    assert (f"  estimated {money(3 * estimate)} for what was spent; actual cost reported for 3 "
+            f"tasks: {money(spent.spent)} (estimated {money(3 * estimate)})") in res.stdout
