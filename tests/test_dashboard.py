@@ -700,7 +700,8 @@ def test_the_estimated_cost_of_rows_sent_is_shown_per_provider_and_model(tmp_pat
         assert by_model[model].rows == 3  # the refused row made no task: not counted
         assert by_model[model].cost == pytest.approx(expected) and expected > 0
     total = sum(line.cost or 0 for line in snap.spend)
-    line = spend_html(snap.spend)
+    line = spend_html(snap.spend, snap.figures)
+    assert f"<b>Spent</b> ${total:,.2f} · reserved $0.00<br>" in line  # no budget set: none shown
     assert f"<b>Estimated</b> cost of the 6 submissions sent: <b>${total:,.2f}</b>" in line
     assert "local/local-v1: 3 = $" in line and "local/local-v2: 3 = $" in line
     assert line in stats_html(snap)

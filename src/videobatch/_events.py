@@ -13,10 +13,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._jobs import RowSnapshot, State
 from .errors import ProviderError
+
+if TYPE_CHECKING:
+    from ._spend import Figures, Ledger
 
 __all__ = [
     "Event",
@@ -132,6 +135,8 @@ Observers see snapshots only (``Progress``, ``RowSnapshot``), never the runner's
 class _Runner(Protocol):
     """The runner's public methods a ``RunContext`` uses (``videobatch._runner.Runner``)."""
 
+    ledger: Ledger
+
     @property
     def run_id(self) -> str: ...
     def snapshot(self) -> Progress: ...
@@ -142,7 +147,7 @@ class _Runner(Protocol):
 
 class RunContext:
     """What an observer may do during a run besides watching (see ``videobatch._events.Observer``):
-    read the run's rows and progress as snapshots, record result columns, cancel the run. It uses
+    read the run's rows, progress and spend as snapshots, record result columns, cancel the run. It uses
     only the runner's public methods."""
 
     def __init__(self, runner: _Runner) -> None:
@@ -155,6 +160,10 @@ class RunContext:
     @property
     def progress(self) -> Progress:
         return self._runner.snapshot()
+
+    def spend(self) -> Figures:
+        """Spent / reserved / budget of the run's checkpoint now (``videobatch._spend``): frozen."""
+        return self._runner.ledger.figures()
 
     def rows(self, states: Collection[State] | None = None) -> list[RowSnapshot]:
         """Snapshots of the batch's rows (those in ``states``); none in service mode, where rows

@@ -40,7 +40,7 @@ from .request import VideoRequest
 
 __all__ = [
     "RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "RowSnapshot", "State", "annotation", "gc_paused",
-    "idempotency_key",
+    "idempotency_key", "may_have_paid",
 ]
 
 
@@ -104,6 +104,7 @@ RESULT_COLUMNS = (
     "model_used",
     "cost_estimated",
     "cost_spent",
+    "cost_actual",
 )
 
 # Fields a transition may set; everything in a job besides key/index/request/state.
@@ -123,6 +124,7 @@ RESULT_FIELDS = (
     "model_used",
     "cost_estimated",
     "cost_earlier",
+    "cost_actual",
 )
 _RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
 
@@ -147,7 +149,7 @@ def gc_paused() -> Iterator[None]:
 # What a new submission of a row starts without.
 # (Its cost so far is not lost: ``cost_earlier`` carries it, see ``Job.carried_cost``.)
 _CLEARED = ("task_id", "submitted_at", "completed_at", "video_url", "video_id", "video_duration",
-            "expires_at", "error_kind", "error", "provider_used", "model_used", "cost_estimated")
+            "expires_at", "error_kind", "error", "provider_used", "model_used", "cost_estimated", "cost_actual")
 
 
 def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
@@ -161,6 +163,12 @@ def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
 
 
 _NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
+
+
+def may_have_paid(state: State, task_id: str | None) -> bool:
+    """Whether a row in ``state`` with ``task_id`` may have paid for its latest submission: the
+    provider accepted it (a task exists and was not stopped before it ran), or nobody can say."""
+    return state is State.UNKNOWN or (task_id is not None and state is not State.CANCELLED)
 _CORE_NAMES = frozenset(RESULT_COLUMNS) | _RESULT_FIELD_SET
 
 
@@ -196,12 +204,17 @@ class RowSnapshot:
     model_used: str | None
     cost_estimated: float | None
     cost_earlier: float | None
+    cost_actual: float | None
     updated_at: float
     extras: Mapping[str, Any]  # read-only copy
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    def may_have_paid(self) -> bool:
+        """As ``Job.may_have_paid``."""
+        return may_have_paid(self.state, self.task_id)
 
     def idempotency_key(self, run_id: str) -> str:
         return idempotency_key(run_id, self.key, self.generation)
@@ -237,6 +250,9 @@ class Job:
     # ``submitting``), and what its earlier submissions may have cost (carried over by a retry).
     cost_estimated: float | None = None
     cost_earlier: float | None = None
+    # USD the provider says its latest submission actually cost (set when its task ended, where
+    # the provider reports it: ``TaskStatus.cost_actual``); None: unknown, the estimate holds.
+    cost_actual: float | None = None
     updated_at: float = field(default_factory=time.time)
     # Extra result columns written by observers (downloads, webhooks): name -> JSON-able value.
     extras: dict[str, Any] = field(default_factory=dict)
@@ -250,7 +266,7 @@ class Job:
             self.key, self.index, self.request, self.state, self.attempts, self.generation,
             self.task_id, self.submitted_at, self.completed_at, self.video_url, self.video_id,
             self.video_duration, self.expires_at, self.error_kind, self.error, self.provider_used,
-            self.model_used, self.cost_estimated, self.cost_earlier, self.updated_at,
+            self.model_used, self.cost_estimated, self.cost_earlier, self.cost_actual, self.updated_at,
             MappingProxyType(dict(self.extras)) if self.extras else _NO_EXTRAS)
 
     def retry(self) -> dict[str, Any]:
@@ -273,14 +289,20 @@ class Job:
         """Whether its latest submission may have cost money: the provider accepted it (a task
         exists and was not stopped before it ran), or nobody can say (``unknown``). A row being
         sent (``submitting``) holds a reservation instead (``videobatch._spend``)."""
-        return self.state is State.UNKNOWN or (self.task_id is not None
-                                               and self.state is not State.CANCELLED)
+        return may_have_paid(self.state, self.task_id)
+
+    def cost_latest(self) -> float | None:
+        """What its latest submission cost: the provider's actual figure where known, else the
+        estimate (USD; ``videobatch._spend``). Paid or not: see ``may_have_paid``."""
+        # (float(): a store that keeps fields as text, as a Redis hash does, hands back strings)
+        own = self.cost_actual if self.cost_actual is not None else self.cost_estimated
+        return None if own is None else float(own)
 
     def carried_cost(self) -> float | None:
-        """What this row has cost so far (USD estimates), kept when a new submission starts."""
-        # (float(): a store that keeps fields as text, as a Redis hash does, hands back strings)
+        """What this row has cost so far (USD: actual where the provider said, else estimates),
+        kept when a new submission starts."""
         earlier = None if self.cost_earlier is None else float(self.cost_earlier)
-        latest = self.cost_estimated if self.may_have_paid() else None
+        latest = self.cost_latest() if self.may_have_paid() else None
         if latest is None:
             return earlier
         return round((earlier or 0.0) + float(latest), 6)

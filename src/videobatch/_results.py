@@ -23,9 +23,11 @@ RESULT_FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
 def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
     """``frame`` (the user's input, index kept) with the result columns appended.
 
-    Costs are USD estimates from the providers' catalogues (the vocabulary: ``videobatch._spend``):
+    Costs are USD from the providers' catalogues (the vocabulary: ``videobatch._spend``):
     ``cost_estimated`` the price of the row's latest submission (empty: never sent, or no price),
-    ``cost_spent`` what all its submissions have or may have cost (empty: nothing paid).
+    ``cost_spent`` what all its submissions have or may have cost (empty: nothing paid; the actual
+    cost where the provider reported it), ``cost_actual`` what the provider says the latest
+    submission's task cost (empty: it did not say, e.g. still running or a provider without it).
 
     Then any extra columns observers recorded with ``Job.annotate`` (e.g. ``local_path``).
     """
@@ -54,11 +56,13 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
         "expires_at": stamp([j.expires_at for j in jobs]),
         "provider_used": [j.provider_used for j in jobs],
         "model_used": [j.model_used for j in jobs],
-        # USD estimates (``videobatch._spend``): its latest submission's, and all it may have cost
+        # USD (``videobatch._spend``): its latest submission's estimate, all it may have cost, and
+        # what the provider says its latest task cost
         "cost_estimated": pd.Series([j.cost_estimated for j in jobs], index=frame.index,
                                     dtype="float64"),
         "cost_spent": pd.Series([j.carried_cost() if j.cost_earlier is not None or j.may_have_paid()
                                  else None for j in jobs], index=frame.index, dtype="float64"),
+        "cost_actual": pd.Series([j.cost_actual for j in jobs], index=frame.index, dtype="float64"),
     }
     assert tuple(columns) == RESULT_COLUMNS
     out = frame.copy()

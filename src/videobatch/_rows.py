@@ -280,18 +280,20 @@ class Rows:
 
     def _finish_job(self, job: Job, status: TaskStatus) -> None:
         done_at = status.finished_at or time.time()
+        # what the provider says the task cost, journaled with its end (the ledger follows: _spend)
+        cost = {} if status.cost_actual is None else {"cost_actual": status.cost_actual}
         if status.state is TaskState.SUCCEEDED and status.videos:
             video = status.videos[0]
             self.move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,
                        video_id=video.id, video_duration=video.duration,
-                       expires_at=status.expires_at, error_kind=None, error=None)
+                       expires_at=status.expires_at, error_kind=None, error=None, **cost)
             self._grow_slots()
         elif status.state is TaskState.SUCCEEDED:
             self.move(job, State.FAILED, completed_at=done_at, error_kind="no_video",
-                       error=f"task {status.task_id} succeeded without a video")
+                       error=f"task {status.task_id} succeeded without a video", **cost)
         else:
             self.move(job, State.FAILED, completed_at=done_at, error_kind="generation_failed",
-                       error=status.message or "the provider reports the task failed")
+                       error=status.message or "the provider reports the task failed", **cost)
 
     def _grow_slots(self) -> None:
         if self.slots.limit < self.slots.ceiling:

@@ -2,23 +2,31 @@
 ``Ledger`` that holds a run to its budget.
 
 All figures are in USD, from the providers' catalogue prices (``Provider.estimate_cost``; a
-catalogue priced in credits converts with its ``unit_price``). They are estimates: what a provider
-actually charges may differ.
+catalogue priced in credits converts with its ``unit_price``), except where a provider reports
+what a finished task actually cost.
 
 - **estimated**: the price of one request before it is sent. A row's ``cost_estimated`` result is
   the estimate of its latest submission, written with its ``submitting`` record (so before the paid
   request leaves); a plan's estimate is the sum over the rows it would send.
-- **spent**: what this checkpoint's submissions have cost or may have cost, by their estimates: every
-  submission the provider accepted (a task exists: generating, completed, failed after acceptance),
-  every submission of unknown outcome ("maybe paid" counts as paid), and the earlier submissions of
-  rows that were retried since (a row's ``cost_spent`` result). A task the provider stopped before
-  it ran (``cancelled``) and a submit refused before a task existed cost nothing.
+- **actual**: what the provider says a finished task cost (``TaskStatus.cost_actual``: Kling's
+  ``final_unit_deduction`` / ``billing[]`` units × the catalogue's ``unit_price``), recorded as the
+  row's ``cost_actual`` result with its ``completed`` / ``failed`` record. None where the provider
+  does not say (most do not; a task still running): the estimate stands in for it.
+- **spent**: what this checkpoint's submissions have cost or may have cost, each by its actual cost
+  where known, else its estimate: every submission the provider accepted (a task exists:
+  generating, completed, failed after acceptance), every submission of unknown outcome ("maybe
+  paid" counts as paid), and the earlier submissions of rows that were retried since (a row's
+  ``cost_spent`` result). A task the provider stopped before it ran (``cancelled``) and a submit
+  refused before a task existed cost nothing. When a task ends with an actual cost, spent moves
+  from its estimate to that figure (down, releasing the difference to the budget; or up).
 - **reserved**: the estimates of submissions whose answer has not come yet (``submitting``): held
   against the budget from just before the ``submitting`` record until the provider answers; then
   they become spent (accepted, unknown) or are released (refused, nothing created). A resumed run
   counts the rows a crash left ``submitting`` as reserved until they are reconciled.
-- **budget**: ``--max-cost`` / ``max_cost=``: spent + reserved never exceeds it. It covers the
-  whole checkpoint, across runs and retries. A submission that would exceed it is not sent; its
+- **budget**: ``--max-cost`` / ``max_cost=``: spent + reserved never exceeds it (by the figures
+  known when each request is sent: a provider that charges more than its estimate can only be
+  counted once it says so). It covers the whole checkpoint, across runs and retries; the checkpoint
+  keeps the last run's budget (``status`` shows it). A submission that would exceed it is not sent; its
   row stays ``pending`` with error_kind ``budget`` (a run with a higher budget sends it). With a
   budget set, a row whose price is unknown is not sent either (same error_kind): the budget could
   not be kept.
@@ -32,10 +40,10 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ._jobs import Job, State
+from ._jobs import Job, RowSnapshot, State
 from .request import VideoRequest
 
-__all__ = ["BUDGET", "Figures", "Ledger", "charge", "micro", "money", "usd"]
+__all__ = ["BUDGET", "Actuals", "Figures", "Ledger", "charge", "micro", "money", "usd"]
 
 BUDGET = "budget"  # the error_kind of a row left pending because of the budget
 
@@ -58,11 +66,12 @@ def money(amount: float | None) -> str:
     return f"${amount:,.2f}" if amount == 0 or abs(amount) >= 0.01 else f"${amount:.4f}"
 
 
-def charge(job: Job, estimate: Estimate | None = None) -> tuple[int, int]:
-    """What ``job`` holds against a budget, in micro-dollars: (spent, reserved).
+def charge(job: Job | RowSnapshot, estimate: Estimate | None = None) -> tuple[int, int]:
+    """What ``job`` holds against a budget, in micro-dollars: (spent, reserved); its actual cost
+    where the provider reported one, else its estimate.
 
     ``estimate`` prices a row sent by a videobatch that did not record ``cost_estimated`` yet."""
-    own = job.cost_estimated
+    own = job.cost_actual if job.cost_actual is not None else job.cost_estimated
     if own is None and estimate is not None and (job.may_have_paid() or job.state is State.SUBMITTING):
         own = estimate(job.request)
     spent = micro(job.cost_earlier)
@@ -90,6 +99,38 @@ class Figures:
             left = self.left
             parts.append(f"budget {money(self.budget)} ({money(left)} left)")
         return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Actuals:
+    """The latest submissions whose task ended with an actual cost from the provider: how many,
+    that cost, and what they were estimated at (USD; None: some had no estimate)."""
+
+    tasks: int = 0
+    actual: float = 0.0
+    estimated: float | None = 0.0
+
+    @classmethod
+    def of(cls, rows: Iterable[Job | RowSnapshot]) -> Actuals:
+        tasks, actual, estimated = 0, 0, 0
+        priced = True
+        for row in rows:
+            if row.cost_actual is None:
+                continue
+            tasks += 1
+            actual += micro(row.cost_actual)
+            if row.cost_estimated is None:
+                priced = False
+            else:
+                estimated += micro(row.cost_estimated)
+        return cls(tasks, usd(actual), usd(estimated) if priced else None)
+
+    def text(self) -> str:
+        """``actual cost reported for 6 tasks: $0.50 (estimated $0.84)``, or "" for none."""
+        if not self.tasks:
+            return ""
+        return (f"actual cost reported for {self.tasks} task{'s' if self.tasks != 1 else ''}: "
+                f"{money(self.actual)} (estimated {money(self.estimated)})")
 
 
 class Ledger:

@@ -11,7 +11,7 @@ from collections import Counter
 from .._api import Batch
 from .._jobs import Job
 from .._plan import Plan
-from .._spend import BUDGET, Figures, money
+from .._spend import BUDGET, Actuals, Figures, money
 from ..fallback import Target
 from ._options import ExitCode
 
@@ -68,18 +68,29 @@ def plan_lines(batch: Batch, plan: Plan, *, checkpoint: str | None,
         per = ("; " + "; ".join(f"{name}: {t.text()}" for name, t in plan.times.items())
                if len(plan.times) > 1 else "")
         lines.append(f"estimated time: {plan.time.text()}{per}")
-    lines += budget_lines(plan.before, "this checkpoint so far")
+    lines += budget_lines(plan.before, "this checkpoint so far", Actuals.of(batch.jobs))
     if plan.before.budget is not None and plan.groups and plan.estimated is not None:
         lines.append(f"after this run, at most: spent {money(plan.after.spent)} of the budget "
                      f"{money(plan.before.budget)}")
     return lines + _fallbacks(batch, plan) + (_examples(batch, plan) if examples else [])
 
 
-def budget_lines(figures: Figures, label: str) -> list[str]:
-    """``label: spent $x · reserved $y · budget $z ($w left)``, when there is anything to say."""
+def budget_lines(figures: Figures, label: str, actuals: Actuals | None = None) -> list[str]:
+    """``label (USD estimates): spent $x · reserved $y · budget $z ($w left)``, when there is
+    anything to say; with ``actuals`` (tasks whose provider reported their cost) a second line
+    says what was spent by estimates alone and what the provider reported."""
     if figures.budget is None and not figures.spent and not figures.reserved:
         return []
-    return [f"{label}: {figures.text()}"]
+    if actuals is None or not actuals.tasks:
+        return [f"{label} (USD estimates): {figures.text()}"]
+    lines = [f"{label} (USD; actual where the provider reported it): {figures.text()}"]
+    if actuals.estimated is not None:
+        by_estimates = figures.spent - actuals.actual + actuals.estimated
+        lines.append(f"  estimated {money(max(0.0, by_estimates))} for what was spent; "
+                     f"{actuals.text()}")
+    else:
+        lines.append(f"  {actuals.text()}")
+    return lines
 
 
 def budget_left(jobs: list[Job]) -> str | None:

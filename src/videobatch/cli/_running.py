@@ -13,7 +13,7 @@ from .._api import Batch
 from .._events import Event
 from .._jobs import State
 from .._results import write_results
-from .._spend import Ledger, charge, money, usd
+from .._spend import Actuals, Ledger, charge, money, usd
 from ..errors import AccountError, AuthError, ProviderError
 from ..ui.progress import summary
 from ._boundary import describe_os_error
@@ -34,8 +34,9 @@ def log_event(event: Event) -> None:
 
 def per_provider(batch: Batch) -> list[str]:
     """A mixed table's summary lines: each provider's rows by state, and what each spent (the
-    estimates of the tasks it accepted or may have: ``videobatch._spend``)."""
-    lines = ["by provider (spent: estimated cost of the tasks each accepted or may have):"]
+    tasks it accepted or may have, actual cost where reported: ``videobatch._spend``)."""
+    lines = ["by provider (spent: cost of the tasks each accepted or may have, actual where the "
+             "provider reported it, else estimated):"]
     rows: dict[str, Counter[State]] = {}
     cost: dict[str, float | None] = {}
     for job in batch.jobs:
@@ -43,7 +44,8 @@ def per_provider(batch: Batch) -> list[str]:
         rows.setdefault(provider.name, Counter())[job.state] += 1
         if job.may_have_paid() or job.cost_earlier:
             request = batch.providers.request_of(job)
-            priced = job.cost_estimated is not None or provider.estimate_cost(request) is not None
+            priced = (job.cost_actual is not None or job.cost_estimated is not None
+                      or provider.estimate_cost(request) is not None)
             spent = usd(charge(job, provider.estimate_cost)[0])
             before = cost.get(provider.name, 0.0)
             cost[provider.name] = None if not priced or before is None else before + spent
@@ -56,11 +58,13 @@ def per_provider(batch: Batch) -> list[str]:
 
 
 def spend_lines(batch: Batch) -> list[str]:
-    """The summary's spend: spent / reserved / budget of the checkpoint, and rows the budget left."""
+    """The summary's spend: spent / reserved / budget of the checkpoint, spent against what was
+    estimated and what the provider reported as the actual cost (where it did), and rows the
+    budget left."""
     figures = Ledger(batch.jobs, batch.settings.max_cost, batch.providers.estimate_cost,
                      dropped=batch.store.cost_dropped).figures()
     left = budget_left(batch.jobs)
-    return budget_lines(figures, "spend (USD estimates)") + ([left] if left else [])
+    return budget_lines(figures, "spend", Actuals.of(batch.jobs)) + ([left] if left else [])
 
 
 def _stopped_by_machine(exc: OSError, checkpoint: Path | str | None) -> str:

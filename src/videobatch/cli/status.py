@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._jobs import IN_FLIGHT, Job, State
-from .._spend import BUDGET, Figures, Ledger
+from .._spend import BUDGET, Actuals, Figures, Ledger
 from .._store import LoadedCheckpoint, load
 from ..errors import CheckpointError
 from ._boundary import log_to_stderr
@@ -66,6 +66,7 @@ def status_report(loaded: LoadedCheckpoint, *, now: float | None = None) -> dict
     settings = loaded.meta.get("settings", {})
     spend = Ledger(jobs, loaded.meta.get("max_cost"),
                    dropped=float(loaded.meta.get("cost_dropped") or 0)).figures()
+    actuals = Actuals.of(jobs)
     return {
         "rows": len(jobs),
         "provider": settings.get("provider"),
@@ -83,9 +84,12 @@ def status_report(loaded: LoadedCheckpoint, *, now: float | None = None) -> dict
         "downloads": {"on_disk": sum(1 for x in extras if x.get("local_path")),
                       "failed": sum(1 for x in extras if x.get("download_error"))},
         "webhooks": dict(Counter(str(x["webhook_status"]) for x in extras if x.get("webhook_status"))),
-        # USD estimates (videobatch._spend); budget: the last run's --max-cost (None: none)
+        # USD (videobatch._spend): actual where the provider reported it, else estimates;
+        # budget: the last run's --max-cost (None: none set, or a checkpoint older than budgets)
         "spend": {"spent": spend.spent, "reserved": spend.reserved, "budget": spend.budget,
                   "left": spend.left,
+                  "actual": {"tasks": actuals.tasks, "cost": actuals.actual,
+                             "estimated": actuals.estimated},
                   "not_sent_budget": sum(1 for j in jobs if j.state is State.PENDING
                                          and j.error_kind == BUDGET)},
     }
@@ -120,8 +124,9 @@ def _status_text(path: str, info: dict[str, Any]) -> str:
             lines.append(f"Estimated remaining: unknown ({info['remaining_rows']} rows left, "
                          "none finished yet to measure the pace)")
     spend = info["spend"]
-    lines += budget_lines(Figures(spend["spent"], spend["reserved"], spend["budget"]),
-                          "Spend (USD estimates)")
+    actual = spend["actual"]
+    lines += budget_lines(Figures(spend["spent"], spend["reserved"], spend["budget"]), "Spend",
+                          Actuals(actual["tasks"], actual["cost"], actual["estimated"]))
     if spend["not_sent_budget"]:
         lines.append(f"  {spend['not_sent_budget']} row(s) not sent because of the budget (they "
                      "stay pending): run again with a higher --max-cost to send them")

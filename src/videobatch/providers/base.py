@@ -65,6 +65,9 @@ class TaskStatus:
     finished_at: float | None = None  # epoch seconds the provider says the task ended, if it says
     expires_at: float | None = None  # when result URLs stop working
     idempotency_key: str | None = None
+    # USD the provider says the finished task actually cost (its own figure, e.g. Kling's
+    # final_unit_deduction × the catalogue's unit price); None: it does not say (the estimate holds)
+    cost_actual: float | None = None
 
 
 @dataclass(frozen=True)

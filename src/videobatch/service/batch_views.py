@@ -1,5 +1,5 @@
-"""A batch as a client reads it back: its rows in input order, how many are in each state, and
-its results table as CSV, parquet or JSON.
+"""A batch as a client reads it back: its rows in input order, how many are in each state and what
+they spent (USD, ``videobatch._spend``), and its results table as CSV, parquet or JSON.
 
 The routes ``GET /api/v1/batches/{batch_id}`` and ``GET /api/v1/batches/{batch_id}/results``
 (``videobatch.service.api``) answer with these; the rows are the job hashes ``records`` lays out.
@@ -17,7 +17,8 @@ from fastapi import HTTPException
 from fastapi.responses import Response
 
 from .._jobs import TERMINAL, State
-from .records import Keys, decode_hash, public_view
+from .._spend import micro, usd
+from .records import Keys, cost_spent, decode_hash, public_view
 from .schemas import BatchCounts
 from .tenants import Tenant
 
@@ -47,8 +48,12 @@ def batch_counts(batch_id: str, rows: list[dict[str, str]]) -> BatchCounts:
     """How many of the batch's rows are in each state, and whether every one is over."""
     counts = Counter(r.get("status", "pending") for r in rows)
     done = all(r.get("status") in TERMINAL for r in rows)
+    spent = sum(micro(cost_spent(r)) for r in rows)
+    reserved = sum(micro(r.get("cost_estimated") or None) for r in rows
+                   if r.get("status") == State.SUBMITTING.value)
     return BatchCounts(batch_id=batch_id, total=len(rows),
-                       counts={s.value: counts.get(s.value, 0) for s in State}, done=done)
+                       counts={s.value: counts.get(s.value, 0) for s in State}, done=done,
+                       spent=usd(spent), reserved=usd(reserved))
 
 
 def results_response(rows: list[dict[str, str]],

@@ -39,17 +39,18 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._jobs import RESULT_FIELDS, Job, State
+from .._jobs import RESULT_FIELDS, Job, State, may_have_paid
 from .._retry import RetryPolicy, RetryState
 from .._store import Store
 from ..errors import ConfigError
 from ..request import VideoRequest
 
-__all__ = ["RETENTION_DAYS", "Keys", "RedisStore", "decode_hash", "ensure_run_id",
+__all__ = ["RETENTION_DAYS", "Keys", "RedisStore", "cost_spent", "decode_hash", "ensure_run_id",
            "job_from_hash", "new_job_fields", "patiently", "public_view", "retention_from_env"]
 
 _INT = {"attempts", "generation"}
-_FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at"}
+_FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at",
+          "cost_estimated", "cost_earlier", "cost_actual"}
 _EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
 _ENDS = {State.COMPLETED.value, State.FAILED.value, State.CANCELLED.value}
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restarting (incl. LOADING)
@@ -192,7 +193,7 @@ def job_from_hash(fields: dict[str, str]) -> Job:
 
 
 def public_view(fields: dict[str, str]) -> dict[str, Any]:
-    """A job hash as the API shows it (typed, no internals)."""
+    """A job hash as the API shows it (typed, no internals; costs are numbers of USD)."""
     out: dict[str, Any] = {
         "request_id": fields.get("request_id"),
         "status": fields.get("status"),
@@ -203,15 +204,38 @@ def public_view(fields: dict[str, str]) -> dict[str, Any]:
         out[name] = fields.get(name) or None
     for name in ("attempts",):
         out[name] = int(fields.get(name) or 0)
-    for name in ("created_at", "submitted_at", "completed_at", "expires_at", "video_duration"):
-        raw = fields.get(name)
-        out[name] = float(raw) if raw else None
+    for name in ("created_at", "submitted_at", "completed_at", "expires_at", "video_duration",
+                 "cost_estimated", "cost_actual"):
+        out[name] = _number(fields.get(name))
+    out["cost_spent"] = cost_spent(fields)
     out["request"] = json.loads(fields["request"]) if "request" in fields else None
     out["metadata"] = json.loads(fields.get("metadata") or "{}")
     for k, v in fields.items():
         if k.startswith(_EXTRA):
             out[k[len(_EXTRA):]] = json.loads(v)
     return out
+
+
+def _number(raw: str | None) -> float | None:
+    return float(raw) if raw else None
+
+
+def cost_spent(fields: dict[str, str]) -> float | None:
+    """What a request has cost or may have cost in USD (``videobatch._spend``), as a number: its
+    earlier submissions, and its latest one once a task exists or may (actual where the provider
+    reported it, else the estimate). None: nothing paid, or no price known."""
+    earlier = _number(fields.get("cost_earlier"))
+    try:
+        paid = may_have_paid(State(fields.get("status", "pending")), fields.get("task_id") or None)
+    except ValueError:
+        paid = False
+    latest = None
+    if paid:
+        latest = _number(fields.get("cost_actual"))
+        latest = _number(fields.get("cost_estimated")) if latest is None else latest
+    if latest is None:
+        return earlier
+    return round((earlier or 0.0) + latest, 6)
 
 
 def patiently(call: Callable[[], T], what: str, outage: float = 300.0) -> T:

@@ -109,6 +109,12 @@ class VideoStatus(BaseModel):
     submitted_at: float | None = None
     completed_at: float | None = None
     expires_at: float | None = None
+    cost_estimated: float | None = Field(None, description="USD: the estimate of its latest submission "
+                                         "(the provider's catalogue price)")
+    cost_actual: float | None = Field(None, description="USD: what the provider says its latest task "
+                                      "cost, where it says (Kling does)")
+    cost_spent: float | None = Field(None, description="USD: what all its submissions have or may have "
+                                     "cost, actual where reported, else estimated")
     request: dict[str, Any] | None = Field(None, description="the validated request as given (model "
                                            "aliases resolved; the model's defaults apply when sent)")
     webhook_url: str | None = None
@@ -139,6 +145,9 @@ class BatchCounts(BaseModel):
     total: int
     counts: dict[str, int]
     done: bool
+    spent: float = Field(0.0, description="USD its rows have cost or may have cost (actual where the "
+                         "provider reported it, else estimated)")
+    reserved: float = Field(0.0, description="USD estimated for submits whose answer has not come yet")
 
 
 def problems_response(problems: list[dict[str, Any]]) -> JSONResponse:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .faults import FaultRule, Faults, parse_rules
     from .kling_app import KlingApp, create_app
+    from .kling_config import SimConfig
     from .kling_server import ServerHandle, running_server
-    from .kling_sim import SimConfig
 
 __all__ = [
     "FaultRule",
@@ -31,7 +31,7 @@ __all__ = [
 
 _HOMES = {"FaultRule": "faults", "Faults": "faults", "parse_rules": "faults",
           "KlingApp": "kling_app", "create_app": "kling_app", "ServerHandle": "kling_server",
-          "running_server": "kling_server", "SimConfig": "kling_sim"}
+          "running_server": "kling_server", "SimConfig": "kling_config"}
 
 
 def __getattr__(name: str) -> Any:

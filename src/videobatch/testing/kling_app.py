@@ -309,7 +309,7 @@ class KlingApp:
         return JSONResponse([{
             "task_id": t.task_id, "kind": t.kind, "external_task_id": t.external_task_id,
             "prompt": t.body.get("prompt"), "status": t.status(now), "foreign": t.foreign,
-            "design": t.design,
+            "design": t.design, "units": t.units,
             "url": f"{base}/files/{t.task_id}.mp4" if t.status(now) == "succeed" else None,
         } for t in self.account.tasks_in_order()])
 

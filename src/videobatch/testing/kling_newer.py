@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from . import kling_billing as billing
 from . import kling_bodies as bodies
 from .kling_sim import Account, SimConfig, SimError, SimTask
 
@@ -66,7 +67,9 @@ def task_json(task: SimTask, now: float, files_url: str) -> dict[str, Any]:
         data["outputs"] = [{"type": "video", "id": f"v-{task.task_id}",
                             "url": f"{files_url}/files/{task.task_id}.mp4",
                             "watermark_url": "", "duration": str(task.seconds())}]
-        data["billing"] = [{"charge_type": "unit", "amount": "1", "package_type": "video"}]
+        if task.units is not None:  # what it was charged (kling_billing), in resource-pack units
+            data["billing"] = [{"charge_type": "unit", "amount": billing.text(task.units),
+                                "package_type": "video"}]
     return data
 
 def create_task(account: Account, endpoint: str, model: str, body: Any) -> SimTask:

@@ -26,7 +26,7 @@ from typing import Any
 from . import _serving
 from ._serving import ServerHandle
 from .kling_app import KlingApp, create_app
-from .kling_sim import LIST_ORDERS, LOOKUPS, SimConfig
+from .kling_config import LIST_ORDERS, LOOKUPS, SimConfig
 
 __all__ = ["KlingApp", "ServerHandle", "create_app", "main", "running_server"]
 
@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> None:
         "(400 / 1201) or ignored (a plain list page)")
     add("--foreign-tasks", type=int, help="other systems' tasks on the account (in list pages)")
     add("--list-order", choices=LIST_ORDERS, help="list pages newest (default) or oldest first")
+    add("--deduction-scale", type=float, help="units deducted per task × this (default 1: Kling's "
+        "published prices)")
     args = parser.parse_args(argv)
 
     config = _serving.settings_from(args, SimConfig(), (
         "latency", "jitter", "max_parallel", "rps", "access_key", "secret_key", "max_tasks",
-        "slow_seconds", "lookup", "foreign_tasks", "list_order",
+        "slow_seconds", "lookup", "foreign_tasks", "list_order", "deduction_scale",
     ))
     if args.no_retry_after:
         config.retry_after = False

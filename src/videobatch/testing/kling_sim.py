@@ -14,8 +14,10 @@ appear in list pages and in ``?external_task_id=`` answers like any task, hold n
 left out of the counters' task states.
 
 Kling's newer API design runs on the same account (``kling_newer``; create bodies of both designs
-are checked by ``kling_bodies``). ``audit`` compares a client's record of which task each row
-adopted with the account: a row whose task does not carry the row's key is a *wrong adoption*.
+are checked by ``kling_bodies``). A succeeded task reports the units deducted for it
+(``kling_billing``); the server's settings are ``kling_config``. ``audit`` compares a client's
+record of which task each row adopted with the account: a row whose task does not carry the row's
+key is a *wrong adoption*.
 """
 
 from __future__ import annotations
@@ -27,83 +29,17 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import kling_billing as billing
 from . import kling_bodies as bodies
 from .faults import CODES
+from .kling_config import LIST_ORDERS, LOOKUPS, RETIRED, SimConfig  # (importable from here too)
 
-__all__ = ["Account", "SimConfig", "SimError", "SimTask"]
+__all__ = ["LIST_ORDERS", "LOOKUPS", "RETIRED", "Account", "SimConfig", "SimError", "SimTask"]
 
 KINDS = ("text2video", "image2video")
-# Retired on 2026-09-15 (and the v1 family before): Kling answers 404 / 1203 for them. A body
-# without model_name asks for Kling's documented default, kling-v1: retired too.
-RETIRED = ("kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master")
-LOOKUPS = ("answered", "refused", "ignored")  # how ``GET ?external_task_id=`` is served
-LIST_ORDERS = ("newest", "oldest")
-
-
-@dataclass
-class SimConfig:
-    """Everything the server can be told at start (and most of it at run time)."""
-
-    access_key: str = "test-access-key"
-    secret_key: str = "test-secret-key-0123456789abcdef"  # noqa: S105 (a test double's key)
-    # A console API key, sent as is ("Authorization: Bearer <key>"); None: only JWTs are accepted.
-    api_key: str | None = "api-key-kling-test-0123456789"
-    latency: float = 0.5  # seconds from create to the end of a task
-    jitter: float = 0.2  # ± fraction of latency, uniform
-    queue_share: float = 0.2  # share of the latency spent "submitted"
-    max_parallel: int = 5  # tasks in flight at once (1303 beyond)
-    parallel_per_model: bool = True  # max_parallel per model version, as Kling (False: per account)
-    rps: float | None = None  # API requests per second (1302 beyond); None: unlimited
-    retry_after: bool = True  # send Retry-After with the rate limit's 1302
-    allowed_models: tuple[str, ...] | None = None  # others get 1103; None: all
-    retired: tuple[str, ...] = RETIRED  # models answered 404 / 1203 (add one to act out a retirement)
-    max_tasks: int | None = None  # resource pack size in tasks (1102 beyond); None: unlimited
-    slow_seconds: float = 3.0  # how late a "slow" answer comes
-    video_seconds: float = 1.0  # length of the MP4 files served
-    blocked_marker: str = "[blocked]"  # prompts containing it get 1301
-    fail_marker: str = "[fail]"  # prompts containing it end failed
-    # GET /v1/videos/{kind}?external_task_id=X: "answered" (the task, or 1203), "refused"
-    # (400 / 1201, the parameter is not supported) or "ignored" (a plain list page, other tasks)
-    lookup: str = "answered"
-    foreign_tasks: int = 0  # other systems' finished tasks on the account (in list pages)
-    # other systems' tasks running on the account all along: each holds one parallel slot (so
-    # this server accepts max_parallel - foreign_slots of ours) and shows in list pages
-    foreign_slots: int = 0
-    list_order: str = "newest"  # list pages "newest" first, or "oldest" first
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.check()
-
-    def check(self) -> None:
-        if self.lookup not in LOOKUPS:
-            raise ValueError(f"lookup must be one of {LOOKUPS}, not {self.lookup!r}")
-        if self.list_order not in LIST_ORDERS:
-            raise ValueError(f"list_order must be one of {LIST_ORDERS}, not {self.list_order!r}")
-        for name in ("foreign_tasks", "foreign_slots"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int ≥ 0, not {value!r}")
-
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        for name in values:
-            if name not in names:
-                raise ValueError(f"unknown server setting {name!r}")
-        old = {name: getattr(self, name) for name in values}
-        for name, value in values.items():
-            if name in ("allowed_models", "retired") and value is not None:
-                value = tuple(value)
-            setattr(self, name, value)
-        try:
-            self.check()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise
 
 
 class SimError(Exception):
@@ -134,6 +70,7 @@ class SimTask:
     foreign: bool = False  # another system's task, not created through this server's API
     design: str = "legacy"  # "legacy" (/v1) or "newer" (model in the path)
     model: str = ""  # the model it runs on (parallel limits hold per model)
+    units: float | None = None  # what it costs once it succeeded (``kling_billing``); None: unpriced
 
     def status(self, now: float) -> str:
         if now >= self.done_at:
@@ -152,6 +89,8 @@ class SimTask:
             "created_at": self.created_ms,
             "updated_at": updated,
         }
+        if status == "succeed" and self.units is not None:
+            data["final_unit_deduction"] = billing.text(self.units)
         if status == "succeed":
             data["task_result"] = {"videos": [{
                 "id": f"v-{self.task_id}",
@@ -279,6 +218,7 @@ class Account:
             created_ms=int(time.time() * 1000), started=now,
             processing_at=now + latency * cfg.queue_share, done_at=now + latency,
             fails=bool(cfg.fail_marker and cfg.fail_marker in prompt), design=design, model=model,
+            units=billing.per_task(design, model, body, cfg.deduction_scale),
         )
         if task.fails:
             task.fail_message = "Video generation failed (marked prompt)"

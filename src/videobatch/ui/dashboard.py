@@ -163,6 +163,7 @@ class Dashboard:
     # ------------------------------------------------------------------ observer protocol
     def bind(self, context: RunContext) -> None:
         self._context = context
+        self.model.describe_spend(context.spend)  # spent / reserved / budget, read when drawn
 
     def __call__(self, event: Event) -> None:
         if self.view is None:

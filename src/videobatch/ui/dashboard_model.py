@@ -2,7 +2,8 @@
 
 ``DashboardModel`` follows the runner's events — counts per state, the pace of this run, the most
 recent rows, the latest finished clips, every clip and failure for the gallery (``.gallery``,
-``videobatch.ui.gallery``), the estimated cost of what was sent (``.spend``), rows of unknown
+``videobatch.ui.gallery``), spent / reserved / budget and the estimated and actual cost of what
+was sent (``.spend``, ``videobatch.ui.spend``), rows of unknown
 outcome, what each button would do — and decides when a redraw is due (``due()``).
 ``update(event)`` is O(1), so a 10,000-row batch costs nothing per event. The ``*_html`` and
 ``summary_text`` functions render a ``Snapshot`` (that data, ``Snapshot`` and ``Row``, is
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 from .._events import Event, Progress
 from .._jobs import RowSnapshot, State
+from .._spend import Figures
 from .actions import Action, Pool, Pricer, Prices
 from .dashboard_snapshot import LEFT_STATES, Row, Snapshot, excerpt, row_label
 from .gallery import PER_PAGE, Gallery
@@ -78,7 +80,8 @@ class DashboardModel:
         self._clips_shown = clips
         self.gallery = Gallery(per_page)  # every finished clip, a page at a time; failures by reason
         self._gallery_on = bool(clips)  # the text bar (clips=0) keeps no gallery
-        self.spend = Spend(spend)  # estimated cost of the submissions sent
+        self.spend = Spend(spend)  # estimated (and actual) cost of the submissions sent
+        self._figures: Callable[[], Figures] | None = None  # the run's spent / reserved / budget
         # Every row in these states, by key (what the buttons count and price).
         self._failures: dict[str, RowSnapshot] = {}
         self._cancelled: dict[str, RowSnapshot] = {}
@@ -110,6 +113,11 @@ class DashboardModel:
                 self._retry.put(row)
             for row in self._cancelled.values():
                 self._resume.put(row)
+
+    def describe_spend(self, figures: Callable[[], Figures] | None) -> None:
+        """Where spent / reserved / budget are read when drawing (``RunContext.spend``)."""
+        with self._lock:
+            self._figures, self._dirty = figures, True
 
     def label(self, row: RowSnapshot) -> str:
         """What the dashboard calls ``row``."""
@@ -262,7 +270,8 @@ class DashboardModel:
                 unknown=tuple(Row.of(j, label(j)) for j in
                               itertools.islice(self._unknown.values(), self._failures_shown)),
                 retry=self._retry.action(), resume=self._resume.action(),
-                gallery=page, failure_groups=groups, spend=self.spend.lines())
+                gallery=page, failure_groups=groups, spend=self.spend.lines(),
+                figures=self._figures() if self._figures is not None else None)
 
     def _status(self, counts: Counter[State], left: int) -> tuple[str, str | None]:
         if self._running:
@@ -313,7 +322,7 @@ def stats_html(snap: Snapshot) -> str:
         parts.append(f"took {duration(snap.elapsed)}")
     return (f'<div class="vb-stats">{chips_html(snap)}</div>'
             f'<div class="vb-pace" style="color:#555">{" · ".join(parts)}</div>'
-            + spend_html(snap.spend) + attention_html(snap))
+            + spend_html(snap.spend, snap.figures) + attention_html(snap))
 
 
 def attention_html(snap: Snapshot) -> str:

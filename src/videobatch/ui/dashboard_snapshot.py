@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from .._jobs import RowSnapshot, State
+from .._spend import Figures
 from .actions import NO_RESUME, NO_RETRY, Action
 from .text import duration
 
@@ -126,12 +127,15 @@ class FailureGroup:
 
 @dataclass(frozen=True)
 class SpendLine:
-    """Submissions one provider (and model) took, and their estimated cost (None: unknown)."""
+    """Submissions one provider (and model) took, and their estimated cost (None: unknown); of
+    them, ``actual_rows`` whose task ended with an actual cost from the provider, ``actual`` USD."""
 
     provider: str
     model: str | None
     rows: int
     cost: float | None
+    actual_rows: int = 0
+    actual: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class Snapshot:
     gallery: GalleryPage = GalleryPage()  # the finished clips on the gallery's current page
     failure_groups: tuple[FailureGroup, ...] = ()  # failed rows by reason, most rows first
     spend: tuple[SpendLine, ...] = ()  # estimated cost of the submissions sent, per provider/model
+    # spent / reserved / budget of the whole checkpoint (``videobatch._spend``), while a run is bound
+    figures: Figures | None = None
 
     @property
     def done(self) -> int:

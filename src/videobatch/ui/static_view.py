@@ -67,7 +67,7 @@ def static_html(snap: Snapshot, title: str, uid: str, *, at: float | None = None
         f"<div><b>videobatch</b> · {html.escape(title)}</div>",
         f"<div>{status_html(snap)} · <b>{snap.done:,} / {snap.total:,}</b> done · {pace}</div>",
         f'<div style="margin:4px 0">{chips_html(snap)}</div>',
-        spend_html(snap.spend),
+        spend_html(snap.spend, snap.figures),
         attention_html(snap),
         f"<div>{clips:,} finished clip{'s' if clips != 1 else ''}"
         + (" (the live dashboard shows them in a gallery)" if clips else "") + "</div>",

@@ -164,7 +164,12 @@ class KlingProvider(Provider):
             list_threshold=int(number("kling", "list_threshold", list_threshold, int, 1)),
             page_size=min(500, int(number("kling", "page_size", page_size, int, 1))),
             scan_pages=int(number("kling", "scan_pages", scan_pages, int, 1)),
-            signs_tokens=self._keys.signs_tokens)
+            signs_tokens=self._keys.signs_tokens, to_usd=self._units_to_usd)
+
+    def _units_to_usd(self, units: float | None) -> float | None:
+        """Kling units (what a task says it was charged) in USD, at the catalogue's unit price."""
+        catalog = self.catalog()
+        return None if catalog is None or units is None else catalog.to_usd(units)
 
     # -- credentials -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ whose own external id equals the key is ever returned for it (``listing``, ``new
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -50,8 +51,10 @@ class TaskReader:
 
     def __init__(self, call: Call, *, api: str, page_size: int, scan_pages: int,
                  list_threshold: int, signs_tokens: Callable[[], bool], now: Callable[[], float],
-                 resolve: Callable[[VideoRequest], Resolved]) -> None:
+                 resolve: Callable[[VideoRequest], Resolved],
+                 to_usd: Callable[[float | None], float | None] = lambda units: None) -> None:
         self._call = call
+        self._to_usd = to_usd  # Kling units -> USD (the catalogue's unit price)
         self.api = api
         self._page_size, self._scan_pages, self._list_threshold = page_size, scan_pages, list_threshold
         self._signs_tokens, self._now, self._resolve = signs_tokens, now, resolve
@@ -83,10 +86,15 @@ class TaskReader:
 
     def task(self, data: Any, kind: str, *, submitting: bool = False,
              key: str | None = None) -> TaskStatus:
-        """A task object of ``kind``'s design as a ``TaskStatus``, its kind remembered."""
-        parse = newer.parse_task if kind == NEWER else wire.parse_task
-        status = parse(data, submitting=submitting, key=key)
+        """A task object of ``kind``'s design as a ``TaskStatus``, its kind remembered; a task
+        that ended carries what Kling says it was charged (``cost_actual``, in USD)."""
+        is_newer = kind == NEWER
+        status = (newer.parse_task if is_newer else wire.parse_task)(data, submitting=submitting, key=key)
         self.kinds[status.task_id] = kind
+        if status.state.done:
+            cost = self._to_usd((newer.units if is_newer else wire.units)(data))
+            if cost is not None:
+                status = dataclasses.replace(status, cost_actual=round(cost, 6))
         return status
 
     async def status(self, task_id: str, *, tried: Collection[str] = ()) -> TaskStatus:

@@ -12,7 +12,8 @@ kling.ai/document-api/api/video/motion-control, "Query Task (By task ID)" and "(
   base64, as the documented image inputs say). Answer ``data: {id, status, create_time,
   update_time, external_id}``.
 * task objects ``{id, status: submitted|processing|succeeded|failed, message, create_time,
-  update_time (ms), external_id, outputs: [{type: video, id, url, duration}], billing: [...]}``.
+  update_time (ms), external_id, outputs: [{type: video, id, url, duration}], billing:
+  [{charge_type, amount, package_type}]}``: ``units`` reads what a task was charged.
 * lookup ``GET /tasks?task_ids=a,b`` or ``?external_task_ids=x,y`` (one of the two): ``data`` is an
   array. Only an object whose own ``external_id`` equals the key is ever taken (``read_lookup``).
 * listing ``POST /tasks`` ``{start_time, end_time (ms strings), cursor, limit ≤ 500}`` →
@@ -49,6 +50,7 @@ __all__ = [
     "read_cursor_page",
     "read_lookup",
     "request_body",
+    "units",
 ]
 
 DESIGN = "newer"  # the value of a card's ``api`` option that picks this design
@@ -142,6 +144,23 @@ def parse_task(data: Any, *, submitting: bool = False, key: str | None = None) -
         expires_at=created + RESULT_TTL if (created is not None and videos) else None,
         idempotency_key=external_id(data) or key,
     )
+
+
+def units(data: Any) -> float | None:
+    """The units a newer-design task object says it was charged: the sum of its ``billing[]``
+    amounts (strings, e.g. "6.4") of ``charge_type`` ``unit`` (resource-pack units). None when it
+    lists no charge, or any charge is not in units (``cash``, from an account balance in a
+    currency the object does not name): then only the estimate can be counted."""
+    billing = data.get("billing") if isinstance(data, dict) else None
+    if not isinstance(billing, list) or not billing:
+        return None
+    total = 0.0
+    for item in billing:
+        amount = _float(item.get("amount")) if isinstance(item, dict) else None
+        if amount is None or amount < 0 or item.get("charge_type", "unit") != "unit":
+            return None
+        total += amount
+    return total
 
 
 def read_lookup(data: Any, key: str) -> tuple[dict[str, Any] | None, bool]:

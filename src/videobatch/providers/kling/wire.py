@@ -66,6 +66,7 @@ __all__ = [
     "request_body",
     "too_fast",
     "transport_error",
+    "units",
 ]
 
 ACCESS_ENV, SECRET_ENV, API_KEY_ENV = "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_API_KEY"
@@ -277,6 +278,13 @@ def parse_task(data: Any, *, submitting: bool = False, key: str | None = None) -
         expires_at=created + RESULT_TTL if (created is not None and videos) else None,
         idempotency_key=external_id(data) or key,
     )
+
+
+def units(data: Any) -> float | None:
+    """The units a legacy task object says were deducted for it: ``final_unit_deduction``, a
+    string in Kling's documentation ("3"; a number is read too). None when absent or unreadable."""
+    value = _float(data.get("final_unit_deduction")) if isinstance(data, dict) else None
+    return value if value is not None and value >= 0 else None
 
 
 def _seconds(ms: Any) -> float | None:
