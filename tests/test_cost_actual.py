@@ -59,6 +59,7 @@ def test_the_actual_cost_is_recorded_and_releases_the_budget(tmp_path, model, un
     assert {t["units"] for t in tasks} == {units / 2}
     assert df["cost_estimated"].tolist() == pytest.approx([estimate] * 6)
     assert df["cost_actual"].tolist() == pytest.approx([estimate / 2] * 6)
+    assert df["cost_units"].tolist() == pytest.approx([units / 2] * 6)  # as Kling reported them
     assert df["cost_spent"].tolist() == pytest.approx([estimate / 2] * 6)
     loaded = load(tmp_path / "half.parquet")  # journaled and snapshotted: it survives the run
     assert [j.cost_actual for j in loaded.jobs] == pytest.approx([estimate / 2] * 6)
@@ -136,6 +137,7 @@ def test_the_client_reads_what_kling_deducted_on_both_designs():
     legacy = json.loads((FIXTURES / "legacy_task_succeed.json").read_text())["data"]
     assert legacy["final_unit_deduction"] == "3"  # Kling documents it as a string
     assert _reader_task(legacy, "text2video").cost_actual == pytest.approx(3 * 0.14)
+    assert _reader_task(legacy, "text2video").cost_units == 3
     newer = json.loads((FIXTURES / "new_tasks_by_external_id_succeeded.json").read_text())["data"][0]
     assert _reader_task(newer, "newer").cost_actual == pytest.approx(6.4 * 0.14)
     # a charge from a cash balance names no unit we can convert: the estimate stays

@@ -105,6 +105,7 @@ RESULT_COLUMNS = (
     "cost_estimated",
     "cost_spent",
     "cost_actual",
+    "cost_units",
 )
 
 # Fields a transition may set; everything in a job besides key/index/request/state.
@@ -125,6 +126,7 @@ RESULT_FIELDS = (
     "cost_estimated",
     "cost_earlier",
     "cost_actual",
+    "cost_units",
 )
 _RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
 
@@ -149,7 +151,8 @@ def gc_paused() -> Iterator[None]:
 # What a new submission of a row starts without.
 # (Its cost so far is not lost: ``cost_earlier`` carries it, see ``Job.carried_cost``.)
 _CLEARED = ("task_id", "submitted_at", "completed_at", "video_url", "video_id", "video_duration",
-            "expires_at", "error_kind", "error", "provider_used", "model_used", "cost_estimated", "cost_actual")
+            "expires_at", "error_kind", "error", "provider_used", "model_used", "cost_estimated", "cost_actual",
+            "cost_units")
 
 
 def idempotency_key(run_id: str, row_key: str, generation: int) -> str:
@@ -205,6 +208,7 @@ class RowSnapshot:
     cost_estimated: float | None
     cost_earlier: float | None
     cost_actual: float | None
+    cost_units: float | None
     updated_at: float
     extras: Mapping[str, Any]  # read-only copy
 
@@ -253,6 +257,8 @@ class Job:
     # USD the provider says its latest submission actually cost (set when its task ended, where
     # the provider reports it: ``TaskStatus.cost_actual``); None: unknown, the estimate holds.
     cost_actual: float | None = None
+    # The same in the provider's own units, as it reported them (Kling: final_unit_deduction).
+    cost_units: float | None = None
     updated_at: float = field(default_factory=time.time)
     # Extra result columns written by observers (downloads, webhooks): name -> JSON-able value.
     extras: dict[str, Any] = field(default_factory=dict)
@@ -266,7 +272,8 @@ class Job:
             self.key, self.index, self.request, self.state, self.attempts, self.generation,
             self.task_id, self.submitted_at, self.completed_at, self.video_url, self.video_id,
             self.video_duration, self.expires_at, self.error_kind, self.error, self.provider_used,
-            self.model_used, self.cost_estimated, self.cost_earlier, self.cost_actual, self.updated_at,
+            self.model_used, self.cost_estimated, self.cost_earlier, self.cost_actual, self.cost_units,
+            self.updated_at,
             MappingProxyType(dict(self.extras)) if self.extras else _NO_EXTRAS)
 
     def retry(self) -> dict[str, Any]:

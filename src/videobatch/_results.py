@@ -63,6 +63,8 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
         "cost_spent": pd.Series([j.carried_cost() if j.cost_earlier is not None or j.may_have_paid()
                                  else None for j in jobs], index=frame.index, dtype="float64"),
         "cost_actual": pd.Series([j.cost_actual for j in jobs], index=frame.index, dtype="float64"),
+        # the same in the provider's own units (Kling: final_unit_deduction)
+        "cost_units": pd.Series([j.cost_units for j in jobs], index=frame.index, dtype="float64"),
     }
     assert tuple(columns) == RESULT_COLUMNS
     out = frame.copy()

@@ -281,7 +281,8 @@ class Rows:
     def _finish_job(self, job: Job, status: TaskStatus) -> None:
         done_at = status.finished_at or time.time()
         # what the provider says the task cost, journaled with its end (the ledger follows: _spend)
-        cost = {} if status.cost_actual is None else {"cost_actual": status.cost_actual}
+        cost = {name: value for name, value in (("cost_actual", status.cost_actual),
+                                                ("cost_units", status.cost_units)) if value is not None}
         if status.state is TaskState.SUCCEEDED and status.videos:
             video = status.videos[0]
             self.move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,

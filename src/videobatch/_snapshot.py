@@ -37,7 +37,7 @@ _REQUEST_COL = _PREFIX + "request"
 _STATE_COL = _PREFIX + "state"
 _EXTRAS_COL = _PREFIX + "extras"
 _FLOAT_FIELDS = ("submitted_at", "completed_at", "video_duration", "expires_at", "cost_estimated",
-                 "cost_earlier", "cost_actual")
+                 "cost_earlier", "cost_actual", "cost_units")
 _INT_FIELDS = ("attempts", "generation")
 
 

@@ -68,6 +68,7 @@ class TaskStatus:
     # USD the provider says the finished task actually cost (its own figure, e.g. Kling's
     # final_unit_deduction × the catalogue's unit price); None: it does not say (the estimate holds)
     cost_actual: float | None = None
+    cost_units: float | None = None  # the same in the provider's own units, as it reported them
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ __all__ = ["RETENTION_DAYS", "Keys", "RedisStore", "cost_spent", "decode_hash", 
 
 _INT = {"attempts", "generation"}
 _FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at",
-          "cost_estimated", "cost_earlier", "cost_actual"}
+          "cost_estimated", "cost_earlier", "cost_actual", "cost_units"}
 _EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
 _ENDS = {State.COMPLETED.value, State.FAILED.value, State.CANCELLED.value}
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restarting (incl. LOADING)
@@ -205,7 +205,7 @@ def public_view(fields: dict[str, str]) -> dict[str, Any]:
     for name in ("attempts",):
         out[name] = int(fields.get(name) or 0)
     for name in ("created_at", "submitted_at", "completed_at", "expires_at", "video_duration",
-                 "cost_estimated", "cost_actual"):
+                 "cost_estimated", "cost_actual", "cost_units"):
         out[name] = _number(fields.get(name))
     out["cost_spent"] = cost_spent(fields)
     out["request"] = json.loads(fields["request"]) if "request" in fields else None

@@ -113,6 +113,8 @@ class VideoStatus(BaseModel):
                                          "(the provider's catalogue price)")
     cost_actual: float | None = Field(None, description="USD: what the provider says its latest task "
                                       "cost, where it says (Kling does)")
+    cost_units: float | None = Field(None, description="the same in the provider's own units, as it "
+                                     "reported them (Kling: final_unit_deduction)")
     cost_spent: float | None = Field(None, description="USD: what all its submissions have or may have "
                                      "cost, actual where reported, else estimated")
     request: dict[str, Any] | None = Field(None, description="the validated request as given (model "

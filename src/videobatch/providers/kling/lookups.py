@@ -87,14 +87,17 @@ class TaskReader:
     def task(self, data: Any, kind: str, *, submitting: bool = False,
              key: str | None = None) -> TaskStatus:
         """A task object of ``kind``'s design as a ``TaskStatus``, its kind remembered; a task
-        that ended carries what Kling says it was charged (``cost_actual``, in USD)."""
+        that ended carries what Kling says it was charged (``cost_units``, and ``cost_actual`` in
+        USD)."""
         is_newer = kind == NEWER
         status = (newer.parse_task if is_newer else wire.parse_task)(data, submitting=submitting, key=key)
         self.kinds[status.task_id] = kind
         if status.state.done:
-            cost = self._to_usd((newer.units if is_newer else wire.units)(data))
-            if cost is not None:
-                status = dataclasses.replace(status, cost_actual=round(cost, 6))
+            units = (newer.units if is_newer else wire.units)(data)
+            cost = self._to_usd(units)
+            if units is not None:
+                status = dataclasses.replace(status, cost_units=units,
+                                             cost_actual=None if cost is None else round(cost, 6))
         return status
 
     async def status(self, task_id: str, *, tried: Collection[str] = ()) -> TaskStatus:
