@@ -31,7 +31,7 @@ from videobatch._jobs import Job
 from videobatch.request import VideoRequest
 from videobatch.service.queue import RedisSource, enqueue_fields
 from videobatch.service.records import Keys, new_job_fields
-from videobatch.service.redis_loss import check_persistence
+from videobatch.service.redis_loss import acheck_persistence
 from videobatch.service.slots import RedisSlots
 from videobatch.testing import running_server
 
@@ -187,22 +187,23 @@ def test_the_queue_recreates_its_group_and_drops_entries_without_a_record(redis_
 
 
 def test_persistence_is_checked_at_start_up(redis_server, volatile, caplog):
-    with caplog.at_level(logging.WARNING, logger="videobatch.service"):
-        persistent = redis_server.client()
-        empty_on_restart = volatile.client()
+    async def check(server: RedisServer, **auth: str) -> str | None:
+        client = aioredis.Redis(port=server.port, **auth)
         try:
-            assert check_persistence(persistent) is None
-            assert "no persistence" in (check_persistence(empty_on_restart) or "")
-            empty_on_restart.execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all",
-                                             "-config")
-            limited = redis.Redis(port=volatile.port, username="app", password="app-pw")
-            try:
-                assert "could not check" in (check_persistence(limited) or "")
-            finally:
-                limited.close()
+            return await acheck_persistence(client)
         finally:
-            persistent.close()
-            empty_on_restart.close()
+            await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="videobatch.service"):
+        assert asyncio.run(check(redis_server)) is None
+        assert "no persistence" in (asyncio.run(check(volatile)) or "")
+        admin = volatile.client()
+        try:
+            admin.execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all", "-config")
+        finally:
+            admin.close()
+        assert "could not check" in (asyncio.run(check(volatile, username="app", password="app-pw"))
+                                     or "")
     assert "no persistence" in caplog.text and "could not check" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="videobatch.service"), running_api(volatile.url):

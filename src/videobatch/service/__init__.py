@@ -26,7 +26,8 @@ The workers: the library's runner with each of its three seams backed by Redis:
     worker.py   one worker process: the runner wired to the three below, and webhooks
     queue.py    ``RedisSource``, the runner's ``JobSource``: the stream, leases on its entries
     slots.py    ``RedisSlots``, the runner's ``SlotPool``: the account's slots, leased across workers
-    records.py  ``RedisStore``, the runner's ``Store``: one hash per request; the key layout (shared)
+    store.py    ``RedisStore``, the runner's ``Store``: one hash per request, written asynchronously
+    records.py  the key layout (shared), a request's hash <-> a Job, waiting out a Redis outage
     redis_loss.py  a Redis that lost its data: reported at start, no paid submit without a record
 
     cli.py      ``serve`` and ``worker`` commands

@@ -5,7 +5,7 @@ Run Redis with ``appendonly yes``: then a restart keeps every request. Without p
 restart empties it: the requests accepted before are gone (their clients get 404), and the
 workers must neither crash nor pay for work no one can read back. What each part does:
 
-- ``check_persistence``: at start-up (worker and API), ``CONFIG GET appendonly`` / ``save``; a
+- ``acheck_persistence``: at start-up (worker and API), ``CONFIG GET appendonly`` / ``save``; a
   warning when neither is on, another when ``CONFIG`` is refused (managed Redis: not checked).
 - ``guard_records``: right before a paid submit, the worker checks the request's record is still
   in Redis; if not, the submit is refused (the row fails unpaid; its queue entry is dropped).
@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -33,8 +32,7 @@ from ..request import VideoRequest
 from .queue import REDIS_OUTAGE
 from .records import SUBMITTING, UNAVAILABLE, Keys
 
-__all__ = ["acheck_persistence", "check_persistence", "guard_records",
-           "persistence_problem"]
+__all__ = ["acheck_persistence", "guard_records", "persistence_problem"]
 
 log = logging.getLogger("videobatch.service")
 
@@ -61,17 +59,8 @@ def _report(settings: dict[Any, Any] | None, error: Exception | None) -> str | N
     return problem
 
 
-def check_persistence(client: redis.Redis) -> str | None:
-    """Log (and return) a warning when Redis would lose its data on a restart (blocking client)."""
-    try:
-        settings = {**client.config_get("appendonly"), **client.config_get("save")}
-    except ResponseError as exc:
-        return _report(None, exc)
-    return _report(settings, None)
-
-
 async def acheck_persistence(client: aioredis.Redis) -> str | None:
-    """``check_persistence`` for an asyncio client."""
+    """Log (and return) a warning when Redis would lose its data on a restart."""
     try:
         settings = {**await client.config_get("appendonly"), **await client.config_get("save")}
     except ResponseError as exc:
