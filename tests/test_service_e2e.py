@@ -32,6 +32,7 @@ from service_fixtures import (
     ApiHandle,
     RedisServer,
     needs_redis,
+    redis_statuses,
     running_api,
     running_redis,
     wait_until,
@@ -71,19 +72,6 @@ def api(redis_server: RedisServer) -> Iterator[ApiHandle]:
 
 def statuses(client: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {rid: client.get(f"/api/v1/videos/{rid}").json() for rid in ids}
-
-
-def redis_statuses(server: RedisServer, ids: list[str]) -> list[str | None]:
-    r = server.client()
-    try:
-        pipe = r.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hget(f"vb:job:{rid}", "status")
-        return list(pipe.execute())
-    except redis.exceptions.ConnectionError:  # Redis is restarting
-        return [None] * len(ids)
-    finally:
-        r.close()
 
 
 def wait_all_ended(client: httpx.Client, server: RedisServer, ids: list[str],

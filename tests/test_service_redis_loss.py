@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from service_fixtures import (
     RedisServer,
     needs_redis,
+    redis_statuses,
     running_api,
     running_redis,
     wait_until,
@@ -58,16 +59,6 @@ def _post(client: httpx.Client, prompt: str) -> str:
     return str(wait_until(attempt, 30, f"the API to accept {prompt!r}", every=0.2))
 
 
-def _statuses(server: RedisServer, ids: list[str]) -> list[str | None]:
-    r = server.client()
-    try:
-        return [r.hget(f"vb:job:{rid}", "status") for rid in ids]
-    except redis.RedisError:
-        return [None] * len(ids)
-    finally:
-        r.close()
-
-
 def test_redis_restarted_empty_mid_run(volatile, tmp_path):
     with running_server(process=True, latency=2.5, jitter=0.1, max_parallel=3 * LIMIT) as kling, \
             running_api(volatile.url, provider="kling") as api, api.client() as client:
@@ -76,16 +67,16 @@ def test_redis_restarted_empty_mid_run(volatile, tmp_path):
             wait_until(lambda: all(" ready: " in w.log() for w in running), 60, "the workers")
             before = [_post(client, f"lighthouse {i}") for i in range(20)]
             # every slot busy, and each worker holding more requests that wait for one
-            wait_until(lambda: _statuses(volatile, before).count("generating") >= LIMIT, 30,
+            wait_until(lambda: redis_statuses(volatile, before).count("generating") >= LIMIT, 30,
                        "the account's slots to fill")
             volatile.kill()
             time.sleep(0.5)  # submits already sent arrive at the server; no new one can be recorded
             paid_before = kling.counters()["accepted"]
             volatile.start()  # empty: the records, the queue, the slot leases are gone
             after = [_post(client, f"harbour {i}") for i in range(8)]
-            wait_until(lambda: all(s in ("completed", "failed") for s in _statuses(volatile, after)),
+            wait_until(lambda: all(s in ("completed", "failed") for s in redis_statuses(volatile, after)),
                        90, "the requests made after the restart to end")
-            assert _statuses(volatile, after) == ["completed"] * len(after)
+            assert redis_statuses(volatile, after) == ["completed"] * len(after)
             time.sleep(1.0)  # what the workers still held from before has had its chance to go wrong
             logs = []
             for worker in running:

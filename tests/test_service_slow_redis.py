@@ -19,10 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service_fixtures import AK, FAST, SK, needs_redis, wait_until
+from service_fixtures import AK, FAST, SK, needs_redis, queue_directly, wait_until
 from videobatch.request import VideoRequest
-from videobatch.service.queue import enqueue_fields
-from videobatch.service.records import new_job_fields
 from videobatch.service.worker import WorkerSettings, run_worker
 from videobatch.testing import running_server
 
@@ -90,8 +88,7 @@ def test_the_loop_runs_on_while_redis_holds_its_answers(redis_server, monkeypatc
             HoldingProxy(redis_server.port, b"ZREM").running() as proxy:
         ids = ["slow-1", "slow-2"]
         for rid in ids:
-            r.hset(f"vb:job:{rid}", mapping=new_job_fields(rid, VideoRequest(prompt=f"{rid} fox")))
-            r.xadd("vb:queue", enqueue_fields(rid))
+            queue_directly(r, rid, VideoRequest(prompt=f"{rid} fox"))
         settings = WorkerSettings(redis_url=f"redis://127.0.0.1:{proxy.port}/0", provider="kling",
                                   provider_options={"base_url": kling.url, **FAST},
                                   account_limit=2, lease=30.0)
