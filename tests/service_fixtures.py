@@ -27,8 +27,11 @@ import pytest
 import redis
 import uvicorn
 
+from videobatch.request import VideoRequest
 from videobatch.service.addresses import AddressPolicy
 from videobatch.service.api import create_app
+from videobatch.service.queue import enqueue_fields
+from videobatch.service.records import new_job_fields
 from videobatch.testing import ServerHandle, SimConfig
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -126,6 +129,26 @@ class RedisServer:
     def log(self) -> str:
         path = self.directory / "redis.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def redis_statuses(server: RedisServer, ids: list[str]) -> list[str | None]:
+    """The requests' statuses as Redis holds them (all None while Redis is away)."""
+    r = server.client()
+    try:
+        pipe = r.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hget(f"vb:job:{rid}", "status")
+        return list(pipe.execute())
+    except redis.RedisError:  # Redis is restarting
+        return [None] * len(ids)
+    finally:
+        r.close()
+
+
+def queue_directly(r: redis.Redis, request_id: str, request: VideoRequest, **fields: Any) -> None:
+    """A request written straight into Redis and its queue, as the API would (but unchecked)."""
+    r.hset(f"vb:job:{request_id}", mapping=new_job_fields(request_id, request, **fields))
+    r.xadd("vb:queue", enqueue_fields(request_id))
 
 
 @contextlib.contextmanager

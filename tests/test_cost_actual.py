@@ -10,6 +10,7 @@ the release down to the actual cost, nothing else). Real parquet checkpoints thr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 import videobatch
 from service_fixtures import needs_redis
@@ -32,7 +34,8 @@ from videobatch.providers import get_provider
 from videobatch.providers.local.provider import read_submissions
 from videobatch.request import VideoRequest
 from videobatch.service.batch_views import batch_counts
-from videobatch.service.records import Keys, RedisStore, decode_hash, job_from_hash, new_job_fields, public_view
+from videobatch.service.records import Keys, decode_hash, job_from_hash, new_job_fields, public_view
+from videobatch.service.store import RedisStore
 from videobatch.testing import SimConfig, running_server
 
 FAST = {"first_poll": 0.1, "poll_interval": 0.05, "max_poll_interval": 0.3, "max_rps": 100}
@@ -181,23 +184,34 @@ def test_the_service_answers_cost_figures_as_numbers(redis_server):
     """A Redis hash holds text: the service reads its cost fields back as numbers of USD."""
     client = redis.Redis.from_url(redis_server.url)
     keys = Keys("cost:")
-    store = RedisStore(client, keys, run_id="run")
     client.rpush(keys.batch_ids("b1"), "r1", "r2", "r3")
     jobs = {}
     for rid in ("r1", "r2", "r3"):
         client.hset(keys.job(rid), mapping=new_job_fields(rid, VideoRequest(prompt="x"), batch_id="b1"))
         jobs[rid] = Job(rid, 0, VideoRequest(prompt="x"))
+
+    async def record() -> None:  # the runner's own records, through the worker's store
+        async_client = aioredis.Redis.from_url(redis_server.url)
+        store = RedisStore(async_client, keys, run_id="run")
+        try:
+            for job in jobs.values():
+                store.append(job.transition(State.SUBMITTING, attempts=1, cost_estimated=0.35))
+            for rid in ("r1", "r2"):
+                store.append(jobs[rid].transition(State.GENERATING, task_id=f"t-{rid}"))
+            store.append(jobs["r1"].transition(State.COMPLETED, video_url="https://v/1.mp4",
+                                               cost_actual=0.175, cost_units=1.25))
+            await store.durable()
+        finally:
+            await store.aclose()
+            await async_client.aclose()
+
     try:
-        for job in jobs.values():  # the runner's own records
-            store.append(job.transition(State.SUBMITTING, attempts=1, cost_estimated=0.35))
-        for rid in ("r1", "r2"):
-            store.append(jobs[rid].transition(State.GENERATING, task_id=f"t-{rid}"))
-        store.append(jobs["r1"].transition(State.COMPLETED, video_url="https://v/1.mp4",
-                                           cost_actual=0.175))
+        asyncio.run(record())
         rows = [decode_hash(client.hgetall(keys.job(rid))) for rid in ("r1", "r2", "r3")]
         views = [public_view(row) for row in rows]
         assert [(v["cost_estimated"], v["cost_actual"], v["cost_spent"]) for v in views] == [
             (0.35, 0.175, 0.175), (0.35, None, 0.35), (0.35, None, None)]
+        assert views[0]["cost_units"] == 1.25
         back = job_from_hash(rows[0])
         assert back.cost_actual == 0.175 and back.cost_estimated == 0.35  # floats, not text
         counts = batch_counts("b1", rows)

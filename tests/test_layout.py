@@ -34,7 +34,7 @@ FACES = ("videobatch", "videobatch.__main__", "videobatch._api", "videobatch._ru
 UI = ("videobatch.ui",)
 DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",
-             "videobatch.catalog", "videobatch.providers.setup")
+             "videobatch.catalog", "videobatch.providers.setup", "videobatch.media")
 CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local", "videobatch.providers.google",
             "videobatch.providers.fal", "videobatch.providers.runway", "videobatch.providers.replicate")
 PROVIDER_HELPERS = ("videobatch._pacing", "videobatch._http", "videobatch._retry")

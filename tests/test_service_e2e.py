@@ -32,6 +32,7 @@ from service_fixtures import (
     ApiHandle,
     RedisServer,
     needs_redis,
+    redis_statuses,
     running_api,
     running_redis,
     wait_until,
@@ -43,8 +44,9 @@ from videobatch._jobs import Job
 from videobatch.delivery.webhooks import verify_signature
 from videobatch.request import VideoRequest
 from videobatch.service.queue import RedisSource, enqueue_fields
-from videobatch.service.records import Keys, RedisStore, new_job_fields
+from videobatch.service.records import Keys, new_job_fields
 from videobatch.service.slots import RedisSlots
+from videobatch.service.store import RedisStore
 from videobatch.testing import running_server
 
 pytestmark = needs_redis
@@ -70,19 +72,6 @@ def api(redis_server: RedisServer) -> Iterator[ApiHandle]:
 
 def statuses(client: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {rid: client.get(f"/api/v1/videos/{rid}").json() for rid in ids}
-
-
-def redis_statuses(server: RedisServer, ids: list[str]) -> list[str | None]:
-    r = server.client()
-    try:
-        pipe = r.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hget(f"vb:job:{rid}", "status")
-        return list(pipe.execute())
-    except redis.exceptions.ConnectionError:  # Redis is restarting
-        return [None] * len(ids)
-    finally:
-        r.close()
 
 
 def wait_all_ended(client: httpx.Client, server: RedisServer, ids: list[str],
@@ -381,16 +370,25 @@ def test_a_stale_worker_cannot_overwrite_a_finished_request(redis_server):
     finished it: the final state stays; annotations and an explicit retry still go through."""
     client = redis.Redis.from_url(redis_server.url)
     keys = Keys()
-    store = RedisStore(client, keys, run_id="run")
     client.hset(keys.job("r1"), mapping=new_job_fields("r1", VideoRequest(prompt="x")))
-    store.append({"k": "r1", "s": "completed", "video_url": "https://v/1.mp4", "t": 1.0})
-    store.append({"k": "r1", "s": "generating", "task_id": "stale", "t": 2.0})  # the stale writer
-    store.append({"k": "r1", "x": {"webhook_status": "delivered"}, "t": 3.0})
-    job = client.hgetall(keys.job("r1"))
-    assert job[b"status"] == b"completed" and job[b"video_url"] == b"https://v/1.mp4"
-    assert b"stale" not in job.values() and job[b"x:webhook_status"] == b'"delivered"'
-    store.append({"k": "r1", "s": "pending", "generation": 1, "t": 4.0})  # an explicit retry
-    assert client.hget(keys.job("r1"), "status") == b"pending"
-    store.append({"k": "ghost", "s": "failed", "t": 5.0})  # never creates a request
-    assert not client.exists(keys.job("ghost"))
+
+    async def scenario() -> None:
+        async_client = aioredis.Redis.from_url(redis_server.url)
+        store = RedisStore(async_client, keys, run_id="run")
+        store.append({"k": "r1", "s": "completed", "video_url": "https://v/1.mp4", "t": 1.0})
+        store.append({"k": "r1", "s": "generating", "task_id": "stale", "t": 2.0})  # the stale writer
+        store.append({"k": "r1", "x": {"webhook_status": "delivered"}, "t": 3.0})
+        await store.durable()
+        job = client.hgetall(keys.job("r1"))
+        assert job[b"status"] == b"completed" and job[b"video_url"] == b"https://v/1.mp4"
+        assert b"stale" not in job.values() and job[b"x:webhook_status"] == b'"delivered"'
+        store.append({"k": "r1", "s": "pending", "generation": 1, "t": 4.0})  # an explicit retry
+        await store.durable()
+        assert client.hget(keys.job("r1"), "status") == b"pending"
+        store.append({"k": "ghost", "s": "failed", "t": 5.0})  # never creates a request
+        await store.aclose()
+        assert not client.exists(keys.job("ghost"))
+        await async_client.aclose()
+
+    asyncio.run(scenario())
     client.close()

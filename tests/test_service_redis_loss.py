@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from service_fixtures import (
     RedisServer,
     needs_redis,
+    redis_statuses,
     running_api,
     running_redis,
     wait_until,
@@ -31,7 +32,7 @@ from videobatch._jobs import Job
 from videobatch.request import VideoRequest
 from videobatch.service.queue import RedisSource, enqueue_fields
 from videobatch.service.records import Keys, new_job_fields
-from videobatch.service.redis_loss import check_persistence
+from videobatch.service.redis_loss import acheck_persistence
 from videobatch.service.slots import RedisSlots
 from videobatch.testing import running_server
 
@@ -58,16 +59,6 @@ def _post(client: httpx.Client, prompt: str) -> str:
     return str(wait_until(attempt, 30, f"the API to accept {prompt!r}", every=0.2))
 
 
-def _statuses(server: RedisServer, ids: list[str]) -> list[str | None]:
-    r = server.client()
-    try:
-        return [r.hget(f"vb:job:{rid}", "status") for rid in ids]
-    except redis.RedisError:
-        return [None] * len(ids)
-    finally:
-        r.close()
-
-
 def test_redis_restarted_empty_mid_run(volatile, tmp_path):
     with running_server(process=True, latency=2.5, jitter=0.1, max_parallel=3 * LIMIT) as kling, \
             running_api(volatile.url, provider="kling") as api, api.client() as client:
@@ -76,16 +67,16 @@ def test_redis_restarted_empty_mid_run(volatile, tmp_path):
             wait_until(lambda: all(" ready: " in w.log() for w in running), 60, "the workers")
             before = [_post(client, f"lighthouse {i}") for i in range(20)]
             # every slot busy, and each worker holding more requests that wait for one
-            wait_until(lambda: _statuses(volatile, before).count("generating") >= LIMIT, 30,
+            wait_until(lambda: redis_statuses(volatile, before).count("generating") >= LIMIT, 30,
                        "the account's slots to fill")
             volatile.kill()
             time.sleep(0.5)  # submits already sent arrive at the server; no new one can be recorded
             paid_before = kling.counters()["accepted"]
             volatile.start()  # empty: the records, the queue, the slot leases are gone
             after = [_post(client, f"harbour {i}") for i in range(8)]
-            wait_until(lambda: all(s in ("completed", "failed") for s in _statuses(volatile, after)),
+            wait_until(lambda: all(s in ("completed", "failed") for s in redis_statuses(volatile, after)),
                        90, "the requests made after the restart to end")
-            assert _statuses(volatile, after) == ["completed"] * len(after)
+            assert redis_statuses(volatile, after) == ["completed"] * len(after)
             time.sleep(1.0)  # what the workers still held from before has had its chance to go wrong
             logs = []
             for worker in running:
@@ -187,22 +178,23 @@ def test_the_queue_recreates_its_group_and_drops_entries_without_a_record(redis_
 
 
 def test_persistence_is_checked_at_start_up(redis_server, volatile, caplog):
-    with caplog.at_level(logging.WARNING, logger="videobatch.service"):
-        persistent = redis_server.client()
-        empty_on_restart = volatile.client()
+    async def check(server: RedisServer, **auth: str) -> str | None:
+        client = aioredis.Redis(port=server.port, **auth)
         try:
-            assert check_persistence(persistent) is None
-            assert "no persistence" in (check_persistence(empty_on_restart) or "")
-            empty_on_restart.execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all",
-                                             "-config")
-            limited = redis.Redis(port=volatile.port, username="app", password="app-pw")
-            try:
-                assert "could not check" in (check_persistence(limited) or "")
-            finally:
-                limited.close()
+            return await acheck_persistence(client)
         finally:
-            persistent.close()
-            empty_on_restart.close()
+            await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="videobatch.service"):
+        assert asyncio.run(check(redis_server)) is None
+        assert "no persistence" in (asyncio.run(check(volatile)) or "")
+        admin = volatile.client()
+        try:
+            admin.execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all", "-config")
+        finally:
+            admin.close()
+        assert "could not check" in (asyncio.run(check(volatile, username="app", password="app-pw"))
+                                     or "")
     assert "no persistence" in caplog.text and "could not check" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="videobatch.service"), running_api(volatile.url):

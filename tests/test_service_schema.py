@@ -7,7 +7,6 @@ redis-server. Bounded (few examples per operation) so it runs in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,21 +14,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service_fixtures import AUTH, ApiHandle, RedisServer, needs_redis, running_api, running_redis
+from service_fixtures import AUTH, ApiHandle, needs_redis
 
 pytestmark = needs_redis
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, ApiHandle]]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as redis_server, \
-            running_api(redis_server.url) as api:
-        yield redis_server, api
-
-
-@pytest.fixture(scope="module")
-def served_spec(service: tuple[RedisServer, ApiHandle]) -> Any:
-    _, api = service
+def served_spec(api: ApiHandle) -> Any:  # (this module's Redis and API: conftest)
     spec = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     spec.config.update(base_url=api.url, headers=AUTH)
     return spec

@@ -34,6 +34,7 @@ from service_fixtures import (
     free_port,
     hermetic_policy,
     needs_redis,
+    queue_directly,
     running_api,
     running_redis,
     wait_until,
@@ -45,8 +46,6 @@ from videobatch._jobs import Job
 from videobatch.request import VideoRequest
 from videobatch.service.images import ImageGate, ImageRules
 from videobatch.service.limits import ServiceLimits
-from videobatch.service.queue import enqueue_fields
-from videobatch.service.records import new_job_fields
 from videobatch.testing import running_server
 
 pytestmark = needs_redis
@@ -167,9 +166,7 @@ def test_the_worker_refuses_a_local_path_that_reached_redis_another_way(tmp_path
                 "loopback-url": VideoRequest(prompt="x", image="http://127.0.0.1:6379/a.png"),
                 "fine": VideoRequest(prompt="a fine one")}
         for rid, request in rows.items():
-            r.hset(f"vb:job:{rid}", mapping=new_job_fields(rid, request,
-                                                           webhook_url=receiver.hook_url("own")))
-            r.xadd("vb:queue", enqueue_fields(rid))
+            queue_directly(r, rid, request, webhook_url=receiver.hook_url("own"))
         with workers([worker_argv(redis_server.url, kling, account_limit=4)], tmp_path,
                      worker_env()) as (worker,):
             wait_until(lambda: all(r.hget(f"vb:job:{rid}", "status") in ("completed", "failed")

@@ -169,7 +169,7 @@ def test_a_redirect_to_loopback_is_not_followed(target):
     loopback = f"http://127.0.0.1:{target.port}/internal"
     with Server(location=loopback) as redirecting:
         url = f"http://hooks.test:{redirecting.port}/hook"
-        webhooks = _ServiceWebhooks(None, None, None, policy)  # type: ignore[arg-type]
+        webhooks = _ServiceWebhooks(None, None, None, policy, None)  # type: ignore[arg-type]
 
         async def with_service_client() -> httpx.Response:
             async with webhooks.new_client() as client:

@@ -236,7 +236,12 @@ class WebhookNotifier(BackgroundObserver[_Context]):
         url = self.target(job)
         if url is None or self._context is None:
             return None
-        payload = build_payload(job, self.row(job), run_id=self._context.run_id, column=self.column)
+        return self.delivery(job, url, self.row(job))
+
+    def delivery(self, job: RowSnapshot, url: str, row: Mapping[str, Any]) -> Coroutine[Any, Any, None]:
+        """The delivery of ``job``'s notification, with ``row`` (its input columns), to ``url``."""
+        assert self._context is not None, "bind() first"
+        payload = build_payload(job, row, run_id=self._context.run_id, column=self.column)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         return self._deliver(job, url, body, payload["event"], payload["delivery_id"])
 

@@ -8,7 +8,8 @@ providers and the state machine of the library. Needs the ``service`` extra (fas
 
 The gateway (HTTP in, requests into Redis):
 
-    api.py      the routes, and the Redis transaction that creates requests (Idempotency-Key)
+    api.py      the routes: requests checked, then created in Redis
+    idempotency.py  the Redis transaction that creates a request exactly once (Idempotency-Key)
     batch_views.py  a batch read back: its rows in order, counts per state, its results table
     auth.py     bearer tokens, checked before a body is read; the tenant a token stands for
     tenants.py  tenants, their tokens (only keyed hashes kept) and limits, from the settings
@@ -18,13 +19,15 @@ The gateway (HTTP in, requests into Redis):
     images.py   what an image may be over HTTP (URL, bytes, the operator's folder; never a path)
     addresses.py  which addresses a client may make the service call (webhooks, image URLs)
     accesslog.py  the access log without query-string values (secrets)
+    cors.py     which web origins may call the API from a browser (none unless listed)
 
 The workers: the library's runner with each of its three seams backed by Redis:
 
     worker.py   one worker process: the runner wired to the three below, and webhooks
     queue.py    ``RedisSource``, the runner's ``JobSource``: the stream, leases on its entries
     slots.py    ``RedisSlots``, the runner's ``SlotPool``: the account's slots, leased across workers
-    records.py  ``RedisStore``, the runner's ``Store``: one hash per request; the key layout (shared)
+    store.py    ``RedisStore``, the runner's ``Store``: one hash per request, written asynchronously
+    records.py  the key layout (shared), a request's hash <-> a Job, waiting out a Redis outage
     redis_loss.py  a Redis that lost its data: reported at start, no paid submit without a record
 
     cli.py      ``serve`` and ``worker`` commands

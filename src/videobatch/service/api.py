@@ -23,19 +23,18 @@ Hostile input (``service.checks``, with ``limits``, ``images``, ``addresses``): 
 size limit is 413 unread; too many rows, too long a prompt, too much metadata are 422; an image
 may be only an http(s) URL, image bytes sent with the request or a file of the operator's image
 folder (never a path of the host); webhook and image URLs may not name internal addresses.
+Browsers: no cross-origin page may call it unless the operator lists its origin (``service.cors``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,7 +44,6 @@ from fastapi import FastAPI, Form, Header, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from redis.exceptions import WatchError
 from starlette.concurrency import run_in_threadpool
 
 from .._inputs import load_prompts
@@ -57,6 +55,8 @@ from .addresses import AddressPolicy
 from .auth import BearerGate, Caller
 from .batch_views import batch_counts, batch_rows, results_response
 from .checks import Cache, RequestChecks
+from .cors import CorsPolicy
+from .idempotency import create_once, file_fingerprint, fingerprint
 from .images import ImageRules
 from .limits import BodyLimit, ServiceLimits, copy_in_chunks, count_csv_rows
 from .queue import enqueue_fields
@@ -77,7 +77,6 @@ from .tenants import Tenant, Tenants
 
 __all__ = ["create_app"]
 
-IDEMPOTENCY_TTL = 7 * 86400  # seconds an Idempotency-Key is remembered
 _NOT_METADATA = frozenset({*REQUEST_FIELDS, "webhook_url"})
 # What of a create body becomes the request (the earlier spellings are read as they were).
 _REQUEST_BODY = {*REQUEST_FIELDS, "options", "mode", "cfg_scale", "image_tail", "camera_control"}
@@ -119,20 +118,6 @@ def _plain_frame(source: Any, rows: list[dict[str, Any]] | None) -> pd.DataFrame
         return None
 
 
-def _fingerprint(data: Any) -> str:
-    raw = data if isinstance(data, bytes) else json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
-
-
-def _file_fingerprint(path: Path, extra: str | None) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as raw:
-        while chunk := raw.read(1 << 16):
-            digest.update(chunk)
-    digest.update((extra or "").encode())
-    return digest.hexdigest()[:32]
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -153,14 +138,16 @@ def _pool_size() -> int:
 def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                prefix: str = "vb:", provider: str = "local", limits: ServiceLimits | None = None,
                addresses: AddressPolicy | None = None, images: ImageRules | None = None,
-               redis_connections: int | None = None, tenants: Tenants | None = None) -> FastAPI:
+               redis_connections: int | None = None, tenants: Tenants | None = None,
+               cors: CorsPolicy | None = None) -> FastAPI:
     """The gateway app. ``tenants`` default to the environment (``service.tenants``), with
     ``tokens`` (each a tenant) in place of ``VIDEOBATCH_API_TOKENS`` if given; with no token,
     every request is refused (a service without tokens would be open to anyone). ``provider``: the
     one the workers use; requests are checked against its options and models before they are queued.
     ``limits``, ``addresses`` (the policy for webhook and image URLs), ``images`` (the image
-    rules) and ``redis_connections`` (the Redis pool's size; requests wait for a free one)
-    default to the ``VIDEOBATCH_SERVICE_*`` environment variables (see the README)."""
+    rules), ``redis_connections`` (the Redis pool's size; requests wait for a free one) and
+    ``cors`` (the web origins that may call it) default to the ``VIDEOBATCH_SERVICE_*``
+    environment variables (see the README)."""
     rules = rules_of(provider)
     context = {"rules": rules}
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -184,7 +171,8 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     app = FastAPI(title="videobatch", version="1", description=__doc__, lifespan=lifespan)
     app.state.tenants, app.state.keys, app.state.redis = tenants, keys, client
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes, max_json_values=limits.max_json_values)
-    app.add_middleware(BearerGate, tenants=tenants)  # the outermost: 401 before anything is read
+    app.add_middleware(BearerGate, tenants=tenants)  # 401 before anything is read
+    (cors if cors is not None else CorsPolicy.from_env()).install(app)  # preflights need no token
 
     @app.exception_handler(ValidationError)
     @app.exception_handler(RequestValidationError)
@@ -197,34 +185,6 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
 
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _unavailable)
-
-    async def _create(tenant: Tenant, scope: str, idempotency_key: str | None, fingerprint: str,
-                      new_id: str, write: Callable[[Any], None]) -> tuple[str, bool]:
-        """Run ``write`` in one transaction, with an Idempotency-Key only if the key is new.
-
-        Returns (id, created): the new id, or the id the key was first used for.
-        """
-        idem = keys.idem(f"{tenant.id}:{scope}:{idempotency_key}") if idempotency_key else None
-        async with client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    if idem is not None:
-                        await pipe.watch(idem)
-                        found = await pipe.get(idem)
-                        if found is not None:
-                            first_id, _, first_print = _text(found).partition(" ")
-                            if first_print != fingerprint:
-                                raise HTTPException(status_code=409, detail=(
-                                    "this Idempotency-Key was used with a different body; "
-                                    "use a new key for a new request"))
-                            return first_id, False
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(idem, f"{new_id} {fingerprint}", ex=IDEMPOTENCY_TTL)
-                    write(pipe)
-                    await pipe.execute()
-                    return new_id, True
-                except WatchError:  # the same key arrived concurrently: read what it made
-                    continue
 
     @app.post("/api/v1/videos", status_code=202, response_model=VideoCreated,
               responses={**_POSTS, 422: {"description": "invalid request (every problem listed)"}})
@@ -250,8 +210,8 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             pipe.hset(keys.job(job["request_id"]), mapping=job)
             pipe.xadd(keys.queue, enqueue_fields(job["request_id"]))
 
-        request_id, created = await _create(tenant, "videos", idempotency_key,
-                                            _fingerprint(body.model_dump(mode="json")),
+        request_id, created = await create_once(client, keys, tenant, "videos", idempotency_key,
+                                               fingerprint(body.model_dump(mode="json")),
                                             job["request_id"], write)
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
@@ -269,7 +229,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         view = public_view(fields)
         return VideoStatus(**{k: v for k, v in view.items() if k in VideoStatus.model_fields})
 
-    async def _create_batch(tenant: Tenant, idempotency_key: str | None, fingerprint: str,
+    async def _create_batch(tenant: Tenant, idempotency_key: str | None, body_print: str,
                             source: Any, defaults: dict[str, Any] | None, webhook_url: str | None,
                             raw_rows: list[dict[str, Any]] | None = None,
                             name: str | None = None) -> tuple[bool, BatchCreated | JSONResponse]:
@@ -323,7 +283,8 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                     tenant=tenant.id))
                 pipe.xadd(keys.queue, enqueue_fields(rid))
 
-        found, created = await _create(tenant, "batches", idempotency_key, fingerprint, batch_id, write)
+        found, created = await create_once(client, keys, tenant, "batches", idempotency_key,
+                                           body_print, batch_id, write)
         if created:
             return False, BatchCreated(batch_id=batch_id, total=len(ids), request_ids=ids)
         first = [_text(i) for i in await client.lrange(keys.batch_ids(found), 0, -1)]
@@ -339,7 +300,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
             return problems_response([{"loc": ["body", "rows"], "msg": (
                 f"{len(body.rows)} rows; at most {max_rows} are accepted per batch: split it")}])
         replayed, answer = await _create_batch(tenant, idempotency_key,
-                                               _fingerprint(body.model_dump(mode="json")), body.rows,
+                                               fingerprint(body.model_dump(mode="json")), body.rows,
                                                body.defaults, body.webhook_url, raw_rows=body.rows)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -367,7 +328,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                 return problems_response([{"loc": ["body", "file"], "msg": (
                     f"more than {max_rows} rows; at most {max_rows} are accepted per "
                     "batch: split the file")}])
-            digest = await run_in_threadpool(_file_fingerprint, path, webhook_url)
+            digest = await run_in_threadpool(file_fingerprint, path, webhook_url)
             replayed, answer = await _create_batch(
                 tenant, idempotency_key, digest, str(path),
                 None, webhook_url, name=file.filename or "upload.csv")

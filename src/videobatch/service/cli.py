@@ -39,7 +39,9 @@ def serve_main(argv: Sequence[str]) -> int:
                "image URLs may name although internal), VIDEOBATCH_SERVICE_IMAGE_DIR (a folder whose "
                "files clients may name as images), VIDEOBATCH_SERVICE_MAX_BODY_BYTES (10485760), "
                "VIDEOBATCH_SERVICE_MAX_ROWS (10000), VIDEOBATCH_SERVICE_MAX_METADATA_BYTES (16384), "
-               "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS (2500), VIDEOBATCH_SERVICE_REDIS_CONNECTIONS (100).")
+               "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS (2500), VIDEOBATCH_SERVICE_REDIS_CONNECTIONS (100), "
+               "VIDEOBATCH_SERVICE_CORS_ORIGINS (web origins that may call it from a browser; "
+               "default none).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--redis-url", help=_REDIS_HELP)

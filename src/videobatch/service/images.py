@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from .._gate import Gate
 from .._jobs import Job
 from ..errors import ConfigError
+from ..media import image_mime
 from ..request import VideoRequest
 from .addresses import AddressPolicy
 
@@ -41,17 +42,6 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _REFUSED = ("an image must be an http(s) URL or the image itself (a data:image/...;base64 URL, or "
             "base64 of a JPEG, PNG or WebP file): local file paths and file:// URLs are not "
             "accepted over HTTP")
-
-
-def _sniff(data: bytes) -> str | None:
-    """The MIME type of an image by its first bytes (JPEG, PNG, WebP), else None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 class ImageRules:
@@ -121,7 +111,7 @@ class ImageRules:
             data = base64.b64decode("".join(encoded.split()), validate=True)
         except (binascii.Error, ValueError):
             return None, "the image is not valid base64"
-        mime = _sniff(data)
+        mime = image_mime(data)
         if mime is None:
             return None, "the image is not a JPEG, PNG or WebP file"
         return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", None

@@ -81,6 +81,9 @@ class RedisSource:
         self.block = block
         self.hooks = hooks
         self.on_loss = on_loss  # called when Redis is found to have lost the queue
+        # Awaited before an ended request's entry is acknowledged: its end is in Redis by then
+        # (the worker sets the store's ``durable``).
+        self.written: Callable[[], Awaitable[None]] | None = None
         self._entries: dict[str, str] = {}  # request id -> stream entry id we hold
         self._records: dict[str, dict[str, str]] = {}  # request id -> its hash when we took it
         self._renewer: asyncio.Task[None] | None = None
@@ -159,6 +162,8 @@ class RedisSource:
                 await self.on_loss()
 
     async def done(self, job: Job) -> None:
+        if job.state in SETTLED and self.written is not None:
+            await self.written()  # (while the copy of its record is still here to restore)
         self._records.pop(job.key, None)
         entry_id = self._entries.get(job.key)
         if entry_id is None:

@@ -1,4 +1,4 @@
-"""Jobs in Redis: key layout, job hash <-> Job, and the store the runner writes transitions to.
+"""Jobs in Redis: the key layout, a job hash <-> a Job, and waiting out a Redis outage.
 
 Keys (``prefix`` defaults to ``vb:``)::
 
@@ -15,14 +15,10 @@ Keys (``prefix`` defaults to ``vb:``)::
 Job and batch hashes hold the ``tenant`` that created them (``service.tenants``: a name or a keyed
 hash, never a token); the API shows them to that tenant and the admin only.
 
-Every transition is written to the job hash *before* the side effect it announces (``RedisStore``
-uses a blocking client, so ``append`` returns only once Redis has it). Run Redis with
-``appendonly yes`` and ``appendfsync always`` (or ``everysec``) so a Redis restart keeps them.
-A record expires ``retention`` seconds after its request ended (default 30 days), its batch after
-its last row ended.
-While Redis is unreachable ``append`` waits for it (up to ``outage`` seconds) rather than letting a
-paid request leave unrecorded. A terminal status is final: a write from a worker that lost its
-lease (and still drives the request) never turns a completed request back into an earlier state.
+Workers write each transition to the job hash before the side effect it announces
+(``service.store.RedisStore``). Run Redis with ``appendonly yes`` and ``appendfsync always`` (or
+``everysec``) so a Redis restart keeps them. A record expires ``retention`` seconds after its
+request ended (default 30 days, ``retention_from_env``), its batch after its last row ended.
 """
 
 from __future__ import annotations
@@ -32,68 +28,30 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._jobs import RESULT_FIELDS, Job, State, may_have_paid
 from .._retry import RetryPolicy, RetryState
-from .._store import Store
 from ..errors import ConfigError
 from ..request import VideoRequest
 
-__all__ = ["RETENTION_DAYS", "Keys", "RedisStore", "cost_spent", "decode_hash", "ensure_run_id",
-           "job_from_hash", "new_job_fields", "patiently", "public_view", "retention_from_env"]
+__all__ = ["EXTRA", "RETENTION_DAYS", "Keys", "apatiently", "cost_spent", "decode_hash",
+           "ensure_run_id", "job_from_hash", "new_job_fields", "public_view", "retention_from_env"]
 
 _INT = {"attempts", "generation"}
 _FLOAT = {"submitted_at", "completed_at", "video_duration", "expires_at", "created_at", "updated_at",
           "cost_estimated", "cost_earlier", "cost_actual", "cost_units"}
-_EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
-_ENDS = {State.COMPLETED.value, State.FAILED.value, State.CANCELLED.value}
+EXTRA = "x:"  # hash fields written by observers (webhook outcome, ...)
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)  # Redis down or restarting (incl. LOADING)
 
 log = logging.getLogger("videobatch.service")
 T = TypeVar("T")
 
-# KEYS[1] the job hash. ARGV[1] the new status ('' for an annotation), ARGV[2] the record's
-# generation ('' when it sets none), ARGV[3] retention seconds (0: forever), ARGV[4] the key prefix,
-# ARGV[5..] field/value pairs. Writes nothing to a request that does not exist (-1), nor a status
-# change to one that ended (0; except a retry: pending, newer generation). A request that ends
-# expires after the retention, and so does its batch after its last row ended; one that starts
-# again (a retry) is kept again. (The batch's keys are built here: one Redis, not a cluster.)
-_WRITE = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return -1 end
-local ended = {completed = true, failed = true, cancelled = true}
-if ARGV[1] ~= '' and ended[current] then
-  local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') or 0
-  local wanted = tonumber(ARGV[2])
-  if not (ARGV[1] == 'pending' and wanted and wanted > generation) then return 0 end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-local retention = tonumber(ARGV[3]) or 0
-if ARGV[1] ~= '' and retention > 0 then
-  local batch = redis.call('HGET', KEYS[1], 'batch_id')
-  local keys = {KEYS[1]}
-  if batch then
-    table.insert(keys, ARGV[4] .. 'batch:' .. batch)
-    table.insert(keys, ARGV[4] .. 'batch:' .. batch .. ':ids')
-  end
-  for _, key in ipairs(keys) do
-    if ended[ARGV[1]] then redis.call('EXPIRE', key, retention) else redis.call('PERSIST', key) end
-  end
-end
-return 1
-"""
-# KEYS[1] a job hash that Redis lost; ARGV its fields as the worker took it. Only if still gone.
-_RESTORE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
 RETENTION_ENV = "VIDEOBATCH_SERVICE_RETENTION_DAYS"
 RETENTION_DAYS = 30.0  # default: a request's record is kept this long after it ended
 
@@ -135,10 +93,10 @@ class Keys:
         return f"{self.prefix}rate:{tenant}:{minute}"
 
 
-def ensure_run_id(client: redis.Redis, keys: Keys) -> str:
+async def ensure_run_id(client: aioredis.Redis, keys: Keys) -> str:
     """The service-wide run id (part of every idempotency key), created by whoever comes first."""
-    client.hsetnx(keys.meta, "run_id", uuid.uuid4().hex)
-    run_id = client.hget(keys.meta, "run_id")
+    await client.hsetnx(keys.meta, "run_id", uuid.uuid4().hex)
+    run_id = await client.hget(keys.meta, "run_id")
     assert run_id is not None
     return run_id.decode() if isinstance(run_id, bytes) else str(run_id)
 
@@ -188,7 +146,7 @@ def job_from_hash(fields: dict[str, str]) -> Job:
             continue
         value: Any = int(raw) if name in _INT else float(raw) if name in _FLOAT else raw
         setattr(job, name, value)
-    job.extras = {k[len(_EXTRA):]: json.loads(v) for k, v in fields.items() if k.startswith(_EXTRA)}
+    job.extras = {k[len(EXTRA):]: json.loads(v) for k, v in fields.items() if k.startswith(EXTRA)}
     return job
 
 
@@ -211,8 +169,8 @@ def public_view(fields: dict[str, str]) -> dict[str, Any]:
     out["request"] = json.loads(fields["request"]) if "request" in fields else None
     out["metadata"] = json.loads(fields.get("metadata") or "{}")
     for k, v in fields.items():
-        if k.startswith(_EXTRA):
-            out[k[len(_EXTRA):]] = json.loads(v)
+        if k.startswith(EXTRA):
+            out[k[len(EXTRA):]] = json.loads(v)
     return out
 
 
@@ -238,76 +196,17 @@ def cost_spent(fields: dict[str, str]) -> float | None:
     return round((earlier or 0.0) + latest, 6)
 
 
-def patiently(call: Callable[[], T], what: str, outage: float = 300.0) -> T:
-    """``call()`` on a blocking client, waiting (up to ``outage`` seconds) while Redis is away."""
+async def apatiently(call: Callable[[], Awaitable[T]], what: str, outage: float = 300.0) -> T:
+    """``await call()``, waiting (up to ``outage`` seconds, without blocking the loop) while Redis
+    is away; then the error is raised."""
     tries = RetryState(RetryPolicy(attempts=None, base=0.05, cap=1.0, jitter=0.0, deadline=outage))
     while True:
         try:
-            return call()
+            return await call()
         except UNAVAILABLE as exc:
             delay = tries.failed()
             if delay is None:
                 raise
             if tries.failures == 1:
                 log.warning("Redis unavailable (%s); waiting for it to %s", exc, what)
-            time.sleep(delay)
-
-
-class RedisStore(Store):
-    """The runner's store in service mode: each transition is one guarded HSET on the job's hash."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, *, outage: float = 300.0,
-                 retention: float = RETENTION_DAYS * 86400) -> None:
-        super().__init__(run_id)
-        self.client = client
-        self.keys = keys
-        self.outage = outage
-        self.retention = retention  # seconds a record is kept after its request ended (0: forever)
-        self._write = client.register_script(_WRITE)
-        self._restore = client.register_script(_RESTORE)
-        # The record of a request as its worker took it (``RedisSource.remembered``): the end of a
-        # request whose record Redis lost meanwhile is written on a copy of it, not lost.
-        self.remembered: Callable[[str], dict[str, str] | None] | None = None
-
-    def append(self, record: dict[str, Any]) -> None:
-        mapping: dict[str, str] = {"updated_at": repr(record.get("t", time.time()))}
-        if "s" in record:
-            mapping["status"] = record["s"]
-        for name in RESULT_FIELDS:
-            if name in record:
-                value = record[name]
-                mapping[name] = "" if value is None else (repr(value) if isinstance(value, float)
-                                                          else str(value))
-        for name, value in (record.get("x") or {}).items():
-            mapping[_EXTRA + name] = json.dumps(value, default=str)
-        args: list[Any] = [record.get("s", ""), str(record.get("generation", "")),
-                           str(max(0, round(self.retention))), self.keys.prefix]
-        for pair in mapping.items():
-            args.extend(pair)
-        key = self.keys.job(record["k"])
-        # Blocking on purpose: the transition must be stored before its side effect.
-        written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}", self.outage)
-        if written == -1 and record.get("s") in _ENDS and self._restored(record["k"], key):
-            written = patiently(lambda: self._write(keys=[key], args=args), f"record {key}",
-                                self.outage)
-        if written == -1:
-            log.error("!!! request %s: its record is gone from Redis (did Redis lose its data?); "
-                      "%s not recorded%s", record["k"], record.get("s", "an annotation"),
-                      f" (provider task {record['task_id']})" if record.get("task_id") else "")
-        elif not written and "s" in record:
-            log.warning("request %s: not recording %s over its final state (another worker "
-                        "finished it)", record["k"], record["s"])
-
-    def _restored(self, request_id: str, key: str) -> bool:
-        fields = self.remembered(request_id) if self.remembered is not None else None
-        if not fields:
-            return False
-        pairs = [item for pair in fields.items() for item in pair]
-        if patiently(lambda: self._restore(keys=[key], args=pairs), f"restore {key}", self.outage):
-            log.error("!!! request %s: its record was gone from Redis (did Redis lose its data?); "
-                      "written again from this worker's copy, with its end", request_id)
-        return True
-
-    @property
-    def location(self) -> str:
-        return f"redis ({self.keys.prefix}*)"
+            await tries.sleep(delay)

@@ -5,7 +5,7 @@ Run Redis with ``appendonly yes``: then a restart keeps every request. Without p
 restart empties it: the requests accepted before are gone (their clients get 404), and the
 workers must neither crash nor pay for work no one can read back. What each part does:
 
-- ``check_persistence``: at start-up (worker and API), ``CONFIG GET appendonly`` / ``save``; a
+- ``acheck_persistence``: at start-up (worker and API), ``CONFIG GET appendonly`` / ``save``; a
   warning when neither is on, another when ``CONFIG`` is refused (managed Redis: not checked).
 - ``RecordGate``: right before a paid submit, the worker checks the request's record is still
   in Redis; if not, the submit is refused (the row fails unpaid; its queue entry is dropped).
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -32,7 +31,7 @@ from ..request import VideoRequest
 from .queue import REDIS_OUTAGE
 from .records import UNAVAILABLE, Keys
 
-__all__ = ["RecordGate", "acheck_persistence", "check_persistence", "persistence_problem"]
+__all__ = ["RecordGate", "acheck_persistence", "persistence_problem"]
 
 log = logging.getLogger("videobatch.service")
 
@@ -59,17 +58,8 @@ def _report(settings: dict[Any, Any] | None, error: Exception | None) -> str | N
     return problem
 
 
-def check_persistence(client: redis.Redis) -> str | None:
-    """Log (and return) a warning when Redis would lose its data on a restart (blocking client)."""
-    try:
-        settings = {**client.config_get("appendonly"), **client.config_get("save")}
-    except ResponseError as exc:
-        return _report(None, exc)
-    return _report(settings, None)
-
-
 async def acheck_persistence(client: aioredis.Redis) -> str | None:
-    """``check_persistence`` for an asyncio client."""
+    """Log (and return) a warning when Redis would lose its data on a restart."""
     try:
         settings = {**await client.config_get("appendonly"), **await client.config_get("save")}
     except ResponseError as exc:

@@ -12,6 +12,9 @@ A Redis without persistence is reported loudly at start (``service.redis_loss``)
 empty meanwhile, the worker goes on: it recreates the queue's group, re-asserts the service's run id
 and its slot leases, and submits nothing whose record is gone.
 
+Every Redis call is made by the asyncio client: a slow or unreachable Redis holds up only the rows
+waiting for it, never the polling of every other row (``service.store``).
+
 SIGTERM/SIGINT stop it; requests it had in flight are taken over by another worker once their
 lease runs out, and reconciled with the provider, never submitted twice.
 """
@@ -19,18 +22,18 @@ lease runs out, and reconciled with the provider, never submitted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import redis
 import redis.asyncio as aioredis
 
 from .._gate import Gates
@@ -43,9 +46,10 @@ from ..providers import Provider, get_provider
 from .addresses import AddressPolicy, guarded_transport
 from .images import ImageGate, ImageRules
 from .queue import RedisSource
-from .records import RETENTION_DAYS, UNAVAILABLE, Keys, RedisStore, decode_hash, ensure_run_id, patiently
-from .redis_loss import RecordGate, check_persistence
+from .records import RETENTION_DAYS, UNAVAILABLE, Keys, apatiently, decode_hash, ensure_run_id
+from .redis_loss import RecordGate, acheck_persistence
 from .slots import RedisSlots
+from .store import RedisStore
 
 __all__ = ["WorkerSettings", "run_worker"]
 
@@ -77,12 +81,13 @@ class _ServiceWebhooks(WebhookNotifier):
     delivery ends, and a request found ended without its notification (its worker died) gets it.
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys, secret: str | None,
-                 addresses: AddressPolicy) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, secret: str | None,
+                 addresses: AddressPolicy, store: RedisStore) -> None:
         super().__init__(None, secret=secret, url_check=addresses.refusal)
         self._redis = client
         self._keys = keys
         self._addresses = addresses
+        self._store = store
         self._deliveries: dict[str, asyncio.Task[None]] = {}
 
     def new_client(self) -> httpx.AsyncClient:
@@ -91,17 +96,21 @@ class _ServiceWebhooks(WebhookNotifier):
                                  transport=guarded_transport(self._addresses,
                                                              max_connections=self.concurrency))
 
-    def _fields(self, job: RowSnapshot) -> dict[str, str]:
+    def work(self, job: RowSnapshot) -> Coroutine[Any, Any, None] | None:
+        return self._notify(job) if self._context is not None else None
+
+    async def _notify(self, job: RowSnapshot) -> None:
+        """Read the request's receiver and metadata (asynchronously), then deliver. First the
+        request's end must be in Redis: a client told by its webhook reads it back at once."""
+        await self._store.durable()
         key = self._keys.job(job.key)
-        return decode_hash(patiently(lambda: self._redis.hgetall(key), f"read {key}", 60.0))
-
-    def target(self, job: RowSnapshot) -> str | None:
-        return self._fields(job).get("webhook_url") or None
-
-    def row(self, job: RowSnapshot) -> Mapping[str, Any]:
-        fields = self._fields(job)
+        fields = decode_hash(await apatiently(lambda: self._redis.hgetall(key), f"read {key}", 60.0))
+        url = fields.get("webhook_url")
+        if not url:
+            return
         metadata = json.loads(fields.get("metadata") or "{}")
-        return {"prompt": job.request.prompt, **(metadata if isinstance(metadata, dict) else {})}
+        row = {"prompt": job.request.prompt, **(metadata if isinstance(metadata, dict) else {})}
+        await self.delivery(job, url, row)
 
     def schedule(self, job: RowSnapshot) -> asyncio.Task[None] | None:
         task = super().schedule(job)
@@ -129,11 +138,18 @@ class _ServiceWebhooks(WebhookNotifier):
 async def run_worker(settings: WorkerSettings, *, provider: Provider | None = None,
                      stop: asyncio.Event | None = None) -> RunOutcome:
     """Work until ``stop`` is set (or SIGTERM/SIGINT when running in the main thread)."""
-    sync_client = redis.Redis.from_url(settings.redis_url)
     async_client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        return await _run(settings, async_client, provider, stop)
+    finally:
+        await async_client.aclose()
+
+
+async def _run(settings: WorkerSettings, async_client: aioredis.Redis, provider: Provider | None,
+               stop: asyncio.Event | None) -> RunOutcome:
     keys = Keys(settings.prefix)
-    run_id = patiently(lambda: ensure_run_id(sync_client, keys), "start", 60.0)
-    patiently(lambda: check_persistence(sync_client), "check its persistence", 60.0)
+    run_id = await apatiently(lambda: ensure_run_id(async_client, keys), "start", 60.0)
+    await apatiently(lambda: acheck_persistence(async_client), "check its persistence", 60.0)
     provider = provider or get_provider(settings.provider, **settings.provider_options)
     # Asked by the runner right before every paid submit: images, then the record in Redis.
     gate = Gates(ImageGate(ImageRules(settings.image_dir, settings.addresses)),
@@ -145,7 +161,9 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     if account_limit != provider.limits.max_parallel:  # the account's limit, as the runner knows it
         provider.limits = dataclasses.replace(provider.limits, max_parallel=account_limit)
     ceiling = min(settings.concurrency or account_limit, account_limit)
-    webhooks = _ServiceWebhooks(sync_client, keys, settings.webhook_secret, settings.addresses)
+    store = RedisStore(async_client, keys, run_id, retention=settings.retention)
+    webhooks = _ServiceWebhooks(async_client, keys, settings.webhook_secret, settings.addresses,
+                                store)
 
     async def reassert_run_id() -> None:  # Redis lost it: the idempotency keys must not change
         await async_client.hsetnx(keys.meta, "run_id", run_id)
@@ -159,8 +177,8 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
     slots = RedisSlots(async_client, keys.slots, limit=account_limit, ceiling=ceiling,
                        lease=settings.lease * 1.5)
     await _set_up(source, slots)
-    store = RedisStore(sync_client, keys, run_id, retention=settings.retention)
     store.remembered = source.remembered  # the end of a request Redis lost is written on a copy
+    source.written = store.durable  # an entry is acknowledged only once its request's end is stored
     runner = Runner(
         [], provider, store,
         RunSettings(concurrency=ceiling, timeout=settings.timeout, max_attempts=settings.max_attempts),
@@ -197,8 +215,8 @@ async def run_worker(settings: WorkerSettings, *, provider: Provider | None = No
         await source.aclose()
         await slots.aclose()
         await provider.aclose()
-        await async_client.aclose()
-        sync_client.close()
+        with contextlib.suppress(Exception):  # (the run's end flushed it; a crash may not have)
+            await asyncio.wait_for(store.aclose(), 10.0)
 
 
 async def _set_up(source: RedisSource, slots: RedisSlots, outage: float = 60.0) -> None:

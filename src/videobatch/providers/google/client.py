@@ -40,6 +40,7 @@ from urllib.parse import quote
 import httpx
 
 from ...errors import ConfigError, Problem, ProviderError, RejectedError, TransientError
+from ...media import image_mime
 from ...request import VideoRequest
 from ..base import Capabilities, Limits, PollHint, Provider, TaskState, TaskStatus, Video
 from ..setup import Secret, number
@@ -294,7 +295,7 @@ class GoogleProvider(Provider):
             data = response.content
         else:
             data = await asyncio.to_thread(media.local_image, column, value)
-        mime = media.mime_of(data[:16])
+        mime = image_mime(data[:16])
         if mime is None:
             raise RejectedError(f"{column} is not a JPEG, PNG or WebP image")
         return base64.b64encode(data).decode("ascii"), mime

@@ -21,25 +21,14 @@ import re
 from pathlib import Path
 
 from ...errors import RejectedError
+from ...media import image_mime
 
-__all__ = ["ALLOWED", "VideoStore", "decode", "default_video_dir", "image_problem", "is_url", "local_image",
-           "mime_of"]
+__all__ = ["ALLOWED", "VideoStore", "decode", "default_video_dir", "image_problem", "is_url", "local_image"]
 
 ALLOWED = "a JPEG, PNG or WebP file, a data: URL, base64, or an http(s) URL of one"
 VIDEO_DIR_ENV = "VIDEOBATCH_GOOGLE_VIDEO_DIR"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def mime_of(head: bytes) -> str | None:
-    """The image MIME type from the first bytes, or None when it is not JPEG, PNG or WebP."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def is_url(value: str) -> bool:
@@ -84,7 +73,7 @@ def image_problem(value: str) -> str | None:
             return (f"file {value!r} not found (relative paths are from the working directory), "
                     "and it is not base64 or a data: URL either")
         head = data[:16]
-    return None if mime_of(head) else "image is not a JPEG, PNG or WebP file"
+    return None if image_mime(head) else "image is not a JPEG, PNG or WebP file"
 
 
 def local_image(column: str, value: str) -> bytes:
