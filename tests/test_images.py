@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import videobatch
-from videobatch._images import ImageCheck, image_problems, sniff_image
+from videobatch._images import ImageCheck, image_problems
 from videobatch.cli.main import main
 from videobatch.errors import InputError
+from videobatch.media import image_mime, image_type
 
 
 def png_bytes() -> bytes:
@@ -120,15 +121,17 @@ def problems(cells, **check):
 
 
 # ---------------------------------------------------------------------- judging bytes and files
-def test_sniff_image_judges_by_content():
-    assert sniff_image(PNG) == "image/png"
-    assert sniff_image(JPEG) == "image/jpeg"
-    assert sniff_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
-    assert sniff_image(b"GIF89a\x01\x00") == "image/gif"
-    assert sniff_image(b"\x00\x00\x00\x1cftypavif") == "image/avif"
-    assert sniff_image(b"<!doctype html>") is None
-    assert sniff_image(b"\x00\x00\x00\x18ftypmp42") is None  # a video, not an image
-    assert sniff_image(b"") is None
+def test_image_type_judges_by_content():
+    assert image_type(PNG) == "image/png"
+    assert image_type(JPEG) == "image/jpeg"
+    assert image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert image_type(b"GIF89a\x01\x00") == "image/gif"
+    assert image_type(b"\x00\x00\x00\x1cftypavif") == "image/avif"
+    assert image_type(b"<!doctype html>") is None
+    assert image_type(b"\x00\x00\x00\x18ftypmp42") is None  # a video, not an image
+    assert image_type(b"") is None
+    # the web formats providers and the service take are the subset image_mime keeps
+    assert image_mime(PNG) == "image/png" and image_mime(b"GIF89a\x01\x00") is None
 
 
 def test_local_files_must_exist_and_be_images(tmp_path, monkeypatch):

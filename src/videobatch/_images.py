@@ -3,7 +3,7 @@ image; image data (a ``data:`` URL, base64) is an image; an ``http(s)`` URL answ
 within a timeout. URLs are fetched concurrently (bounded), each distinct value once, reading only
 its first bytes; ``check_images=False`` (``--no-check-images``) skips all of it.
 
-What is an image is judged from the first bytes (``sniff_image``), never from a name or a
+What is an image is judged from the first bytes (``videobatch.media.image_type``), never from a name or a
 ``Content-Type``. Fetches follow up to five redirects, each hop asked of the ``guard`` first: in
 service mode the caller passes its address policy (``AddressPolicy.refusal``) and its guarded
 transport, so this engine module never imports the service, and ``local_files=False`` so no path
@@ -31,8 +31,9 @@ from ._plan import starting
 from ._settings import RunSettings
 from ._store import open_rows
 from .errors import InputError, Problem
+from .media import image_type
 
-__all__ = ["IMAGE_FIELDS", "ImageCheck", "ImageGuard", "check_images_of", "image_problems", "sniff_image"]
+__all__ = ["IMAGE_FIELDS", "ImageCheck", "ImageGuard", "check_images_of", "image_problems"]
 
 IMAGE_FIELDS = ("image", "end_image")
 ImageGuard = Callable[[str], Awaitable[str | None]]
@@ -43,31 +44,6 @@ _HEAD = 64  # bytes read of each image: enough for every signature below
 _REDIRECTS = 5
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
 _DATA = re.compile(r"^data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
-
-
-def sniff_image(head: bytes) -> str | None:
-    """The MIME type of an image from its first bytes (JPEG, PNG, GIF, WebP, BMP, TIFF, AVIF,
-    HEIC), else None. (``providers.google.media.mime_of`` and ``service.images._sniff`` know the
-    first three; a provider that takes fewer formats still refuses the others in its own check.)"""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:2] == b"BM" and len(head) >= 14:
-        return "image/bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "image/avif"
-        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"heif"):
-            return "image/heic"
-    return None
 
 
 @dataclass(frozen=True)
@@ -150,11 +126,11 @@ def _local_problem(value: str, local_files: bool) -> str | None:
                     head = handle.read(_HEAD)
             except OSError as exc:
                 return f"image file {full} cannot be read: {exc.strerror or exc}"
-            return None if sniff_image(head) else (f"{full} is not an image (a JPEG, PNG, WebP, "
+            return None if image_type(head) else (f"{full} is not an image (a JPEG, PNG, WebP, "
                                                    "GIF, ... file, judged by its content)")
     if len(value) >= 16 and _BASE64.match(value):
         data = _decode_head(value)
-        if data is not None and sniff_image(data):
+        if data is not None and image_type(data):
             return None
     if not local_files:
         return "not an http(s) URL or image data (no file of this machine is read)"
@@ -170,7 +146,7 @@ def _data_problem(value: str) -> str | None:
     data = _decode_head(value[match.end():])
     if data is None:
         return "the data: URL's data is not valid base64"
-    return None if sniff_image(data) else "the data: URL does not hold an image (judged by its content)"
+    return None if image_type(data) else "the data: URL does not hold an image (judged by its content)"
 
 
 def _decode_head(text: str) -> bytes | None:
@@ -230,7 +206,7 @@ async def _url_problem(client: httpx.AsyncClient, url: str, check: ImageCheck) -
             return f"the image URL did not answer within {check.timeout:g} s"
         except (httpx.HTTPError, OSError) as exc:
             return f"the image URL cannot be fetched ({type(exc).__name__}: {exc})"
-        if sniff_image(head):
+        if image_type(head):
             return None
         kind = response.headers.get("content-type", "").partition(";")[0].strip() or "no content type"
         return f"the image URL answered with {kind}, not an image (judged by its content)"
