@@ -195,6 +195,7 @@ def running_api(redis_url: str, *, tokens: list[str] | None = None,
     ``allow``: the address allowlist; the test resolver; ``options`` as for ``create_app``) on
     uvicorn in a thread."""
     options.setdefault("addresses", hermetic_policy(*allow))
+    options.setdefault("fetch_images", False)  # the test hosts (public.test) do not exist
     app = create_app(redis_url, tokens=tokens if tokens is not None else [TOKEN], prefix=prefix,
                      provider=provider, **options)
     with serving(app) as handle:

@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
+from image_server import ImageServer
 from outputs_server import running as running_receiver
 from service_fixtures import (
+    LOOPBACK_ALLOWED,
     TOKEN,
     RedisServer,
     free_port,
@@ -471,3 +473,27 @@ def test_the_image_gate_neither_submits_nor_matches_a_refused_request(tmp_path, 
     refused, passed, bad_readable, fine_readable = asyncio.run(asyncio.wait_for(go(), 10))
     assert refused and "reads no other file" in refused
     assert passed is None and not bad_readable and fine_readable
+
+
+def test_image_urls_are_fetched_through_the_address_policy_before_queueing(redis_server):
+    # As the library checks images before paying, the API fetches each image URL a client sends
+    # (first bytes only), through the address policy: here loopback is allowed for the test.
+    with ImageServer() as images, running_api(redis_server.url, allow=(LOOPBACK_ALLOWED,),
+                                              fetch_images=True) as api, api.client() as client:
+        ok = client.post("/api/v1/videos", json={"prompt": "x", "image": f"{images.url}/cat.png"})
+        assert ok.status_code == 202, ok.text
+        for bad in ("/missing.png", "/page.html"):
+            answer = refused_unchanged(client, redis_server, "/api/v1/videos",
+                                       {"prompt": "x", "image": images.url + bad})
+            assert "image" in answer.text and images.url not in answer.text, answer.text  # no URL echoed
+        rows = [{"prompt": "a", "image": f"{images.url}/cat.png"},
+                {"prompt": "b", "image": f"{images.url}/page.html"}]
+        answer = refused_unchanged(client, redis_server, "/api/v1/batches", {"rows": rows})
+        assert "row 2" in answer.text or '"row":2' in answer.text.replace(" ", ""), answer.text
+        assert images.hits["/cat.png"] >= 2 and images.hits["/page.html"] >= 2
+    # Not allowed by the policy: refused without any fetch.
+    with ImageServer() as images, running_api(redis_server.url, fetch_images=True) as api, \
+            api.client() as client:
+        refused_unchanged(client, redis_server, "/api/v1/videos",
+                          {"prompt": "x", "image": f"{images.url}/cat.png"})
+        assert not images.hits

@@ -123,6 +123,7 @@ def _text(value: Any) -> str:
 
 
 REDIS_CONNECTIONS_ENV = "VIDEOBATCH_SERVICE_REDIS_CONNECTIONS"
+FETCH_IMAGES_ENV = "VIDEOBATCH_SERVICE_FETCH_IMAGES"  # 0: image URLs are not fetched to check them
 REDIS_WAIT = 10.0  # seconds a request waits for a free Redis connection before 503
 
 
@@ -139,7 +140,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
                prefix: str = "vb:", provider: str = "local", limits: ServiceLimits | None = None,
                addresses: AddressPolicy | None = None, images: ImageRules | None = None,
                redis_connections: int | None = None, tenants: Tenants | None = None,
-               cors: CorsPolicy | None = None) -> FastAPI:
+               cors: CorsPolicy | None = None, fetch_images: bool | None = None) -> FastAPI:
     """The gateway app. ``tenants`` default to the environment (``service.tenants``), with
     ``tokens`` (each a tenant) in place of ``VIDEOBATCH_API_TOKENS`` if given; with no token,
     every request is refused (a service without tokens would be open to anyone). ``provider``: the
@@ -147,7 +148,9 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     ``limits``, ``addresses`` (the policy for webhook and image URLs), ``images`` (the image
     rules), ``redis_connections`` (the Redis pool's size; requests wait for a free one) and
     ``cors`` (the web origins that may call it) default to the ``VIDEOBATCH_SERVICE_*``
-    environment variables (see the README)."""
+    environment variables (see the README). ``fetch_images``: fetch each image URL a client sends
+    to check it is an image, through the address policy (default: yes, unless
+    ``VIDEOBATCH_SERVICE_FETCH_IMAGES=0``)."""
     rules = rules_of(provider)
     context = {"rules": rules}
     url = redis_url or os.environ.get("VIDEOBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -155,7 +158,9 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     limits = limits or ServiceLimits.from_env()
     addresses = addresses or AddressPolicy.from_env()
     images = images or ImageRules.from_env(addresses)
-    checks = RequestChecks(limits, images, addresses)
+    if fetch_images is None:
+        fetch_images = os.environ.get(FETCH_IMAGES_ENV, "1").strip().lower() not in ("0", "no", "false")
+    checks = RequestChecks(limits, images, addresses, fetch=fetch_images)
     keys = Keys(prefix)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=redis_connections or _pool_size(), timeout=REDIS_WAIT)

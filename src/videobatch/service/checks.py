@@ -5,7 +5,10 @@ It checks a single request (``video``), a batch's run-wide ``defaults`` and ``ro
 row's ``metadata``; every method returns what to store for the image cells (URLs with a lowercase
 scheme, image bytes as ``data:`` URLs, folder files as their real path) and every problem found,
 so a 422 lists them all together with the library's. ``cache`` holds the address policy's answers
-by host for one request (a batch names few hosts, many times).
+by host for one request (a batch names few hosts, many times). An image URL the policy allows is
+then fetched, as the library checks images before paying (``videobatch._images``): it must answer
+with an image in time; the fetch itself passes the address policy (every redirect too) and reads
+only the first bytes (``fetch=None``: not fetched).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+from .._images import ImageCheck, image_problems
 from ..errors import Problem
-from .addresses import AddressPolicy
+from .addresses import AddressPolicy, guarded_transport
 from .images import IMAGE_COLUMNS, ImageRules
 from .limits import ServiceLimits, json_size
 from .schemas import VideoCreate
@@ -28,10 +32,22 @@ _TEXTS = ("prompt", "negative_prompt")
 
 
 class RequestChecks:
-    def __init__(self, limits: ServiceLimits, images: ImageRules, addresses: AddressPolicy) -> None:
+    def __init__(self, limits: ServiceLimits, images: ImageRules, addresses: AddressPolicy,
+                 *, fetch: bool = True) -> None:
         self.limits = limits
         self.images = images
         self.addresses = addresses
+        self.fetch = ImageCheck(guard=addresses.refusal, transport=guarded_transport(addresses),
+                                local_files=False) if fetch else None
+
+    async def fetched(self, stored: Mapping[int, Mapping[str, str]]) -> list[Problem]:
+        """Problems of the image URLs among ``stored`` cells (by row number) that do not answer
+        with an image (data: URLs and folder files were judged already)."""
+        cells = [(row, column, value) for row, fields in stored.items()
+                 for column, value in fields.items() if value.startswith(("http://", "https://"))]
+        if self.fetch is None or not cells:
+            return []
+        return await image_problems(cells, self.fetch)
 
     def too_long(self, field: str, text: Any) -> str | None:
         if isinstance(text, str) and len(text) > self.limits.max_prompt_chars:
@@ -74,6 +90,8 @@ class RequestChecks:
         reason = self.too_much(body.metadata)
         if reason:
             problems.append({"loc": ["body", "metadata"], "msg": reason})
+        problems += [{"loc": ["body", p.column], "msg": p.message}
+                     for p in await self.fetched({1: stored})]
         return stored, problems
 
     async def defaults(self, defaults: Mapping[str, Any], cache: Cache) -> tuple[dict[str, Any], list[Problem]]:
@@ -106,6 +124,7 @@ class RequestChecks:
                     problems.append(Problem(n, str(column), reason))
                 elif kept is not None:
                     stored.setdefault(n, {})["end_image" if column == "image_tail" else str(column)] = kept
+        problems += await self.fetched(stored)
         return stored, problems
 
     def metadata(self, metas: list[dict[str, Any]]) -> list[Problem]:
