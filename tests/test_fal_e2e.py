@@ -162,7 +162,16 @@ def test_no_key_fails_before_anything_is_sent(monkeypatch, tmp_path):
 
 
 def test_server_queues_over_the_limit_and_lists_finished_requests_only():
-    with running_server(latency=0.4, jitter=0.0, max_parallel=1) as server:
+    def settled(url: str) -> httpx.Response:  # a request's status once it has ended (busy machines)
+        deadline = time.monotonic() + 20
+        while True:
+            answer = http.get(url)
+            if answer.json()["status"] == "COMPLETED" or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.05)
+
+    # (latency: long enough that the first request is still running when it is cancelled)
+    with running_server(latency=1.5, jitter=0.0, max_parallel=1) as server:
         auth = {"Authorization": f"Key {KEY}"}
         endpoint = "fal-ai/kling-video/v2.5-turbo/pro/text-to-video"
         with httpx.Client(headers=auth, timeout=10) as http:
@@ -170,7 +179,10 @@ def test_server_queues_over_the_limit_and_lists_finished_requests_only():
                        for i in range(3)]
             assert all(a["status"] == "IN_QUEUE" for a in answers)  # never refused
             assert answers[0]["status_url"].startswith(f"{server.url}/fal-ai/kling-video/requests/")
-            time.sleep(0.2)
+            deadline = time.monotonic() + 10  # the first starts; the others wait for its slot
+            while http.get(answers[0]["status_url"]).json()["status"] == "IN_QUEUE" \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
             states = [http.get(a["status_url"]) for a in answers]
             assert [s.status_code for s in states] == [202, 202, 202]
             assert [s.json()["status"] for s in states] == ["IN_PROGRESS", "IN_QUEUE", "IN_QUEUE"]
@@ -180,15 +192,13 @@ def test_server_queues_over_the_limit_and_lists_finished_requests_only():
             listing = f"{server.url}/v1/models/requests/by-endpoint"
             listed = http.get(listing, params={"endpoint_id": endpoint, "expand": "payloads"}).json()
             assert [i["request_id"] for i in listed["items"]] == [answers[2]["request_id"]]
-            time.sleep(0.5)
-            done = http.get(answers[0]["status_url"])
+            done = settled(answers[0]["status_url"])
             assert (done.status_code, done.json()["status"]) == (200, "COMPLETED")
             assert http.get(answers[0]["response_url"]).json()["video"]["url"].endswith(".mp4")
             assert http.put(answers[0]["cancel_url"]).status_code == 400
             assert http.get(f"{server.url}/fal-ai/kling-video/requests/nope/status").status_code == 404
             bad = http.post(f"{server.url}/{endpoint}", json={"prompt": "x", "duration": 5}).json()
-            time.sleep(0.6)
-            failed = http.get(bad["status_url"]).json()
+            failed = settled(bad["status_url"]).json()
             assert failed["status"] == "COMPLETED" and failed["error"]
             assert http.get(bad["response_url"]).status_code == 422
             assert http.post(f"{server.url}/fal-ai/sora-2/text-to-video", json={}).status_code == 404
