@@ -82,6 +82,8 @@ def test_every_notebook_is_checked():
 def test_quickstart_notebook_runs(execute):
     nb = execute(ROOT / "notebooks" / "quickstart.ipynb")
 
+    # the plan comes first: what the run will pay for, before it does
+    assert "20 paid requests, estimated $" in _texts(_cell(nb, "plan = videobatch.plan("))
     run_cell = _cell(nb, "df = videobatch.run(")
     assert any(WIDGET_VIEW in out.get("data", {}) for out in run_cell.outputs), "no dashboard"
     text = _texts(run_cell)
