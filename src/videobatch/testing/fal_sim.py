@@ -23,8 +23,10 @@ import random
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from ._settings import ServerSettings, one_of
 
 __all__ = ["ENDPOINTS", "RETIRED", "Account", "SimConfig", "SimTask", "owner_app"]
 
@@ -88,7 +90,7 @@ def owner_app(endpoint_id: str) -> str:
 
 
 @dataclass
-class SimConfig:
+class SimConfig(ServerSettings):
     """Everything the server can be told at start (and most of it at run time)."""
 
     key: str = "test-fal-key-0123456789"
@@ -108,14 +110,8 @@ class SimConfig:
     foreign_tasks: int = 0
     seed: int = 0
 
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        for name, value in values.items():
-            if name not in names:
-                raise ValueError(f"unknown server setting {name!r}")
-            if name == "listing" and value not in LISTINGS:
-                raise ValueError(f"listing must be one of {LISTINGS}")
-            setattr(self, name, value)
+    def check(self) -> None:
+        one_of("listing", self.listing, LISTINGS)
 
 
 def _content(endpoint: str, body: dict[str, Any]) -> str:

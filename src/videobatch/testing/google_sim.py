@@ -25,8 +25,10 @@ import json
 import random
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from ._settings import ServerSettings, one_of
 
 __all__ = ["DELIVERIES", "LIVE_MODELS", "OVER_LIMIT", "RETIRED", "Project", "SimConfig", "SimError", "SimInteraction"]
 
@@ -47,7 +49,7 @@ _DURATION = re.compile(r"^(\d+)s$")
 
 
 @dataclass
-class SimConfig:
+class SimConfig(ServerSettings):
     """Everything the server can be told at start (and most of it at run time)."""
 
     api_key: str = "test-gemini-key-0123456789abcdef"
@@ -66,31 +68,11 @@ class SimConfig:
     fail_marker: str = "[fail]"  # prompts containing it end failed
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        self.check()
-
     def check(self) -> None:
-        if self.over_limit not in OVER_LIMIT:
-            raise ValueError(f"over_limit must be one of {OVER_LIMIT}, not {self.over_limit!r}")
-        if self.get_delivery not in DELIVERIES:
-            raise ValueError(f"get_delivery must be one of {DELIVERIES}, not {self.get_delivery!r}")
+        one_of("over_limit", self.over_limit, OVER_LIMIT)
+        one_of("get_delivery", self.get_delivery, DELIVERIES)
         if int(self.max_parallel) < 1:
             raise ValueError("max_parallel must be at least 1")
-
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown server setting(s) {sorted(unknown)}")
-        old = {name: getattr(self, name) for name in values}
-        for name, value in values.items():
-            setattr(self, name, value)
-        try:
-            self.check()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise
 
 
 class SimError(Exception):

@@ -7,8 +7,9 @@ The account that follows them is ``kling_sim``; ``kling_server`` starts a server
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from ._settings import ServerSettings, one_of
 
 __all__ = ["LIST_ORDERS", "LOOKUPS", "RETIRED", "SimConfig"]
 
@@ -20,8 +21,10 @@ LIST_ORDERS = ("newest", "oldest")
 
 
 @dataclass
-class SimConfig:
+class SimConfig(ServerSettings):
     """Everything the server can be told at start (and most of it at run time)."""
+
+    tuples = ("allowed_models", "retired")
 
     access_key: str = "test-access-key"
     secret_key: str = "test-secret-key-0123456789abcdef"  # noqa: S105 (a test double's key)
@@ -54,14 +57,9 @@ class SimConfig:
     deduction_scale: float = 1.0
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        self.check()
-
     def check(self) -> None:
-        if self.lookup not in LOOKUPS:
-            raise ValueError(f"lookup must be one of {LOOKUPS}, not {self.lookup!r}")
-        if self.list_order not in LIST_ORDERS:
-            raise ValueError(f"list_order must be one of {LIST_ORDERS}, not {self.list_order!r}")
+        one_of("lookup", self.lookup, LOOKUPS)
+        one_of("list_order", self.list_order, LIST_ORDERS)
         scale = self.deduction_scale
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
             raise ValueError(f"deduction_scale must be a number ≥ 0, not {scale!r}")
@@ -69,20 +67,3 @@ class SimConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int ≥ 0, not {value!r}")
-
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        for name in values:
-            if name not in names:
-                raise ValueError(f"unknown server setting {name!r}")
-        old = {name: getattr(self, name) for name in values}
-        for name, value in values.items():
-            if name in ("allowed_models", "retired") and value is not None:
-                value = tuple(value)
-            setattr(self, name, value)
-        try:
-            self.check()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise

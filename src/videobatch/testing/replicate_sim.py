@@ -27,10 +27,11 @@ import random
 import re
 import string
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ._settings import ServerSettings
 from .replicate_models import MODELS, NEEDS_IMAGE, fits
 
 __all__ = ["Account", "Prediction", "SimConfig", "SimError", "iso", "parse_time"]
@@ -53,7 +54,7 @@ def parse_time(text: str) -> float | None:
 
 
 @dataclass
-class SimConfig:
+class SimConfig(ServerSettings):
     """Everything the server can be told at start (and most of it at run time)."""
 
     token: str = "r8_test_token_0123456789abcdefABCDEF"  # noqa: S105 (a test double's token)
@@ -74,14 +75,6 @@ class SimConfig:
     page_size: int = 100  # predictions per list page
     list_outage: bool = False  # the list endpoint answers 503 (get and create keep working)
     seed: int = 0
-
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown server setting(s) {sorted(unknown)}")
-        for name, value in values.items():
-            setattr(self, name, value)
 
 
 class SimError(Exception):
@@ -350,4 +343,3 @@ class Account:
                 "peak_active": c.peak_active, "current_active": self.active(now), "downloads": c.downloads,
                 "foreign_predictions": self._foreign, "tasks": states,
                 "succeeded": states.get("succeeded", 0), "failed": states.get("failed", 0)}
-

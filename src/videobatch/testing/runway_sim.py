@@ -22,9 +22,11 @@ import json
 import random
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from ._settings import ServerSettings, one_of
 
 __all__ = ["MODELS", "RETIRED", "Account", "SimConfig", "SimError", "SimTask"]
 
@@ -66,8 +68,10 @@ DELETED = ("not_found", "cancelled")  # what GET answers for a task after DELETE
 
 
 @dataclass
-class SimConfig:
+class SimConfig(ServerSettings):
     """Everything the server can be told at start (and most of it at run time)."""
+
+    tuples = ("allowed_models",)
 
     api_secret: str = "key_test_runway_0123456789abcdef"  # noqa: S105 (a test double's key)
     latency: float = 0.5  # seconds a task runs
@@ -85,30 +89,11 @@ class SimConfig:
     deleted: str = "not_found"  # GET after a DELETE cancelled a task: 404, or CANCELLED
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        self.check()
-
     def check(self) -> None:
-        if self.deleted not in DELETED:
-            raise ValueError(f"deleted must be one of {DELETED}, not {self.deleted!r}")
+        one_of("deleted", self.deleted, DELETED)
         if isinstance(self.max_concurrent, bool) or not isinstance(self.max_concurrent, int) \
                 or self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be an int ≥ 1, not {self.max_concurrent!r}")
-
-    def update(self, values: dict[str, Any]) -> None:
-        names = {f.name for f in fields(self)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown server setting {sorted(unknown)[0]!r}")
-        old = {name: getattr(self, name) for name in values}
-        for name, value in values.items():
-            setattr(self, name, tuple(value) if name == "allowed_models" and value is not None else value)
-        try:
-            self.check()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise
 
 
 class SimError(Exception):
