@@ -16,7 +16,7 @@ from typing import Any
 
 from ._jobs import Job, State
 from ._pacing import SlotPool
-from ._polling import Poller
+from ._polling import Poller, kind_of
 from ._reconcile import Found, Free, Reconciler, Unknown
 from ._retry import RetryState
 from ._settings import RunSettings, Stop
@@ -237,7 +237,7 @@ class Rows:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError  # as wait_for(..., 0): out of time before waiting at all
             async with asyncio.timeout(remaining):  # no extra task per row, unlike wait_for
-                status = await self.poller.wait(job.task_id, accepted)
+                status = await self.poller.wait(job.task_id, accepted, kind_of(job.request))
         except TimeoutError:
             self.move(job, State.FAILED, error_kind="timeout",
                        error=f"no result {timeout:.0f}s after the provider accepted task "
