@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -69,6 +70,9 @@ class Rows:
         # what the provider took (shown when the run looked for an unstated limit).
         self._open: set[str] = set()
         self.most_open = 0
+        # Rows Kling-style "every slot busy" refused, waiting: each task of ours that ends wakes
+        # one of them at once (its slot at the provider is free now), not at its back-off's end.
+        self._freed: deque[asyncio.Future[None]] = deque()
 
     def move(self, job: Job, new: State, **fields: Any) -> None:
         """The runner's ``move`` (journal first, then observers), counting open tasks."""
@@ -79,6 +83,29 @@ class Rows:
             self.most_open = max(self.most_open, len(self._open))
         elif was is State.GENERATING and new is not State.GENERATING:
             self._open.discard(job.key)
+            while self._freed:
+                waiter = self._freed.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    async def _until_freed(self, delay: float, pushback: RetryState) -> None:
+        """After "every slot busy": wait ``delay`` seconds (another system's task may end), or
+        less when a task of ours ends first, or until the run stops."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._freed.append(waiter)
+
+        async def back_off() -> None:
+            await pushback.sleep(delay, self.stop.event)
+
+        sleeper: asyncio.Future[None] = asyncio.ensure_future(back_off())
+        either: list[asyncio.Future[None]] = [waiter, sleeper]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            if not waiter.done():
+                waiter.cancel()
 
     # ------------------------------------------------------------------ submit
     async def submit(self, job: Job, request: VideoRequest | None = None) -> bool:
@@ -120,7 +147,10 @@ class Rows:
                 # (a "too fast" answer already slowed the run's limiter on the wire: _http)
                 delay = pushback.failed(exc.retry_after) or 0.0
                 self.emit("retry", job, error=exc, delay=delay)
-                await pushback.sleep(delay, stop.event)
+                if isinstance(exc, SlotsBusy):
+                    await self._until_freed(delay, pushback)
+                else:
+                    await pushback.sleep(delay, stop.event)
                 continue
             except KeyAlreadyUsed as exc:
                 # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
