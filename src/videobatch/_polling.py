@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import itertools
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -30,7 +31,17 @@ from .errors import AuthError, ProviderError, TransientError
 from .providers.base import PollHint, Provider, TaskStatus
 from .request import VideoRequest
 
-__all__ = ["PollSchedule", "Poller", "kind_of"]
+__all__ = ["PollSchedule", "Poller", "kind_of", "nudge"]
+
+_LIVE: weakref.WeakSet[Poller] = weakref.WeakSet()  # this process's pollers (``nudge``)
+NUDGE_GAP = 1.0  # seconds: a task is polled early on a nudge at most this often
+
+
+def nudge(task_id: str) -> bool:
+    """A provider's callback says ``task_id`` ended: its poller polls it now on the provider's API
+    (the row moves on that answer, never on the caller's word); a task nobody watches, or nudged
+    within ``NUDGE_GAP``, is ignored. Call it on the run's loop; True when a poller took it."""
+    return any(poller.nudge(task_id) for poller in list(_LIVE))
 
 
 def kind_of(request: VideoRequest | None) -> Hashable:
@@ -43,12 +54,9 @@ def kind_of(request: VideoRequest | None) -> Hashable:
 
 
 class PollSchedule:
-    """Chooses when to poll from what finished tasks took, per kind of task (e.g. clip length).
-
-    Durations are kept per ``kind`` (any hashable the runner passes: a 10 s clip takes longer
-    than a 5 s one) and for the whole pool; a kind with fewer than ``LEARNED`` of its own borrows
-    the pool's until it has them.
-    """
+    """Chooses when to poll from what finished tasks took, per ``kind`` (a 10 s clip takes longer
+    than a 5 s one) and for the pool; a kind with fewer than ``LEARNED`` of its own borrows the
+    pool's durations until it has them."""
 
     LEARNED = 3  # durations seen before a kind's (or the pool's) are trusted
 
@@ -86,10 +94,8 @@ class PollSchedule:
             return None
         n = len(s)
         pad = max((s[-1] - s[0]) / n, 0.02 * s[0], 1e-3)
-        if age <= s[0] - pad:
-            return 0.0
-        if age >= s[-1] + pad:
-            return 1.0
+        if not s[0] - pad < age < s[-1] + pad:
+            return 0.0 if age <= s[0] else 1.0
         xs = [s[0] - pad, *s, s[-1] + pad]
         ys = [0.0, *((j + 0.5) / n for j in range(n)), 1.0]
         i = bisect.bisect_right(xs, age) - 1
@@ -102,15 +108,12 @@ class PollSchedule:
         s = self.samples(kind)
         return s[-1] + max((s[-1] - s[0]) / len(s), 0.02 * s[0], 1e-3) if s else None
 
-    def _quantile(self, s: list[float], q: float) -> float:
-        return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
-
     def next_delay(self, age: float, polls: int, kind: Hashable = None) -> float:
         """Seconds to wait before the next poll of a task ``age`` seconds old, polled ``polls`` times."""
         h = self.hint
         s = self.samples(kind)
         if s:
-            fast, slow = self._quantile(s, 0.1), self._quantile(s, 0.9)
+            fast, slow = (s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] for q in (0.1, 0.9))
             if age < fast:
                 return max(fast - age, 0.0)
             step = max(h.min_interval, (slow - fast) / 3)
@@ -157,6 +160,7 @@ class _Watch:
     polls: int = 0
     failures: int = 0
     seen_age: float = 0.0  # how old it was when last seen unfinished
+    nudged: float = float("-inf")  # monotonic time of the last nudge taken
 
 
 class Poller:
@@ -194,6 +198,18 @@ class Poller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._quiet_until = 0.0  # monotonic: no expected-ends poll before (a poll failed)
+        _LIVE.add(self)
+
+    def nudge(self, task_id: str) -> bool:
+        """Poll ``task_id`` now if this poller watches it (see the module's ``nudge``)."""
+        watch = self._watches.get(task_id)
+        now = time.monotonic()
+        if watch is None or watch.future.done() or now - watch.nudged < NUDGE_GAP:
+            return False
+        watch.nudged = now
+        heapq.heappush(self._heap, _Entry(now, next(self._seq), task_id))
+        self._wake.set()
+        return True
 
     async def wait(self, task_id: str, accepted_at: float, kind: Hashable = None) -> TaskStatus:
         """The final status of ``task_id`` (accepted at ``accepted_at``, epoch seconds; ``kind``:
@@ -244,7 +260,7 @@ class Poller:
             done = schedule.cdf(age + dt, w.kind) or 0.0
             return max(0.0, (done - base) / (1.0 - base))
 
-        def expected(dt: float) -> float:
+        def expected(dt: float) -> float:  # task ends expected within dt seconds
             return sum(chance(item, dt) for item in live)
 
         lo, hi = 0.0, max(0.0, max(end - age for _, age, _, end in live))

@@ -74,6 +74,8 @@ class SimConfig:
     foreign_slots: int = 0
     list_order: str = "newest"  # list pages "newest" first, or "oldest" first
     seed: int = 0
+    callbacks: bool = False  # POST each task's end to its callback_url (``kling_callbacks``)
+    callback_secret: str | None = None  # whsec_<base64>: sign callbacks (Standard Webhooks)
 
     def __post_init__(self) -> None:
         self.check()
@@ -112,10 +114,8 @@ class SimError(Exception):
     def __init__(self, code: int, message: str | None = None, *,
                  retry_after: float | None = None, reason: str | None = None) -> None:
         status, default = CODES[code]
-        self.status, self.code = status, code
-        self.message = message or default
-        self.retry_after = retry_after
-        self.reason = reason or str(code)
+        self.status, self.code, self.message = status, code, message or default
+        self.retry_after, self.reason = retry_after, reason or str(code)
         super().__init__(self.message)
 
 
