@@ -767,8 +767,11 @@ def test_options_arrive_as_strings():
     assert provider.poll_hint.first_poll == 0.2
     assert provider.poll_hint.min_interval == 0.05
     default = KlingProvider()
-    assert default.poll_hint.first_poll == 30
-    assert default.poll_hint.min_interval == 5
+    # The hint shapes only the first wave (one list request answers for all), then the run polls
+    # when task ends are expected (test_polling); Kling says it imposes no QPS limit.
+    assert default.poll_hint.first_poll == 2
+    assert default.poll_hint.min_interval == 1
+    assert default.limits.max_rps == 10
     assert default.poll_hint.max_interval == 60
     assert default.base_url == "https://api-singapore.klingai.com"  # the documented default host
     assert KlingProvider(region="cn").base_url == "https://api-beijing.klingai.com"

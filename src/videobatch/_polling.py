@@ -1,13 +1,16 @@
 """The poll scheduler: find out when tasks finish without flooding the API or idling slots.
 
-One ``Poller`` serves every task of a run. Each task has a due time; the poller wakes at the
+One ``Poller`` serves every task of a pool. Each task has a due time; the poller wakes at the
 earliest one, polls every task due within a short coalescing window in one go (a single list
 request when the provider has one), and reschedules the unfinished ones.
 
-When to poll comes from ``PollSchedule``: before any task has finished it follows the provider's
-hint (first poll after ``first_poll`` seconds, then growing intervals); once durations are known it
-aims the first poll at the fast end of the observed durations and spaces the rest so that a task is
-seen finished soon after it finishes, in about three polls.
+When to poll comes from ``PollSchedule``, which learns what finished tasks took per kind of task
+(``kind_of``: clip length, resolution, mode). Before anything is learned it follows the provider's
+hint (first poll after ``first_poll`` seconds, then growing intervals). Once durations are known:
+with one request per task, the first poll aims at the fast end of the observed durations and the
+rest are spaced so a task is seen finished in about three polls; where one list request answers
+for every task, the run polls when about one task end is expected since the last look, so a freed
+slot is refilled soon after it frees, for about one request per task.
 """
 
 from __future__ import annotations
@@ -18,53 +21,127 @@ import contextlib
 import heapq
 import itertools
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from ._retry import RetryPolicy
 from .errors import AuthError, ProviderError, TransientError
 from .providers.base import PollHint, Provider, TaskStatus
+from .request import VideoRequest
 
-__all__ = ["PollSchedule", "Poller"]
+__all__ = ["PollSchedule", "Poller", "kind_of", "nudge"]
+
+_LIVE: weakref.WeakSet[Poller] = weakref.WeakSet()  # this process's pollers (``nudge``)
+NUDGE_GAP = 1.0  # seconds: a task is polled early on a nudge at most this often
+
+
+def nudge(task_id: str) -> bool:
+    """A provider's callback says ``task_id`` ended: its poller polls it now on the provider's API
+    (the row moves on that answer, never on the caller's word); a task nobody watches, or nudged
+    within ``NUDGE_GAP``, is ignored. Call it on the run's loop; True when a poller took it."""
+    return any(poller.nudge(task_id) for poller in list(_LIVE))
+
+
+def kind_of(request: VideoRequest | None) -> Hashable:
+    """What a task's duration is learned with: tasks of one kind take about as long."""
+    if request is None:
+        return None
+    mode = (request.options or {}).get("mode")
+    return (request.duration, request.resolution, request.audio,
+            mode if isinstance(mode, Hashable) else None)
 
 
 class PollSchedule:
-    """Chooses the delay before a task's next poll from what finished tasks took."""
+    """Chooses when to poll from what finished tasks took, per ``kind`` (a 10 s clip takes longer
+    than a 5 s one) and for the pool; a kind with fewer than ``LEARNED`` of its own borrows the
+    pool's durations until it has them."""
+
+    LEARNED = 3  # durations seen before a kind's (or the pool's) are trusted
 
     def __init__(self, hint: PollHint, window: int = 50) -> None:
         self.hint = hint
-        self._recent: deque[float] = deque(maxlen=window)
-        self._sorted: list[float] = []
+        self.window = window
+        self._recent: dict[Hashable, deque[float]] = {}
+        self._sorted: dict[Hashable, list[float]] = {}
 
-    def observe(self, duration: float) -> None:
-        """A task took ``duration`` seconds from acceptance to its end."""
+    def observe(self, duration: float, kind: Hashable = None) -> None:
+        """A task of ``kind`` took ``duration`` seconds from acceptance to its end."""
         if duration < 0:
             return
-        if len(self._recent) == self._recent.maxlen:
-            old = self._recent[0]
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-        self._recent.append(duration)
-        bisect.insort(self._sorted, duration)
+        for k in {kind, _POOL}:
+            recent = self._recent.setdefault(k, deque(maxlen=self.window))
+            ordered = self._sorted.setdefault(k, [])
+            if len(recent) == recent.maxlen:
+                del ordered[bisect.bisect_left(ordered, recent[0])]
+            recent.append(duration)
+            bisect.insort(ordered, duration)
 
-    def _quantile(self, q: float) -> float:
-        s = self._sorted
-        return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
+    def samples(self, kind: Hashable = None) -> list[float]:
+        """The durations polls aim at for ``kind`` (sorted; empty while nothing is learned)."""
+        own = self._sorted.get(kind, [])
+        if len(own) >= self.LEARNED:
+            return own
+        pool = self._sorted.get(_POOL, [])
+        return pool if len(pool) >= self.LEARNED else []
 
-    def next_delay(self, age: float, polls: int) -> float:
+    def cdf(self, age: float, kind: Hashable = None) -> float | None:
+        """The share of ``kind``'s tasks done by ``age`` (interpolated between the durations
+        seen; None while nothing is learned)."""
+        s = self.samples(kind)
+        if not s:
+            return None
+        n = len(s)
+        pad = max((s[-1] - s[0]) / n, 0.02 * s[0], 1e-3)
+        if not s[0] - pad < age < s[-1] + pad:
+            return 0.0 if age <= s[0] else 1.0
+        xs = [s[0] - pad, *s, s[-1] + pad]
+        ys = [0.0, *((j + 0.5) / n for j in range(n)), 1.0]
+        i = bisect.bisect_right(xs, age) - 1
+        i = min(max(i, 0), len(xs) - 2)
+        span = xs[i + 1] - xs[i]
+        return ys[i] + (ys[i + 1] - ys[i]) * ((age - xs[i]) / span if span > 0 else 1.0)
+
+    def surely_done(self, kind: Hashable = None) -> float | None:
+        """The age by which every learned task of ``kind`` was done (None: nothing learned)."""
+        s = self.samples(kind)
+        return s[-1] + max((s[-1] - s[0]) / len(s), 0.02 * s[0], 1e-3) if s else None
+
+    def next_delay(self, age: float, polls: int, kind: Hashable = None) -> float:
         """Seconds to wait before the next poll of a task ``age`` seconds old, polled ``polls`` times."""
         h = self.hint
-        if len(self._sorted) >= 3:
-            fast, slow = self._quantile(0.1), self._quantile(0.9)
+        s = self.samples(kind)
+        if s:
+            fast, slow = (s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] for q in (0.1, 0.9))
             if age < fast:
                 return max(fast - age, 0.0)
             step = max(h.min_interval, (slow - fast) / 3)
             if age > slow:  # a straggler: back off gently
                 step *= h.growth ** min(polls, 8)
             return min(step, h.max_interval)
+        return self._explore(age, polls)
+
+    def _explore(self, age: float, polls: int) -> float:
+        h = self.hint
         if polls == 0 and age < h.first_poll:
             return h.first_poll - age
         return min(h.max_interval, h.min_interval * h.growth ** max(0, polls - 1))
+
+    def backstop_delay(self, age: float, polls: int, kind: Hashable = None) -> float:
+        """A task's own next poll where one list request answers for every task (the run's
+        polls follow ``Poller``'s expected-ends rule): once every learned task of its kind would
+        have ended, then backing off; before anything is learned, the hint's schedule."""
+        end = self.surely_done(kind)
+        if end is None:
+            return self._explore(age, polls)
+        if age < end:
+            return end - age
+        h = self.hint
+        return min(h.max_interval, max(h.min_interval, age * (h.growth - 1)))
+
+
+_POOL = object()  # the key of the pool-wide durations
 
 
 @dataclass(order=True)
@@ -79,12 +156,22 @@ class _Watch:
     task_id: str
     accepted_at: float  # epoch seconds
     future: asyncio.Future[TaskStatus]
+    kind: Hashable = None
     polls: int = 0
     failures: int = 0
+    seen_age: float = 0.0  # how old it was when last seen unfinished
+    nudged: float = float("-inf")  # monotonic time of the last nudge taken
 
 
 class Poller:
-    """Polls every watched task at its due time and resolves its future when the task ends."""
+    """Polls every watched task at its due time and resolves its future when the task ends.
+
+    Where one list request answers for every task (``Provider.batch_polling``) and durations are
+    learned, the run polls when ``per_poll`` task ends are expected since each task was last seen
+    unfinished (from the learned durations of its kind): polls bunch where ends are likely, and
+    cost about one request per ``per_poll`` tasks. Each task also keeps a due time of its own, a
+    backstop for tasks a list page leaves out and for stragglers.
+    """
 
     def __init__(
         self,
@@ -93,12 +180,15 @@ class Poller:
         *,
         on_fatal: Callable[[ProviderError], None],
         coalesce: float | None = None,
+        per_poll: float = 1.0,
     ) -> None:
         self.provider = provider
         self.schedule = schedule
         self.on_fatal = on_fatal
         hint = provider.poll_hint
         self.coalesce = coalesce if coalesce is not None else min(1.0, hint.min_interval / 2)
+        self.per_poll = per_poll
+        self.min_gap = min(0.1, hint.min_interval)  # between two expected-ends polls
         # A failing poll is tried again later, for as long as the task is waited for.
         self.retry = RetryPolicy(attempts=None, base=max(hint.min_interval, 0.05), cap=60.0)
         self.polls = 0  # API requests spent on polling
@@ -107,13 +197,27 @@ class Poller:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._quiet_until = 0.0  # monotonic: no expected-ends poll before (a poll failed)
+        _LIVE.add(self)
 
-    async def wait(self, task_id: str, accepted_at: float) -> TaskStatus:
-        """The final status of ``task_id`` (accepted at ``accepted_at``, epoch seconds)."""
+    def nudge(self, task_id: str) -> bool:
+        """Poll ``task_id`` now if this poller watches it (see the module's ``nudge``)."""
+        watch = self._watches.get(task_id)
+        now = time.monotonic()
+        if watch is None or watch.future.done() or now - watch.nudged < NUDGE_GAP:
+            return False
+        watch.nudged = now
+        heapq.heappush(self._heap, _Entry(now, next(self._seq), task_id))
+        self._wake.set()
+        return True
+
+    async def wait(self, task_id: str, accepted_at: float, kind: Hashable = None) -> TaskStatus:
+        """The final status of ``task_id`` (accepted at ``accepted_at``, epoch seconds; ``kind``:
+        what its duration is learned with, e.g. the clip's length)."""
         watch = self._watches.get(task_id)
         if watch is None:
             loop = asyncio.get_running_loop()
-            watch = _Watch(task_id, accepted_at, loop.create_future())
+            watch = _Watch(task_id, accepted_at, loop.create_future(), kind)
             self._watches[task_id] = watch
             self._push(watch)
         if self._task is None or self._task.done():
@@ -126,9 +230,50 @@ class Poller:
 
     def _push(self, watch: _Watch) -> None:
         age = time.time() - watch.accepted_at
-        delay = self.schedule.next_delay(age, watch.polls)
+        if self.provider.batch_polling:
+            delay = self.schedule.backstop_delay(age, watch.polls, watch.kind)
+        else:
+            delay = self.schedule.next_delay(age, watch.polls, watch.kind)
         heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), watch.task_id))
         self._wake.set()
+
+    def _expected_ends(self) -> tuple[float, _Watch] | None:
+        """Seconds until ``per_poll`` ends are expected among the watched tasks (fewer when few
+        are watched), and the task likeliest to have ended by then; None when not batch polling
+        or nothing is learned."""
+        if not self.provider.batch_polling:
+            return None
+        schedule, now = self.schedule, time.time()
+        live: list[tuple[_Watch, float, float, float]] = []  # watch, age, done at last look, end
+        for w in self._watches.values():
+            base = schedule.cdf(w.seen_age, w.kind)
+            end = schedule.surely_done(w.kind)
+            if base is None or end is None or base >= 1.0 or w.future.done():
+                continue  # nothing learned, or a straggler: its own due time covers it
+            live.append((w, now - w.accepted_at, base, end))
+        if not live:
+            return None
+        want = min(self.per_poll, max(0.5, len(live) / 2))
+
+        def chance(item: tuple[_Watch, float, float, float], dt: float) -> float:
+            w, age, base, _ = item
+            done = schedule.cdf(age + dt, w.kind) or 0.0
+            return max(0.0, (done - base) / (1.0 - base))
+
+        def expected(dt: float) -> float:  # task ends expected within dt seconds
+            return sum(chance(item, dt) for item in live)
+
+        lo, hi = 0.0, max(0.0, max(end - age for _, age, _, end in live))
+        if expected(lo) < want:
+            if expected(hi) >= want:
+                for _ in range(30):
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if expected(mid) >= want else (mid, hi)
+                    if hi - lo < 0.005:
+                        break
+            lo = hi
+        likeliest = max(live, key=lambda item: chance(item, lo))[0]
+        return lo, likeliest
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -160,6 +305,9 @@ class Poller:
                 continue
             now = time.monotonic()
             wait = self._heap[0].due - now
+            ends = self._expected_ends()
+            if ends is not None:
+                wait = min(wait, max(ends[0], self._quiet_until - now))
             if wait > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -172,7 +320,10 @@ class Poller:
                 watch = self._watches.get(entry.task_id)
                 if watch is not None and watch not in due:
                     due.append(watch)
+            if not due and ends is not None and ends[1].task_id in self._watches:
+                due.append(ends[1])  # the run's poll: one task asked for, the rest ride along
             if due:
+                self._quiet_until = now + self.min_gap
                 await self._poll(due)
 
     async def _poll(self, due: list[_Watch]) -> None:
@@ -183,6 +334,7 @@ class Poller:
             # so a task that finished is seen at the next poll of *any* task, not only its own.
             due_ids = set(ids)
             riders = [t for t in self._watches if t not in due_ids]
+            asked = time.time()
             self.polls += 1
             try:
                 answers = dict(await self.provider.status_many(ids, riders))
@@ -191,10 +343,18 @@ class Poller:
             for task_id in riders:
                 rider = self._watches.get(task_id)
                 answer = answers.get(task_id)
-                if rider is not None and isinstance(answer, TaskStatus) and answer.state.done \
-                        and not rider.future.done():
+                if rider is None or not isinstance(answer, TaskStatus) or rider.future.done():
+                    continue
+                if answer.state.done:
                     self._learn(rider, answer)
                     rider.future.set_result(answer)
+                else:  # seen unfinished on the page: what it may still take starts from here
+                    rider.seen_age = max(rider.seen_age, asked - rider.accepted_at)
+            for watch in due:
+                if isinstance(answers.get(watch.task_id), TaskStatus):
+                    watch.seen_age = max(watch.seen_age, asked - watch.accepted_at)
+            if any(isinstance(answers.get(t), ProviderError) for t in ids):
+                self._quiet_until = time.monotonic() + max(self.min_gap, self.retry.delay(1, None))
         else:
             answers = dict(zip(ids, await asyncio.gather(*(self._one(i) for i in ids)),
                                strict=True))
@@ -234,5 +394,5 @@ class Poller:
     def _learn(self, watch: _Watch, status: TaskStatus) -> None:
         start = status.created_at or watch.accepted_at
         end = status.finished_at or time.time()
-        self.schedule.observe(end - start)
+        self.schedule.observe(end - start, watch.kind)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._gate import OPEN, Gate
 from ._jobs import Job, State
 from ._pacing import SlotPool
-from ._polling import Poller
+from ._polling import Poller, kind_of
 from ._reconcile import Found, Free, Reconciler, Unknown
 from ._retry import RetryState
 from ._settings import RunSettings, Stop
@@ -72,6 +73,9 @@ class Rows:
         # Rows whose task this pool opened in this run: how many the provider took at once is
         # read from them (shown when the run looked for an unstated limit).
         self._opened: dict[str, Job] = {}
+        # Rows Kling-style "every slot busy" refused, waiting: each task of ours that ends wakes
+        # one of them at once (its slot at the provider is free now), not at its back-off's end.
+        self._freed: deque[asyncio.Future[None]] = deque()
 
     def move(self, job: Job, new: State, **fields: Any) -> None:
         """The runner's ``move`` (journal first, then observers), noting the tasks it opens."""
@@ -79,6 +83,30 @@ class Rows:
         self._move(job, new, **fields)
         if new is State.GENERATING and was is not State.GENERATING:
             self._opened[job.key] = job
+        elif was is State.GENERATING and new is not State.GENERATING:
+            while self._freed:
+                waiter = self._freed.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    async def _until_freed(self, delay: float, pushback: RetryState) -> None:
+        """After "every slot busy": wait ``delay`` seconds (another system's task may end), or
+        less when a task of ours ends first, or until the run stops."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._freed.append(waiter)
+
+        async def back_off() -> None:
+            await pushback.sleep(delay, self.stop.event)
+
+        sleeper: asyncio.Future[None] = asyncio.ensure_future(back_off())
+        either: list[asyncio.Future[None]] = [waiter, sleeper]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            if not waiter.done():
+                waiter.cancel()
 
     @property
     def most_open(self) -> int:
@@ -144,7 +172,10 @@ class Rows:
                 # (a "too fast" answer already slowed the run's limiter on the wire: _http)
                 delay = pushback.failed(exc.retry_after) or 0.0
                 self.emit("retry", job, error=exc, delay=delay)
-                await pushback.sleep(delay, stop.event)
+                if isinstance(exc, SlotsBusy):
+                    await self._until_freed(delay, pushback)
+                else:
+                    await pushback.sleep(delay, stop.event)
                 continue
             except KeyAlreadyUsed as exc:
                 # Paid earlier (a lost answer, a crash): adopt that task, never pay again on our own.
@@ -261,7 +292,7 @@ class Rows:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError  # as wait_for(..., 0): out of time before waiting at all
             async with asyncio.timeout(remaining):  # no extra task per row, unlike wait_for
-                status = await self.poller.wait(job.task_id, accepted)
+                status = await self.poller.wait(job.task_id, accepted, kind_of(job.request))
         except TimeoutError:
             self.move(job, State.FAILED, error_kind="timeout",
                        error=f"no result {timeout:.0f}s after the provider accepted task "

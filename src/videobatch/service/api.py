@@ -51,6 +51,7 @@ from ..delivery.webhooks import check_urls
 from ..errors import ConfigError, InputError, Problem
 from ..providers import rules_of
 from ..request import REQUEST_FIELDS, VideoRequest, request_errors
+from . import callbacks
 from .addresses import AddressPolicy
 from .auth import BearerGate, Caller
 from .batch_views import batch_counts, batch_rows, results_response
@@ -361,4 +362,5 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         await client.ping()
         return {"ok": True}
 
+    app.include_router(callbacks.router())  # Kling's task callbacks: a poll now, never a verdict
     return app

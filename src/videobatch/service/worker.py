@@ -43,6 +43,7 @@ from .._runner import Runner, RunOutcome, RunSettings
 from ..delivery.webhooks import WebhookNotifier
 from ..errors import ConfigError
 from ..providers import Provider, get_provider
+from . import callbacks
 from .addresses import AddressPolicy, guarded_transport
 from .images import ImageGate, ImageRules
 from .queue import RedisSource
@@ -199,6 +200,7 @@ async def _run(settings: WorkerSettings, async_client: aioredis.Redis, provider:
         except (RuntimeError, ValueError):  # not the main thread
             pass
     watcher = asyncio.create_task(_watch(stop, shut_down)) if stop is not None else None
+    heard = asyncio.create_task(callbacks.listen(async_client, keys))  # Kling's callbacks, if any
     log.info("worker %s ready: provider %s, %d of %d account slots", settings.consumer,
              provider.name, ceiling, account_limit)
     try:
@@ -210,6 +212,7 @@ async def _run(settings: WorkerSettings, async_client: aioredis.Redis, provider:
     finally:
         if watcher is not None:
             watcher.cancel()
+        heard.cancel()
         for sig in handled:
             loop.remove_signal_handler(sig)
         await source.aclose()

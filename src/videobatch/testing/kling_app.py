@@ -62,6 +62,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import kling_newer
 from .faults import Faults, parse_rules
+from .kling_callbacks import CallbackSender
 from .kling_sim import KINDS, Account, SimConfig, SimError, SimTask
 
 __all__ = ["KlingApp", "create_app"]
@@ -90,6 +91,7 @@ class KlingApp:
         self.config = config or SimConfig()
         self.faults = Faults(parse_rules(faults), seed=self.config.seed)
         self.account = Account(self.config)
+        self.callbacks = CallbackSender(self.config)
         self.files = Path(tempfile.mkdtemp(prefix="kling-files-"))
         self.app = Starlette(routes=[
             Route("/v1/videos/{kind}", self.create, methods=["POST"]),
@@ -202,6 +204,7 @@ class KlingApp:
         except SimError as exc:
             return self._error(exc)
         self._task_fault(task)
+        self.callbacks.schedule(task, body.get("callback_url"), base)
         return await self._after("create", self._ok(task.to_json(time.monotonic(), base)))
 
     def _task_fault(self, task: SimTask) -> None:

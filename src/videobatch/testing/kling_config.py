@@ -56,6 +56,8 @@ class SimConfig(ServerSettings):
     # value makes the actual cost a client records differ from its catalogue's estimate
     deduction_scale: float = 1.0
     seed: int = 0
+    callbacks: bool = False  # POST each task's end to its callback_url (``kling_callbacks``)
+    callback_secret: str | None = None  # whsec_<base64>: sign callbacks (Standard Webhooks)
 
     def check(self) -> None:
         one_of("lookup", self.lookup, LOOKUPS)

@@ -48,10 +48,8 @@ class SimError(Exception):
     def __init__(self, code: int, message: str | None = None, *,
                  retry_after: float | None = None, reason: str | None = None) -> None:
         status, default = CODES[code]
-        self.status, self.code = status, code
-        self.message = message or default
-        self.retry_after = retry_after
-        self.reason = reason or str(code)
+        self.status, self.code, self.message = status, code, message or default
+        self.retry_after, self.reason = retry_after, reason or str(code)
         super().__init__(self.message)
 
 

@@ -83,11 +83,14 @@ class KlingProvider(Provider):
     KLING_SECRET_KEY), ``region`` (``global``: api-singapore.klingai.com, ``cn``:
     api-beijing.klingai.com), ``base_url`` (env KLING_BASE_URL; wins over the region),
     ``max_parallel`` (the account's parallel-task limit, per model; when not given the run starts at
-    5 and looks for more, up to ``PROBE_UP_TO``), ``max_rps``,
+    5 and looks for more, up to ``PROBE_UP_TO``), ``max_rps`` (default 10: Kling's concurrency
+    page says it imposes no QPS limit, and a 1302 answer slows the run anyway),
     ``http_timeout`` (HTTP seconds; ``timeout`` when constructing directly), ``callback_url``,
     ``api`` (``auto``: each model's catalogue card picks the API design; ``legacy`` or ``newer``:
     only that design, rows of models on the other are input problems),
-    ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds), ``list_threshold``
+    ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds; the defaults, 2 / 1 / 60,
+    only shape the first wave: one list request answers for every task, and once tasks finish
+    the run polls when a task end is expected, see ``videobatch._polling``), ``list_threshold``
     (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
     scan may read per kind), and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests; it is
     wrapped in the paced transport like the default one).
@@ -111,12 +114,12 @@ class KlingProvider(Provider):
         base_url: str | None = None,
         region: str = "global",
         max_parallel: int | str | None = None,
-        max_rps: float | str | None = 5.0,
+        max_rps: float | str | None = 10.0,
         timeout: float | str = 30.0,
         http_timeout: float | str | None = None,
         callback_url: str | None = None,
-        first_poll: float | str = 30.0,
-        poll_interval: float | str = 5.0,
+        first_poll: float | str = 2.0,
+        poll_interval: float | str = 1.0,
         max_poll_interval: float | str = 60.0,
         list_threshold: int | str = 3,
         page_size: int | str = 500,
@@ -154,6 +157,7 @@ class KlingProvider(Provider):
             min_interval=interval,
             max_interval=max(interval, float(number("kling", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))),
+            growth=1.25,
         )
         self.callback_url = callback_url or None
         self._transport = transport
