@@ -144,3 +144,34 @@ class ScriptedProvider(Provider):
             if task_id is not None and self.tasks[task_id]["created"] >= since:
                 found[key] = await self.status(task_id)
         return ScanResult(found=found, complete=self.listing == "complete")
+
+
+class ListProvider(Provider):
+    """One list request answers for every task (``batch_polling``). A task in ``ends`` succeeds
+    once its time (epoch seconds) has come, any other at once; ``calls`` records each request's
+    time, tasks and riders."""
+
+    name = "list"
+    limits = Limits(max_parallel=10)
+    poll_hint = PollHint(first_poll=50.0, min_interval=1.0, max_interval=60.0)
+    batch_polling = True
+
+    def __init__(self, ends: dict[str, float] | None = None) -> None:
+        self.ends = ends or {}
+        self.calls: list[tuple[float, list[str], list[str]]] = []
+
+    async def submit(self, request: VideoRequest, idempotency_key: str) -> TaskStatus:
+        raise NotImplementedError
+
+    async def find(self, idempotency_key: str) -> TaskStatus | None:
+        return None
+
+    async def status(self, task_id: str) -> TaskStatus:
+        raise AssertionError("single GETs are not expected here")
+
+    async def status_many(self, task_ids, riders=()):
+        now = time.time()
+        self.calls.append((now, list(task_ids), list(riders)))
+        done = {t: self.ends.get(t, now) for t in [*task_ids, *riders]}
+        return {t: TaskStatus(t, TaskState.SUCCEEDED, videos=(Video("u"),), finished_at=end)
+                if now >= end else TaskStatus(t, TaskState.RUNNING) for t, end in done.items()}

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from fakes import ListProvider
 from videobatch._pacing import RateLimiter, Slots
 from videobatch._polling import PollSchedule
 from videobatch.providers.base import PollHint
@@ -136,29 +137,6 @@ def test_poll_schedule_aims_at_learned_durations():
 
 def test_list_polling_lets_other_tasks_ride_along():
     from videobatch._polling import Poller
-    from videobatch.providers.base import Limits, Provider, TaskState, TaskStatus, Video
-
-    class ListProvider(Provider):
-        name = "list"
-        limits = Limits(max_parallel=10)
-        poll_hint = PollHint(first_poll=50.0, min_interval=1.0, max_interval=60.0)
-        batch_polling = True
-
-        def __init__(self):
-            self.calls = []
-
-        async def submit(self, request, idempotency_key):
-            raise NotImplementedError
-
-        async def find(self, idempotency_key):
-            return None
-
-        async def status(self, task_id):
-            raise AssertionError("single GETs are not expected here")
-
-        async def status_many(self, task_ids, riders=()):
-            self.calls.append((list(task_ids), list(riders)))
-            return {t: TaskStatus(t, TaskState.SUCCEEDED, videos=(Video("u"),)) for t in [*task_ids, *riders]}
 
     async def scenario():
         provider = ListProvider()
@@ -172,4 +150,4 @@ def test_list_polling_lets_other_tasks_ride_along():
 
     provider, done = asyncio.run(scenario())
     assert [s.task_id for s in done] == ["old", "new"]
-    assert provider.calls == [(["old"], ["new"])]  # one request answered for both
+    assert [(tasks, riders) for _, tasks, riders in provider.calls] == [(["old"], ["new"])]  # one for both

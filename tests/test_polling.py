@@ -11,8 +11,9 @@ import time
 import pandas as pd
 
 import videobatch
+from fakes import ListProvider
 from videobatch._polling import Poller, PollSchedule, kind_of
-from videobatch.providers.base import Limits, PollHint, Provider, TaskState, TaskStatus, Video
+from videobatch.providers.base import PollHint
 from videobatch.request import VideoRequest
 from videobatch.testing import SimConfig, running_server
 
@@ -37,35 +38,6 @@ def test_kind_of_a_request_is_its_clip_length_resolution_sound_and_mode():
     assert kind_of(a) == kind_of(VideoRequest(prompt="b", duration=5, options={"mode": "pro"}))
     assert kind_of(a) != kind_of(VideoRequest(prompt="a", duration=10, options={"mode": "pro"}))
     assert kind_of(a) != kind_of(VideoRequest(prompt="a", duration=5, options={"mode": "std"}))
-
-
-class ListProvider(Provider):
-    """Tasks that end ``length`` seconds after they are watched; one list request answers for all."""
-
-    name = "list"
-    limits = Limits(max_parallel=10)
-    poll_hint = PollHint(first_poll=50.0, min_interval=1.0, max_interval=60.0)
-    batch_polling = True
-
-    def __init__(self, ends: dict[str, float]) -> None:
-        self.ends = ends
-        self.calls: list[float] = []
-
-    async def submit(self, request, idempotency_key):
-        raise NotImplementedError
-
-    async def find(self, idempotency_key):
-        return None
-
-    async def status(self, task_id):
-        raise AssertionError("single GETs are not expected here")
-
-    async def status_many(self, task_ids, riders=()):
-        now = time.time()
-        self.calls.append(now)
-        return {t: TaskStatus(t, TaskState.SUCCEEDED, videos=(Video("u"),), finished_at=self.ends[t])
-                if now >= self.ends[t] else TaskStatus(t, TaskState.RUNNING)
-                for t in [*task_ids, *riders]}
 
 
 def test_polls_follow_the_task_ends_expected_about_one_request_per_task():
