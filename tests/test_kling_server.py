@@ -671,7 +671,8 @@ def test_newer_design_lookup_modes(server, lookup):
 
 
 def test_other_systems_hold_slots(server):
-    server.configure(max_parallel=3, foreign_slots=2)
+    # (tasks last 5 s: the first must still hold its slot when the second comes, on a busy machine)
+    server.configure(max_parallel=3, foreign_slots=2, latency=5.0)
     first = post(server, "/text-to-video/kling-3.0", newer_body("a"))
     second = post(server, "/text-to-video/kling-3.0", newer_body("b"))
     assert first.json()["code"] == 0 and second.json()["code"] == 1303
