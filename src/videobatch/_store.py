@@ -125,7 +125,8 @@ class Checkpoint(Store):
         self._dirty = False
         self._appended = 0  # records written to the journal by this store
         self._synced = 0  # ...of which these are known to be fsync'ed
-        self._syncing: asyncio.Future[None] | None = None  # the fsync durable() callers share
+        self._syncing: asyncio.Future[None] | None = None  # the fsync rounds durable() callers share
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (records to cover, its waiter)
         self.recovery: Replay | None = None  # what a rebuild from the journal met (lost snapshot)
         self.lost_rows: list[str] = []  # rows a rebuild could not place: looked up before paying
 
@@ -245,22 +246,42 @@ class Checkpoint(Store):
     async def durable(self) -> None:
         # Group commit, off the event loop: one fsync (in a thread, on a duplicate descriptor, so a
         # snapshot may switch segments meanwhile) covers every record appended before it starts;
-        # rows that append while it runs share the next one.
+        # rows that append while it runs share the next one. Each caller waits on a future of its
+        # own, so a cancelled caller cancels nobody else's wait.
         target = self._appended
-        while self._synced < target:
-            if self._syncing is None:
-                self._syncing = asyncio.ensure_future(self._sync_in_thread())
-            await asyncio.shield(self._syncing)  # a cancelled caller must not cancel the others'
+        if self._synced >= target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        if self._syncing is None:
+            self._syncing = asyncio.ensure_future(self._sync_rounds())
+        await waiter
 
-    async def _sync_in_thread(self) -> None:
+    async def _sync_rounds(self) -> None:
         try:
-            await asyncio.sleep(0)  # the other rows of this loop iteration append first
-            upto = self._appended
-            if self._fd is not None and self._dirty:
-                await asyncio.to_thread(_fsync_closing, os.dup(self._fd))
-                if self._appended == upto:  # nothing written since: all clean
-                    self._dirty = False
-            self._synced = max(self._synced, upto)
+            while self._waiters:
+                await asyncio.sleep(0)  # the other rows of this loop iteration append first
+                upto = self._appended
+                if self._fd is not None and self._dirty:
+                    await asyncio.to_thread(_fsync_closing, os.dup(self._fd))
+                    if self._appended == upto:  # nothing written since: all clean
+                        self._dirty = False
+                self._synced = max(self._synced, upto)
+                waiting, self._waiters = self._waiters, []
+                for target, waiter in waiting:
+                    if target > self._synced:
+                        self._waiters.append((target, waiter))
+                    elif not waiter.done():
+                        waiter.set_result(None)
+        except BaseException as exc:
+            waiting, self._waiters = self._waiters, []
+            for _, waiter in waiting:
+                if not waiter.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        waiter.cancel()
+                    else:
+                        waiter.set_exception(exc)
+            raise
         finally:
             self._syncing = None
 
