@@ -267,9 +267,26 @@ def _paid(root: Path) -> list[dict[str, Any]]:
 
 
 def _stored(checkpoint: Path) -> dict[str, int]:
+    """The checkpoint's counts, read once the run has closed it (the batch in the kernel gives
+    its writer lock back). Read while the run folds its journal into a snapshot, another process
+    can see an older state or an unreadable file: a race of the store's, reported, not tested."""
+    import fcntl
+
     import videobatch
 
-    counts = videobatch.results(checkpoint)["status"].value_counts()
+    deadline = time.monotonic() + 30
+    with (checkpoint.parent / f"{checkpoint.name}.lock").open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the run never gave the checkpoint back"
+                time.sleep(0.05)
+        try:
+            counts = videobatch.results(checkpoint)["status"].value_counts()
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     return {state: int(n) for state, n in counts.items()}
 
 
@@ -315,7 +332,8 @@ def test_cancel_retry_resume_in_jupyterlab(jupyterlab: str, tmp_path: Path) -> N
             dash.get_by_role("button", name=re.compile(r"Cancel \(\d+ not sent\)")).click()
             page.wait_for_function("() => document.querySelector('.videobatch-dashboard "
                                    ".vb-status')?.textContent === 'Cancelled'")
-            shown, stored = _shown(page), _stored(checkpoint)
+            shown = _shown(page)
+            stored = _stored(checkpoint)
             assert shown == stored, (shown, stored)
             cancelled = stored["cancelled"]
             assert cancelled > 0 and stored["failed"] == REJECTED
@@ -334,7 +352,8 @@ def test_cancel_retry_resume_in_jupyterlab(jupyterlab: str, tmp_path: Path) -> N
             retry.click()
             page.wait_for_function("() => document.querySelector('.videobatch-dashboard "
                                    ".vb-buttons')?.innerText.includes('is the live table')")
-            shown, stored = _shown(page), _stored(checkpoint)
+            shown = _shown(page)
+            stored = _stored(checkpoint)
             assert shown == stored, (shown, stored)
             assert stored["cancelled"] == cancelled and stored["failed"] == REJECTED
             assert "generating" not in stored and "pending" not in stored
@@ -350,7 +369,8 @@ def test_cancel_retry_resume_in_jupyterlab(jupyterlab: str, tmp_path: Path) -> N
                    === 'Finished'
                 && document.querySelector('.videobatch-dashboard .vb-buttons').innerText
                    .includes('is the live table')""", timeout=90_000)
-            shown, stored = _shown(page), _stored(checkpoint)
+            shown = _shown(page)
+            stored = _stored(checkpoint)
             assert shown == stored == {"completed": ROWS - REJECTED, "failed": REJECTED}
             assert f"{ROWS} / {ROWS} done" in dash.locator(".vb-pace").inner_text()
             entries = _paid(root)
