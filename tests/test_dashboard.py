@@ -538,6 +538,11 @@ def test_buttons_after_a_cancel_pay_for_what_they_say_and_every_view_agrees(tmp_
     dash.view.cancel.click()
     batch.wait()
     assert dash.view.cancel.description == "Cancel" and dash.view.cancel.disabled
+    cancelled = batch.counts()["cancelled"]
+    # The run is over: the note says what Cancel did, no "Cancelling" left behind.
+    assert dash.model.snapshot().note == (f"Cancelled: {cancelled} rows not sent (nothing paid; "
+                                          "Resume sends them); 2 in flight finish on the next "
+                                          "run (not paid again).")
 
     def paid() -> int:
         return sum(1 for e in read_submissions() if e["outcome"] in ("accepted", "rejected"))
@@ -550,7 +555,6 @@ def test_buttons_after_a_cancel_pay_for_what_they_say_and_every_view_agrees(tmp_
         assert len(summaries) == 1  # one summary in the cell, brought up to date
         assert summaries[0].obj["text/plain"] == summary_text(snap)
 
-    cancelled = batch.counts()["cancelled"]
     assert cancelled == len(rows) - 4
     agree("Cancelled")
     price = batch.provider.estimate_cost

@@ -18,7 +18,8 @@ from typing import Any
 from .._jobs import RowSnapshot, State
 from ..request import VideoRequest
 
-__all__ = ["NO_RESUME", "NO_RETRY", "Action", "Pool", "Pricer", "Prices", "pricer_of"]
+__all__ = ["NO_RESUME", "NO_RETRY", "Action", "Pool", "Pricer", "Prices", "cancelled_text",
+           "pricer_of"]
 
 Pricer = Callable[[VideoRequest], "float | None"]
 """The estimated price of one request in USD, or None when unknown (``Provider.estimate_cost``)."""
@@ -81,6 +82,15 @@ class Action:
         if self.rewait:
             parts.append(f"{self.rewait} waiting for their open task (not paid again)")
         return f"{rows} {self.done}: " + ", ".join(parts) + "."
+
+
+def cancelled_text(cancelled: int, in_flight: int) -> str:
+    """What the dashboard says once the run the Cancel button stopped is over (the "Cancelling"
+    note said while it stopped must not outlive it)."""
+    if not cancelled and not in_flight:
+        return "Cancel came after every row was sent: nothing was left to stop."
+    return (f"Cancelled: {cancelled} row{'s' if cancelled != 1 else ''} not sent (nothing paid; "
+            f"Resume sends them); {in_flight} in flight finish on the next run (not paid again).")
 
 
 NO_RETRY = Action("Retry", "failed", 0, 0, None)

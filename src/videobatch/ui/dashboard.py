@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._events import Event, RunContext
 from .._jobs import State
-from .actions import pricer_of
+from .actions import cancelled_text, pricer_of
 from .dashboard_model import (
     DashboardModel,
     Row,
@@ -223,6 +223,10 @@ class Dashboard:
         if not self._live:
             self._live = True
             self.model.note("")
+        if self._cancelling:  # the Cancel button's "Cancelling…" note: now what it did
+            n = self.model.snapshot().counts
+            self.model.note(cancelled_text(n[State.CANCELLED],
+                                           n[State.SUBMITTING] + n[State.GENERATING]))
         snap = self._render()
         self._note_summary = self._restarted and self._cell is None
         self._restarted = False
@@ -329,14 +333,15 @@ class Dashboard:
 
     # ------------------------------------------------------------------ buttons
     def _on_cancel(self, _button: Any = None) -> None:
-        if self.batch is not None:
-            self.batch.cancel()
-        elif self._context is not None:
-            self._context.cancel()
+        # Said before acting: a run stopping on another thread finds the note to replace.
         self.model.note("Cancelling: rows not started stay cancelled (Resume sends them); rows in "
                         "flight keep their state and finish on the next run.")
         self.model.cancel_asked()
         self._cancelling = True
+        if self.batch is not None:
+            self.batch.cancel()
+        elif self._context is not None:
+            self._context.cancel()
         if self.view is not None:
             self.view.cancel.disabled = True
         if not self.model.running:

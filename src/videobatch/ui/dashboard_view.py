@@ -37,7 +37,9 @@ class DashboardView:
         self.set_title(title)
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=full)
         self.stats = w.HTML()
-        wide = w.Layout(width="auto")
+        # Sized to their captions (which say how many rows and what they cost), never shrunk
+        # to "Retry 2 f…" by the note beside them: the row wraps instead.
+        wide = w.Layout(width="auto", flex="0 0 auto")
         self.cancel = w.Button(description="Cancel", icon="stop", button_style="danger",
                                tooltip="Stop: rows in flight stay resumable", layout=wide)
         self.retry = w.Button(description="Retry failed (none)", icon="redo",
@@ -47,7 +49,9 @@ class DashboardView:
         self.note = w.HTML()
         self.table = w.HTML()
         self.gallery = GalleryView(w, per_page, on_turn=on_turn, on_play=on_play)
-        self.buttons = w.HBox([self.cancel, self.retry, self.resume, self.note])
+        self.note.layout = w.Layout(flex="1 1 20em")
+        self.buttons = w.HBox([self.cancel, self.retry, self.resume, self.note],
+                              layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.buttons.add_class("vb-buttons")
         self.style = w.HTML()  # rules that show the static view when these widgets cannot
         self.box = w.VBox([self.style, self.title, self.bar, self.stats, self.buttons, self.table,
