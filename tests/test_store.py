@@ -384,3 +384,29 @@ def test_requests_the_first_release_wrote_are_read_in_today_s_terms():
                         '"mode":"pro","model":"kling-v1","prompt":"","unknown":1}')
     assert old.options == {"mode": "pro", "cfg_scale": 0.5, "camera_control": {"type": "simple"}}
     assert old.end_image == "https://x/b.png" and old.model == "kling-v1" and old.prompt == ""
+
+
+def test_a_reader_never_sees_an_older_state_while_a_run_folds_its_journal(tmp_path, monkeypatch):
+    # `status` / results() while a run goes on: the run commits a new snapshot (and drops the journal
+    # segments the old one needed) between the reader's look at the snapshot and its replay.
+    import videobatch._snapshot as snapshot_module
+
+    path = tmp_path / "run.parquet"
+    store, jobs = open_ckpt(path, ROWS)
+    store.append(jobs[0].transition(State.SUBMITTING, attempts=1))
+    store.append(jobs[0].transition(State.GENERATING, task_id="t1", submitted_at=10.0))
+    store.append(jobs[0].transition(State.COMPLETED, video_url="file:///v.mp4", completed_at=12.0))
+    replay = snapshot_module.replay
+    folded = []
+
+    def replay_after_a_fold(*args, **kwargs):
+        if not folded:  # the writer's snapshot lands right now, under the reader
+            folded.append(True)
+            asyncio.run(store.snapshot(jobs))
+        return replay(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "replay", replay_after_a_fold)
+    loaded = load(path)
+    assert folded and loaded.jobs[0].state is State.COMPLETED  # read again: not the stale pending
+    assert loaded.jobs[0].video_url == "file:///v.mp4"
+    store.release()

@@ -166,14 +166,44 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise CheckpointError(f"checkpoint {path} is not readable ({exc}){repair}") from None
 
 
-@gc_paused()
 def load(path: str | os.PathLike[str], *, requests: bool = True) -> LoadedCheckpoint:
     """Read a checkpoint (snapshot + journal replay) without any input or provider.
 
     ``requests=False`` skips rebuilding each row's ``VideoRequest`` (jobs then share a blank
     placeholder request): enough for results and for resuming, where the input supplies them.
+
+    A run may be writing the checkpoint meanwhile (``status`` or ``results()`` during a run): when
+    it replaced the snapshot while this read it (and dropped the journal segments the old one
+    needed), the read is done again, so a reader never sees an older state or a torn file.
     """
     path = Path(path)
+    for _ in range(_READS - 1):
+        before = _version(path)
+        try:
+            loaded = _load_once(path, requests)
+        except CheckpointError:
+            if _version(path) == before:
+                raise
+            continue  # replaced under us: read the new one
+        if _version(path) == before:
+            return loaded
+    return _load_once(path, requests)
+
+
+_READS = 5  # tries of a read a writer keeps replacing (a snapshot every 30 s: one retry at most)
+
+
+def _version(path: Path) -> tuple[int, int, int] | None:
+    """Which snapshot file is at ``path`` (a new one is renamed into place: a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@gc_paused()
+def _load_once(path: Path, requests: bool) -> LoadedCheckpoint:
     meta = read_meta(path)
     table = _read_table(path)
     user_cols = [c for c in table.column_names if not c.startswith(_PREFIX)]
