@@ -45,9 +45,12 @@ BROWSER_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-de
                 "--disable-features=Translate,OptimizationHints,MediaRouter",
                 "--autoplay-policy=no-user-gesture-required"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium at /usr/bin/chromium "
-                                       "(apt-get install -y chromium; .ci/run installs it)")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install -y chromium; .ci/run installs it)"),
+    # JupyterLab's start, a notebook run and its shutdown: past the suite's 120 s on a busy machine
+    pytest.mark.timeout(300),
+]
 
 
 def _free_port() -> int:
