@@ -120,6 +120,22 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+KERNEL_IDLE = """() => {
+    const panel = window.jupyterapp?.shell.currentWidget;
+    return panel?.sessionContext?.session?.kernel?.status === 'idle';
+}"""
+
+
+def _opened(browser: Any, url: str, *, height: int) -> Any:
+    """A page of ``browser`` showing the notebook at ``url``, its kernel ready."""
+    page = browser.new_page(viewport={"width": 1100, "height": height})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+    page.wait_for_function(KERNEL_IDLE)
+    return page
+
+
 def _visible_text(page: Any) -> str:
     return str(page.evaluate("() => document.querySelector('.jp-NotebookPanel').innerText"))
 
@@ -130,19 +146,11 @@ def test_quickstart_in_jupyterlab_shows_the_dashboard(jupyterlab: str, tmp_path:
     shots = {name: tmp_path / f"{name}.png" for name in
              ("dashboard", "gallery", "failures", "static-view")}
     notebook = f"{jupyterlab}/lab/tree/notebooks/quickstart.ipynb"
-    kernel_idle = """() => {
-        const panel = window.jupyterapp?.shell.currentWidget;
-        return panel?.sessionContext?.session?.kernel?.status === 'idle';
-    }"""
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1500})
-            page.set_default_timeout(60_000)
-            page.goto(notebook)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
-            page.wait_for_function(kernel_idle)  # the kernel is ready
+            page = _opened(browser, notebook, height=1500)
             page.evaluate("""async () => {
                 await window.jupyterapp.commands.execute('application:toggle-left-area');
                 await window.jupyterapp.commands.execute('notebook:run-all-cells');
@@ -196,7 +204,7 @@ def test_quickstart_in_jupyterlab_shows_the_dashboard(jupyterlab: str, tmp_path:
             page.evaluate("""async () => {
                 await window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart();
             }""")
-            page.wait_for_function(kernel_idle)
+            page.wait_for_function(KERNEL_IDLE)
             page.wait_for_function("() => !document.querySelector('.videobatch-dashboard')"
                                    "?.offsetParent")  # hidden
             static = page.locator(".vb-static").first
@@ -312,19 +320,11 @@ def test_cancel_retry_resume_in_jupyterlab(jupyterlab: str, tmp_path: Path) -> N
     (tmp_path / "work" / "cancel.ipynb").write_text(_notebook(CANCEL_CELL.format(
         paper=ROWS - REJECTED, checkpoint=str(checkpoint))))
     root = tmp_path / "local-provider"  # the fixture's VIDEOBATCH_LOCAL_DIR
-    kernel_idle = """() => {
-        const panel = window.jupyterapp?.shell.currentWidget;
-        return panel?.sessionContext?.session?.kernel?.status === 'idle';
-    }"""
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1200})
-            page.set_default_timeout(60_000)
-            page.goto(f"{jupyterlab}/lab/tree/cancel.ipynb")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
-            page.wait_for_function(kernel_idle)
+            page = _opened(browser, f"{jupyterlab}/lab/tree/cancel.ipynb", height=1200)
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             dash = page.locator(".videobatch-dashboard")
             buttons = dash.locator(".vb-buttons")
