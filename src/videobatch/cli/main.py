@@ -10,11 +10,15 @@ download, report).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm.std import tqdm
 
 from .. import __version__
 from .._api import Batch
@@ -184,8 +188,19 @@ def run_main(argv: Sequence[str]) -> int:
         return ExitCode.OK
     if not args.yes and not confirmed(batch, checkpoint=where):
         return declined(batch)
+    _settle_process()
     return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
                       report=args.report)
+
+
+def _settle_process() -> None:
+    """Before a command-line run (this process ends with it): the rows just built live as long as
+    the run, so the cyclic garbage collector is told to stop walking them (``gc.freeze``: a 200k-row
+    table is about a million objects, 0.3 s per full collection); and the text bar takes a thread
+    lock, not tqdm's default multiprocessing one (0.2 s to make, and no other process writes here)."""
+    gc.freeze()
+    if not hasattr(tqdm, "_lock"):
+        tqdm.set_lock(threading.RLock())
 
 
 # Sub-commands, each a ``main(argv) -> exit code`` in its own module (imported when used).
