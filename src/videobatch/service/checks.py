@@ -8,7 +8,7 @@ so a 422 lists them all together with the library's. ``cache`` holds the address
 by host for one request (a batch names few hosts, many times). An image URL the policy allows is
 then fetched, as the library checks images before paying (``videobatch._images``): it must answer
 with an image in time; the fetch itself passes the address policy (every redirect too) and reads
-only the first bytes (``fetch=None``: not fetched).
+only the first bytes (``fetch=False``: not fetched).
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ class RequestChecks:
         self.limits = limits
         self.images = images
         self.addresses = addresses
-        self.fetch = ImageCheck(guard=addresses.refusal, transport=guarded_transport(addresses),
-                                local_files=False) if fetch else None
+        self.fetch = fetch
 
     async def fetched(self, stored: Mapping[int, Mapping[str, str]]) -> list[Problem]:
         """Problems of the image URLs among ``stored`` cells (by row number) that do not answer
         with an image (data: URLs and folder files were judged already)."""
         cells = [(row, column, value) for row, fields in stored.items()
                  for column, value in fields.items() if value.startswith(("http://", "https://"))]
-        if self.fetch is None or not cells:
+        if not self.fetch or not cells:
             return []
-        return await image_problems(cells, self.fetch)
+        # A transport of its own per request: the client that uses it closes it when done, and
+        # requests of other clients are checked meanwhile.
+        check = ImageCheck(guard=self.addresses.refusal, transport=guarded_transport(self.addresses),
+                           local_files=False)
+        return await image_problems(cells, check)
 
     def too_long(self, field: str, text: Any) -> str | None:
         if isinstance(text, str) and len(text) > self.limits.max_prompt_chars:
