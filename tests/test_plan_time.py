@@ -29,7 +29,7 @@ def finished(n: int, seconds: float, model: str = "local-v1") -> list[Job]:
 def test_the_median_of_finished_tasks_times_the_waves():
     provider = get_provider("local", **LOCAL)
     jobs = finished(5, 60.0)  # lengths 12, 36, 60, 84, 108: median 60
-    got = eta(25, 10, provider, "local-v1", jobs)
+    got = eta(25, 10, provider, "local-v1", task_lengths(jobs))
     assert got.seconds == pytest.approx(3 * 60.0) and not got.at_least
     assert "3 wave(s) of 10" in got.text() and "median of 5 finished tasks" in got.text()
     assert task_lengths(jobs)[("local", "local-v1")][2] == pytest.approx(60.0)
@@ -37,17 +37,17 @@ def test_the_median_of_finished_tasks_times_the_waves():
 
 def test_without_finished_tasks_the_first_poll_time_is_a_lower_bound():
     provider = get_provider("local", **LOCAL)
-    got = eta(11, 5, provider, "local-v1", finished(2, 60.0))  # two are not enough to go by
+    got = eta(11, 5, provider, "local-v1", task_lengths(finished(2, 60.0)))  # two are not enough to go by
     assert got.at_least and got.seconds == pytest.approx(3 * provider.poll_hint.first_poll)
     assert got.text().startswith("at least")
 
 
 def test_pools_side_by_side_take_as_long_as_the_slowest():
     provider = get_provider("local", **LOCAL)
-    slow = eta(30, 10, provider, "local-v1", finished(3, 100.0))
-    fast = eta(5, 10, provider, "local-v1", finished(3, 10.0))
+    slow = eta(30, 10, provider, "local-v1", task_lengths(finished(3, 100.0)))
+    fast = eta(5, 10, provider, "local-v1", task_lengths(finished(3, 10.0)))
     assert total([fast, slow]).seconds == slow.seconds
-    assert total([]).seconds == 0 and eta(0, 10, provider, "local-v1", []).seconds == 0
+    assert total([]).seconds == 0 and eta(0, 10, provider, "local-v1", task_lengths([])).seconds == 0
 
 
 def test_a_plan_gives_the_time_on_the_slots_the_run_starts_with(tmp_path, monkeypatch):

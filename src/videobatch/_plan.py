@@ -171,7 +171,7 @@ def _times(groups: Sequence[Group], jobs: Sequence[Job], providers: Providers,
         slots = slot_range(provider, providers.default, settings.concurrency)[0]
         most = models.most_common(1)[0][0]  # the pool's tasks take about as long as its usual model's
         times[name if model is None else f"{name}:{model}"] = eta(
-            sum(models.values()), slots, provider, most, jobs, lengths)
+            sum(models.values()), slots, provider, most, lengths)
     return times
 
 

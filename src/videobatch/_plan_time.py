@@ -41,12 +41,13 @@ class Eta:
 NOTHING = Eta(0.0, False, "nothing to send")
 
 
-def eta(rows: int, slots: int, provider: Provider, model: str, jobs: Sequence[Job],
-        lengths: Mapping[tuple[str, str], list[float]] | None = None) -> Eta:
-    """About how long ``rows`` paid rows of ``provider``'s ``model`` take on ``slots`` slots."""
+def eta(rows: int, slots: int, provider: Provider, model: str,
+        lengths: Mapping[tuple[str, str], list[float]]) -> Eta:
+    """About how long ``rows`` paid rows of ``provider``'s ``model`` take on ``slots`` slots, given
+    the ``lengths`` of finished tasks (``task_lengths``)."""
     if rows == 0:
         return NOTHING
-    seen = (lengths if lengths is not None else task_lengths(jobs)).get((provider.name, model), [])
+    seen = lengths.get((provider.name, model), [])
     waves = math.ceil(rows / max(1, slots))
     if len(seen) >= _ENOUGH:
         each = statistics.median(seen)
