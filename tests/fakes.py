@@ -20,7 +20,11 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
+import videobatch
+from videobatch._jobs import Job
 from videobatch.errors import (
     AccountError,
     AuthError,
@@ -175,3 +179,18 @@ class ListProvider(Provider):
         done = {t: self.ends.get(t, now) for t in [*task_ids, *riders]}
         return {t: TaskStatus(t, TaskState.SUCCEEDED, videos=(Video("u"),), finished_at=end)
                 if now >= end else TaskStatus(t, TaskState.RUNNING) for t, end in done.items()}
+
+
+def adopt_wrongly(checkpoint: Path, base_url: str,
+                  wrong: Callable[[list[Job]], dict[str, str]]) -> dict[str, str]:
+    """Leave in ``checkpoint`` what a mistaken adoption leaves behind: the rows ``wrong(jobs)``
+    names completed with those task ids, not their own; returns them (row key -> task id)."""
+    batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, base_url=base_url)
+    tasks = wrong(batch.jobs)
+    for job in batch.jobs:
+        if job.key in tasks:
+            record = {"k": job.key, "s": "completed", "t": time.time(), "task_id": tasks[job.key]}
+            job.apply(record)
+            batch.store.append(record)
+    asyncio.run(batch.store.close(batch.jobs))
+    return tasks

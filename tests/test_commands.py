@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import videobatch
+from fakes import adopt_wrongly
 from videobatch._jobs import Job, State
 from videobatch._store import LoadedCheckpoint, load
 from videobatch.cli.commands import download_main, report_main, retry_main, status_main, status_report
@@ -275,15 +276,8 @@ def test_status_verify_tasks_names_rows_whose_task_is_not_their_own(tmp_path, ca
         videobatch.run(["a cat", "a dog", "a cow"], "kling", checkpoint=checkpoint, progress=False,
                        base_url=server.url, **fast)
         foreign = {t["external_task_id"]: t["task_id"] for t in server.tasks() if t.get("foreign")}
-        batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, base_url=server.url)
-        wrong = {batch.jobs[0].key: foreign[None], batch.jobs[1].key: foreign["order-00001"]}
-        for job in batch.jobs:  # what a mistaken adoption left behind
-            if job.key in wrong:
-                record = {"k": job.key, "s": "completed", "t": time.time(), "task_id": wrong[job.key]}
-                job.apply(record)
-                batch.store.append(record)
-        asyncio.run(batch.store.close(batch.jobs))
-        del batch
+        wrong = adopt_wrongly(checkpoint, server.url, lambda jobs: {
+            jobs[0].key: foreign[None], jobs[1].key: foreign["order-00001"]})
         argv = [str(checkpoint), "--verify-tasks", "--base-url", server.url]
         assert status_main(argv) == 0
     out = capsys.readouterr().out

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import videobatch
+from fakes import adopt_wrongly
 from videobatch._inputs import load_prompts
 from videobatch._jobs import State
 from videobatch._snapshot import read_meta
@@ -342,7 +343,6 @@ def test_repair_verify_tasks_names_rows_holding_a_task_that_is_not_their_own(tmp
     """An older release could adopt another system's task after a lost answer: `repair
     --verify-tasks` asks Kling whose each row's task is, names the rows holding another's (no key,
     another system's key, or another row's) and exits 1; a clean checkpoint exits 0."""
-    import time
 
     from videobatch.testing import SimConfig, running_server
 
@@ -356,17 +356,9 @@ def test_repair_verify_tasks_names_rows_holding_a_task_that_is_not_their_own(tmp
         assert main(argv) == 0
         assert "every task is the row's own" in capsys.readouterr().out
         foreign = {t["external_task_id"]: t["task_id"] for t in server.tasks() if t.get("foreign")}
-        batch = videobatch.Batch.from_checkpoint(checkpoint, progress=False, base_url=server.url)
-        jobs = batch.jobs
-        wrong = {jobs[0].key: foreign[None], jobs[1].key: foreign["order-00001"],
-                 jobs[2].key: jobs[3].task_id}
-        for job in jobs:  # what a mistaken adoption left behind
-            if job.key in wrong:
-                record = {"k": job.key, "s": "completed", "t": time.time(), "task_id": wrong[job.key]}
-                job.apply(record)
-                batch.store.append(record)
-        asyncio.run(batch.store.close(batch.jobs))
-        del batch
+        wrong = adopt_wrongly(checkpoint, server.url, lambda jobs: {
+            jobs[0].key: foreign[None], jobs[1].key: foreign["order-00001"],
+            jobs[2].key: jobs[3].task_id})
         assert main(argv) == 1
     out = capsys.readouterr().out
     assert "4 row(s) with 'kling': 3 are not the row's own" in out
