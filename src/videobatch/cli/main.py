@@ -189,13 +189,16 @@ def run_main(argv: Sequence[str]) -> int:
     if not args.yes and not confirmed(batch, checkpoint=where):
         return declined(batch)
     _settle_process()
-    return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
-                      report=args.report)
+    try:
+        return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
+                          report=args.report)
+    finally:
+        gc.unfreeze()  # main() may be called in a process that goes on (a test, a script)
 
 
 def _settle_process() -> None:
-    """Before a command-line run (this process ends with it): the rows just built live as long as
-    the run, so the cyclic garbage collector is told to stop walking them (``gc.freeze``: a 200k-row
+    """Before a command-line run: the rows just built live as long as the run, so the cyclic
+    garbage collector is told to stop walking them until it ends (``gc.freeze``: a 200k-row
     table is about a million objects, 0.3 s per full collection); and the text bar takes a thread
     lock, not tqdm's default multiprocessing one (0.2 s to make, and no other process writes here)."""
     gc.freeze()
