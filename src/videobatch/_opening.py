@@ -65,7 +65,7 @@ class Opening:
 
 
 def new_jobs(prompts: Prompts) -> list[Job]:
-    return list(map(Job, prompts.keys, range(len(prompts.keys)), prompts.requests))
+    return Job.fresh(prompts.keys, prompts.requests)
 
 
 @gc_paused()
