@@ -134,6 +134,7 @@ def test_the_daily_cap_credits_and_model_access(http, server):
 
 
 def test_delete_cancels_open_tasks_and_deletes_finished_ones(http, server):
+    server.configure(latency=60.0)  # the first two stay queued however slow this machine is
     queued = http.post("/v1/text_to_video", json=T2V).json()["id"]
     assert http.delete(f"/v1/tasks/{queued}").status_code == 204
     assert http.get(f"/v1/tasks/{queued}").json() == fixture("error_404_task")
@@ -142,6 +143,7 @@ def test_delete_cancels_open_tasks_and_deletes_finished_ones(http, server):
     http.delete(f"/v1/tasks/{other}")
     cancelled = http.get(f"/v1/tasks/{other}").json()
     assert cancelled["status"] == "CANCELLED" and cancelled["cost"] == {"credits": 0}
+    server.configure(latency=0.3)
     done = http.post("/v1/text_to_video", json={**T2V, "promptText": "c"}).json()["id"]
     wait_for(http, done, "SUCCEEDED")
     assert http.delete(f"/v1/tasks/{done}").status_code == 204

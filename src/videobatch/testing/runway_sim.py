@@ -202,7 +202,8 @@ class Account:
     def _start(self, model: str, earliest: float) -> float:
         """When a task queued at ``earliest`` can run: in creation order, once fewer than
         ``max_concurrent`` tasks of its model are running."""
-        mine = [t for t in self.tasks.values() if t.model == model]
+        mine = [t for t in self.tasks.values() if t.model == model  # (one cancelled in the queue left it)
+                and (t.cancelled_at is None or t.cancelled_at > t.start)]
         floor = max([earliest, *(t.start for t in mine)])
         for moment in sorted({floor, *(t.end() for t in mine if t.end() > floor)}):
             if sum(1 for t in mine if t.start <= moment < t.end()) < self.config.max_concurrent:
