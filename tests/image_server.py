@@ -25,7 +25,8 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100)
 
 
 class ImageServer:
-    """Loopback server: /cat.png an image, /missing.png 404, /page.html an HTML page, /hang never
+    """Loopback server: /cat.png an image, /missing.png 404, /page.html an HTML page, /hang (with
+    any query) never
     answers, /moved redirects to /cat.png, /as-text a JPEG sent as text/plain, /slow/N an image
     after ``slow`` seconds. Counts requests per path and the most answered at once."""
 
@@ -55,7 +56,7 @@ class ImageServer:
 
             def answer(self) -> None:
                 path = self.path
-                if path == "/hang":
+                if path.split("?")[0] == "/hang":
                     server.stop.wait(30)
                     return
                 if path == "/moved":

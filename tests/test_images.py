@@ -107,6 +107,32 @@ def test_fetches_run_concurrently_within_the_bound(server):
     assert server.peak >= 2 and elapsed < 8 * server.slow  # not one by one
 
 
+def test_a_budget_bounds_all_fetches_of_one_check(server):
+    # One at a time, 0.3 s each: about three of eight are judged in 1 s; the rest are problems
+    # saying so, rather than the check running on (a server's client cannot hold it for hours).
+    cells = [(row, "image", f"{server.url}/slow/{row}") for row in range(1, 9)]
+    started = time.monotonic()
+    found = problems(cells, concurrency=1, budget=1.0)
+    elapsed = time.monotonic() - started
+    assert 1 <= 8 - len(found) <= 4, found  # judged (and fine) in time
+    assert all(message.startswith("not checked: the image URLs of one request are given 1 s")
+               for message in found.values())
+    assert elapsed < 3
+
+
+def test_a_shared_gate_bounds_fetches_across_checks(server):
+    # Two requests of one client, each allowed 4 at once, share the client's gate of 2.
+    gate_of_client = asyncio.Semaphore(2)
+
+    async def both() -> list[list[object]]:
+        return list(await asyncio.gather(*(image_problems(
+            [(row, "image", f"{server.url}/slow/{n}-{row}") for row in range(1, 5)],
+            ImageCheck(concurrency=4, shared=gate_of_client)) for n in range(2))))
+
+    assert asyncio.run(both()) == [[], []]
+    assert server.peak == 2
+
+
 def test_a_guard_is_asked_before_every_hop(server):
     asked: list[str] = []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -497,3 +498,34 @@ def test_image_urls_are_fetched_through_the_address_policy_before_queueing(redis
         refused_unchanged(client, redis_server, "/api/v1/videos",
                           {"prompt": "x", "image": f"{images.url}/cat.png"})
         assert not images.hits
+
+
+def test_a_tenants_slow_image_urls_hold_neither_the_api_nor_its_fetches(redis_server):
+    # A client sends image URLs that never answer: its request is answered 422 once its image
+    # checks have had their time (2 s here), and never more of them are fetched at once than the
+    # tenant's gate allows (2 here), however many requests it sends together.
+    limits = ServiceLimits(max_image_fetches=2, max_image_check_seconds=2)
+    with ImageServer() as images, running_api(redis_server.url, allow=(LOOPBACK_ALLOWED,),
+                                              fetch_images=True, limits=limits) as api:
+        rows = [{"prompt": f"p{i}", "image": f"{images.url}/hang?{i}"} for i in range(6)]
+
+        def post(n: int) -> httpx.Response:
+            with api.client() as client:
+                return client.post("/api/v1/batches", json={"rows": rows[n::2]})
+
+        def fetched() -> int:
+            return sum(n for path, n in images.hits.items() if path.startswith("/hang"))
+
+        before = redis_server.digest()
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = pool.map(post, range(2))
+            wait_until(lambda: fetched() >= 2, 5, "the first fetches")
+            time.sleep(0.5)  # both requests are being checked; the gate holds the rest back
+            assert fetched() == 2
+            answers = list(answers)
+        elapsed = time.monotonic() - started
+        assert [a.status_code for a in answers] == [422, 422], answers[0].text
+        assert "not checked" in answers[0].text and "not checked" in answers[1].text
+        assert elapsed < 10  # two seconds of checks each, not 10 s per URL
+        assert redis_server.digest() == before  # nothing stored, nothing queued

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,13 +52,18 @@ class ImageCheck:
     """How image cells are checked. ``timeout``: seconds a URL has to answer with its first
     bytes; ``concurrency``: URLs fetched at once; ``guard`` and ``transport``: what a fetch must
     pass (service mode: the address policy and its guarded transport); ``local_files``: whether a
-    value may name a file of this machine."""
+    value may name a file of this machine. For a server checking what its clients send:
+    ``shared``, a gate every fetch also passes (one per client: its fetches at once, across all
+    its requests), and ``budget``, the seconds all of one check's fetches may take (a URL not
+    judged by then is a problem, so a request of many slow URLs cannot hold the server for hours)."""
 
     timeout: float = 10.0
     concurrency: int = 16
     guard: ImageGuard | None = None
     transport: httpx.AsyncBaseTransport | None = None
     local_files: bool = True
+    shared: asyncio.Semaphore | None = None
+    budget: float | None = None
 
 
 Cell = tuple[int, str, str]  # row number (1-based), column, value
@@ -170,13 +176,24 @@ async def _fetch_all(urls: Sequence[str], check: ImageCheck) -> dict[str, str | 
                                  follow_redirects=False, trust_env=check.transport is None) as client:
 
         async def one(url: str) -> tuple[str, str | None]:
-            async with gate:
+            async with gate, check.shared or contextlib.nullcontext():
                 try:
                     return url, await asyncio.wait_for(_url_problem(client, url, check), check.timeout)
                 except TimeoutError:
                     return url, f"the image URL did not answer within {check.timeout:g} s"
 
-        return dict(await asyncio.gather(*(one(url) for url in urls)))
+        if check.budget is None:
+            return dict(await asyncio.gather(*(one(url) for url in urls)))
+        fetches = [asyncio.ensure_future(one(url)) for url in urls]
+        done, late = await asyncio.wait(fetches, timeout=check.budget)
+        for fetch in late:
+            fetch.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        verdicts = dict(fetch.result() for fetch in done)
+        unjudged = (f"not checked: the image URLs of one request are given {check.budget:g} s in "
+                    "all, and this one was not judged by then; send fewer distinct image URLs per "
+                    "request, or ones that answer faster")
+        return {url: verdicts.get(url, unjudged) for url in urls}
 
 
 async def _url_problem(client: httpx.AsyncClient, url: str, check: ImageCheck) -> str | None:

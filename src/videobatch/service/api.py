@@ -197,7 +197,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
     async def create_video(body: VideoCreate, tenant: Caller, response: Response,
                            idempotency_key: IdemKey = None) -> VideoCreated | JSONResponse:
         """Submit one video generation request (the seed's endpoint)."""
-        stored, problems = await checks.video(body)
+        stored, problems = await checks.video(body, tenant.id)
         fields = {k: v for k, v in body.model_dump(include=_REQUEST_BODY).items()
                   if v is not None and v != ""}
         fields.update(stored)
@@ -256,7 +256,7 @@ def create_app(redis_url: str | None = None, *, tokens: list[str] | None = None,
         stored: dict[int, dict[str, str]] = {}
         if given is not None:
             problems.extend(check_urls(given))
-            stored, refused = await checks.rows(given, webhook_url, cache)
+            stored, refused = await checks.rows(given, webhook_url, cache, tenant.id)
             problems.extend(refused)
         frame = prompts.frame if prompts is not None else None
         metas: list[dict[str, Any]] = []

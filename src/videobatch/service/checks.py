@@ -8,11 +8,15 @@ so a 422 lists them all together with the library's. ``cache`` holds the address
 by host for one request (a batch names few hosts, many times). An image URL the policy allows is
 then fetched, as the library checks images before paying (``videobatch._images``): it must answer
 with an image in time; the fetch itself passes the address policy (every redirect too) and reads
-only the first bytes (``fetch=False``: not fetched).
+only the first bytes (``fetch=False``: not fetched). A tenant's fetches share one gate
+(``max_image_fetches`` at once, across all its requests) and one request's fetches end within
+``max_image_check_seconds``: a client sending many slow URLs holds neither the service nor
+other tenants' checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,18 +42,24 @@ class RequestChecks:
         self.images = images
         self.addresses = addresses
         self.fetch = fetch
+        self._gates: dict[str, asyncio.Semaphore] = {}  # by tenant: its image fetches at once
 
-    async def fetched(self, stored: Mapping[int, Mapping[str, str]]) -> list[Problem]:
+    async def fetched(self, stored: Mapping[int, Mapping[str, str]], tenant: str) -> list[Problem]:
         """Problems of the image URLs among ``stored`` cells (by row number) that do not answer
-        with an image (data: URLs and folder files were judged already)."""
+        with an image (data: URLs and folder files were judged already); ``tenant``: whose
+        request it is (its fetches share a gate)."""
         cells = [(row, column, value) for row, fields in stored.items()
                  for column, value in fields.items() if value.startswith(("http://", "https://"))]
         if not self.fetch or not cells:
             return []
         # A transport of its own per request: the client that uses it closes it when done, and
         # requests of other clients are checked meanwhile.
+        gate = self._gates.get(tenant)
+        if gate is None:
+            gate = self._gates[tenant] = asyncio.Semaphore(self.limits.max_image_fetches)
         check = ImageCheck(guard=self.addresses.refusal, transport=guarded_transport(self.addresses),
-                           local_files=False)
+                           local_files=False, concurrency=self.limits.max_image_fetches, shared=gate,
+                           budget=float(self.limits.max_image_check_seconds))
         return await image_problems(cells, check)
 
     def too_long(self, field: str, text: Any) -> str | None:
@@ -79,8 +89,8 @@ class RequestChecks:
             return None, await self.webhook(value, cache) if well_formed else None
         return await self.images.accepted(value, cache)
 
-    async def video(self, body: VideoCreate) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """One request: (its image fields as stored, problems as 422 entries)."""
+    async def video(self, body: VideoCreate, tenant: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """One request of ``tenant``: (its image fields as stored, problems as 422 entries)."""
         problems: list[dict[str, Any]] = []
         stored: dict[str, str] = {}
         cache: Cache = {}
@@ -94,7 +104,7 @@ class RequestChecks:
         if reason:
             problems.append({"loc": ["body", "metadata"], "msg": reason})
         problems += [{"loc": ["body", p.column], "msg": p.message}
-                     for p in await self.fetched({1: stored})]
+                     for p in await self.fetched({1: stored}, tenant)]
         return stored, problems
 
     async def defaults(self, defaults: Mapping[str, Any], cache: Cache) -> tuple[dict[str, Any], list[Problem]]:
@@ -109,10 +119,10 @@ class RequestChecks:
                 out[column] = kept
         return out, problems
 
-    async def rows(self, frame: pd.DataFrame, webhook_url: str | None,
-                   cache: Cache) -> tuple[dict[int, dict[str, str]], list[Problem]]:
-        """A batch's rows (and its run-wide webhook): (image cells as stored, by 1-based row
-        number, as request fields), problems)."""
+    async def rows(self, frame: pd.DataFrame, webhook_url: str | None, cache: Cache,
+                   tenant: str) -> tuple[dict[int, dict[str, str]], list[Problem]]:
+        """A batch's rows (and its run-wide webhook) sent by ``tenant``: (image cells as stored,
+        by 1-based row number, as request fields), problems)."""
         problems: list[Problem] = []
         stored: dict[int, dict[str, str]] = {}
         if webhook_url:
@@ -127,7 +137,7 @@ class RequestChecks:
                     problems.append(Problem(n, str(column), reason))
                 elif kept is not None:
                     stored.setdefault(n, {})["end_image" if column == "image_tail" else str(column)] = kept
-        problems += await self.fetched(stored)
+        problems += await self.fetched(stored, tenant)
         return stored, problems
 
     def metadata(self, metas: list[dict[str, Any]]) -> list[Problem]:

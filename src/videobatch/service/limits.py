@@ -6,6 +6,10 @@ Limits (environment variables read by ``python -m videobatch serve``; ``create_a
     VIDEOBATCH_SERVICE_MAX_METADATA_BYTES  16384     (16 KB) one request's metadata, as JSON
     VIDEOBATCH_SERVICE_MAX_ROWS            10000     rows per batch (JSON or CSV)
     VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS    2500      characters of a prompt (and negative prompt)
+    VIDEOBATCH_SERVICE_MAX_IMAGE_FETCHES   8         image URLs fetched at once for one tenant
+                                                     (all its requests together), to check them
+    VIDEOBATCH_SERVICE_MAX_IMAGE_CHECK_SECONDS  30   seconds one request's image URLs may take
+                                                     in all (a URL not judged by then: 422)
 
 ``BodyLimit`` answers 413 to a body over the limit: at once from its ``Content-Length``, else
 (chunked) as soon as the bytes received pass it, never reading the rest; and to a JSON body of more
@@ -43,7 +47,9 @@ MAX_MESSAGE = 300  # characters of one problem's message
 _ENV = {"max_body_bytes": "VIDEOBATCH_SERVICE_MAX_BODY_BYTES",
         "max_metadata_bytes": "VIDEOBATCH_SERVICE_MAX_METADATA_BYTES",
         "max_rows": "VIDEOBATCH_SERVICE_MAX_ROWS",
-        "max_prompt_chars": "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS"}
+        "max_prompt_chars": "VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS",
+        "max_image_fetches": "VIDEOBATCH_SERVICE_MAX_IMAGE_FETCHES",
+        "max_image_check_seconds": "VIDEOBATCH_SERVICE_MAX_IMAGE_CHECK_SECONDS"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class ServiceLimits:
     max_metadata_bytes: int = 16 * 1024
     max_rows: int = 10_000
     max_prompt_chars: int = 2500
+    max_image_fetches: int = 8
+    max_image_check_seconds: int = 30
 
     @property
     def max_json_values(self) -> int:
