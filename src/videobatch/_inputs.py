@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from ._gc import gc_paused
 from ._input_check import (
     check_defaults,
     keys_from_ids,
@@ -30,7 +31,6 @@ from ._input_check import (
 from ._input_formats import read_table
 from ._input_keys import ID_COLUMN, Prompts, canonical_json, hashed_keys
 from ._input_read import frame_from_list, scan, unsupported_type
-from ._jobs import gc_paused
 from ._templates import fill_templates
 from .errors import ConfigError, InputError, Problem
 from .request import RequestRules, VideoRequest

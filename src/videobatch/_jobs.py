@@ -24,13 +24,11 @@ provider's idempotency lookup, never submitted again blindly.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
-import gc
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +37,7 @@ from .errors import IllegalTransition
 from .request import VideoRequest
 
 __all__ = [
-    "RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "RowSnapshot", "State", "annotation", "gc_paused",
+    "RESULT_COLUMNS", "SETTLED", "TERMINAL", "Job", "RowSnapshot", "State", "annotation",
     "idempotency_key", "may_have_paid",
 ]
 
@@ -129,23 +127,6 @@ RESULT_FIELDS = (
     "cost_units",
 )
 _RESULT_FIELD_SET = frozenset(RESULT_FIELDS)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while a whole table of rows is built (requests, jobs, columns).
-
-    Each of its full collections walks every object alive, i.e. every row built so far: for 200,000
-    rows that doubles the build time. Memory is still freed by reference counting meanwhile, and
-    cycles are collected once the collector runs again. Usable as a decorator.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # What a new submission of a row starts without.

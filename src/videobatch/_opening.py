@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ._gc import gc_paused
 from ._input_keys import KEYS
 from ._inputs import Prompts
-from ._jobs import Job, gc_paused
+from ._jobs import Job
 from ._journal import FORMAT, Replay
 from ._journal import segments as _segments
 from ._recover import rebuild

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._jobs import RESULT_COLUMNS, Job, gc_paused
+from ._gc import gc_paused
+from ._jobs import RESULT_COLUMNS, Job
 
 __all__ = ["RESULT_FORMATS", "results", "results_frame", "write_results"]
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._jobs import RESULT_FIELDS, Job, State, gc_paused
+from ._gc import gc_paused
+from ._jobs import RESULT_FIELDS, Job, State
 from ._journal import FORMAT, Replay, first_header, replay
 from ._journal import segments as _segments
 from .errors import CheckpointError

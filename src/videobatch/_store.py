@@ -51,8 +51,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._gc import gc_paused
 from ._inputs import Prompts
-from ._jobs import Job, gc_paused
+from ._jobs import Job
 from ._journal import FORMAT as FORMAT
 from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps

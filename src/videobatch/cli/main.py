@@ -22,6 +22,7 @@ from tqdm.std import tqdm
 
 from .. import __version__
 from .._api import Batch
+from .._gc import gc_paused
 from .._sweep import sweep
 from ..errors import CheckpointError, ConfigError, InputError
 from ._boundary import describe_os_error, guarded, log_to_stderr
@@ -161,6 +162,24 @@ def run_main(argv: Sequence[str]) -> int:
     problems = _problems(args, checkpoint, out)
     if problems:
         return refuse(problems)
+    # The rows are built with the cycle collector paused, and frozen before the run (see
+    # ``_settle_process``): its collections would otherwise walk the growing table again and again.
+    with gc_paused():
+        prepared = _prepare(args, checkpoint, out, options, scoped)
+        if not isinstance(prepared, Batch):
+            return prepared
+        _settle_process()
+    try:
+        return finish_run(prepared, out=out, checkpoint=checkpoint, download=args.download,
+                          report=args.report)
+    finally:
+        gc.unfreeze()  # main() may be called in a process that goes on (a test, a script)
+
+
+def _prepare(args: argparse.Namespace, checkpoint: Path | None, out: Path,
+             options: dict[str, Any], scoped: Any) -> Batch | int:
+    """The main command's Batch, ready to run; or the exit code when it ends before running
+    (refused input, a dry run, the user declining)."""
     try:
         axes = sweep_axes(args)  # the table's rows times every combination of the swept values
         batch = Batch(
@@ -188,12 +207,7 @@ def run_main(argv: Sequence[str]) -> int:
         return ExitCode.OK
     if not args.yes and not confirmed(batch, checkpoint=where):
         return declined(batch)
-    _settle_process()
-    try:
-        return finish_run(batch, out=out, checkpoint=checkpoint, download=args.download,
-                          report=args.report)
-    finally:
-        gc.unfreeze()  # main() may be called in a process that goes on (a test, a script)
+    return batch
 
 
 def _settle_process() -> None:
