@@ -315,6 +315,7 @@ class Account:
         now = time.monotonic()
         states: dict[str, int] = {}
         busy = 0.0  # slot-seconds the finished tasks held: the ideal run's total work
+        lengths: list[float] = []  # what each finished task took, in creation order
         for task in self.tasks.values():
             if task.foreign:
                 continue
@@ -322,6 +323,7 @@ class Account:
             states[state] = states.get(state, 0) + 1
             if now >= task.done_at:
                 busy += task.done_at - task.started
+                lengths.append(round(task.done_at - task.started, 4))
         c = self.counters
         return {
             "requests": c.requests, "accepted": c.accepted, "duplicates": c.duplicates,
@@ -334,5 +336,6 @@ class Account:
             "peak_parallel": c.peak_parallel, "peak_per_model": dict(c.peak_per_model),
             "current_parallel": self.running(now),
             "downloads": c.downloads, "tasks": states, "task_seconds": round(busy, 3),
+            "task_lengths": lengths,
             "succeeded": states.get("succeed", 0), "failed": states.get("failed", 0),
         }
