@@ -32,6 +32,7 @@ Scenarios (targets from issue 11):
 
     python benchmarks/bench_kling.py                         # every scenario, 100 rows each
     python benchmarks/bench_kling.py L3 probe12 --rows 60    # some of them, quicker
+    python benchmarks/bench_kling.py L3 --polls-per-end 2    # fuller slots, ~2 status requests a task
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def measure(name: str, args: argparse.Namespace, who: str) -> dict[str, Any]:
         watcher.start()
         if who == "videobatch":
             options: dict[str, Any] = {} if stated is None else {"max_parallel": stated}
+            if args.polls_per_end is not None:  # not a default option: the trade-off, measured
+                options["polls_per_end"] = args.polls_per_end
             df = videobatch.run(rows, "kling", base_url=server.url, api_key=KEY, progress=False,
                                 **options)
             completed = int((df["status"] == "completed").sum())
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100)
     parser.add_argument("--jitter", type=float, default=0.2, help="± fraction of the task length")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--polls-per-end", type=float, help="videobatch's Kling option (default 1: "
+                        "about one status request per task)")
     args = parser.parse_args()
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:

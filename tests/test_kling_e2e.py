@@ -193,6 +193,22 @@ def test_a_smaller_account_limit_is_learned_not_hammered():
     assert counters["rejected"].get("parallel_limit", 0) <= 10  # backs off and adapts
 
 
+def test_polls_per_end_trades_status_requests_for_fuller_slots():
+    """One list page answers for every task: by default about one per task end, with
+    polls_per_end=3 about three (each end seen sooner), and the run ends all the same."""
+    pages = {}
+    for per_end in (1, 3):
+        with running_server(latency=1.0, jitter=0.2, max_parallel=3, seed=3) as server:
+            df = videobatch.run([f"reef {i}" for i in range(24)], "kling",
+                                **kling_options(server, max_parallel=3, polls_per_end=per_end))
+            counters = server.counters()
+        assert (df["status"] == "completed").all() and counters["paid_duplicates"] == 0
+        pages[per_end] = counters["polls_list"]
+    assert pages[3] >= 2 * pages[1], pages
+    with pytest.raises(ConfigError, match="polls_per_end"):
+        videobatch.Batch(["x"], "kling", api_key="k", polls_per_end="nan")
+
+
 def test_a_model_the_catalogue_still_lists_but_kling_retired_stops_early_not_row_by_row(tmp_path):
     """The catalogue is stale: Kling answers 1203 for kling-v2-6. After 3 refusals in a row its rows
     are not sent any more (pending, unpaid, with Kling's words); the other model's rows finish."""

@@ -93,7 +93,9 @@ class Pools:
             provider.attach(limiter)
         start, ceiling = self._ceiling(provider)
         slots = self._shared_slots or LocalSlots(ceiling, start)
-        poller = Poller(provider, PollSchedule(provider.poll_hint), on_fatal=self._on_fatal)
+        hint = provider.poll_hint
+        poller = Poller(provider, PollSchedule(hint), on_fatal=self._on_fatal,
+                        per_poll=1.0 / hint.polls_per_end)
         reconciler = Reconciler(provider, self._settings.lookup_policy(), stop=self._stop.event,
                                 gate=self._gate)
         rows = self._make_rows(provider=provider, slots=slots, poller=poller, reconciler=reconciler)

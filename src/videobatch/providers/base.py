@@ -103,13 +103,16 @@ class PollHint:
 
     Before any task has finished, the runner first polls ``first_poll`` seconds after submitting,
     then every ``min_interval`` growing by ``growth`` up to ``max_interval``. Once tasks finish it
-    learns their real durations and aims polls at them.
+    learns their real durations and aims polls at them. ``polls_per_end``: where one list request
+    answers for every task, how many of them per expected task end (1: about one status request
+    per task; 2: ends are seen about twice as soon, for about two per task).
     """
 
     first_poll: float = 5.0
     min_interval: float = 1.0
     max_interval: float = 30.0
     growth: float = 1.5
+    polls_per_end: float = 1.0
 
 
 @dataclass(frozen=True)

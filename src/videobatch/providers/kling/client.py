@@ -90,7 +90,9 @@ class KlingProvider(Provider):
     only that design, rows of models on the other are input problems),
     ``first_poll`` / ``poll_interval`` / ``max_poll_interval`` (seconds; the defaults, 2 / 1 / 60,
     only shape the first wave: one list request answers for every task, and once tasks finish
-    the run polls when a task end is expected, see ``videobatch._polling``), ``list_threshold``
+    the run polls when a task end is expected, see ``videobatch._polling``), ``polls_per_end``
+    (default 1, about one status request per task; 2 sees ends sooner and keeps slots fuller for
+    about two per task), ``list_threshold``
     (use the list endpoint from this many tasks on), ``page_size``, ``scan_pages`` (list pages a
     scan may read per kind), and ``transport`` (an ``httpx.AsyncBaseTransport``, for tests; it is
     wrapped in the paced transport like the default one).
@@ -121,6 +123,7 @@ class KlingProvider(Provider):
         first_poll: float | str = 2.0,
         poll_interval: float | str = 1.0,
         max_poll_interval: float | str = 60.0,
+        polls_per_end: float | str = 1.0,
         list_threshold: int | str = 3,
         page_size: int | str = 500,
         scan_pages: int | str = 20,
@@ -158,6 +161,7 @@ class KlingProvider(Provider):
             max_interval=max(interval, float(number("kling", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))),
             growth=1.25,
+            polls_per_end=_polls_per_end(polls_per_end),
         )
         self.callback_url = callback_url or None
         self._transport = transport
@@ -342,3 +346,12 @@ class KlingProvider(Provider):
                     provider_code=error.provider_code, status_code=error.status_code,
                     request_id=error.request_id)
             raise error
+
+
+def _polls_per_end(value: float | str) -> float:
+    """The ``polls_per_end`` option: from 0.1 to 10 (beyond, a poll would wait for ten ends, or the
+    account's list would be read many times per end)."""
+    result = float(number("kling", "polls_per_end", value, float, 0.1))
+    if not result <= 10:  # (also NaN)
+        raise ConfigError(f"kling option polls_per_end={value!r} must be from 0.1 to 10")
+    return result
