@@ -4,6 +4,9 @@ and a 200k-row CSV from process start to the first paid request (and its resume)
     python benchmarks/bench_core.py            # all five
     python benchmarks/bench_core.py efficiency # or: overhead, checkpoint, scale (scale + resume)
 
+Every run first prints a reference loop's time: this VM's speed varies by up to 1.6x over a day, so
+figures are compared between runs with like reference times.
+
 Targets (issue 3): efficiency >= 0.95 (200 rows, concurrency 10, known latency); checkpoint write
 and load < 1 s and peak memory < 500 MB for 100,000 rows.
 Efficiency = ideal wall time / actual wall time, where ideal = ceil(rows / concurrency) * latency.
@@ -276,6 +279,17 @@ def scale(rows: int = 200_000) -> None:
         _child("results", rows, path)
 
 
+def machine() -> None:
+    """A fixed pure-Python workload timed first: this VM's speed for the same work varies by up to
+    1.6x over a day (other tenants of its host), so figures are compared at like values of it."""
+    started = time.perf_counter()
+    table: dict[int, str] = {}
+    for i in range(2_000_000):
+        table[i % 4096] = f"row {i}"
+    print(f"machine     reference loop (2M dict stores of f-strings): {time.perf_counter() - started:.3f}s "
+          "(lower is a faster machine; compare figures taken at like values)")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_scale_child"]:
         _scale_child(*sys.argv[2:5])
@@ -286,5 +300,6 @@ if __name__ == "__main__":
         _stage(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
         raise SystemExit(0)
     which = sys.argv[1:] or ["efficiency", "overhead", "checkpoint", "scale"]
+    machine()
     for name in which:
         {"efficiency": efficiency, "overhead": overhead, "checkpoint": checkpoint, "scale": scale}[name]()
