@@ -182,14 +182,14 @@ async def _fetch_all(urls: Sequence[str], check: ImageCheck) -> dict[str, str | 
                 except TimeoutError:
                     return url, f"the image URL did not answer within {check.timeout:g} s"
 
-        if check.budget is None:
-            return dict(await asyncio.gather(*(one(url) for url in urls)))
         fetches = [asyncio.ensure_future(one(url)) for url in urls]
-        done, late = await asyncio.wait(fetches, timeout=check.budget)
+        done, late = await asyncio.wait(fetches, timeout=check.budget)  # (None: all of them)
         for fetch in late:
             fetch.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         verdicts = dict(fetch.result() for fetch in done)
+        if not late:
+            return verdicts
         unjudged = (f"not checked: the image URLs of one request are given {check.budget:g} s in "
                     "all, and this one was not judged by then; send fewer distinct image URLs per "
                     "request, or ones that answer faster")
