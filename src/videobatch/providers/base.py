@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from .._pacing import RateLimiter
 from ..catalog import Catalog, ModelCard
-from ..errors import Problem, ProviderError
+from ..errors import ConfigError, Problem, ProviderError
 from ..request import RequestRules, VideoRequest
 
 if TYPE_CHECKING:
@@ -113,6 +113,11 @@ class PollHint:
     max_interval: float = 30.0
     growth: float = 1.5
     polls_per_end: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.polls_per_end <= 10:  # (also NaN) the run divides by it
+            raise ConfigError(f"polls_per_end={self.polls_per_end!r} must be from 0.1 to 10 "
+                              "(list polls per expected task end)")
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class KlingProvider(Provider):
             max_interval=max(interval, float(number("kling", "max_poll_interval", max_poll_interval,
                                                       float, 0.001))),
             growth=1.25,
-            polls_per_end=_polls_per_end(polls_per_end),
+            polls_per_end=float(number("kling", "polls_per_end", polls_per_end, float, 0.1)),
         )
         self.callback_url = callback_url or None
         self._transport = transport
@@ -346,12 +346,3 @@ class KlingProvider(Provider):
                     provider_code=error.provider_code, status_code=error.status_code,
                     request_id=error.request_id)
             raise error
-
-
-def _polls_per_end(value: float | str) -> float:
-    """The ``polls_per_end`` option: from 0.1 to 10 (beyond, a poll would wait for ten ends, or the
-    account's list would be read many times per end)."""
-    result = float(number("kling", "polls_per_end", value, float, 0.1))
-    if not result <= 10:  # (also NaN)
-        raise ConfigError(f"kling option polls_per_end={value!r} must be from 0.1 to 10")
-    return result
