@@ -335,7 +335,9 @@ def test_limits_are_settings(redis_server, monkeypatch):
     monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_PROMPT_CHARS", "10")
     monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_METADATA_BYTES", "100")
     monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_BODY_BYTES", "1_000")
-    assert ServiceLimits.from_env() == ServiceLimits(1000, 100, 3, 10)
+    monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_IMAGE_FETCHES", "2")
+    monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_IMAGE_CHECK_SECONDS", "5")
+    assert ServiceLimits.from_env() == ServiceLimits(1000, 100, 3, 10, 2, 5)
     with running_api(redis_server.url) as handle, handle.client() as c:
         assert c.post("/api/v1/batches", json={"rows": [{"prompt": "x"}] * 4}).status_code == 422
         assert c.post("/api/v1/batches", json={"rows": [{"prompt": "x"}] * 3}).status_code == 202
@@ -346,6 +348,10 @@ def test_limits_are_settings(redis_server, monkeypatch):
         assert c.post("/api/v1/batches/csv", files={"file": ("p.csv", csv, "text/csv")}).status_code == 422
     monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_ROWS", "many")
     with pytest.raises(Exception, match="VIDEOBATCH_SERVICE_MAX_ROWS"):
+        ServiceLimits.from_env()
+    monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_ROWS", "3")
+    monkeypatch.setenv("VIDEOBATCH_SERVICE_MAX_IMAGE_FETCHES", "0")  # would let no image be checked
+    with pytest.raises(Exception, match="VIDEOBATCH_SERVICE_MAX_IMAGE_FETCHES"):
         ServiceLimits.from_env()
 
 

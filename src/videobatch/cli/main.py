@@ -177,7 +177,7 @@ def run_main(argv: Sequence[str]) -> int:
 
 
 def _prepare(args: argparse.Namespace, checkpoint: Path | None, out: Path,
-             options: dict[str, Any], scoped: Any) -> Batch | int:
+             options: dict[str, Any], scoped: dict[str, dict[str, Any]]) -> Batch | int:
     """The main command's Batch, ready to run; or the exit code when it ends before running
     (refused input, a dry run, the user declining)."""
     try:
