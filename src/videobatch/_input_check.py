@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ._input_keys import ID_COLUMN, prompt_template, request_text
 from ._input_read import join_numbers
+from ._input_table import Table, column_names, column_values
 from ._jobs import RESULT_COLUMNS
 from .errors import ConfigError, Problem
 from .request import REQUEST_FIELDS, RequestRules, VideoRequest, request_errors
@@ -86,10 +87,10 @@ def check_defaults(defaults: Mapping[str, Any] | None, rules: RequestRules | Non
             )) from None
     return cleaned
 
-def table_problems(frame: pd.DataFrame, defaults: Mapping[str, Any],
+def table_problems(frame: Table, defaults: Mapping[str, Any],
                    rules: RequestRules | None = None) -> tuple[list[Problem], bool]:
     """Problems with the table as a whole, and whether rows cannot be checked because of them."""
-    columns = list(frame.columns)
+    columns = column_names(frame)
     problems: list[Problem] = []
     blocking = False
     if len(frame) == 0:
@@ -132,7 +133,7 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 
 def validate_rows(
-    frame: pd.DataFrame, defaults: Mapping[str, Any], rules: RequestRules | None = None
+    frame: Table, defaults: Mapping[str, Any], rules: RequestRules | None = None
 ) -> tuple[list[VideoRequest], list[Problem], list[str]]:
     """One VideoRequest per row (cell, else default, else field default), every row problem, and
     each valid row's canonical request JSON.
@@ -143,9 +144,10 @@ def validate_rows(
     combination fails, whose prompt is not text, or with a camera_control is validated on its own,
     so its problems are exactly those pydantic reports for it.
     """
-    fields = [name for name in request_columns(rules) if name in frame.columns]
+    names = column_names(frame)
+    fields = [name for name in request_columns(rules) if name in names]
     context = _context(rules)
-    columns = [_cells(frame[name].tolist()) for name in fields]
+    columns = [_cells(column_values(frame, name)) for name in fields]
     prompts = columns[fields.index("prompt")] if "prompt" in fields else [_EMPTY] * len(frame)
     default_prompt = defaults.get("prompt", _EMPTY)
     if type(default_prompt) is str:  # stripped like a cell (the validator strips it too)
@@ -318,14 +320,15 @@ def keys_from_ids(ids: list[Any]) -> tuple[list[str], list[Problem]]:
     return keys, problems
 
 
-def warn_near_misses(frame: pd.DataFrame, source: str, rules: RequestRules | None = None) -> None:
+def warn_near_misses(frame: Table, source: str, rules: RequestRules | None = None) -> None:
     """Warn about a column that looks like a request field but is not one (e.g. 'Duration')."""
     wanted = {_normalize(name): name for name in (*request_columns(rules), ID_COLUMN)}
-    for column in frame.columns:
+    names = column_names(frame)
+    for column in names:
         if not isinstance(column, str) or column in wanted.values():
             continue
         meant = wanted.get(_normalize(column))
-        if meant is not None and meant not in frame.columns:
+        if meant is not None and meant not in names:
             warnings.warn(
                 f"{source}: column {column!r} is not used as {meant!r} (names are matched "
                 f"exactly) and is only carried through; rename it to {meant!r} if you meant it",
@@ -355,6 +358,7 @@ def _cells(values: list[Any]) -> list[Any]:
     """``_cell`` of each value; text and floats (most cells) handled inline."""
     return [(v.strip() or _EMPTY) if type(v) is str
             else (v if v == v else _EMPTY) if type(v) is float
+            else _EMPTY if v is None
             else _cell(v)
             for v in values]
 

@@ -30,6 +30,7 @@ from ._input_read import (
     read_csv,
     text_lines,
 )
+from ._input_table import Table
 
 __all__ = ["INPUT_FORMATS", "read_table"]
 
@@ -37,9 +38,10 @@ INPUT_FORMATS = ".csv, .tsv, .parquet, .jsonl, .json or .xlsx"  # as people read
 _EXCEL_HINT = "pip install 'videobatch[excel]' (or: pip install openpyxl)"
 
 
-def read_table(name: str) -> tuple[pd.DataFrame, str | None]:
-    """The file at ``name`` as a DataFrame (header names stripped), and its text when it is a CSV
-    (its line numbers locate problems)."""
+def read_table(name: str) -> tuple[Table, str | None]:
+    """The file at ``name`` as a table (header names stripped), and its text when it is a CSV
+    (its line numbers locate problems). A CSV may come as an Arrow table (``read_csv``); every
+    other format is read by pandas."""
     extension = os.path.splitext(name)[1].lower()
     reader = _READERS.get(extension)
     if reader is None:

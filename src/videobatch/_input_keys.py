@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from ._input_table import Table, column_names, to_frame
 from .request import REQUEST_FIELDS, VideoRequest
 
 __all__ = ["ID_COLUMN", "KEYS", "Prompts", "canonical_json", "first_release_text", "hashed_keys", "prompt_template",
@@ -134,21 +134,38 @@ def prompt_template(request: VideoRequest) -> tuple[str, str] | None:
     return template if template[0] + spelled + template[1] == text else None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class Prompts:
-    """A validated prompts table: the user's rows, one request and one stable key per row."""
+    """A validated prompts table: the user's rows, one request and one stable key per row.
 
-    frame: pd.DataFrame  # the user's columns as given, input order, user's index kept
-    requests: list[VideoRequest]  # one per row, validated, defaults applied
-    keys: list[str]  # one stable key per row
-    source: str  # the CSV path as given, "DataFrame" or "list"
-    _fingerprint: str | None = field(default=None, init=False, compare=False)
-    _json_cache: list[str] | None = field(default=None, init=False, compare=False)
-    _json_column: pa.ChunkedArray | None = field(default=None, init=False, compare=False)
+    ``frame``: the user's columns as given, input order, the user's index kept; a DataFrame, or an
+    Arrow table (a CSV read without pandas), which ``frame`` turns into a DataFrame when first
+    asked (``table`` is the table as given). ``source``: the CSV path as given, "DataFrame" or "list".
+    """
 
-    def __post_init__(self) -> None:
-        if not len(self.frame) == len(self.requests) == len(self.keys):
+    def __init__(self, frame: Table, requests: list[VideoRequest], keys: list[str], source: str) -> None:
+        if not len(frame) == len(requests) == len(keys):
             raise ValueError("Prompts: frame, requests and keys must have one entry per row")
+        self.table = frame
+        self.requests = requests  # one per row, validated, defaults applied
+        self.keys = keys  # one stable key per row
+        self.source = source
+        self._frame: pd.DataFrame | None = None if isinstance(frame, pa.Table) else frame
+        self._fingerprint: str | None = None
+        self._json_cache: list[str] | None = None
+        self._json_column: pa.ChunkedArray | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The user's columns as a DataFrame (pandas is imported when this is first asked for an
+        input read without it)."""
+        if self._frame is None:
+            self._frame = to_frame(self.table)
+        return self._frame
+
+    @property
+    def columns(self) -> list[Any]:
+        """The user's column names (no DataFrame is made to say)."""
+        return column_names(self.table)
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -161,14 +178,14 @@ class Prompts:
         if self._json_cache is None:
             texts = (request_texts(self.requests) if self._json_column is None
                      else self._json_column.to_pylist())
-            object.__setattr__(self, "_json_cache", texts)
+            self._json_cache = texts
         assert self._json_cache is not None
         return self._json_cache
 
     def request_json_column(self) -> pa.ChunkedArray:
         """``request_json()`` as an Arrow string column (what the checkpoint writes)."""
         if self._json_column is None:
-            object.__setattr__(self, "_json_column", _text_column(self.request_json()))
+            self._json_column = _text_column(self.request_json())
         assert self._json_column is not None
         return self._json_column
 
@@ -178,7 +195,7 @@ class Prompts:
         Two tables with the same fingerprint ask for the same videos under the same keys.
         """
         if self._fingerprint is None:
-            object.__setattr__(self, "_fingerprint", _fingerprint(self.keys, self.request_json()))
+            self._fingerprint = _fingerprint(self.keys, self.request_json())
         assert self._fingerprint is not None
         return self._fingerprint
 
@@ -186,8 +203,8 @@ class Prompts:
         """These rows keyed and spelled as the first release did (see ``first_release_text``):
         for resuming a checkpoint it wrote. Keys from an id column stay as they are."""
         texts = [first_release_text(request) for request in self.requests]
-        keys = self.keys if ID_COLUMN in self.frame.columns else hashed_keys(texts)
-        old = Prompts(frame=self.frame, requests=self.requests, keys=keys, source=self.source)
+        keys = self.keys if ID_COLUMN in self.columns else hashed_keys(texts)
+        old = Prompts(frame=self.table, requests=self.requests, keys=keys, source=self.source)
         old._keep_texts(texts)
         return old
 
@@ -195,8 +212,8 @@ class Prompts:
         """Take the request texts computed while validating, keeping them only as an Arrow column
         (a 200k-row table: ~37 MB of Arrow buffers instead of ~46 MB of str objects for the whole
         run); the fingerprint is taken while the list exists."""
-        object.__setattr__(self, "_fingerprint", _fingerprint(self.keys, texts))
-        object.__setattr__(self, "_json_column", _text_column(texts))
+        self._fingerprint = _fingerprint(self.keys, texts)
+        self._json_column = _text_column(texts)
 
 
 def _fingerprint(keys: list[str], texts: list[str]) -> str:

@@ -17,7 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from ._csv_arrow import read_typed
 from ._input_keys import ID_COLUMN
+from ._input_table import Table
 from .errors import InputError, Problem
 from .request import REQUEST_FIELDS
 
@@ -40,8 +42,9 @@ _QUOTING_HINT = (
 )
 
 
-def read_csv(name: str) -> tuple[pd.DataFrame, str]:
-    """The CSV at ``name`` as a DataFrame (header names stripped), and its text."""
+def read_csv(name: str) -> tuple[Table, str]:
+    """The CSV at ``name`` as a table (header names stripped), and its text: an Arrow table typed as
+    pandas would type it where that is certain (``videobatch._csv_arrow``), else a DataFrame."""
     raw = _read_bytes(name)
     reader = _OTHER_FORMATS.get(os.path.splitext(name)[1].lower())
     if reader:
@@ -56,12 +59,16 @@ def read_csv(name: str) -> tuple[pd.DataFrame, str]:
         if first_rows and first_rows[0][1] > len(header):
             # pandas would silently drop the first row's extra cells: refuse every such row
             _check_widths(scan(text)[1] or first_rows, len(header), name)
-    try:
+    body = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
+    if header is not None:
+        table = read_typed(body, header, {n.strip() for n in _text_columns(header)})
+        if table is not None:
+            return table, text
+    try:  # what Arrow cannot be sure to read as pandas would
         # From the bytes (checked above to be UTF-8): a StringIO would copy the text at 4 bytes a
         # character first; pandas parses UTF-8 bytes either way.
         frame = pd.read_csv(
-            io.BytesIO(raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw),
-            encoding="utf-8", dtype=_text_columns(header), keep_default_na=False,
+            io.BytesIO(body), encoding="utf-8", dtype=_text_columns(header), keep_default_na=False,
             na_values=[""], index_col=False,
         )
     except pd.errors.EmptyDataError:

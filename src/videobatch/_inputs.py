@@ -23,6 +23,7 @@ import pyarrow as pa
 from ._gc import gc_paused
 from ._input_check import (
     check_defaults,
+    is_blank,
     keys_from_ids,
     table_problems,
     validate_rows,
@@ -31,6 +32,7 @@ from ._input_check import (
 from ._input_formats import read_table
 from ._input_keys import ID_COLUMN, Prompts, canonical_json, hashed_keys
 from ._input_read import frame_from_list, scan, unsupported_type
+from ._input_table import Table, column_names, column_values, to_frame
 from ._templates import fill_templates
 from .errors import ConfigError, InputError, Problem
 from .request import RequestRules, VideoRequest
@@ -72,9 +74,9 @@ def _load(source: object, defaults: Mapping[str, Any] | None, rules: RequestRule
           template: bool = False) -> Prompts:
     run_defaults = check_defaults(defaults, rules)
     given: object = source  # checked at run time: callers pass anything
-    frame: pd.DataFrame
+    frame: Table
     if isinstance(given, Prompts):
-        frame, name, text = given.frame, given.source, None
+        frame, name, text = given.table, given.source, None
     elif isinstance(given, pd.DataFrame):  # (a sweep's table names its file in attrs)
         frame, name, text = given.copy(), str(given.attrs.get("source") or "DataFrame"), None
     elif isinstance(given, str | os.PathLike):
@@ -86,12 +88,12 @@ def _load(source: object, defaults: Mapping[str, Any] | None, rules: RequestRule
         raise InputError([Problem(None, None, unsupported_type(given))], source="input")
     early: list[Problem] = []
     if template:  # before anything reads the prompts: every row then holds its own text
-        frame, early = fill_templates(frame, run_defaults)
+        frame, early = fill_templates(to_frame(frame), run_defaults)
     return _validate(frame, name, run_defaults, rules, csv_text=text, early=early)
 
 
 def _validate(
-    frame: pd.DataFrame,
+    frame: Table,
     source: str,
     defaults: dict[str, Any],
     rules: RequestRules | None,
@@ -109,8 +111,8 @@ def _validate(
     if not blocking:
         requests, row_problems, texts = validate_rows(frame, defaults, rules)
         problems += row_problems
-        if ID_COLUMN in frame.columns:
-            keys, id_problems = keys_from_ids(frame[ID_COLUMN].tolist())
+        if ID_COLUMN in column_names(frame):
+            keys, id_problems = keys_from_ids(column_values(frame, ID_COLUMN))
             problems += id_problems
         elif not problems:
             keys = hashed_keys(texts)
@@ -124,15 +126,17 @@ def _validate(
 
 
 
-def _with_named_providers(frame: pd.DataFrame, rules: RequestRules | None) -> RequestRules | None:
+def _with_named_providers(frame: Table, rules: RequestRules | None) -> RequestRules | None:
     """``rules`` extended with those of every other provider the ``provider`` column names (a
     mixed table); a name no provider answers to is left out, so its rows report it."""
-    if rules is None or "provider" not in frame.columns:
+    if rules is None or "provider" not in column_names(frame):
         return rules
     from .providers import rules_of  # the registry: only a mixed table needs it
 
     others: dict[str, RequestRules] = {}
-    for name in frame["provider"].dropna().unique().tolist():
+    for name in dict.fromkeys(column_values(frame, "provider")):
+        if is_blank(name):
+            continue
         name = str(name).strip()
         if name and name != rules.provider and name not in rules.others and name not in others:
             try:
@@ -142,7 +146,7 @@ def _with_named_providers(frame: pd.DataFrame, rules: RequestRules | None) -> Re
     return rules.with_others(others) if others else rules
 
 
-def _locate(problems: list[Problem], frame: pd.DataFrame, csv_text: str | None) -> list[Problem]:
+def _locate(problems: list[Problem], frame: Table, csv_text: str | None) -> list[Problem]:
     """Whole-table problems first, then by row; add CSV lines, or DataFrame index labels."""
     problems = sorted(problems, key=lambda p: (p.row is not None, p.row or 0))
     if csv_text is not None:
@@ -153,6 +157,8 @@ def _locate(problems: list[Problem], frame: pd.DataFrame, csv_text: str | None) 
             else replace(p, line=lines[p.row - 1] if lines else p.row + 1)
             for p in problems
         ]
+    if isinstance(frame, pa.Table):
+        return problems
     index = frame.index
     if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
         return problems

@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -275,7 +275,7 @@ class Job:
         self.extras = {} if extras is None else extras
 
     @classmethod
-    def fresh(cls, keys: list[str], requests: list[VideoRequest]) -> list[Job]:
+    def fresh(cls, keys: Sequence[str], requests: Sequence[VideoRequest]) -> list[Job]:
         """New rows' jobs (pending, nothing set), one per key: what ``__init__`` builds, in bulk
         (twice as fast: no argument handling, one clock reading for all)."""
         now, new = time.time(), object.__new__

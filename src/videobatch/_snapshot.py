@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._gc import gc_paused
+from ._input_table import Table
 from ._jobs import RESULT_FIELDS, Job, State
 from ._journal import FORMAT, Replay, first_header, replay
 from ._journal import segments as _segments
@@ -55,20 +56,25 @@ class LoadedCheckpoint:
 
 # -------------------------------------------------------------------- table building
 def _static_table(
-    frame: pd.DataFrame, keys: Sequence[str], request_json: Sequence[str] | pa.ChunkedArray
+    frame: Table, keys: Sequence[str], request_json: Sequence[str] | pa.ChunkedArray
 ) -> pa.Table:
-    """The columns that never change during a run: the user's input, keys and requests."""
-    user = frame.reset_index(drop=True)
-    try:
-        table = pa.Table.from_pandas(user, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        # Mixed-type object columns: keep them as text rather than refuse the run.
-        table = pa.Table.from_pandas(user.astype(
-            {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
+    """The columns that never change during a run: the user's input (an Arrow table as it is),
+    keys and requests."""
+    table = frame if isinstance(frame, pa.Table) else _from_frame(frame)
     key_column = pa.array(keys, pa.string())
     requests = (request_json if isinstance(request_json, pa.ChunkedArray)
                 else pa.array(request_json, pa.string()))
     return table.append_column(_KEY_COL, key_column).append_column(_REQUEST_COL, requests)
+
+
+def _from_frame(frame: pd.DataFrame) -> pa.Table:
+    user = frame.reset_index(drop=True)
+    try:
+        return pa.Table.from_pandas(user, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Mixed-type object columns: keep them as text rather than refuse the run.
+        return pa.Table.from_pandas(user.astype(
+            {c: "string" for c in user.columns if user[c].dtype == object}), preserve_index=False)
 
 
 def _dynamic_table(jobs: Sequence[Job]) -> pa.Table:
@@ -264,7 +270,7 @@ def resumed_jobs(path: Path, meta: dict[str, Any], keys: list[str],
     if table.num_rows != len(keys) or not table.column(_KEY_COL).equals(
             pa.chunked_array([pa.array(keys, pa.string())])):
         return None
-    jobs = list(map(Job, keys, range(len(keys)), requests))
+    jobs = Job.fresh(keys, requests)
     saved = pc.fill_null(pc.not_equal(table.column(_STATE_COL), State.PENDING.value), True)
     for name in wanted[2:]:
         column = table.column(name)

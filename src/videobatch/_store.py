@@ -47,11 +47,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._gc import gc_paused
+from ._input_table import Table
 from ._inputs import Prompts
 from ._jobs import Job
 from ._journal import FORMAT as FORMAT
@@ -109,7 +109,7 @@ class Checkpoint(Store):
     """A run's journal + snapshot at ``path``. Use ``Checkpoint.open`` to create or resume one."""
 
     def __init__(
-        self, path: Path, frame: pd.DataFrame, keys: Sequence[str],
+        self, path: Path, frame: Table, keys: Sequence[str],
         request_json: Sequence[str] | pa.ChunkedArray, meta: dict[str, Any],
     ) -> None:
         super().__init__(meta["run_id"], meta.get("created_at"))
@@ -169,7 +169,7 @@ class Checkpoint(Store):
     ) -> tuple[Checkpoint, list[Job]]:
         opening = decide(path, prompts, settings=settings, force=force, build_new=False)
         prompts, jobs = opening.prompts, opening.jobs
-        store = cls(path, prompts.frame, prompts.keys, prompts.request_json_column(), opening.meta)
+        store = cls(path, prompts.table, prompts.keys, prompts.request_json_column(), opening.meta)
         store._writer = lock
         if opening.kind == "new":
             # The first snapshot (every row pending: constant columns, no job visited) is written on

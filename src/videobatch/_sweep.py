@@ -26,6 +26,7 @@ import pandas as pd
 from ._input_formats import read_table
 from ._input_keys import ID_COLUMN, Prompts
 from ._input_read import frame_from_list, unsupported_type
+from ._input_table import to_frame
 from .errors import InputError, Problem
 
 __all__ = ["expand", "sweep"]
@@ -88,7 +89,7 @@ def _frame(prompts: Any) -> tuple[pd.DataFrame, str]:
         return prompts, str(prompts.attrs.get("source") or "DataFrame")
     if isinstance(prompts, str | os.PathLike):
         name = os.fspath(prompts)
-        return read_table(name)[0], name
+        return to_frame(read_table(name)[0]), name
     if isinstance(prompts, Sequence) and not isinstance(prompts, bytes | bytearray):
         return frame_from_list(prompts), "list"
     raise InputError([Problem(None, None, unsupported_type(prompts))], source="input")
