@@ -21,10 +21,8 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
-
-import httpx
 
 from ._input_keys import Prompts
 from ._loops import in_running_loop
@@ -33,6 +31,9 @@ from ._settings import RunSettings
 from ._store import open_rows
 from .errors import InputError, Problem
 from .media import image_type
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["IMAGE_FIELDS", "ImageCheck", "ImageGuard", "check_images_of", "image_problems"]
 
@@ -169,6 +170,8 @@ def _decode_head(text: str) -> bytes | None:
 
 # ---------------------------------------------------------------------- URLs
 async def _fetch_all(urls: Sequence[str], check: ImageCheck) -> dict[str, str | None]:
+    import httpx  # only a table with image URLs needs it (a run of the local provider never does)
+
     gate = asyncio.Semaphore(max(1, check.concurrency))
     timeout = httpx.Timeout(check.timeout)
     limits = httpx.Limits(max_connections=max(1, check.concurrency))
@@ -199,6 +202,8 @@ async def _fetch_all(urls: Sequence[str], check: ImageCheck) -> dict[str, str | 
 async def _url_problem(client: httpx.AsyncClient, url: str, check: ImageCheck) -> str | None:
     """Why ``url`` does not answer with an image, or None. Messages leave the URL out: its query
     may carry a signature, and the problem already names the row and column."""
+    import httpx
+
     for _ in range(_REDIRECTS + 1):
         if check.guard is not None:
             reason = await check.guard(url)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ._input_table import column_values
 from .errors import ConfigError, Problem
 from .request import RequestRules, VideoRequest, request_errors
 
@@ -143,8 +144,7 @@ def row_fallbacks(prompts: Prompts, run_spec: str | Sequence[str] | None, provid
     ``provider`` (the run's), of a ready provider object in ``given``, or of the registry's."""
     from .providers import Provider, rules_of
 
-    frame = prompts.frame
-    cells = frame[FALLBACK_COLUMN].tolist() if FALLBACK_COLUMN in frame.columns else None
+    cells = column_values(prompts.table, FALLBACK_COLUMN) if FALLBACK_COLUMN in prompts.columns else None
     if cells is None and not run_spec:
         return {}, []
     objects = {name: p for name, p in (given or {}).items() if isinstance(p, Provider)}

@@ -22,14 +22,14 @@ def outputs_for(prompts: Prompts, *, download: str | os.PathLike[str] | None,
     Webhook addresses in the table are checked here: bad input costs nothing (InputError).
     """
     outputs: list[Observer] = []
-    frame = prompts.frame
     if download is not None:
         from .downloads import Downloader
 
         if not any(isinstance(o, Downloader) for o in given):
             outputs.append(Downloader(download, concurrency=download_concurrency,
-                                      name_template=download_name, frame=frame))
-    if webhook is not None or "webhook_url" in frame.columns:
+                                      name_template=download_name, frame=prompts.frame))
+    if webhook is not None or "webhook_url" in prompts.columns:
+        frame = prompts.frame
         from .webhooks import WebhookNotifier, check_urls
 
         if any(isinstance(o, WebhookNotifier) for o in given):
