@@ -16,6 +16,8 @@ How pandas reads a prompts CSV (``keep_default_na=False, na_values=[""]``, reque
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -76,12 +78,16 @@ def _open_at_end(table: pa.Table) -> bool:
 
 
 def _blank_rows(table: pa.Table) -> bool:
-    """Whether a row has nothing but empty or blank cells (pandas may skip such a line)."""
-    blank = None
-    for column in table.columns:
-        cell = pc.or_kleene(pc.is_null(column), pc.match_substring_regex(column, _BLANK))
-        blank = cell if blank is None else pc.and_kleene(blank, cell)
-    return bool(pc.any(blank).as_py())
+    """Whether a row has nothing but empty or blank cells (pandas may skip such a line). Column by
+    column, on the rows still blank so far: usually the first column settles it."""
+    rows = table
+    for name in table.column_names:
+        column = rows.column(name)
+        blank = pc.or_kleene(pc.is_null(column), pc.match_substring_regex(column, _BLANK))
+        rows = rows.filter(blank)
+        if rows.num_rows == 0:
+            return False
+    return True
 
 
 def _typed(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
@@ -89,6 +95,9 @@ def _typed(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     given = column.length() - column.null_count
     if given == 0:
         return pc.cast(column, pa.float64())  # pandas: a column of NaN
+    first = column.drop_null()[0].as_py()
+    if not (re.match(_MAYBE_NUMBER, first) or first in _BOOLEANS):
+        return column  # text: one cell that is neither a number nor a boolean decides
     if _count(pc.match_substring_regex(column, _WHOLE)) == given:
         return pc.cast(column, pa.float64() if column.null_count else pa.int64())
     if _count(pc.match_substring_regex(column, _BIG_WHOLE)):
