@@ -138,8 +138,8 @@ class Prompts:
     """A validated prompts table: the user's rows, one request and one stable key per row.
 
     ``frame``: the user's columns as given, input order, the user's index kept; a DataFrame, or an
-    Arrow table (a CSV read without pandas), which ``frame`` turns into a DataFrame when first
-    asked (``table`` is the table as given). ``source``: the CSV path as given, "DataFrame" or "list".
+    Arrow table (a CSV read by Arrow), which ``frame`` turns into a DataFrame when first asked
+    (``table`` is the table as given). ``source``: the CSV path as given, "DataFrame" or "list".
     """
 
     def __init__(self, frame: Table, requests: list[VideoRequest], keys: list[str], source: str) -> None:
@@ -156,8 +156,8 @@ class Prompts:
 
     @property
     def frame(self) -> pd.DataFrame:
-        """The user's columns as a DataFrame (pandas is imported when this is first asked for an
-        input read without it)."""
+        """The user's columns as a DataFrame (an Arrow table is converted when this is first asked:
+        a run needs it only for its results and deliveries)."""
         if self._frame is None:
             self._frame = to_frame(self.table)
         return self._frame
