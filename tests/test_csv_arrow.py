@@ -9,6 +9,7 @@ import io
 import random
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from videobatch._csv_arrow import read_typed
@@ -124,3 +125,24 @@ def test_prompts_from_a_csv_make_the_dataframe_only_when_asked(tmp_path):
     expected = pd.read_csv(path, dtype={"prompt": "str"}, keep_default_na=False, na_values=[""])
     pd.testing.assert_frame_equal(prompts.frame, expected)
     assert [r.duration for r in prompts.requests] == [10, None]
+
+
+def test_a_csv_runs_results_carry_its_columns_as_pandas_reads_them(tmp_path):
+    """End to end: the results in memory and those read back from the checkpoint hold the user's
+    columns exactly as pandas reads the file (the Arrow path's table went through the snapshot)."""
+    import videobatch
+
+    path = tmp_path / "shots.csv"
+    path.write_text("id,prompt,duration,take,approved,shot_date,notes\n"
+                    "S1,a fox in snow,10,1,True,2026-01-05,client approved\n"
+                    'S2,"a lake, at dawn",,,False,2026-01-06,"say ""hero"""\n'
+                    "S3,a comet,5,3,true,2026-01-07,\n")
+    assert isinstance(load_prompts(str(path)).table, pa.Table)  # the Arrow path is the one tested
+    checkpoint = tmp_path / "run.parquet"
+    df = videobatch.run(str(path), "local", render=False, latency=0.01, jitter=0.0, progress=False,
+                        checkpoint=checkpoint)
+    expected = pd.read_csv(path, dtype={"id": "str", "prompt": "str"}, keep_default_na=False,
+                           na_values=[""])
+    assert (df["status"] == "completed").all()
+    pd.testing.assert_frame_equal(df[expected.columns], expected)
+    pd.testing.assert_frame_equal(videobatch.results(checkpoint)[expected.columns], expected)
