@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+import videobatch
 from videobatch._csv_arrow import read_typed
 from videobatch._input_read import _text_columns
 from videobatch._inputs import load_prompts
@@ -130,8 +131,6 @@ def test_prompts_from_a_csv_make_the_dataframe_only_when_asked(tmp_path):
 def test_a_csv_runs_results_carry_its_columns_as_pandas_reads_them(tmp_path):
     """End to end: the results in memory and those read back from the checkpoint hold the user's
     columns exactly as pandas reads the file (the Arrow path's table went through the snapshot)."""
-    import videobatch
-
     path = tmp_path / "shots.csv"
     path.write_text("id,prompt,duration,take,approved,shot_date,notes\n"
                     "S1,a fox in snow,10,1,True,2026-01-05,client approved\n"

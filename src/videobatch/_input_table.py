@@ -22,10 +22,9 @@ def column_names(table: Table) -> list[Any]:
 
 def column_values(table: Table, name: str) -> list[Any]:
     """The cells of column ``name`` as Python values (an empty cell: None or NaN)."""
-    if isinstance(table, pa.Table):
-        values: list[Any] = table.column(name).to_pylist()
-        return values
-    return list(table[name].tolist())
+    values: list[Any] = (table.column(name).to_pylist() if isinstance(table, pa.Table)
+                         else table[name].tolist())
+    return values
 
 
 def to_frame(table: Table) -> pd.DataFrame:
