@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._jobs import Job, State
+from ._row_requests import distinct
 from ._settings import Stop
 from .errors import ConfigError, Problem, ProviderError
 from .providers.base import Provider
@@ -75,7 +76,7 @@ class Providers:
 
         given = given or {}
         others: dict[str, Provider] = {}
-        for request in [*requests, *(alt for alts in (fallbacks or {}).values() for alt in alts)]:
+        for request in [*distinct(requests), *(alt for alts in (fallbacks or {}).values() for alt in alts)]:
             name = request.provider
             if name is None or name == default.name or name in others:
                 continue
@@ -88,7 +89,7 @@ class Providers:
                 raise ConfigError(f"providers[{name!r}] must be a provider object or a dict of its "
                                   f"options, got {type(chosen).__name__}")
         named = cls(default, others, fallbacks=fallbacks)
-        named._named = {r.provider for r in requests if r.provider is not None}
+        named._named = {r.provider for r in distinct(requests) if r.provider is not None}
         return named
 
     def include(self, jobs: Sequence[Job], given: Given | None = None) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import urljoin
 from ._input_keys import Prompts
 from ._loops import in_running_loop
 from ._plan import starting
+from ._row_requests import distinct
 from ._settings import RunSettings
 from ._store import open_rows
 from .errors import InputError, Problem
@@ -98,7 +99,7 @@ def check_images_of(checkpoint: str | os.PathLike[str] | None, prompts: Prompts,
     send, the checkpoint read as the run will open it and not written (rows kept, waited for or
     left alone are not fetched again). Blocking; inside a running event loop (Jupyter) the
     fetches run on a thread of their own. A table without images costs one pass over its rows."""
-    if not any(r.image or r.end_image for r in prompts.requests):
+    if not any(r.image or r.end_image for r in distinct(prompts.requests)):
         return
     jobs = open_rows(checkpoint, prompts, settings=described, force=force, dry_run=True)[1]
     sending = {job.key for job in starting(jobs, settings).pending}

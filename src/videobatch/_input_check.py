@@ -23,6 +23,7 @@ from ._input_keys import ID_COLUMN, prompt_template, request_text
 from ._input_read import join_numbers
 from ._input_table import Table, column_names, column_values
 from ._jobs import RESULT_COLUMNS
+from ._row_requests import RowRequests, Shared
 from .errors import ConfigError, Problem
 from .request import REQUEST_FIELDS, RequestRules, VideoRequest, request_errors
 
@@ -134,13 +135,14 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 def validate_rows(
     frame: Table, defaults: Mapping[str, Any], rules: RequestRules | None = None
-) -> tuple[list[VideoRequest], list[Problem], list[str]]:
-    """One VideoRequest per row (cell, else default, else field default), every row problem, and
-    each valid row's canonical request JSON.
+) -> tuple[RowRequests, list[Problem], list[str]]:
+    """One VideoRequest per valid row (cell, else default, else field default), every row problem,
+    and each valid row's canonical request JSON.
 
     Rows usually differ only in their prompt: pydantic checks each distinct combination of the
     other cells once, with a stand-in prompt (the checks look at the prompt only to see whether it
-    is empty), and every row of a valid combination gets a copy with its own prompt. A row whose
+    is empty), and every row of a valid combination gets its request with its own prompt, built
+    when asked for (``RowRequests``). A row whose
     combination fails, whose prompt is not text, or with a camera_control is validated on its own,
     so its problems are exactly those pydantic reports for it.
     """
@@ -165,8 +167,8 @@ def validate_rows(
     def row_defaults(cells: tuple[Any, ...]) -> Mapping[str, Any]:
         return by_provider.get(cells[provider_at], defaults) if by_provider else defaults  # type: ignore[index]
 
-    checked: dict[tuple[Any, ...], _Combination | None] = {}
-    requests: list[VideoRequest] = []
+    checked: dict[tuple[Any, ...], tuple[int, _Combination] | None] = {}
+    requests = RowRequests()
     problems: list[Problem] = []
     texts: list[str] = []
     for row, (prompt, combo) in enumerate(zip(prompts, combos, strict=True), 1):
@@ -178,25 +180,15 @@ def validate_rows(
             entry = checked.get(key, _UNSEEN)
             if entry is _UNSEEN:
                 cells = tuple(column[row - 1] for column in columns)
-                entry = checked[key] = _check_combination(fields, cells, row_defaults(cells),
-                                                          prompt is _EMPTY, context)
+                found = _check_combination(fields, cells, row_defaults(cells), prompt is _EMPTY, context)
+                entry = checked[key] = None if found is None else (requests.add_combination(found[0]), found)
         if entry is not None:
-            # The combination's request with this row's prompt: what model_validate would build
-            # for the row (it is frozen, so the fields-set object can be shared). Its own dict is
-            # a copy of the combination's key-sharing dict (about half the memory of a dict of
-            # its own: 56 MB at 200k rows), which copying keeps.
-            values, fields_set, extra, private, head, tail = entry
+            # The combination's request with this row's prompt, built when it is asked for.
+            number, (shared, head, tail) = entry
             if prompt is _EMPTY:
-                prompt = values["prompt"]
-            own = values.copy()
-            own["prompt"] = prompt
-            request = _new_object(VideoRequest)
-            _set_attribute(request, "__dict__", own)
-            _set_attribute(request, "__pydantic_fields_set__", fields_set)
-            _set_attribute(request, "__pydantic_extra__", extra)
-            _set_attribute(request, "__pydantic_private__", private)
-            requests.append(request)
-            texts.append(request_text(request) if head is None
+                prompt = shared[0]["prompt"]
+            requests.add_shared(number, prompt)
+            texts.append(request_text(requests[-1]) if head is None
                          else f"{head}{encode_basestring(prompt)}{tail}")
             continue
         cells = tuple(column[row - 1] for column in columns)
@@ -207,7 +199,7 @@ def validate_rows(
         except ValidationError as exc:
             problems += _problems_from(exc, row, from_defaults=row_given.keys() - given.keys())
         else:
-            requests.append(request)
+            requests.add_own(request)
             texts.append(request_text(request))
     return requests, problems, texts
 
@@ -235,9 +227,9 @@ def _tagged(name: str, column: list[Any]) -> list[Any]:
             for v in column]
 
 
-# A validated combination: the request's values (with a stand-in prompt), fields-set, extra and
-# private parts, and its JSON before and after the prompt (None: spell each row's JSON in full).
-_Combination = tuple[dict[str, Any], set[str], Any, Any, str | None, str | None]
+# A validated combination: its request but the prompt (``_row_requests.Shared``), and its JSON
+# before and after the prompt (None: spell each row's JSON in full).
+_Combination = tuple[Shared, str | None, str | None]
 
 
 def _check_combination(
@@ -263,12 +255,11 @@ def _check_combination(
     shared = _new_object(VideoRequest).__dict__  # a key-sharing dict, filled in field order
     for name, value in request.__dict__.items():
         shared[name] = value
-    return (shared, request.__pydantic_fields_set__, request.__pydantic_extra__,
-            request.__pydantic_private__, head, tail)
+    return ((shared, request.__pydantic_fields_set__, request.__pydantic_extra__,
+             request.__pydantic_private__), head, tail)
 
 
 _new_object = object.__new__
-_set_attribute = object.__setattr__
 
 
 def _problems_from(

@@ -142,11 +142,11 @@ class Prompts:
     (``table`` is the table as given). ``source``: the CSV path as given, "DataFrame" or "list".
     """
 
-    def __init__(self, frame: Table, requests: list[VideoRequest], keys: list[str], source: str) -> None:
+    def __init__(self, frame: Table, requests: Sequence[VideoRequest], keys: list[str], source: str) -> None:
         if not len(frame) == len(requests) == len(keys):
             raise ValueError("Prompts: frame, requests and keys must have one entry per row")
         self.table = frame
-        self.requests = requests  # one per row, validated, defaults applied
+        self.requests = requests  # one per row, validated, defaults applied (``RowRequests``)
         self.keys = keys  # one stable key per row
         self.source = source
         self._frame: pd.DataFrame | None = None if isinstance(frame, pa.Table) else frame

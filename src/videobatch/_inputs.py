@@ -105,7 +105,7 @@ def _validate(
     rules = _with_named_providers(frame, rules)
     problems, blocking = table_problems(frame, defaults, rules)
     problems += early
-    requests: list[VideoRequest] = []
+    requests: Sequence[VideoRequest] = []
     keys: list[str] = []
     texts: list[str] = []
     if not blocking:
