@@ -167,29 +167,42 @@ def validate_rows(
     def row_defaults(cells: tuple[Any, ...]) -> Mapping[str, Any]:
         return by_provider.get(cells[provider_at], defaults) if by_provider else defaults  # type: ignore[index]
 
-    checked: dict[tuple[Any, ...], tuple[int, _Combination] | None] = {}
-    requests = RowRequests()
+    # Each combination checked (by its cells, and apart for rows with and without a prompt): its
+    # number and parts, or None (refused: its rows are validated on their own).
+    checked: dict[Any, tuple[int, dict[str, Any], str | None, str | None] | None] = {}
+    checked_no_prompt: dict[Any, tuple[int, dict[str, Any], str | None, str | None] | None] = {}
+    shared: list[Shared] = []  # RowRequests' parts, filled in row order
+    first: list[int] = []
+    combo_of: list[int] = []
+    items: list[Any] = []
     problems: list[Problem] = []
     texts: list[str] = []
+    spelled_later: list[int] = []  # rows whose JSON is spelled from their built request
+    add_combo, add_item, add_text = combo_of.append, items.append, texts.append
     for row, (prompt, combo) in enumerate(zip(prompts, combos, strict=True), 1):
         if prompt is _EMPTY:
             prompt = default_prompt
         entry = None
         if (prompt is _EMPTY or type(prompt) is str) and row not in alone:
-            key = (combo, prompt is _EMPTY)
-            entry = checked.get(key, _UNSEEN)
+            seen = checked_no_prompt if prompt is _EMPTY else checked
+            entry = seen.get(combo, _UNSEEN)
             if entry is _UNSEEN:
                 cells = tuple(column[row - 1] for column in columns)
                 found = _check_combination(fields, cells, row_defaults(cells), prompt is _EMPTY, context)
-                entry = checked[key] = None if found is None else (requests.add_combination(found[0]), found)
+                if found is not None:
+                    shared.append(found[0])
+                    first.append(len(items))
+                entry = seen[combo] = None if found is None else (len(shared) - 1, found[0][0], *found[1:])
         if entry is not None:
-            # The combination's request with this row's prompt, built when it is asked for.
-            number, (shared, head, tail) = entry
+            # The combination's request with this row's prompt (built when asked for).
+            number, values, head, tail = entry
             if prompt is _EMPTY:
-                prompt = shared[0]["prompt"]
-            requests.add_shared(number, prompt)
-            texts.append(request_text(requests[-1]) if head is None
-                         else f"{head}{encode_basestring(prompt)}{tail}")
+                prompt = values["prompt"]
+            add_combo(number)
+            add_item(prompt)
+            if head is None:
+                spelled_later.append(len(texts))
+            add_text(f"{head}{encode_basestring(prompt)}{tail}")
             continue
         cells = tuple(column[row - 1] for column in columns)
         row_given = row_defaults(cells)
@@ -199,8 +212,12 @@ def validate_rows(
         except ValidationError as exc:
             problems += _problems_from(exc, row, from_defaults=row_given.keys() - given.keys())
         else:
-            requests.add_own(request)
-            texts.append(request_text(request))
+            add_combo(-1)
+            add_item(request)
+            add_text(request_text(request))
+    requests = RowRequests(shared, first, combo_of, items)
+    for index in spelled_later:
+        texts[index] = request_text(requests[index])
     return requests, problems, texts
 
 

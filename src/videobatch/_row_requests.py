@@ -29,33 +29,18 @@ _set_attribute = object.__setattr__
 
 class RowRequests(Sequence[VideoRequest]):
     """One request per row, in row order; a row's request is built each time it is asked for
-    (frozen objects: equal each time). Filled by ``add_shared`` / ``add_own`` only."""
+    (frozen objects: equal each time)."""
 
     __slots__ = ("_combo", "_first", "_items", "_own", "_shared")
 
-    def __init__(self) -> None:
-        self._shared: list[Shared] = []  # one per combination
-        self._first: list[int] = []  # each combination's first row
-        self._combo: list[int] = []  # each row's combination (-1: its request is its own)
-        self._items: list[Any] = []  # each row's prompt, or its own request
-        self._own: list[int] = []  # the rows with a request of their own
-
-    def add_shared(self, combination: int, prompt: Any) -> None:
-        """The next row: ``combination``'s request with this prompt."""
-        self._combo.append(combination)
-        self._items.append(prompt)
-
-    def add_combination(self, shared: Shared) -> int:
-        """A new combination, whose first row is the next one added; returns its number."""
-        self._shared.append(shared)
-        self._first.append(len(self._items))
-        return len(self._shared) - 1
-
-    def add_own(self, request: VideoRequest) -> None:
-        """The next row, with a request of its own (validated on its own)."""
-        self._own.append(len(self._items))
-        self._combo.append(-1)
-        self._items.append(request)
+    def __init__(self, shared: list[Shared], first: list[int], combo: list[int], items: list[Any]) -> None:
+        """``shared``: each combination's request but the prompt, ``first``: its first row;
+        ``combo``: each row's combination (-1: the row's request is its own), ``items``: each
+        row's prompt, or its own request."""
+        if not len(shared) == len(first) or not len(combo) == len(items):
+            raise ValueError("RowRequests: one first row per combination, one item per row")
+        self._shared, self._first, self._combo, self._items = shared, first, combo, items
+        self._own = [row for row, number in enumerate(combo) if number < 0] if -1 in combo else []
 
     def __len__(self) -> int:
         return len(self._items)
