@@ -269,14 +269,11 @@ def _check_combination(
     if request.image is not None or request.end_image is not None:
         return None  # the image decides what is checked (text or image input): each row on its own
     head, tail = prompt_template(request) or (None, None)
-    shared = _new_object(VideoRequest).__dict__  # a key-sharing dict, filled in field order
+    shared = object.__new__(VideoRequest).__dict__  # a key-sharing dict, filled in field order
     for name, value in request.__dict__.items():
         shared[name] = value
     return ((shared, request.__pydantic_fields_set__, request.__pydantic_extra__,
              request.__pydantic_private__), head, tail)
-
-
-_new_object = object.__new__
 
 
 def _problems_from(
@@ -392,7 +389,6 @@ def _normalize(name: str) -> str:
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
 
 
 def _short(value: Any, width: int = 60) -> str:
