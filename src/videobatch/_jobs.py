@@ -268,8 +268,9 @@ class Job:
         now, new, jobs = time.time(), object.__new__, []
         for index, key in enumerate(keys):
             job = new(cls)
-            job.key, job.index, job.updated_at, job.extras = key, index, now, {}
-            job.__dict__["_requests"] = requests  # (not a field: see __getattr__)
+            # (``_requests`` is no field: only ``__getattr__`` reads it)
+            job.key, job.index, job._requests, job.updated_at, job.extras = (  # type: ignore[attr-defined]
+                key, index, requests, now, {})
             jobs.append(job)
         return jobs
 
