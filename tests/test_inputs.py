@@ -285,6 +285,24 @@ def test_fingerprint_is_stable_and_follows_the_requests():
     assert with_ids.fingerprint() != renamed.fingerprint()
 
 
+@pytest.mark.parametrize("ids", [None, ["7", 'say "hi"', "back\\slash", "tab\there", "é 🎬"]])
+def test_fingerprint_is_the_sha256_of_each_rows_key_and_json(ids):
+    # Hashed keys are joined by Arrow, ids that JSON escapes are spelled in Python: the same bytes.
+    frame = pd.DataFrame({"prompt": ['a "quoted" fox', "back\\slash", "new\nline", "é 🎬", "x\x01"]})
+    if ids is not None:
+        frame.insert(0, "id", ids)
+    prompts = load_prompts(frame)
+    lines = "".join(f"[{json.dumps(key, ensure_ascii=False)},{text}]\n"
+                    for key, text in zip(prompts.keys, prompts.request_json(), strict=True))
+    assert prompts.fingerprint() == hashlib.sha256(lines.encode()).hexdigest()
+    # chunked as a big table's column is, and with one row's key spelled with an escape
+    keys, texts = prompts.keys, prompts.request_json()
+    column = keys_module._text_column(texts, chunk=2)
+    assert keys_module._fingerprint(keys, texts, column) == prompts.fingerprint()
+    odd = [*keys[:-1], keys[-1] + '"']
+    assert keys_module._fingerprint(odd, texts, column) == keys_module._fingerprint(odd, texts)
+
+
 def test_canonical_json_matches_the_documented_spelling():
     obj = {"b": [1, 2.5, None], "a": "é", "c": {"z": 1, "y": True}}
     expected = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
