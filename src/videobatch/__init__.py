@@ -10,7 +10,6 @@ The public surface is what ``__all__`` lists; everything else may change between
 from __future__ import annotations
 
 import sys as _sys
-from importlib import metadata as _metadata
 
 from . import providers
 from ._api import Batch
@@ -56,12 +55,15 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return getattr(importlib.import_module(f"{__name__}.{lazy[name]}"), name)
+    if name == "__version__":  # from the installed package's metadata (a 50 ms read: on demand)
+        from importlib import metadata
+
+        try:
+            return metadata.version("videobatch")
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0+unknown"
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-try:
-    __version__ = _metadata.version("videobatch")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AccountError",

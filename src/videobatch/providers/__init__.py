@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 from ..catalog import Catalog
@@ -55,6 +54,8 @@ def register(name: str, factory: Factory | str) -> None:
 
 
 def _load_entry_points() -> None:
+    from importlib.metadata import entry_points  # (40 ms to import: only when a name is unknown)
+
     for ep in entry_points(group="videobatch.providers"):
         _REGISTRY.setdefault(ep.name, ep.value)
 
