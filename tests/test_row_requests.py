@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring
+
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from videobatch._input_keys import escaped_rows, request_text
 from videobatch._inputs import load_prompts
 from videobatch._jobs import Job
 from videobatch._row_requests import RowRequests, distinct
@@ -96,3 +100,29 @@ def test_row_requests_equal_lists_of_equal_requests(requests: RowRequests) -> No
     assert requests == load_prompts(ROWS).requests
     assert requests != built[:-1] and requests != built[::-1]
     assert requests != tuple(built)  # as a list is not equal to a tuple
+
+
+def test_texts_are_each_rows_request_json_however_the_rows_are_mixed() -> None:
+    # Column-wise spelling (escapes by Python only where JSON needs them) against request_text of
+    # each built request; chunks of two put rows with their own request beside combination rows.
+    rows = pd.DataFrame({
+        "prompt": ['say "hi"', "back\\slash", "tab\there", "é 🎬 \u2028", "plain", "", "ctl\x01",
+                   "plain", "  padded  "],
+        "image": [None, None, None, None, None, "https://x/a.png", None, None, None],
+        "duration": [None, 10, None, 10, None, None, None, 10, None],
+    })
+    requests = load_prompts(rows).requests
+    assert isinstance(requests, RowRequests)
+    expected = [request_text(r) for r in requests]
+    for chunk in (1, 2, 3, 100):
+        assert requests.texts(chunk).to_pylist() == expected
+    assert RowRequests([], [], [], []).texts().to_pylist() == []
+
+
+def test_escaped_rows_are_those_json_spells_with_an_escape() -> None:
+    texts = ["plain", 'a "q"', "é 🎬", "back\\", "", "nl\n", "\x1f", "ok ~\x7f", "\u2028"] * 3
+    array = pa.array(texts, pa.string())
+    for part in (array, array.slice(5), array.slice(2, 1), array.slice(0, 0)):
+        wanted = [encode_basestring(t) != f'"{t}"' for t in part.to_pylist()]
+        found = escaped_rows(part)
+        assert (found.to_pylist() if found is not None else [False] * len(part)) == wanted

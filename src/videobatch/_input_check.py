@@ -13,13 +13,12 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
 from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
 
-from ._input_keys import ID_COLUMN, prompt_template, request_text
+from ._input_keys import ID_COLUMN, prompt_template
 from ._input_read import join_numbers
 from ._input_table import Table, column_names, column_values
 from ._jobs import RESULT_COLUMNS
@@ -135,9 +134,9 @@ def _missing_prompt(columns: list[Any]) -> Problem:
 
 def validate_rows(
     frame: Table, defaults: Mapping[str, Any], rules: RequestRules | None = None
-) -> tuple[RowRequests, list[Problem], list[str]]:
-    """One VideoRequest per valid row (cell, else default, else field default), every row problem,
-    and each valid row's canonical request JSON.
+) -> tuple[RowRequests, list[Problem]]:
+    """One VideoRequest per valid row (cell, else default, else field default; with the rows'
+    request JSON: ``RowRequests.texts``) and every row problem.
 
     Rows usually differ only in their prompt: pydantic checks each distinct combination of the
     other cells once, with a stand-in prompt (the checks look at the prompt only to see whether it
@@ -169,16 +168,15 @@ def validate_rows(
 
     # Each combination checked (by its cells, and apart for rows with and without a prompt): its
     # number and parts, or None (refused: its rows are validated on their own).
-    checked: dict[Any, tuple[int, dict[str, Any], str | None, str | None] | None] = {}
-    checked_no_prompt: dict[Any, tuple[int, dict[str, Any], str | None, str | None] | None] = {}
+    checked: dict[Any, tuple[int, dict[str, Any]] | None] = {}
+    checked_no_prompt: dict[Any, tuple[int, dict[str, Any]] | None] = {}
     shared: list[Shared] = []  # RowRequests' parts, filled in row order
     first: list[int] = []
+    templates: list[tuple[str, str] | None] = []
     combo_of: list[int] = []
     items: list[Any] = []
     problems: list[Problem] = []
-    texts: list[str] = []
-    spelled_later: list[int] = []  # rows whose JSON is spelled from their built request
-    add_combo, add_item, add_text = combo_of.append, items.append, texts.append
+    add_combo, add_item = combo_of.append, items.append
     for row, (prompt, combo) in enumerate(zip(prompts, combos, strict=True), 1):
         if prompt is _EMPTY:
             prompt = default_prompt
@@ -192,17 +190,13 @@ def validate_rows(
                 if found is not None:
                     shared.append(found[0])
                     first.append(len(items))
-                entry = seen[combo] = None if found is None else (len(shared) - 1, found[0][0], *found[1:])
+                    templates.append(found[1])
+                entry = seen[combo] = None if found is None else (len(shared) - 1, found[0][0])
         if entry is not None:
             # The combination's request with this row's prompt (built when asked for).
-            number, values, head, tail = entry
-            if prompt is _EMPTY:
-                prompt = values["prompt"]
+            number, values = entry
             add_combo(number)
-            add_item(prompt)
-            if head is None:
-                spelled_later.append(len(texts))
-            add_text(f"{head}{encode_basestring(prompt)}{tail}")
+            add_item(values["prompt"] if prompt is _EMPTY else prompt)
             continue
         cells = tuple(column[row - 1] for column in columns)
         row_given = row_defaults(cells)
@@ -214,11 +208,7 @@ def validate_rows(
         else:
             add_combo(-1)
             add_item(request)
-            add_text(request_text(request))
-    requests = RowRequests(shared, first, combo_of, items)
-    for index in spelled_later:
-        texts[index] = request_text(requests[index])
-    return requests, problems, texts
+    return RowRequests(shared, first, combo_of, items, templates), problems
 
 
 def _defaults_by_provider(defaults: Mapping[str, Any], rules: RequestRules | None) -> dict[Any, Mapping[str, Any]]:
@@ -246,7 +236,7 @@ def _tagged(name: str, column: list[Any]) -> list[Any]:
 
 # A validated combination: its request but the prompt (``_row_requests.Shared``), and its JSON
 # before and after the prompt (None: spell each row's JSON in full).
-_Combination = tuple[Shared, str | None, str | None]
+_Combination = tuple[Shared, tuple[str, str] | None]
 
 
 def _check_combination(
@@ -268,12 +258,11 @@ def _check_combination(
         return None
     if request.image is not None or request.end_image is not None:
         return None  # the image decides what is checked (text or image input): each row on its own
-    head, tail = prompt_template(request) or (None, None)
     shared = object.__new__(VideoRequest).__dict__  # a key-sharing dict, filled in field order
     for name, value in request.__dict__.items():
         shared[name] = value
     return ((shared, request.__pydantic_fields_set__, request.__pydantic_extra__,
-             request.__pydantic_private__), head, tail)
+             request.__pydantic_private__), prompt_template(request))
 
 
 def _problems_from(

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from ._input_table import Table, column_names, to_frame
 from .request import REQUEST_FIELDS, VideoRequest
 
-__all__ = ["ID_COLUMN", "KEYS", "Prompts", "canonical_json", "first_release_text", "hashed_keys", "prompt_template",
-           "request_text", "request_texts"]
+__all__ = ["ID_COLUMN", "KEYS", "Prompts", "canonical_json", "escaped_rows", "first_release_text", "hashed_keys",
+           "prompt_template", "request_text", "request_texts"]
 
 KEYS = 2  # how row keys are made: 2 from the row's given values; 1 (no mark) the first release's way
 ID_COLUMN = "id"
@@ -198,7 +198,7 @@ class Prompts:
         Two tables with the same fingerprint ask for the same videos under the same keys.
         """
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint(self.keys, self.request_json())
+            self._fingerprint = _fingerprint(self.keys, self.request_json_column())
         assert self._fingerprint is not None
         return self._fingerprint
 
@@ -211,22 +211,23 @@ class Prompts:
         old._keep_texts(texts)
         return old
 
-    def _keep_texts(self, texts: list[str]) -> None:
-        """Take the request texts computed while validating, keeping them only as an Arrow column
+    def _keep_texts(self, texts: list[str] | pa.ChunkedArray) -> None:
+        """Take the request texts made while validating, keeping them only as an Arrow column
         (a 200k-row table: ~37 MB of Arrow buffers instead of ~46 MB of str objects for the whole
-        run); the fingerprint is taken while the list exists."""
-        self._json_column = _text_column(texts)
-        self._fingerprint = _fingerprint(self.keys, texts, self._json_column)
+        run), and take the fingerprint."""
+        self._json_column = texts if isinstance(texts, pa.ChunkedArray) else _text_column(texts)
+        self._fingerprint = _fingerprint(self.keys, self._json_column)
 
 
-def _fingerprint(keys: list[str], texts: list[str], column: pa.ChunkedArray | None = None) -> str:
-    """sha256 over ``[key,text]\n`` of every row, the key spelled as JSON. Given ``column`` (the
-    texts as Arrow) and keys JSON spells as they are (hashed keys), Arrow joins each row's bytes."""
+def _fingerprint(keys: list[str], texts: list[str] | pa.ChunkedArray) -> str:
+    """sha256 over ``[key,text]\n`` of every row, the key spelled as JSON. Texts as an Arrow
+    column and keys JSON spells as they are (hashed keys): Arrow joins each row's bytes."""
     if len(keys) != len(texts):
         raise ValueError("Prompts: keys and requests must have one entry per row")
     digest = hashlib.sha256()
-    spelled = _plain_texts(keys) if column is not None and len(column) == len(keys) else None
-    if spelled is not None and column is not None:
+    spelled = _plain_texts(keys) if isinstance(texts, pa.ChunkedArray) else None
+    if spelled is not None and isinstance(texts, pa.ChunkedArray):
+        column = texts
         start = 0
         for chunk in column.chunks:  # a chunk's rows joined: one buffer holding their bytes in order
             lines = pc.binary_join_element_wise('["', spelled.slice(start, len(chunk)), '",', chunk,
@@ -237,6 +238,8 @@ def _fingerprint(keys: list[str], texts: list[str], column: pa.ChunkedArray | No
                 bounds = np.frombuffer(offsets, np.int32)[lines.offset:lines.offset + len(lines) + 1]
                 digest.update(memoryview(data)[bounds[0]:bounds[-1]])
         return digest.hexdigest()
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.to_pylist()
     for start in range(0, len(keys), 4096):  # hashed in chunks: the same bytes, fewer calls
         digest.update("".join([
             f"[{encode_basestring(key) if type(key) is str else canonical_json(key)},{text}]\n"
@@ -251,9 +254,22 @@ def _plain_texts(values: list[str]) -> pa.Array | None:
         array = pa.array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    if array.null_count or pc.any(pc.match_substring_regex(array, _NEEDS_ESCAPE)).as_py():
+    return None if array.null_count or escaped_rows(array) is not None else array
+
+
+def escaped_rows(array: pa.StringArray) -> pa.BooleanArray | None:
+    """Which texts JSON spells with an escape (``"``, ``\\``, control characters), or None for
+    none. In UTF-8 those bytes stand only for themselves, so the whole buffer is looked at first."""
+    if not len(array):
         return None
-    return array
+    _, offsets, data = array.buffers()
+    if data is None:
+        return None
+    bounds = np.frombuffer(offsets, np.int32)[array.offset:array.offset + len(array) + 1]
+    used = np.frombuffer(data, np.uint8)[bounds[0]:bounds[-1]]
+    if not ((used < 0x20) | (used == 0x22) | (used == 0x5C)).any():
+        return None
+    return pc.match_substring_regex(array, _NEEDS_ESCAPE)
 
 
 def _text_column(texts: list[str], chunk: int = 65536) -> pa.ChunkedArray:
@@ -262,9 +278,15 @@ def _text_column(texts: list[str], chunk: int = 65536) -> pa.ChunkedArray:
                              for i in range(0, len(texts), chunk)], pa.string())
 
 
-def hashed_keys(texts: list[str]) -> list[str]:
+def hashed_keys(texts: list[str] | pa.ChunkedArray) -> list[str]:
     """sha256(request JSON + '#' + occurrence)[:16]: stable, and distinct for identical rows."""
     sha256 = hashlib.sha256  # first 8 bytes in hex = the first 16 hex digits
+    if isinstance(texts, pa.ChunkedArray):  # each row's bytes with "#0" made by Arrow
+        keys = [sha256(body).digest()[:8].hex() for chunk in texts.chunks
+                for body in pc.binary_join_element_wise(chunk, "#0", "").cast(pa.binary()).to_pylist()]
+        if len(set(keys)) == len(keys):
+            return keys
+        texts = texts.to_pylist()
     keys = [sha256(f"{body}#0".encode()).digest()[:8].hex() for body in texts]
     if len(set(keys)) == len(keys):  # the usual case: no text twice, every occurrence the first
         return keys

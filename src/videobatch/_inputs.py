@@ -35,7 +35,7 @@ from ._input_read import frame_from_list, scan, unsupported_type
 from ._input_table import Table, column_names, column_values, to_frame
 from ._templates import fill_templates
 from .errors import ConfigError, InputError, Problem
-from .request import RequestRules, VideoRequest
+from .request import RequestRules
 
 __all__ = ["ID_COLUMN", "Prompts", "canonical_json", "load_prompts"]
 
@@ -105,25 +105,22 @@ def _validate(
     rules = _with_named_providers(frame, rules)
     problems, blocking = table_problems(frame, defaults, rules)
     problems += early
-    requests: Sequence[VideoRequest] = []
-    keys: list[str] = []
-    texts: list[str] = []
     if not blocking:
-        requests, row_problems, texts = validate_rows(frame, defaults, rules)
+        requests, row_problems = validate_rows(frame, defaults, rules)
         problems += row_problems
+        keys: list[str] | None = None
         if ID_COLUMN in column_names(frame):
             keys, id_problems = keys_from_ids(column_values(frame, ID_COLUMN))
             problems += id_problems
-        elif not problems:
-            keys = hashed_keys(texts)
     if problems:
         problems = _locate(problems, frame, csv_text)
         raise InputError(problems, source=source)
     warn_near_misses(frame, source, rules)
-    prompts = Prompts(frame=frame, requests=requests, keys=keys, source=source)
+    texts = requests.texts()  # each row's request JSON: what hashed keys are made of
+    prompts = Prompts(frame=frame, requests=requests, keys=hashed_keys(texts) if keys is None else keys,
+                      source=source)
     prompts._keep_texts(texts)  # the checkpoint stores the same texts
     return prompts
-
 
 
 def _with_named_providers(frame: Table, rules: RequestRules | None) -> RequestRules | None:

@@ -13,8 +13,13 @@ model) reads ``distinct(requests)``: one request per combination, plus each row 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from json.encoder import encode_basestring  # the string spelling json.dumps uses with ensure_ascii=False
 from typing import Any, overload
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._input_keys import escaped_rows, request_text
 from .request import VideoRequest
 
 __all__ = ["RowRequests", "distinct"]
@@ -31,15 +36,19 @@ class RowRequests(Sequence[VideoRequest]):
     """One request per row, in row order; a row's request is built each time it is asked for
     (frozen objects: equal each time)."""
 
-    __slots__ = ("_combo", "_first", "_items", "_own", "_shared")
+    __slots__ = ("_combo", "_first", "_items", "_own", "_shared", "_templates")
 
-    def __init__(self, shared: list[Shared], first: list[int], combo: list[int], items: list[Any]) -> None:
-        """``shared``: each combination's request but the prompt, ``first``: its first row;
-        ``combo``: each row's combination (-1: the row's request is its own), ``items``: each
-        row's prompt, or its own request."""
-        if not len(shared) == len(first) or not len(combo) == len(items):
-            raise ValueError("RowRequests: one first row per combination, one item per row")
+    def __init__(self, shared: list[Shared], first: list[int], combo: list[int], items: list[Any],
+                 templates: list[tuple[str, str] | None] | None = None) -> None:
+        """``shared``: each combination's request but the prompt, ``first``: its first row,
+        ``templates``: its JSON before and after the prompt's spelling (None: none); ``combo``:
+        each row's combination (-1: the row's request is its own), ``items``: each row's prompt,
+        or its own request."""
+        templates = [None] * len(shared) if templates is None else templates
+        if not len(shared) == len(first) == len(templates) or not len(combo) == len(items):
+            raise ValueError("RowRequests: one first row and template per combination, one item per row")
         self._shared, self._first, self._combo, self._items = shared, first, combo, items
+        self._templates = templates
         self._own = [row for row, number in enumerate(combo) if number < 0] if -1 in combo else []
 
     def __len__(self) -> int:
@@ -79,6 +88,39 @@ class RowRequests(Sequence[VideoRequest]):
         _set_attribute(request, "__pydantic_extra__", extra)
         _set_attribute(request, "__pydantic_private__", private)
         return request
+
+    def texts(self, chunk: int = 65536) -> pa.ChunkedArray:
+        """Each row's canonical request JSON (``request_text``) as an Arrow string column.
+
+        Rows of a combination with a template are spelled column-wise by Arrow: its JSON before
+        the prompt, the prompt in quotes (JSON escapes only ``"``, ``\\`` and control characters:
+        rows holding one are escaped by Python), its JSON after. Other rows are spelled one by one.
+        """
+        chunks = [self._texts(start, min(start + chunk, len(self))) for start in range(0, len(self), chunk)]
+        return pa.chunked_array(chunks, pa.string())
+
+    def _texts(self, start: int, end: int) -> pa.Array:
+        combos, prompts = self._combo[start:end], self._items[start:end]
+        templates = self._templates
+        spelled = None
+        if not self._own or -1 not in combos:
+            try:
+                spelled = pa.array(prompts, pa.string())
+            except (pa.ArrowException, UnicodeError):  # not all text (e.g. no prompt), or not UTF-8
+                spelled = None
+        if spelled is None or spelled.null_count or any(templates[c] is None for c in set(combos)):
+            return pa.array([request_text(self._build(row)) if (c := self._combo[row]) < 0
+                             or (template := templates[c]) is None
+                             else f"{template[0]}{encode_basestring(self._items[row])}{template[1]}"
+                             for row in range(start, end)], pa.string())
+        escape = escaped_rows(spelled)
+        if escape is not None:
+            escaped = [encode_basestring(prompts[row])[1:-1] for row in pc.indices_nonzero(escape).to_pylist()]
+            spelled = pc.replace_with_mask(spelled, escape, pa.array(escaped, pa.string()))
+        numbers = pa.array(combos, pa.int32())
+        heads = pa.array([t[0] if t else "" for t in templates], pa.string()).take(numbers)
+        tails = pa.array([t[1] if t else "" for t in templates], pa.string()).take(numbers)
+        return pc.binary_join_element_wise(heads, '"', spelled, '"', tails, "")
 
     def distinct(self) -> list[VideoRequest]:
         """One request per combination (its first row's) and every row's own request."""
