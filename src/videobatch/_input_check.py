@@ -141,9 +141,9 @@ def validate_rows(
     Rows usually differ only in their prompt: pydantic checks each distinct combination of the
     other cells once, with a stand-in prompt (the checks look at the prompt only to see whether it
     is empty), and every row of a valid combination gets its request with its own prompt, built
-    when asked for (``RowRequests``). A row whose
-    combination fails, whose prompt is not text, or with a camera_control is validated on its own,
-    so its problems are exactly those pydantic reports for it.
+    when asked for (``RowRequests``). A row whose combination fails, whose prompt is not text, or
+    with a camera_control is validated on its own, so its problems are exactly those pydantic
+    reports for it.
     """
     names = column_names(frame)
     fields = [name for name in request_columns(rules) if name in names]

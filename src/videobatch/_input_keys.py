@@ -227,9 +227,8 @@ def _fingerprint(keys: list[str], texts: list[str] | pa.ChunkedArray) -> str:
     digest = hashlib.sha256()
     spelled = _plain_texts(keys) if isinstance(texts, pa.ChunkedArray) else None
     if spelled is not None and isinstance(texts, pa.ChunkedArray):
-        column = texts
         start = 0
-        for chunk in column.chunks:  # a chunk's rows joined: one buffer holding their bytes in order
+        for chunk in texts.chunks:  # a chunk's rows joined: one buffer holding their bytes in order
             lines = pc.binary_join_element_wise('["', spelled.slice(start, len(chunk)), '",', chunk,
                                                 "]\n", "")
             start += len(chunk)
