@@ -110,7 +110,10 @@ def test_cancelling_a_run_stops_queued_tasks_at_runway(tmp_path):
                                  **options(server, max_parallel=3))
         batch.start()
         deadline = time.monotonic() + 20
-        while server.counters()["accepted"] < 3 and time.monotonic() < deadline:
+        # Until all three are open on both sides: a submit still in flight when Cancel comes is
+        # left for the next run to reconcile (cancel stops promptly), not cancelled at Runway.
+        while (server.counters()["accepted"] < 3 or batch.counts().get("generating", 0) < 3) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         batch.cancel()
         with contextlib.suppress(Exception):  # the outcome is read from the rows below
