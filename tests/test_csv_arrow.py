@@ -16,7 +16,6 @@ import videobatch
 from videobatch._csv_arrow import read_typed
 from videobatch._input_check import validate_rows
 from videobatch._input_read import _text_columns
-from videobatch._input_table import maybe_padded
 from videobatch._inputs import load_prompts
 
 CASES = {
@@ -149,10 +148,9 @@ def test_a_csv_runs_results_carry_its_columns_as_pandas_reads_them(tmp_path):
     pd.testing.assert_frame_equal(videobatch.results(checkpoint)[expected.columns], expected)
 
 
-def test_rows_left_unstripped_need_no_stripping():
-    # maybe_padded names a superset of the cells str.strip() changes (and of empty or null ones),
-    # judged by first and last bytes: whitespace of every kind next to letters that share their
-    # lead or last bytes (é, ℂ, 〇, ˅), across chunks and in a sliced table.
+def test_rows_of_an_arrow_table_check_as_its_dataframes_do():
+    # Cells of every kind of whitespace beside letters that share their bytes, empty and null
+    # cells, across chunks: validate_rows gives the same requests and problems either way.
     rng = random.Random(5)
     spaces = [c for c in map(chr, range(0x3001)) if c.isspace()]
     letters = ["a", "é", "ℂ", "〇", "˅", "\u2030", "\u0100", "🎬", "x y"]
@@ -168,12 +166,6 @@ def test_rows_left_unstripped_need_no_stripping():
             cells.append("".join(parts))
     table = pa.table({"prompt": pa.chunked_array([cells[:1000], cells[1000:2500], cells[2500:]], pa.string())})
     for part in (table, table.slice(700, 1500)):
-        values = part.column("prompt").to_pylist()
-        suspect = set(maybe_padded(part, "prompt"))
-        assert all(v is not None and v and v.strip() == v for row, v in enumerate(values) if row not in suspect)
-        assert suspect >= {row for row, v in enumerate(values) if v is None or v.strip() != v or not v}
-    frame = table.to_pandas()
-    assert maybe_padded(frame, "prompt") is None  # a DataFrame's cells are all looked at
-    from_frame, from_table = validate_rows(frame, {}), validate_rows(table, {})
-    assert from_frame[0] == from_table[0] and from_frame[1] == from_table[1]  # requests, problems
-    assert len(from_table[1]) > 100 and len(from_table[0]) > 2000
+        from_frame, from_table = validate_rows(part.to_pandas(), {}), validate_rows(part, {})
+        assert from_frame[0] == from_table[0] and from_frame[1] == from_table[1]  # requests, problems
+        assert len(from_table[1]) > 50 and len(from_table[0]) > 1000

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ._input_keys import ID_COLUMN, prompt_template
 from ._input_read import join_numbers
-from ._input_table import Table, column_names, column_values, maybe_padded
+from ._input_table import Table, column_names, column_values
 from ._jobs import RESULT_COLUMNS
 from ._row_requests import RowRequests, Shared
 from .errors import ConfigError, Problem
@@ -148,7 +148,7 @@ def validate_rows(
     names = column_names(frame)
     fields = [name for name in request_columns(rules) if name in names]
     context = _context(rules)
-    columns = [_column_cells(frame, name) for name in fields]
+    columns = [_cells(column_values(frame, name)) for name in fields]
     prompts = columns[fields.index("prompt")] if "prompt" in fields else [_EMPTY] * len(frame)
     default_prompt = defaults.get("prompt", _EMPTY)
     if type(default_prompt) is str:  # stripped like a cell (the validator strips it too)
@@ -355,17 +355,6 @@ def _cells(values: list[Any]) -> list[Any]:
             else _EMPTY if v is None
             else _cell(v)
             for v in values]
-
-
-def _column_cells(frame: Table, name: str) -> list[Any]:
-    """``_cells`` of a column; of an Arrow text column only the rows that may need it."""
-    values = column_values(frame, name)
-    rows = maybe_padded(frame, name)
-    if rows is None:
-        return _cells(values)
-    for row in rows:
-        values[row] = _cell(values[row])
-    return values
 
 
 def is_blank(value: Any) -> bool:
