@@ -76,7 +76,8 @@ class Providers:
 
         given = given or {}
         others: dict[str, Provider] = {}
-        for request in [*distinct(requests), *(alt for alts in (fallbacks or {}).values() for alt in alts)]:
+        shown = distinct(requests)  # (only their providers are read)
+        for request in [*shown, *(alt for alts in (fallbacks or {}).values() for alt in alts)]:
             name = request.provider
             if name is None or name == default.name or name in others:
                 continue
@@ -89,7 +90,7 @@ class Providers:
                 raise ConfigError(f"providers[{name!r}] must be a provider object or a dict of its "
                                   f"options, got {type(chosen).__name__}")
         named = cls(default, others, fallbacks=fallbacks)
-        named._named = {r.provider for r in distinct(requests) if r.provider is not None}
+        named._named = {r.provider for r in shown if r.provider is not None}
         return named
 
     def include(self, jobs: Sequence[Job], given: Given | None = None) -> None:

@@ -98,7 +98,8 @@ def check_images_of(checkpoint: str | os.PathLike[str] | None, prompts: Prompts,
     """Raise one ``InputError`` for the image problems of the rows a run of ``prompts`` would
     send, the checkpoint read as the run will open it and not written (rows kept, waited for or
     left alone are not fetched again). Blocking; inside a running event loop (Jupyter) the
-    fetches run on a thread of their own. A table without images costs one pass over its rows."""
+    fetches run on a thread of their own. A table without images costs a look at one request per
+    combination of its non-prompt cells (``distinct``)."""
     if not any(r.image or r.end_image for r in distinct(prompts.requests)):
         return
     jobs = open_rows(checkpoint, prompts, settings=described, force=force, dry_run=True)[1]

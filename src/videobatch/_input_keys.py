@@ -219,30 +219,26 @@ class Prompts:
         self._fingerprint = _fingerprint(self.keys, self._json_column)
 
 
-def _fingerprint(keys: list[str], texts: list[str] | pa.ChunkedArray) -> str:
-    """sha256 over ``[key,text]\n`` of every row, the key spelled as JSON. Texts as an Arrow
-    column and keys JSON spells as they are (hashed keys): Arrow joins each row's bytes."""
+def _fingerprint(keys: list[str], texts: pa.ChunkedArray) -> str:
+    """sha256 over ``[key,text]\n`` of every row (``texts``: the request-text column), the key
+    spelled as JSON. Keys JSON spells as they are (hashed keys): Arrow joins each row's bytes."""
     if len(keys) != len(texts):
         raise ValueError("Prompts: keys and requests must have one entry per row")
     digest = hashlib.sha256()
-    spelled = _plain_texts(keys) if isinstance(texts, pa.ChunkedArray) else None
-    if spelled is not None and isinstance(texts, pa.ChunkedArray):
+    spelled = _plain_texts(keys)
+    if spelled is not None:
         start = 0
         for chunk in texts.chunks:  # a chunk's rows joined: one buffer holding their bytes in order
             lines = pc.binary_join_element_wise('["', spelled.slice(start, len(chunk)), '",', chunk,
                                                 "]\n", "")
             start += len(chunk)
-            if len(lines):
-                _, offsets, data = lines.buffers()
-                bounds = np.frombuffer(offsets, np.int32)[lines.offset:lines.offset + len(lines) + 1]
-                digest.update(memoryview(data)[bounds[0]:bounds[-1]])
+            digest.update(_value_bytes(lines))
         return digest.hexdigest()
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.to_pylist()
+    rows = texts.to_pylist()
     for start in range(0, len(keys), 4096):  # hashed in chunks: the same bytes, fewer calls
         digest.update("".join([
             f"[{encode_basestring(key) if type(key) is str else canonical_json(key)},{text}]\n"
-            for key, text in zip(keys[start:start + 4096], texts[start:start + 4096], strict=True)
+            for key, text in zip(keys[start:start + 4096], rows[start:start + 4096], strict=True)
         ]).encode())
     return digest.hexdigest()
 
@@ -259,16 +255,19 @@ def _plain_texts(values: list[str]) -> pa.Array | None:
 def escaped_rows(array: pa.StringArray) -> pa.BooleanArray | None:
     """Which texts JSON spells with an escape (``"``, ``\\``, control characters), or None for
     none. In UTF-8 those bytes stand only for themselves, so the whole buffer is looked at first."""
-    if not len(array):
-        return None
-    _, offsets, data = array.buffers()
-    if data is None:
-        return None
-    bounds = np.frombuffer(offsets, np.int32)[array.offset:array.offset + len(array) + 1]
-    used = np.frombuffer(data, np.uint8)[bounds[0]:bounds[-1]]
+    used = np.frombuffer(_value_bytes(array), np.uint8)
     if not ((used < 0x20) | (used == 0x22) | (used == 0x5C)).any():
         return None
     return pc.match_substring_regex(array, _NEEDS_ESCAPE)
+
+
+def _value_bytes(array: pa.StringArray) -> memoryview:
+    """The UTF-8 bytes of ``array``'s values, one after another (a view of its data buffer)."""
+    if not len(array):
+        return memoryview(b"")
+    _, offsets, data = array.buffers()
+    bounds = np.frombuffer(offsets, np.int32)[array.offset:array.offset + len(array) + 1]
+    return memoryview(b"") if data is None else memoryview(data)[bounds[0]:bounds[-1]]
 
 
 def _text_column(texts: list[str], chunk: int = 65536) -> pa.ChunkedArray:
