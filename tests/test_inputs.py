@@ -595,3 +595,23 @@ def test_lines_are_those_of_a_newline_preserving_stringio(text):
     import io
 
     assert list(read_module.text_lines(text)) == list(io.StringIO(text, newline=""))
+
+
+def test_a_lone_surrogate_is_a_problem_of_its_row_not_a_crash():
+    # Python strings (and JSON's "\ud800") can hold one; no UTF-8 request can. A list refuses it
+    # before a table is made; a DataFrame's rows report it with their other problems, whether the
+    # row's prompt was checked with its combination or alone.
+    with pytest.raises(InputError) as listed:
+        load_prompts(["fine", "bad \ud800", {"prompt": "x", "notes": "n\udfff"}])
+    assert [(p.row, p.column) for p in listed.value.problems] == [(2, "prompt"), (3, "notes")]
+    assert "lone surrogate" in str(listed.value)
+    prompts = ["ok", "a {b} \ud800", "also ok", "é \udc00", "x"]
+    frame = pd.DataFrame({"prompt": pd.Series(prompts, dtype=object),
+                          "negative_prompt": pd.Series([None, None, "n \ud83d", None, None], dtype=object),
+                          "duration": [None, None, None, None, "soon"]})
+    with pytest.raises(InputError) as caught:
+        load_prompts(frame)
+    found = {(p.row, p.column) for p in caught.value.problems}
+    assert found == {(2, "prompt"), (3, "negative_prompt"), (4, "prompt"), (5, "duration")}
+    assert all(p.allowed == "Unicode text (encodable as UTF-8)" for p in caught.value.problems
+               if p.column != "duration")

@@ -20,11 +20,11 @@ from pydantic import ValidationError
 
 from ._input_keys import ID_COLUMN, prompt_template
 from ._input_read import join_numbers
-from ._input_table import Table, column_names, column_values
+from ._input_table import Table, column_names, column_values, utf8_only
 from ._jobs import RESULT_COLUMNS
 from ._row_requests import RowRequests, Shared
 from .errors import ConfigError, Problem
-from .request import REQUEST_FIELDS, RequestRules, VideoRequest, request_errors
+from .request import REQUEST_FIELDS, RequestRules, VideoRequest, is_unicode, request_errors
 
 __all__ = ["check_defaults", "is_blank", "keys_from_ids", "request_columns", "table_problems", "validate_rows",
            "warn_near_misses"]
@@ -159,6 +159,10 @@ def validate_rows(
     combos = zip(*tagged, strict=True) if tagged else iter([()] * len(frame))
     alone = {row for column in tagged if _SLOW in column  # rows validated on their own
              for row, value in enumerate(column, 1) if value is _SLOW}
+    # Pydantic sees no prompt of a checked combination: one with a lone surrogate (a DataFrame may
+    # hold one; Arrow text is UTF-8) is validated on its own, and refused there.
+    if not utf8_only(frame) and not is_unicode("".join([p for p in prompts if type(p) is str])):
+        alone |= {row for row, p in enumerate(prompts, 1) if type(p) is str and not is_unicode(p)}
     provider_at = fields.index("provider") if "provider" in fields else None
     # A mixed table: an option default applies to rows whose provider has it.
     by_provider = _defaults_by_provider(defaults, rules) if provider_at is not None else {}

@@ -21,7 +21,7 @@ from ._csv_arrow import read_typed
 from ._input_keys import ID_COLUMN
 from ._input_table import Table
 from .errors import InputError, Problem
-from .request import REQUEST_FIELDS
+from .request import REQUEST_FIELDS, is_unicode, not_unicode
 
 __all__ = ["frame_from_list", "join_numbers", "read_csv", "scan", "text_lines", "unsupported_type"]
 
@@ -209,7 +209,13 @@ def frame_from_list(items: Sequence[Any]) -> pd.DataFrame:
                            "'duration': 10}"))
     if problems:
         raise InputError(problems, source="list")
-    return pd.DataFrame(rows)
+    try:
+        return pd.DataFrame(rows)
+    except UnicodeEncodeError:  # a lone surrogate (Python or JSON's "\ud800" allow one): not text
+        raise InputError([
+            Problem(row, str(column), *not_unicode(str(column), value))
+            for row, cells in enumerate(rows, 1) for column, value in cells.items()
+            if isinstance(value, str) and not is_unicode(value)], source="list") from None
 
 
 def unsupported_type(source: object) -> str:

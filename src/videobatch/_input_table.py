@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["Table", "column_names", "column_values", "to_frame"]
+__all__ = ["Table", "column_names", "column_values", "to_frame", "utf8_only"]
 
 Table: TypeAlias = pd.DataFrame | pa.Table
 
@@ -25,6 +25,12 @@ def column_values(table: Table, name: str) -> list[Any]:
     values: list[Any] = (table.column(name).to_pylist() if isinstance(table, pa.Table)
                          else table[name].tolist())
     return values
+
+
+def utf8_only(table: Table) -> bool:
+    """Whether every text cell is sure to be UTF-8 text: an Arrow table's are by construction; a
+    DataFrame's object column may hold a lone surrogate."""
+    return isinstance(table, pa.Table)
 
 
 def to_frame(table: Table) -> pd.DataFrame:

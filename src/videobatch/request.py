@@ -24,7 +24,8 @@ from pydantic_core import PydanticCustomError
 
 from .catalog import Catalog, ModelCard
 
-__all__ = ["REQUEST_FIELDS", "RequestRules", "VideoRequest", "earlier_spellings", "request_errors"]
+__all__ = ["REQUEST_FIELDS", "RequestRules", "VideoRequest", "earlier_spellings", "is_unicode", "not_unicode",
+           "request_errors"]
 
 # Fields of the first release that are now options (of Kling, where they came from), and renamed ones.
 _NOW_OPTIONS = ("mode", "cfg_scale", "camera_control")
@@ -53,6 +54,31 @@ def earlier_spellings(data: Mapping[str, Any]) -> dict[str, Any]:
 def _rules(info: ValidationInfo) -> RequestRules | None:
     rules = (info.context or {}).get("rules") if isinstance(info.context, Mapping) else None
     return rules if isinstance(rules, RequestRules) else None
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8: no lone surrogate (which Python strings, a
+    DataFrame or JSON's ``\\ud800`` escapes can hold)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def not_unicode(column: str, text: str) -> tuple[str, str]:
+    """The problem of a cell that is not Unicode text: its message and what is allowed."""
+    return (f"{column} holds a lone surrogate, which is not text, got {repr(text)[:60]}",
+            "Unicode text (encodable as UTF-8)")
+
+
+def _unicode(text: str, info: ValidationInfo) -> str:
+    if not is_unicode(text):
+        message, allowed = not_unicode(str(info.field_name), text)
+        raise PydanticCustomError("unicode", message, {"allowed": allowed})
+    return text
 
 
 def _problem(field: str, message: str, allowed: str) -> dict[str, str]:
@@ -156,17 +182,17 @@ class VideoRequest(BaseModel):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _prompt_text(cls, v: Any) -> Any:
+    def _prompt_text(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return ""
-        return v.strip() if isinstance(v, str) else v
+        return _unicode(v, info).strip() if isinstance(v, str) else v
 
     @field_validator("negative_prompt", "image", "end_image", "aspect_ratio", "resolution", "model",
                      "provider", mode="before")
     @classmethod
-    def _text_or_none(cls, v: Any) -> Any:
+    def _text_or_none(cls, v: Any, info: ValidationInfo) -> Any:
         if isinstance(v, str):
-            return v.strip() or None
+            return _unicode(v, info).strip() or None
         if isinstance(v, float) and math.isnan(v):
             return None
         return v

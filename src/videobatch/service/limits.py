@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError
+from ..request import is_unicode
 
 __all__ = ["BodyLimit", "ServiceLimits", "copy_in_chunks", "count_csv_rows", "json_size", "json_values",
            "short_problems", "unencodable"]
@@ -225,11 +226,7 @@ def unencodable(value: Any, where: str = "body") -> str | None:
     """Where in a parsed JSON value a string cannot be stored as UTF-8 (a lone surrogate such as
     ``"\\ud800"``), or None."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return where
-        return None
+        return None if is_unicode(value) else where
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
