@@ -9,7 +9,7 @@ import pytest
 
 from fakes import ListProvider
 from videobatch._pacing import RateLimiter, Slots
-from videobatch._polling import PollSchedule
+from videobatch._poll_schedule import PollSchedule
 from videobatch.providers.base import PollHint
 
 
@@ -151,3 +151,35 @@ def test_list_polling_lets_other_tasks_ride_along():
     provider, done = asyncio.run(scenario())
     assert [s.task_id for s in done] == ["old", "new"]
     assert [(tasks, riders) for _, tasks, riders in provider.calls] == [(["old"], ["new"])]  # one for both
+
+
+def test_slots_go_to_the_longest_waiting_row_and_a_cancelled_wait_takes_none():
+    async def scenario():
+        slots = Slots(1)
+        await slots.acquire()
+        got: list[str] = []
+
+        async def row(name: str) -> None:
+            await slots.acquire()
+            got.append(name)
+
+        first, second, third = (asyncio.create_task(row(n)) for n in ("first", "second", "third"))
+        await asyncio.sleep(0)
+        # Cancelled while waiting, and a slot freed before its task hears of it: it is passed by.
+        first.cancel()
+        await slots.release()
+        await asyncio.sleep(0)
+        assert got == ["second"] and second.done() and slots.in_use == 1
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # Handed the slot, then cancelled before it ran: the slot goes on to the next in line.
+        await slots.release()
+        assert slots.in_use == 1 and not third.done()
+        third.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await third
+        assert slots.in_use == 0 and got == ["second"]
+        await slots.acquire()  # free again, nobody waiting: taken at once
+        assert slots.in_use == 1
+
+    asyncio.run(scenario())

@@ -12,8 +12,9 @@ import pandas as pd
 
 import videobatch
 from fakes import ListProvider
-from videobatch._polling import Poller, PollSchedule, kind_of
-from videobatch.providers.base import PollHint
+from videobatch._poll_schedule import PollSchedule, kind_of
+from videobatch._polling import Poller
+from videobatch.providers.base import PollHint, TaskState
 from videobatch.request import VideoRequest
 from videobatch.testing import SimConfig, running_server
 
@@ -68,6 +69,36 @@ def test_polls_follow_the_task_ends_expected_about_one_request_per_task():
     assert len(provider.calls) <= 22  # ~ one request per task (20), all of them list requests
     assert max(lags) < 0.6  # every end seen soon after (the hint alone: 50 s)
     assert sum(lags) / len(lags) < 0.2
+
+
+def test_a_wait_that_runs_out_of_time_or_is_cancelled_stops_its_polls():
+    """``within`` seconds pass (or the waiter is cancelled): TimeoutError (CancelledError) for that
+    waiter only, and its task is no longer polled, while a task that ends is still answered."""
+
+    async def scenario() -> None:
+        now = time.time()
+        provider = ListProvider({"slow": now + 3600, "gone": now + 3600, "quick": now + 0.2})
+        schedule = PollSchedule(dataclasses.replace(provider.poll_hint, first_poll=0.05,
+                                                    min_interval=0.05))
+        poller = Poller(provider, schedule, on_fatal=lambda e: None)
+        gone = asyncio.create_task(poller.wait("gone", now))
+        quick = asyncio.create_task(poller.wait("quick", now, within=5.0))
+        try:
+            await poller.wait("slow", now, within=0.1)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("no TimeoutError")
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert (await quick).state is TaskState.SUCCEEDED
+        assert gone.cancelled() and poller._watches == {}
+        asked = len(provider.calls)
+        await asyncio.sleep(0.2)
+        assert len(provider.calls) == asked  # nothing left to poll
+        await poller.aclose()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
 def test_a_straggler_is_left_to_its_own_backoff():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ class Slots:
     """An adjustable semaphore for in-flight provider tasks.
 
     ``limit`` is the effective concurrency; ``ceiling`` the most we ever try. ``shrink`` is called
-    when the provider says every slot is taken; ``grow`` after a task ends without trouble.
+    when the provider says every slot is taken; ``grow`` after a task ends without trouble. A slot
+    that frees up is handed to the row that has waited longest (first come, first served); a slot
+    free with nobody waiting is taken without waiting at all (once per row of a run).
     """
 
     def __init__(self, ceiling: int, start: int | None = None) -> None:
@@ -85,25 +88,41 @@ class Slots:
         self.ceiling = ceiling
         self.limit = min(ceiling, start) if start else ceiling  # below the ceiling: probing
         self.in_use = 0
-        self._cond = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._last_shrink = 0.0
         self._last_grow = 0.0
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_use < self.limit)
+        if self.in_use < self.limit and not self._waiters:
             self.in_use += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # resolved by _hand_over, with the slot already counted as ours
+        except asyncio.CancelledError:
+            if not waiter.cancelled():  # handed a slot just as we were cancelled: pass it on
+                self.in_use -= 1
+                self._hand_over()
+            elif waiter in self._waiters:  # (not if a hand-over passed it by already)
+                self._waiters.remove(waiter)
+            raise
 
     async def release(self) -> None:
-        async with self._cond:
-            self.in_use -= 1
-            self._cond.notify(1)
+        self.in_use -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self.in_use < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # (one cancelled, its task not yet told, is passed by)
+                self.in_use += 1
+                waiter.set_result(None)
 
     async def shrink(self) -> None:
         """Every provider slot is busy: the real limit is what the *other* holders have."""
-        async with self._cond:
-            self.limit = max(1, min(self.limit, self.in_use - 1))
-            self._last_shrink = time.monotonic()
+        self.limit = max(1, min(self.limit, self.in_use - 1))
+        self._last_shrink = time.monotonic()
 
     async def grow(self, quiet_for: float = 5.0) -> None:
         """One more slot, if none was refused during the last ``quiet_for`` seconds. Until the
@@ -114,10 +133,9 @@ class Slots:
             return
         if self._last_shrink and now - self._last_grow < quiet_for:
             return
-        async with self._cond:
-            self.limit = min(self.ceiling, self.limit + 1)
-            self._last_grow = now
-            self._cond.notify(1)
+        self.limit = min(self.ceiling, self.limit + 1)
+        self._last_grow = now
+        self._hand_over()
 
 
 class SlotPool(Protocol):

@@ -16,7 +16,8 @@ from ._fleet import PoolKey, Providers
 from ._gate import OPEN, Gate
 from ._jobs import Job, State
 from ._pacing import LocalSlots, RateLimiter, SlotPool
-from ._polling import Poller, PollSchedule
+from ._poll_schedule import PollSchedule
+from ._polling import Poller
 from ._reconcile import Reconciler
 from ._rows import Rows
 from ._settings import RunSettings, Stop

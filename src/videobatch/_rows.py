@@ -18,7 +18,8 @@ from typing import Any
 from ._gate import OPEN, Gate
 from ._jobs import Job, State
 from ._pacing import SlotPool
-from ._polling import Poller, kind_of
+from ._poll_schedule import kind_of
+from ._polling import Poller
 from ._reconcile import Found, Free, Reconciler, Unknown
 from ._retry import RetryState
 from ._settings import RunSettings, Stop
@@ -291,8 +292,7 @@ class Rows:
         try:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError  # as wait_for(..., 0): out of time before waiting at all
-            async with asyncio.timeout(remaining):  # no extra task per row, unlike wait_for
-                status = await self.poller.wait(job.task_id, accepted, kind_of(job.request))
+            status = await self.poller.wait(job.task_id, accepted, kind_of(job.request), remaining)
         except TimeoutError:
             self.move(job, State.FAILED, error_kind="timeout",
                        error=f"no result {timeout:.0f}s after the provider accepted task "
