@@ -125,7 +125,8 @@ def test_damaged_lines_mid_journal_are_skipped_and_their_rows_looked_up_not_paid
     r0_sub, r0_gen, r1_sub, r1_gen, r2_sub, r2_gen, r3_sub, _r3_gen = records
     # r3 was paid, then the process died before its answer was journaled; its intent record is then
     # torn inside a UTF-8 character (a later write landed after it). Without it r3 would look pending.
-    torn = r3_sub[:12] + "🎬".encode()[:2] + r3_sub[12:]
+    cut = r3_sub.index(b'"s":')  # past its row key (a line torn inside the key names no row)
+    torn = r3_sub[:cut] + "🎬".encode()[:2] + r3_sub[cut:]
     segment.write_bytes(
         header + r0_sub + junk(80, seed=1) + b"\n" + r0_gen + r1_sub
         + junk(40, seed=2) + r1_gen  # random bytes glued before a record: the record survives

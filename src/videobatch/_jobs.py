@@ -56,6 +56,7 @@ TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 # Nothing more happens to these rows in this run: ended, or unknown (checked again next run only).
 SETTLED = TERMINAL | {State.UNKNOWN}
 IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
+_TEXT = {state: state.value for state in State}  # (``.value`` is a Python-level property call)
 
 _LEGAL: dict[State, frozenset[State]] = {
     # -> pending: not sent, and why (the budget would be exceeded): error_kind/error say it.
@@ -360,7 +361,7 @@ class Job:
         for name, value in fields.items():
             setattr(self, name, value)
         self.updated_at = time.time()
-        return {"k": self.key, "s": new.value, "t": self.updated_at, **fields}
+        return {"k": self.key, "s": _TEXT[new], "t": self.updated_at, **fields}
 
     def annotate(self, **extras: Any) -> dict[str, Any]:
         """Set extra result columns (no state change); returns the journal record."""

@@ -52,16 +52,17 @@ _KEY = re.compile(rb'"k":("(?:[^"\\]|\\.)*")')
 log = logging.getLogger("videobatch")
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # The C encoder JSONEncoder.encode builds at every call, built once (half the cost of a record);
-# records are flat dicts of plain values, so no check for circular references is needed.
+# records are flat dicts of plain values, so no check for circular references is needed. Keys stay
+# in the order a record was built (row key, state, time first): sorting them cost a fifth more.
 _C_ENCODE = None if c_make_encoder is None else c_make_encoder(
-    None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True)
+    None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
 
 
 def dumps(obj: Any) -> str:
-    """``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, without
-    building an encoder per call (one per journal record)."""
+    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False)``, without building an encoder
+    per call (one per journal record)."""
     if _C_ENCODE is None or type(obj) is not dict:
         return _ENCODER.encode(obj)
     return "".join(_C_ENCODE(obj, 0))

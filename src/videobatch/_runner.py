@@ -34,7 +34,7 @@ from typing import Any
 from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext, Tally
 from ._fleet import PoolKey, Providers
 from ._gate import OPEN, Gate
-from ._jobs import Job, RowSnapshot, State, annotation
+from ._jobs import TERMINAL, Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
 from ._plan import starting
@@ -374,7 +374,7 @@ class Runner:
         counts = self._tally.counts
         counts[old] -= 1
         counts[new] += 1
-        if job.terminal:
+        if new in TERMINAL:
             self._tally.done_this_run += 1
         self._emit("transition", job, old=old, new=new)
 
