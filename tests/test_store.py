@@ -14,6 +14,7 @@ import pytest
 import videobatch
 from videobatch._inputs import load_prompts
 from videobatch._jobs import State
+from videobatch._journal import line as journal_line
 from videobatch._results import results
 from videobatch._store import Checkpoint, iter_records, load
 from videobatch.errors import CheckpointError
@@ -410,3 +411,15 @@ def test_a_reader_never_sees_an_older_state_while_a_run_folds_its_journal(tmp_pa
     assert folded and loaded.jobs[0].state is State.COMPLETED  # read again: not the stale pending
     assert loaded.jobs[0].video_url == "file:///v.mp4"
     store.release()
+
+
+def test_a_journal_line_reads_back_as_the_record_it_was():
+    record = {"k": 'r"1\\ \u2028 é 🎬 \x01', "s": "completed", "t": 1764333333.123456, "cost_actual": 0.1 + 0.2,
+              "attempts": 3, "x": {"note": [1, None, True, "\r\n"]}, "video_url": None}
+    data = journal_line(record)
+    assert data.endswith(b"\n") and data.count(b"\n") == 1 and b"\r" not in data
+    assert json.loads(data) == record and list(json.loads(data)) == list(record)  # order kept
+    # what orjson refuses, the json module writes: a key that is not text, an integer past 64 bits
+    assert json.loads(journal_line({"k": "r", "x": {1: "a"}, "n": 2**70})) == {"k": "r", "x": {"1": "a"}, "n": 2**70}
+    # JSON has no NaN: null
+    assert json.loads(journal_line({"k": "r", "cost_actual": float("nan")})) == {"k": "r", "cost_actual": None}

@@ -30,9 +30,10 @@ import re
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 try:
     import fcntl
@@ -43,7 +44,7 @@ from ._jobs import Job, State
 from .errors import CheckpointError
 
 __all__ = ["FORMAT", "HEADER", "Replay", "WriterLock", "dumps", "first_header", "header_record", "iter_records",
-           "replay", "segment_path", "segments"]
+           "line", "replay", "segment_path", "segments"]
 
 FORMAT = 1
 HEADER = "vb"  # the field that marks a segment's header record (row records have "k" instead)
@@ -53,19 +54,25 @@ log = logging.getLogger("videobatch")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-# The C encoder JSONEncoder.encode builds at every call, built once (half the cost of a record);
-# records are flat dicts of plain values, so no check for circular references is needed. Keys stay
-# in the order a record was built (row key, state, time first): sorting them cost a fifth more.
-_C_ENCODE = None if c_make_encoder is None else c_make_encoder(
-    None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
 
 
 def dumps(obj: Any) -> str:
-    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False)``, without building an encoder
-    per call (one per journal record)."""
-    if _C_ENCODE is None or type(obj) is not dict:
-        return _ENCODER.encode(obj)
-    return "".join(_C_ENCODE(obj, 0))
+    """``obj`` as compact JSON text (a header record, the checkpoint's metadata)."""
+    return _ENCODER.encode(obj)
+
+
+def line(record: dict[str, Any]) -> bytes:
+    """A row's record as one journal line: compact UTF-8 JSON, keys in the order the record was
+    built (row key, state, time first), and a newline.
+
+    orjson writes it (about a tenth of what the json module takes; three records per row of a
+    run); what it refuses and json takes (an integer past 64 bits, a key that is not a string)
+    goes to ``dumps``. A float that is not a number is written as null, as JSON has no NaN.
+    """
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # (orjson.JSONEncodeError is one)
+        return (dumps(record) + "\n").encode()
 
 
 def segment_path(path: Path, seq: int) -> Path:

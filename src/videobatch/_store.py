@@ -58,6 +58,7 @@ from ._journal import FORMAT as FORMAT
 from ._journal import Replay, WriterLock, header_record, segment_path
 from ._journal import dumps as _dumps
 from ._journal import iter_records as iter_records
+from ._journal import line as _line
 from ._journal import segments as _segments
 from ._opening import decide, new_jobs
 from ._snapshot import (
@@ -231,7 +232,7 @@ class Checkpoint(Store):
             os.close(fd)
 
     def append(self, record: dict[str, Any]) -> None:
-        data = (_dumps(record) + "\n").encode()
+        data = _line(record)
         fd = self._journal_fd()
         os.write(fd, data)
         self._dirty = True
