@@ -71,16 +71,14 @@ def charge(job: Job | RowSnapshot, estimate: Estimate | None = None) -> tuple[in
     where the provider reported one, else its estimate.
 
     ``estimate`` prices a row sent by a videobatch that did not record ``cost_estimated`` yet."""
-    # (called twice for every change of every row: one look at each field, none at a missing one)
     own = job.cost_actual if job.cost_actual is not None else job.cost_estimated
-    paid = may_have_paid(job.state, job.task_id)
+    paid = may_have_paid(job.state, job.task_id)  # (asked once: this runs twice per transition)
     if own is None and estimate is not None and (paid or job.state is State.SUBMITTING):
         own = estimate(job.request)
-    own_micro = 0 if own is None else micro(own)
-    spent = 0 if job.cost_earlier is None else micro(job.cost_earlier)
+    spent = micro(job.cost_earlier)
     if paid:
-        return spent + own_micro, 0
-    return spent, own_micro if job.state is State.SUBMITTING else 0
+        return spent + micro(own), 0
+    return spent, micro(own) if job.state is State.SUBMITTING else 0
 
 
 @dataclass(frozen=True)
