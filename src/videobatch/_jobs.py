@@ -358,8 +358,7 @@ class Job:
             for name in _CLEARED:
                 fields.setdefault(name, None)
         self.state = new
-        for name, value in fields.items():
-            setattr(self, name, value)
+        self.__dict__.update(fields)  # (plain fields, checked above: as setattr, at C speed)
         self.updated_at = time.time()
         return {"k": self.key, "s": _TEXT[new], "t": self.updated_at, **fields}
 
