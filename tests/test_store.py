@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import json
 import os
@@ -421,5 +422,8 @@ def test_a_journal_line_reads_back_as_the_record_it_was():
     assert json.loads(data) == record and list(json.loads(data)) == list(record)  # order kept
     # what orjson refuses, the json module writes: a key that is not text, an integer past 64 bits
     assert json.loads(journal_line({"k": "r", "x": {1: "a"}, "n": 2**70})) == {"k": "r", "x": {"1": "a"}, "n": 2**70}
+    # what json refuses is refused still
+    with pytest.raises(TypeError):
+        journal_line({"k": "r", "expires_at": datetime.datetime.now(datetime.UTC)})
     # JSON has no NaN: null
     assert json.loads(journal_line({"k": "r", "cost_actual": float("nan")})) == {"k": "r", "cost_actual": None}

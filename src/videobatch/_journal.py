@@ -54,6 +54,8 @@ log = logging.getLogger("videobatch")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ORJSON_OPTIONS = (orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def dumps(obj: Any) -> str:
@@ -66,13 +68,15 @@ def line(record: dict[str, Any]) -> bytes:
     built (row key, state, time first), and a newline.
 
     orjson writes it (about a tenth of what the json module takes; three records per row of a
-    run); what it refuses and json takes (an integer past 64 bits, a key that is not a string)
-    goes to ``dumps``. A float that is not a number is written as null, as JSON has no NaN.
+    run). What it refuses goes to ``dumps``, which takes an integer past 64 bits or a key that is
+    not a string, and refuses a datetime or a dataclass as before (orjson is told not to write
+    them). A float that is not a number is written as null, as JSON has no NaN.
     """
     try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(record, option=_ORJSON_OPTIONS)
     except TypeError:  # (orjson.JSONEncodeError is one)
         return (dumps(record) + "\n").encode()
+
 
 
 def segment_path(path: Path, seq: int) -> Path:

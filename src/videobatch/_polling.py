@@ -18,12 +18,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ._poll_schedule import PollSchedule, kind_of
+from ._poll_schedule import PollSchedule
 from ._retry import RetryPolicy
 from .errors import AuthError, ProviderError, TransientError
 from .providers.base import Provider, TaskStatus
 
-__all__ = ["PollSchedule", "Poller", "kind_of", "nudge"]
+__all__ = ["Poller", "nudge"]
 
 _LIVE: weakref.WeakSet[Poller] = weakref.WeakSet()  # this process's pollers (``nudge``)
 NUDGE_GAP = 1.0  # seconds: a task is polled early on a nudge at most this often
