@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def done_job(key: str, url: str, *, index: int = 0, expires_at: float | None = N
 
 
 def download(dl: Downloader, *jobs: Job, context: Context | None = None,
-             cancel_after: float | None = None) -> Context:
+             cancel_when: Callable[[], bool] | None = None) -> Context:
     ctx = context or Context()
     ctx.jobs.update({job.key: job for job in jobs})
 
@@ -71,9 +72,12 @@ def download(dl: Downloader, *jobs: Job, context: Context | None = None,
         dl.bind(ctx)
         for job in jobs:
             dl.schedule(job.snapshot())
-        if cancel_after is not None:
-            await asyncio.sleep(cancel_after)
-        await dl.drain(cancelled=cancel_after is not None)
+        if cancel_when is not None:  # the run is cancelled once it holds (or after 5 s)
+            for _ in range(500):
+                if cancel_when():
+                    break
+                await asyncio.sleep(0.01)
+        await dl.drain(cancelled=cancel_when is not None)
 
     asyncio.run(go())
     return ctx
@@ -165,11 +169,20 @@ def test_server_without_range_support_restarts_cleanly(tmp_path, server, clip):
 def test_cancelled_download_leaves_no_final_file_and_resumes_next_time(tmp_path, server, clip):
     server.state.stall = 3.0
     job = done_job("r", server.add("v.mp4", clip, fault="stall", times=1))
-    started = time.monotonic()
-    download(fast(tmp_path / "out"), job, cancel_after=0.5)
-    assert time.monotonic() - started < 2.5  # abandoned promptly
+    part = tmp_path / "out" / "r.mp4.part"
+    cancelled: list[float] = []
+
+    def half_on_disk() -> bool:  # then the server stalls 3 s
+        if part.exists() and part.stat().st_size >= len(clip) // 2:
+            cancelled.append(time.monotonic())
+        return bool(cancelled)
+
+    # Cancelled once the first half is on disk, not after a fixed sleep (which a loaded machine
+    # may spend before the first byte arrives).
+    download(fast(tmp_path / "out"), job, cancel_when=half_on_disk)
+    assert cancelled and time.monotonic() - cancelled[0] < 2.5  # abandoned mid-stall promptly
     assert not (tmp_path / "out" / "r.mp4").exists()
-    assert (tmp_path / "out" / "r.mp4.part").stat().st_size == len(clip) // 2
+    assert part.stat().st_size == len(clip) // 2
     download(fast(tmp_path / "out"), job)
     assert (tmp_path / "out" / "r.mp4").read_bytes() == clip
     assert server.seen("GET")[-1].status == 206
