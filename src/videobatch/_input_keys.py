@@ -22,7 +22,7 @@ from ._input_table import Table, column_names, to_frame
 from .request import REQUEST_FIELDS, VideoRequest
 
 __all__ = ["ID_COLUMN", "KEYS", "Prompts", "canonical_json", "escaped_rows", "first_release_text", "hashed_keys",
-           "prompt_template", "request_text", "request_texts"]
+           "prompt_template", "request_text", "request_texts", "spelled_in"]
 
 KEYS = 2  # how row keys are made: 2 from the row's given values; 1 (no mark) the first release's way
 ID_COLUMN = "id"
@@ -120,11 +120,14 @@ def request_texts(requests: Sequence[VideoRequest]) -> list[str]:
                 template = templates[shape] = prompt_template(request)
             except TypeError:  # an unhashable value (a request built without validation)
                 pass
-        if template is None:
-            out.append(request_text(request))
-        else:
-            out.append(f"{template[0]}{encode_basestring(request.prompt)}{template[1]}")
+        out.append(request_text(request) if template is None else spelled_in(template, request.prompt))
     return out
+
+
+def spelled_in(template: tuple[str, str], prompt: str) -> str:
+    """A request's JSON: its shape's JSON before and after the prompt (``prompt_template``) around
+    its own prompt, spelled as JSON spells it."""
+    return f"{template[0]}{encode_basestring(prompt)}{template[1]}"
 
 
 def prompt_template(request: VideoRequest) -> tuple[str, str] | None:

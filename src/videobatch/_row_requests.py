@@ -19,7 +19,7 @@ from typing import Any, overload
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._input_keys import escaped_rows, request_text
+from ._input_keys import escaped_rows, request_text, spelled_in
 from .request import VideoRequest
 
 __all__ = ["RowRequests", "distinct"]
@@ -111,7 +111,7 @@ class RowRequests(Sequence[VideoRequest]):
         if spelled is None or spelled.null_count or any(templates[c] is None for c in set(combos)):
             return pa.array([request_text(self._build(row)) if (c := self._combo[row]) < 0
                              or (template := templates[c]) is None
-                             else f"{template[0]}{encode_basestring(self._items[row])}{template[1]}"
+                             else spelled_in(template, self._items[row])
                              for row in range(start, end)], pa.string())
         escape = escaped_rows(spelled)
         if escape is not None:
