@@ -263,15 +263,31 @@ def test_a_daily_cap_does_not_slow_the_request_rate(router):
 
 # -- cancel ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "deletes", "stopped"), [
-    ("task_pending", True, True), ("task_throttled", True, True), ("task_running", False, False),
-    ("task_succeeded", False, False), ("task_failed", False, False), ("task_cancelled", False, False)])
-def test_cancel_only_stops_queued_tasks(router, name, deletes, stopped):
+@pytest.mark.parametrize(("name", "deletes"), [
+    ("task_pending", True), ("task_throttled", True), ("task_running", False),
+    ("task_succeeded", False), ("task_failed", False), ("task_cancelled", False)])
+def test_cancel_only_stops_queued_tasks(router, name, deletes):
     body = fixture(name)
-    router.get(f"{TASKS}/{body['id']}").respond(json=body)
+    unpaid = {**fixture("task_cancelled"), "id": body["id"], "cost": {"credits": 0}}
+    router.get(f"{TASKS}/{body['id']}").mock(side_effect=[
+        httpx.Response(200, json=body), httpx.Response(200, json=unpaid)])
     delete = router.delete(f"{TASKS}/{body['id']}").respond(204)
-    assert run(make(router).cancel(body["id"])) is stopped
+    assert run(make(router).cancel(body["id"])) is deletes
     assert delete.called is deletes  # a finished task's DELETE would delete its output
+
+
+@pytest.mark.parametrize("after", [
+    httpx.Response(404, json={"error": "Could not find Task"}),  # what a live capture got
+    httpx.Response(200, json={**fixture("task_cancelled"), "cost": {"credits": 60}}),  # it had started
+    httpx.Response(200, json=fixture("task_running")),  # the DELETE did not take (yet)
+])
+def test_a_cancel_counts_as_unpaid_only_when_runway_shows_it_cancelled_at_no_cost(router, after):
+    """A queued task can start between the look and the DELETE, and Runway then keeps the credits:
+    stopped-but-perhaps-charged is False, so the runner never sends that row again on its own."""
+    body = fixture("task_pending")
+    router.get(f"{TASKS}/{body['id']}").mock(side_effect=[httpx.Response(200, json=body), after])
+    router.delete(f"{TASKS}/{body['id']}").respond(204)
+    assert run(make(router).cancel(body["id"])) is False
 
 
 def test_cancel_of_a_task_gone_meanwhile(router):

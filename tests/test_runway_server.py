@@ -151,6 +151,21 @@ def test_delete_cancels_open_tasks_and_deletes_finished_ones(http, server):
     assert server.counters()["cancelled"] == 2
 
 
+def test_a_task_cancelled_before_it_ran_is_not_paid_so_sending_it_again_is_no_duplicate(http, server):
+    server.configure(latency=60.0)  # queued however slow this machine is
+    queued = http.post("/v1/text_to_video", json=T2V).json()["id"]
+    http.delete(f"/v1/tasks/{queued}")
+    again = http.post("/v1/text_to_video", json=T2V).json()["id"]  # the only one paid
+    assert server.counters()["paid_duplicates"] == 0
+    http.delete(f"/v1/tasks/{again}")  # out of the queue, for the next one
+    server.configure(latency=0.3)
+    running = http.post("/v1/text_to_video", json={**T2V, "promptText": "ran"}).json()["id"]
+    wait_for(http, running, "RUNNING")
+    http.delete(f"/v1/tasks/{running}")  # stopped while running: charged in full
+    http.post("/v1/text_to_video", json={**T2V, "promptText": "ran"})
+    assert server.counters()["paid_duplicates"] == 1
+
+
 def test_moderation_and_failures_end_in_the_task(http, server):
     blocked = http.post("/v1/text_to_video", json={**T2V, "promptText": "a [blocked] thing"}).json()["id"]
     marked = http.post("/v1/text_to_video", json={**T2V, "promptText": "a [fail] thing"}).json()["id"]

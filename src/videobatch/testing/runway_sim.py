@@ -130,6 +130,7 @@ class SimTask:
     refunded: bool = False  # a failure Runway refunds
     cancelled_at: float | None = None
     deleted: bool = False
+    content: str = ""  # what makes a second task with this body a paid duplicate
 
     def end(self) -> float:
         return self.done if self.cancelled_at is None else min(self.done, self.cancelled_at)
@@ -237,9 +238,10 @@ class Account:
         pending_end = now + cfg.latency * cfg.queue_share
         start = self._start(model_id, pending_end)
         run = max(0.0, cfg.latency * (1 + cfg.jitter * self._rng.uniform(-1, 1)))
+        content = hashlib.sha256(json.dumps({"endpoint": endpoint, **body}, sort_keys=True).encode()).hexdigest()
         task = SimTask(id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), model=model_id,
                        body=body, created_wall=wall, created=now, start=start, done=start + run,
-                       pending_end=pending_end, credits=credits)
+                       pending_end=pending_end, credits=credits, content=content)
         if cfg.blocked_marker and cfg.blocked_marker in prompt:
             task.failure = ("Prompt flagged", "SAFETY.INPUT.TEXT")
         elif cfg.fail_marker and cfg.fail_marker in prompt:
@@ -248,7 +250,6 @@ class Account:
         self.spent += credits
         self.counters.accepted += 1
         self.counters.peak_active = max(self.counters.peak_active, self.open_tasks(now))
-        content = hashlib.sha256(json.dumps({"endpoint": endpoint, **body}, sort_keys=True).encode()).hexdigest()
         if content in self._bodies:
             self.counters.paid_duplicates += 1
         self._bodies.add(content)
@@ -268,6 +269,8 @@ class Account:
         now = time.monotonic()
         self.counters.deletes += 1
         if task.status(now) in ("PENDING", "THROTTLED", "RUNNING"):
+            if task.status(now) != "RUNNING":  # it never ran: refunded, so a new task is no duplicate
+                self._bodies.discard(task.content)
             task.cancelled_at = now
             self.counters.cancelled += 1
             self.spent -= task.credits - task.cost(now)

@@ -19,9 +19,11 @@ Decisions where the contract is thin or *unsure* (see "How videobatch uses it" i
   inline base64 is decoded; a Files API URI is downloaded with the key from ``base_url`` (its file
   id only: the key never goes to a host named in an answer), once the file is ``ACTIVE``, and the
   storage redirect is followed *without* the key.
-* **Cancel** stops only a ``queued`` interaction (True when Google then says ``cancelled``). A
-  running one is left to finish: whether a cancelled running job is billed is unsure, and
-  finishing it delivers what may already be paid for.
+* **Cancel** stops only a ``queued`` interaction. A running one is left to finish: whether a
+  cancelled running job is billed is unsure, and finishing it delivers what may already be paid
+  for. Whether a cancelled queued one is billed is unsure too, and it may start between the look
+  and the cancel, so a cancel never says "stopped unpaid" (False): the row keeps its interaction,
+  the next run reads it ``cancelled`` and fails the row, and only the user's ``retry`` pays again.
 """
 
 from __future__ import annotations
@@ -174,10 +176,11 @@ class GoogleProvider(Provider):
         return await self._status_of(await self._get(task_id))
 
     async def cancel(self, task_id: str) -> bool:
+        """Stops a queued interaction; always False, as Google does not say it went unbilled."""
         if (await self._get(task_id)).get("status") != "queued":
             return False  # running or ended: left to finish (a running job may be billed)
-        data = await self._call("POST", f"{INTERACTIONS}/{quote(task_id, safe='')}/cancel")
-        return isinstance(data, dict) and data.get("status") == "cancelled"
+        await self._call("POST", f"{INTERACTIONS}/{quote(task_id, safe='')}/cancel")
+        return False
 
     def too_fast(self, response: httpx.Response) -> float | None:
         return wire.too_fast(response)

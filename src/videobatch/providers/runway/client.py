@@ -12,7 +12,10 @@ marks the row ``unknown`` and never sends it again on its own. This client never
 itself (the official SDKs retry creates by default: up to three billed tasks for one call).
 
 ``cancel`` asks ``GET`` first and sends ``DELETE`` only for a task still PENDING or THROTTLED: a
-DELETE on a running task stops it without a refund, and on a finished one deletes its output.
+DELETE on a running task stops it without a refund, and on a finished one deletes its output. The
+task may start between the two (Runway then keeps the credits), so only a task read back afterwards
+as CANCELLED at no cost counts as stopped unpaid; otherwise its row stays with its task, the next
+run reads how it ended, and sending it again is left to the user (``retry``).
 
 The key (``api_secret`` option, else ``RUNWAYML_API_SECRET``) is checked in ``check()`` and before
 the first request, never at construction, and never shown: not in repr, logs, errors or describe().
@@ -152,18 +155,26 @@ class RunwayProvider(Provider):
                                duration=self._durations.get(task_id))
 
     async def cancel(self, task_id: str) -> bool:
-        """True only when Runway had the task still PENDING or THROTTLED (nothing run, nothing more
-        charged) and took the DELETE. A running or finished task is left alone (False): a DELETE
-        would stop a running one without a refund, and delete a finished one's output."""
-        response = await self._send("GET", f"/v1/tasks/{quote(task_id, safe='')}")
-        data = self._body(response)
+        """True only when Runway shows the task stopped before it ran: it was PENDING or THROTTLED,
+        took the DELETE, and reads back CANCELLED at no cost. A running or finished task is left
+        alone (False): a DELETE would stop a running one without a refund, and delete a finished
+        one's output.
+
+        A queued task may start between the look and the DELETE, and Runway then keeps the
+        credits (docs/providers/runway.md, 3.4). When the task reads back gone (404, what Runway
+        answered in a live capture) or charged, this says False: the row keeps its task, the next
+        run finds it cancelled or gone and fails the row, and only the user's ``retry`` pays again.
+        """
+        path = f"/v1/tasks/{quote(task_id, safe='')}"
+        data = self._body(await self._send("GET", path))
         if not isinstance(data, dict) or data.get("status") not in _CANCELLABLE:
             return False
         try:
-            await self._send("DELETE", f"/v1/tasks/{quote(task_id, safe='')}")
+            await self._send("DELETE", path)
+            after = self._body(await self._send("GET", path))
         except NotFoundError:
-            return False  # gone meanwhile: nothing to stop
-        return True
+            return False  # gone: whether it was charged, Runway does not say
+        return wire.cancelled_unpaid(after)
 
     def too_fast(self, response: httpx.Response) -> float | None:
         return wire.too_fast(response)  # a create's 429 is the daily cap, not a rate

@@ -43,6 +43,7 @@ __all__ = [
     "SECRET_ENV",
     "TEXT_TO_VIDEO",
     "VERSION",
+    "cancelled_unpaid",
     "map_error",
     "parse_created",
     "parse_task",
@@ -153,6 +154,15 @@ def parse_created(response: httpx.Response) -> str:
     return task_id
 
 
+def cancelled_unpaid(data: Any) -> bool:
+    """Whether a task read back after its DELETE shows it stopped at no cost."""
+    if not isinstance(data, dict) or data.get("status") != "CANCELLED":
+        return False
+    cost = data.get("cost")
+    credits = cost.get("credits") if isinstance(cost, dict) else None
+    return isinstance(credits, int | float) and not isinstance(credits, bool) and credits == 0
+
+
 def _seconds(stamp: Any) -> float | None:
     if not isinstance(stamp, str) or not stamp:
         return None
@@ -250,7 +260,9 @@ def map_error(response: httpx.Response, *, submitting: bool, model: str | None,
         return RateLimited(f"Runway says requests come too fast ({said})", retry_after=retry_after,
                            **where)
     if status == 404 and not submitting:
-        return NotFoundError(f"Runway has no such task ({said})", **where)
+        return NotFoundError(f"Runway has no such task ({said}): it was deleted, or cancelled "
+                             "(a cancel at Runway: whether it was charged, Runway does not say)",
+                             **where)
     if status == 403:
         return RejectedError(f"Runway refused model {model or '?'} for this key ({said}); choose a "
                              "model your organization may use.", **where)
