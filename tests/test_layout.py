@@ -6,7 +6,7 @@ Layers, from the faces users touch down to the shared vocabulary (``../shared/de
     ui          progress bar, dashboard model, widgets
     delivery    downloads, thumbnails, contact sheet, webhooks
     engine      _runner, _store, _jobs, _inputs, _pacing, _polling, _retry, _events, ...
-    interface   providers (registry), providers.base, request, errors, models
+    interface   providers (registry), providers.base, request, errors, models, _text
     concrete    providers.kling, providers.local, ...
 
 A module may import its own layer and the layers below it; concrete providers may use the
@@ -34,7 +34,7 @@ FACES = ("videobatch", "videobatch.__main__", "videobatch._api", "videobatch._ru
 UI = ("videobatch.ui",)
 DELIVERY = ("videobatch.delivery",)
 INTERFACE = ("videobatch.providers", "videobatch.providers.base", "videobatch.request", "videobatch.errors",
-             "videobatch.catalog", "videobatch.providers.setup", "videobatch.media")
+             "videobatch.catalog", "videobatch.providers.setup", "videobatch.media", "videobatch._text")
 CONCRETE = ("videobatch.providers.kling", "videobatch.providers.local", "videobatch.providers.google",
             "videobatch.providers.fal", "videobatch.providers.runway", "videobatch.providers.replicate")
 PROVIDER_HELPERS = ("videobatch._pacing", "videobatch._http", "videobatch._retry")

@@ -427,3 +427,37 @@ def test_a_journal_line_reads_back_as_the_record_it_was():
         journal_line({"k": "r", "expires_at": datetime.datetime.now(datetime.UTC)})
     # JSON has no NaN: null
     assert json.loads(journal_line({"k": "r", "cost_actual": float("nan")})) == {"k": "r", "cost_actual": None}
+
+
+def test_half_a_character_in_a_providers_answer_is_stored_not_fatal(tmp_path):
+    """A provider's JSON may hold an escape like "\\ud800" (half a character), which no UTF-8 journal
+    line or Parquet column can hold. Kept as it came, it stopped the run at its journal line; it is
+    stored as U+FFFD, and the checkpoint reads back."""
+    from fakes import ScriptedProvider
+    from videobatch.errors import RejectedError
+    from videobatch.providers.base import TaskState, TaskStatus, Video
+
+    half = json.loads('"\\ud800"')  # what response.json() makes of that escape
+
+    class Garbled(ScriptedProvider):
+        async def submit(self, request, idempotency_key):
+            if "refused" in request.prompt:
+                raise RejectedError(f"content {half} policy", provider_code=f"E{half}", request_id=half)
+            return await super().submit(request, idempotency_key)
+
+        async def status(self, task_id):
+            done = await super().status(task_id)
+            if done.state is not TaskState.SUCCEEDED:
+                return done
+            if self.tasks[task_id]["prompt"] == "failed":
+                return TaskStatus(task_id, TaskState.FAILED, message=f"bad {half} clip")
+            return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(Video(f"https://cdn.test/{half}.mp4", half),))
+
+    path = tmp_path / "run.parquet"
+    rows = [{"id": "a", "prompt": "refused"}, {"id": "b", "prompt": "failed"}, {"id": "c", "prompt": "made"}]
+    df = videobatch.run(rows, Garbled(latency=0.01), checkpoint=path, progress=False)
+    assert list(df["status"]) == ["failed", "failed", "completed"]
+    assert "content \ufffd policy" in df.loc[0, "error"] and df.loc[1, "error"] == "bad \ufffd clip"
+    assert df.loc[2, "video_url"] == "https://cdn.test/\ufffd.mp4" and df.loc[2, "video_id"] == "\ufffd"
+    again = results(path)
+    assert list(again["error"][:2]) == list(df["error"][:2]) and again.loc[2, "video_url"] == df.loc[2, "video_url"]

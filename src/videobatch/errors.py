@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._text import storable
+
 __all__ = [
     "AccountError",
     "AuthError",
@@ -164,11 +166,13 @@ class ProviderError(VideobatchError):
         status_code: int | None = None,
         request_id: str | None = None,
     ) -> None:
-        self.message = message
+        # (the provider's words are journaled: made storable, see videobatch._text)
+        self.message = storable(message) if isinstance(message, str) else message
         self.row_key = row_key
-        self.provider_code = provider_code
+        self.provider_code = storable(provider_code) if isinstance(provider_code, str) else provider_code
         self.status_code = status_code
-        self.request_id = request_id  # the provider's id of the HTTP request, to quote to its support
+        # the provider's id of the HTTP request, to quote to its support
+        self.request_id = storable(request_id) if isinstance(request_id, str) else request_id
         super().__init__(self._render())
 
     def _render(self) -> str:

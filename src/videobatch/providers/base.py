@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from .._pacing import RateLimiter
+from .._text import make_storable
 from ..catalog import Catalog, ModelCard
 from ..errors import ConfigError, Problem, ProviderError
 from ..request import RequestRules, VideoRequest
@@ -52,6 +53,9 @@ class Video:
     id: str | None = None
     duration: float | None = None  # seconds
 
+    def __post_init__(self) -> None:
+        make_storable(self, "url", "id")  # journaled and snapshotted as the provider said it
+
 
 @dataclass(frozen=True)
 class TaskStatus:
@@ -69,6 +73,9 @@ class TaskStatus:
     # final_unit_deduction × the catalogue's unit price); None: it does not say (the estimate holds)
     cost_actual: float | None = None
     cost_units: float | None = None  # the same in the provider's own units, as it reported them
+
+    def __post_init__(self) -> None:
+        make_storable(self, "task_id", "message", "idempotency_key")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,33 @@
+"""Text from outside made storable: a lone surrogate becomes U+FFFD.
+
+A provider's JSON may carry an escape such as ``"\\ud800"`` that decodes to half a character. No
+UTF-8 file and no Parquet column can hold one, so such text, kept as it came, would stop the run at
+its next journal line or snapshot. The shared vocabulary (``TaskStatus``, ``Video``,
+``ProviderError``) passes what a provider says through ``storable`` when it is made.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["make_storable", "storable"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with every surrogate code point replaced by U+FFFD (a Python ``str`` holding one
+    cannot be written as UTF-8; a valid pair arrives from JSON already joined into one character)."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def make_storable(frozen: Any, *names: str) -> None:
+    """Pass the text attributes ``names`` of a just-made frozen dataclass through ``storable``
+    (for its ``__post_init__``; plain ASCII, the usual case, is left as it is)."""
+    for name in names:
+        value = getattr(frozen, name)
+        if isinstance(value, str) and not value.isascii():
+            object.__setattr__(frozen, name, storable(value))
