@@ -12,9 +12,10 @@ import pandas as pd
 
 import videobatch
 from fakes import ListProvider
+from videobatch import _polling as polling
 from videobatch._poll_schedule import PollSchedule, kind_of
-from videobatch._polling import Poller
-from videobatch.providers.base import PollHint, TaskState
+from videobatch._polling import Poller, nudge
+from videobatch.providers.base import PollHint, TaskState, TaskStatus, Video
 from videobatch.request import VideoRequest
 from videobatch.testing import SimConfig, running_server
 
@@ -99,6 +100,79 @@ def test_a_wait_that_runs_out_of_time_or_is_cancelled_stops_its_polls():
         await poller.aclose()
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+class OneByOne(ListProvider):
+    """One GET per task. "heavy" answers its first poll after ``slow`` seconds (a status that
+    fetches its clip, say); a task in ``running`` is unfinished, any other has ended."""
+
+    batch_polling = False
+
+    def __init__(self, slow: float, running: set[str]) -> None:
+        super().__init__()
+        self.slow, self.running = slow, running
+        self.asked: list[str] = []
+
+    async def status(self, task_id: str) -> TaskStatus:
+        self.asked.append(task_id)
+        ended = task_id not in self.running  # as it stood when asked
+        if task_id == "heavy" and self.asked.count("heavy") == 1:
+            await asyncio.sleep(self.slow)
+        if not ended:
+            return TaskStatus(task_id, TaskState.RUNNING)
+        return TaskStatus(task_id, TaskState.SUCCEEDED, videos=(Video("u"),))
+
+
+def _one_by_one_poller(provider: OneByOne, interval: float) -> Poller:
+    hint = PollHint(first_poll=0.0, min_interval=interval, max_interval=interval)
+    poller = Poller(provider, PollSchedule(hint), on_fatal=lambda e: None)
+    poller.coalesce = 0.5  # the tasks are asked about in one round
+    return poller
+
+
+def test_a_slow_status_answer_holds_up_no_other_task():
+    """One GET per task (no list request): a status that takes 2 s to answer must not hold back
+    the end of a task answered at once, nor the polls of the others meanwhile."""
+
+    async def scenario() -> None:
+        provider = OneByOne(slow=2.0, running={"late"})
+        poller = _one_by_one_poller(provider, 0.05)
+        started, now = time.monotonic(), time.time()
+        heavy = asyncio.create_task(poller.wait("heavy", now))
+        late = asyncio.create_task(poller.wait("late", now))
+        assert (await poller.wait("quick", now)).state is TaskState.SUCCEEDED
+        assert time.monotonic() - started < 1.0  # not after the heavy answer (2 s)
+        await asyncio.sleep(0.4)
+        assert provider.asked.count("late") >= 3 and not heavy.done()  # polled on meanwhile
+        assert (await heavy).state is TaskState.SUCCEEDED
+        provider.running.clear()
+        assert (await late).state is TaskState.SUCCEEDED
+        await poller.aclose()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_nudge_while_the_tasks_answer_is_on_its_way_asks_again_after_it(monkeypatch):
+    """The answer on its way may have been read before the task ended: a nudge meanwhile is kept,
+    and the task is asked again as soon as that answer is in (not at its next poll, 30 s on)."""
+    monkeypatch.setattr(polling, "NUDGE_GAP", 0.0)  # two nudges within a second
+
+    async def scenario() -> float:
+        provider = OneByOne(slow=0.5, running={"heavy"})
+        poller = _one_by_one_poller(provider, 30.0)  # its own polls: 30 s apart
+        now = time.time()
+        heavy = asyncio.create_task(poller.wait("heavy", now))
+        await asyncio.sleep(0.05)
+        assert nudge("heavy")  # asked now; its answer (still running) takes 0.5 s
+        while not provider.asked:
+            await asyncio.sleep(0.01)
+        provider.running.clear()  # it ends, and its provider calls back
+        assert nudge("heavy")
+        assert (await heavy).state is TaskState.SUCCEEDED
+        await poller.aclose()
+        return time.time() - now
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) < 5.0
 
 
 def test_a_straggler_is_left_to_its_own_backoff():

@@ -2,7 +2,8 @@
 
 One ``Poller`` serves every task of a pool. Each task has a due time; the poller wakes at the
 earliest one, polls every task due within a short coalescing window in one go (a single list
-request when the provider has one), and reschedules the unfinished ones. When each task is due
+request when the provider has one; else one request per task, each settled as it answers, so a
+slow answer holds up no other row), and reschedules the unfinished ones. When each task is due
 comes from ``PollSchedule`` (``_poll_schedule``, learned from what finished tasks took).
 """
 
@@ -57,6 +58,8 @@ class _Watch:
     failures: int = 0
     seen_age: float = 0.0  # how old it was when last seen unfinished
     nudged: float = float("-inf")  # monotonic time of the last nudge taken
+    asking: bool = False  # its own status request is on its way (not batch polling)
+    renudge: bool = False  # nudged while asking: ask again as soon as that answer is in
 
 
 class Poller:
@@ -93,6 +96,7 @@ class Poller:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._asking: set[asyncio.Task[None]] = set()  # status requests on their way
         self._quiet_until = 0.0  # monotonic: no expected-ends poll before (a poll failed)
         _LIVE.add(self)
 
@@ -103,6 +107,9 @@ class Poller:
         if watch is None or watch.future.done() or now - watch.nudged < NUDGE_GAP:
             return False
         watch.nudged = now
+        if watch.asking:  # the answer on its way may predate the end: ask once more after it
+            watch.renudge = True
+            return True
         heapq.heappush(self._heap, _Entry(now, next(self._seq), task_id))
         self._wake.set()
         return True
@@ -128,6 +135,11 @@ class Poller:
             self._watches.pop(task_id, None)
 
     def _push(self, watch: _Watch) -> None:
+        if watch.renudge:
+            watch.renudge = False
+            heapq.heappush(self._heap, _Entry(time.monotonic(), next(self._seq), watch.task_id))
+            self._wake.set()
+            return
         age = time.time() - watch.accepted_at
         if self.provider.batch_polling:
             delay = self.schedule.backstop_delay(age, watch.polls, watch.kind)
@@ -179,6 +191,10 @@ class Poller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for asking in list(self._asking):
+            asking.cancel()
+        if self._asking:
+            await asyncio.gather(*self._asking, return_exceptions=True)
         for watch in self._watches.values():
             if not watch.future.done():
                 watch.future.cancel()
@@ -217,8 +233,8 @@ class Poller:
             while self._heap and self._heap[0].due <= horizon:
                 entry = heapq.heappop(self._heap)
                 watch = self._watches.get(entry.task_id)
-                if watch is not None and watch not in due:
-                    due.append(watch)
+                if watch is not None and not watch.asking and watch not in due:
+                    due.append(watch)  # (one asking now is pushed again when its answer is in)
             if not due and ends is not None and ends[1].task_id in self._watches:
                 due.append(ends[1])  # the run's poll: one task asked for, the rest ride along
             if due:
@@ -255,11 +271,29 @@ class Poller:
             if any(isinstance(answers.get(t), ProviderError) for t in ids):
                 self._quiet_until = time.monotonic() + max(self.min_gap, self.retry.delay(1, None))
         else:
-            answers = dict(zip(ids, await asyncio.gather(*(self._one(i) for i in ids)),
-                               strict=True))
+            # One request per task, each settled as its answer comes: a slow answer (a status that
+            # fetches its clip, a connection that hangs) holds up neither the other rows' ends nor
+            # the next polls.
+            loop = asyncio.get_running_loop()
+            for watch in due:
+                watch.asking = True
+                asking = loop.create_task(self._ask(watch))
+                self._asking.add(asking)
+                asking.add_done_callback(self._asking.discard)
+            return
         for watch in due:
             self._settle(watch, answers.get(watch.task_id) or TransientError(
                 "provider did not report on this task", maybe_accepted=False))
+
+    async def _ask(self, watch: _Watch) -> None:
+        try:
+            answer = await self._one(watch.task_id)
+            watch.asking = False
+            self._settle(watch, answer)
+        except Exception as exc:  # a bug or a broken provider: the row waiting on it hears of it
+            watch.asking = False
+            if not watch.future.done():
+                watch.future.set_exception(exc)
 
     async def _one(self, task_id: str) -> TaskStatus | ProviderError:
         self.polls += 1
@@ -285,6 +319,7 @@ class Poller:
             delay = self.retry.delay(watch.failures, answer.retry_after)
             heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq),
                                               watch.task_id))
+            self._wake.set()
             return
         if isinstance(answer, AuthError):
             self.on_fatal(answer)
