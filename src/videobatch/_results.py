@@ -39,7 +39,7 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
     submitted = [j.submitted_at for j in jobs]
     completed = [j.completed_at for j in jobs]
     columns: dict[str, object] = {
-        "status": [j.state.value for j in jobs],
+        "status": [j.state._value_ for j in jobs],  # (the plain attribute behind .value's property)
         "video_url": [j.video_url for j in jobs],
         "task_id": [j.task_id for j in jobs],
         "error": [j.error for j in jobs],
@@ -61,8 +61,8 @@ def results_frame(frame: pd.DataFrame, jobs: Sequence[Job]) -> pd.DataFrame:
         # what the provider says its latest task cost
         "cost_estimated": pd.Series([j.cost_estimated for j in jobs], index=frame.index,
                                     dtype="float64"),
-        "cost_spent": pd.Series([j.carried_cost() if j.cost_earlier is not None or j.may_have_paid()
-                                 else None for j in jobs], index=frame.index, dtype="float64"),
+        "cost_spent": pd.Series([j.carried_cost() for j in jobs], index=frame.index,  # (None: nothing)
+                                dtype="float64"),
         "cost_actual": pd.Series([j.cost_actual for j in jobs], index=frame.index, dtype="float64"),
         # the same in the provider's own units (Kling: final_unit_deduction)
         "cost_units": pd.Series([j.cost_units for j in jobs], index=frame.index, dtype="float64"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["make_storable", "storable"]
+__all__ = ["make_storable", "plain", "storable"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -24,9 +24,18 @@ def storable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+def plain(*texts: object) -> bool:
+    """Whether none of ``texts`` needs ``storable``: each is ASCII text (the usual case), or not
+    text at all."""
+    for text in texts:  # noqa: SIM110 (a loop: all() would build a generator on every status)
+        if type(text) is str and not text.isascii():
+            return False
+    return True
+
+
 def make_storable(frozen: Any, *names: str) -> None:
     """Pass the text attributes ``names`` of a just-made frozen dataclass through ``storable``
-    (for its ``__post_init__``; plain ASCII, the usual case, is left as it is)."""
+    (for its ``__post_init__``, once ``plain`` has said some need it)."""
     for name in names:
         value = getattr(frozen, name)
         if isinstance(value, str) and not value.isascii():

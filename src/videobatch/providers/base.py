@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from .._pacing import RateLimiter
-from .._text import make_storable
+from .._text import make_storable, plain
 from ..catalog import Catalog, ModelCard
 from ..errors import ConfigError, Problem, ProviderError
 from ..request import RequestRules, VideoRequest
@@ -54,7 +54,8 @@ class Video:
     duration: float | None = None  # seconds
 
     def __post_init__(self) -> None:
-        make_storable(self, "url", "id")  # journaled and snapshotted as the provider said it
+        if not plain(self.url, self.id):  # journaled and snapshotted: made storable (videobatch._text)
+            make_storable(self, "url", "id")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class TaskStatus:
     cost_units: float | None = None  # the same in the provider's own units, as it reported them
 
     def __post_init__(self) -> None:
-        make_storable(self, "task_id", "message", "idempotency_key")
+        if not plain(self.task_id, self.message, self.idempotency_key):
+            make_storable(self, "task_id", "message", "idempotency_key")
 
 
 @dataclass(frozen=True)
