@@ -286,21 +286,19 @@ class Poller:
                 "provider did not report on this task", maybe_accepted=False))
 
     async def _ask(self, watch: _Watch) -> None:
+        self.polls += 1
+        answer: TaskStatus | ProviderError
         try:
-            answer = await self._one(watch.task_id)
+            try:
+                answer = await self.provider.status(watch.task_id)
+            except ProviderError as exc:
+                answer = exc
             watch.asking = False
             self._settle(watch, answer)
         except Exception as exc:  # a bug or a broken provider: the row waiting on it hears of it
             watch.asking = False
             if not watch.future.done():
                 watch.future.set_exception(exc)
-
-    async def _one(self, task_id: str) -> TaskStatus | ProviderError:
-        self.polls += 1
-        try:
-            return await self.provider.status(task_id)
-        except ProviderError as exc:
-            return exc
 
     def _settle(self, watch: _Watch, answer: TaskStatus | ProviderError) -> None:
         if watch.future.done():
