@@ -189,9 +189,9 @@ def test_cancel_stops_only_a_queued_interaction(router, make):
     router.get(f"{CREATE}/v1_r").respond(json=fixture("interaction_in_progress") | {"id": "v1_r"})
     not_sent = router.post(f"{CREATE}/v1_r/cancel")
     provider = make()
-    # Stopped, but whether Google bills a cancelled job is unsure: never "stopped unpaid", so the
-    # runner does not send the row again on its own.
-    assert run(provider.cancel("v1_q")) is False and cancel.call_count == 1
+    # Stopped, but whether Google bills a cancelled job is unsure: "stopped, perhaps charged" (None),
+    # never "stopped unpaid" (True), so the runner does not send the row again on its own.
+    assert run(provider.cancel("v1_q")) is None and cancel.call_count == 1
     assert run(provider.cancel("v1_r")) is False and not_sent.call_count == 0
 
 

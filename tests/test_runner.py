@@ -399,9 +399,34 @@ class Cancellable(ScriptedProvider):
         super().__init__(**kw)
         self.cancel_calls: list[str] = []
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str) -> bool | None:
         self.cancel_calls.append(task_id)
+        if "[charged]" in self.tasks[task_id]["prompt"]:
+            return None  # stopped, but it may have cost money
         return "[queued]" in self.tasks[task_id]["prompt"]
+
+
+def test_a_task_stopped_but_perhaps_charged_fails_its_row_and_is_never_sent_again_on_its_own():
+    provider = Cancellable(max_parallel=2, latency=10.0)
+    jobs = make_jobs(["clip 0 [charged]", "clip 1 [queued]"])
+    runner = Runner(jobs, provider, Store(), RunSettings())
+
+    async def scenario():
+        task = asyncio.create_task(runner.run())
+        while sum(provider.accepted.values()) < 2:
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()).cancelled
+    assert [j.state for j in jobs] == [State.FAILED, State.CANCELLED]
+    assert jobs[0].error_kind == "cancelled" and "may have charged" in (jobs[0].error or "")
+    assert jobs[0].may_have_paid()  # counted as spent
+    provider.latency = 0.0
+    provider.poll_hint = ScriptedProvider(latency=0.0).poll_hint
+    go(jobs, provider)  # a resume sends the cancelled row again, never the failed one
+    assert [j.state for j in jobs] == [State.FAILED, State.COMPLETED]
+    assert sum(provider.accepted.values()) == 3
 
 
 def test_cancel_stops_queued_tasks_at_the_provider_and_leaves_running_ones_in_flight():

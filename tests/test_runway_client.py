@@ -276,18 +276,20 @@ def test_cancel_only_stops_queued_tasks(router, name, deletes):
     assert delete.called is deletes  # a finished task's DELETE would delete its output
 
 
-@pytest.mark.parametrize("after", [
-    httpx.Response(404, json={"error": "Could not find Task"}),  # what a live capture got
-    httpx.Response(200, json={**fixture("task_cancelled"), "cost": {"credits": 60}}),  # it had started
-    httpx.Response(200, json=fixture("task_running")),  # the DELETE did not take (yet)
+@pytest.mark.parametrize(("after", "answer"), [
+    (httpx.Response(404, json={"error": "Could not find Task"}), None),  # what a live capture got
+    (httpx.Response(200, json={**fixture("task_cancelled"), "cost": {"credits": 60}}), None),  # it ran
+    (httpx.Response(200, json={**fixture("task_cancelled"), "cost": {}}), None),  # no cost shown
+    (httpx.Response(200, json=fixture("task_running")), False),  # the DELETE did not take (yet)
 ])
-def test_a_cancel_counts_as_unpaid_only_when_runway_shows_it_cancelled_at_no_cost(router, after):
+def test_a_cancel_counts_as_unpaid_only_when_runway_shows_it_cancelled_at_no_cost(router, after, answer):
     """A queued task can start between the look and the DELETE, and Runway then keeps the credits:
-    stopped-but-perhaps-charged is False, so the runner never sends that row again on its own."""
+    stopped but perhaps charged is None (the row fails; only a retry pays again); a task still open
+    is False (left to end on its own)."""
     body = fixture("task_pending")
     router.get(f"{TASKS}/{body['id']}").mock(side_effect=[httpx.Response(200, json=body), after])
     router.delete(f"{TASKS}/{body['id']}").respond(204)
-    assert run(make(router).cancel(body["id"])) is False
+    assert run(make(router).cancel(body["id"])) is answer
 
 
 def test_cancel_of_a_task_gone_meanwhile(router):

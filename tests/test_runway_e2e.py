@@ -108,7 +108,7 @@ def test_the_daily_cap_stops_submitting_and_keeps_the_rest_for_later(tmp_path):
 def test_cancelling_a_run_stops_queued_tasks_at_runway(tmp_path, deleted):
     """Runway answers a cancelled task's GET with CANCELLED at no cost (the row ends cancelled, and
     a resume sends it again) or with 404, as in a live capture: then whether it was charged is not
-    known, so the row is failed on the next run and sent again only by the user's retry."""
+    known, so the row ends failed, and is sent again only by the user's retry."""
     checkpoint = tmp_path / "r.parquet"
     prompts = [f"slow {i}" for i in range(3)]
     with running_server(latency=3.0, queue_share=1.0, max_concurrent=1, deleted=deleted) as server:
@@ -130,11 +130,11 @@ def test_cancelling_a_run_stops_queued_tasks_at_runway(tmp_path, deleted):
         if deleted == "cancelled":
             assert (df["status"] == "cancelled").all(), df[["status", "error"]]
             return
-        assert (df["status"] == "generating").all(), df[["status", "error"]]
+        assert (df["status"] == "failed").all(), df[["status", "error"]]
+        assert df["error"].str.contains("may have charged").all()
         again = videobatch.run(prompts, "runway", checkpoint=checkpoint, **options(server, max_parallel=3))
         assert server.counters()["accepted"] == 3  # nothing sent again on its own
-    assert (again["status"] == "failed").all(), again[["status", "error"]]
-    assert again["error"].str.contains("cancelled").all()
+    assert (again["status"] == "failed").all() and (again["error_kind"] == "cancelled").all()
 
 
 @pytest.mark.timeout(300)

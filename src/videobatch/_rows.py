@@ -333,8 +333,10 @@ class Rows:
 
     async def cancel_open(self, jobs: Sequence[Job], deadline: float = 15.0) -> None:
         """A cancelled run asks the provider to stop the tasks it has open, where it can: a task
-        it stops (still queued: nothing charged) ends ``cancelled``; one it cannot stop (already
-        running) stays in flight, to be collected by the next run. Bounded by ``deadline``."""
+        it shows stopped before it ran (nothing charged) ends ``cancelled``, and a resume sends it
+        again; one it stopped but may have charged ends ``failed`` (only a retry pays again); one it
+        cannot stop (already running) stays in flight, to be collected by the next run. Bounded by
+        ``deadline``."""
         if not self.provider.capabilities.cancel:
             return
         open_tasks = [j for j in jobs if j.state is State.GENERATING and j.task_id]
@@ -347,10 +349,17 @@ class Rows:
                 log.warning("row %s: could not cancel task %s at %s: %s", job.key, job.task_id,
                             self.provider.name, exc)
                 return
-            if stopped and job.state is State.GENERATING:
+            if stopped is False or job.state is not State.GENERATING:
+                return
+            if stopped:
                 self.move(job, State.CANCELLED, error_kind="cancelled",
                           error=f"cancelled at {self.provider.name} before it ran; running it "
                                 "again is a new, separately paid request")
+            else:  # stopped, but the provider does not show it unpaid: never sent again on its own
+                self.move(job, State.FAILED, error_kind="cancelled",
+                          error=f"cancelled at {self.provider.name} (task {job.task_id}), which "
+                                "may have charged for it; retry sends it again as a new, "
+                                "separately paid request")
 
         if open_tasks:
             _, late = await asyncio.wait([asyncio.ensure_future(one(j)) for j in open_tasks],

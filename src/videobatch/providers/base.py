@@ -268,10 +268,12 @@ class Provider(ABC):
         """
         raise ProviderError(f"{self.name} cannot look tasks up by an idempotency key")
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str) -> bool | None:
         """Stop a task at the provider (only with the ``cancel`` capability). True when the
-        provider says it will not run (nothing more is charged); False when it is already running
-        or finished and will end on its own."""
+        provider shows it stopped before it ran (nothing charged: the row ends ``cancelled``, and a
+        resume sends it again); None when it was stopped but may have been charged (the row ends
+        ``failed``: only the user's retry pays again); False when it was left alone (running or
+        finished: it ends on its own and the next run collects it)."""
         raise ProviderError(f"{self.name} cannot cancel tasks")
 
     async def scan(self, keys: Mapping[str, VideoRequest | None], since: float) -> ScanResult | None:

@@ -22,8 +22,8 @@ Decisions where the contract is thin or *unsure* (see "How videobatch uses it" i
 * **Cancel** stops only a ``queued`` interaction. A running one is left to finish: whether a
   cancelled running job is billed is unsure, and finishing it delivers what may already be paid
   for. Whether a cancelled queued one is billed is unsure too, and it may start between the look
-  and the cancel, so a cancel never says "stopped unpaid" (False): the row keeps its interaction,
-  the next run reads it ``cancelled`` and fails the row, and only the user's ``retry`` pays again.
+  and the cancel, so a cancel never says "stopped unpaid": it says "stopped, perhaps charged"
+  (None), the row fails, and only the user's ``retry`` pays again.
 """
 
 from __future__ import annotations
@@ -175,12 +175,12 @@ class GoogleProvider(Provider):
     async def status(self, task_id: str) -> TaskStatus:
         return await self._status_of(await self._get(task_id))
 
-    async def cancel(self, task_id: str) -> bool:
-        """Stops a queued interaction; always False, as Google does not say it went unbilled."""
+    async def cancel(self, task_id: str) -> bool | None:
+        """Stops a queued interaction: None (stopped, perhaps billed: Google does not say)."""
         if (await self._get(task_id)).get("status") != "queued":
             return False  # running or ended: left to finish (a running job may be billed)
-        await self._call("POST", f"{INTERACTIONS}/{quote(task_id, safe='')}/cancel")
-        return False
+        data = await self._call("POST", f"{INTERACTIONS}/{quote(task_id, safe='')}/cancel")
+        return None if isinstance(data, dict) and data.get("status") == "cancelled" else False
 
     def too_fast(self, response: httpx.Response) -> float | None:
         return wire.too_fast(response)

@@ -144,21 +144,22 @@ class ReplicateProvider(Provider):
     async def status(self, task_id: str) -> TaskStatus:
         return wire.parse_prediction(await self._call("GET", f"/predictions/{quote(task_id, safe='')}"))
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str) -> bool | None:
         """True only when Replicate's answer shows the prediction never started (nothing charged).
 
         A prediction that has started is left alone (False): Replicate would stop it, charge the
         time it ran and lose its clip; it finishes and the next run collects it. (It may start
-        between the look and the cancel: then it is stopped, and its row ends failed, retryable.)
+        between the look and the cancel: then it is stopped and charged for the time it ran, None,
+        and its row ends failed, retryable.)
         """
         path = f"/predictions/{quote(task_id, safe='')}"
         now = await self._call("GET", path)
         if not isinstance(now, dict) or now.get("status") != "starting" or now.get("started_at"):
             return False
         data = await self._call("POST", f"{path}/cancel")
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or data.get("status") not in ("canceled", "aborted"):
             return False
-        return data.get("status") in ("canceled", "aborted") and not data.get("started_at")
+        return None if data.get("started_at") else True
 
     async def scan(self, keys: Collection[str], since: float) -> ScanResult:
         """Predictions made since ``since`` matched to ``keys``' requests on model + input; see

@@ -14,8 +14,8 @@ itself (the official SDKs retry creates by default: up to three billed tasks for
 ``cancel`` asks ``GET`` first and sends ``DELETE`` only for a task still PENDING or THROTTLED: a
 DELETE on a running task stops it without a refund, and on a finished one deletes its output. The
 task may start between the two (Runway then keeps the credits), so only a task read back afterwards
-as CANCELLED at no cost counts as stopped unpaid; otherwise its row stays with its task, the next
-run reads how it ended, and sending it again is left to the user (``retry``).
+as CANCELLED at no cost counts as stopped unpaid; otherwise the row ends failed, "may have been
+charged", and sending it again is left to the user (``retry``).
 
 The key (``api_secret`` option, else ``RUNWAYML_API_SECRET``) is checked in ``check()`` and before
 the first request, never at construction, and never shown: not in repr, logs, errors or describe().
@@ -154,16 +154,17 @@ class RunwayProvider(Provider):
         return wire.parse_task(self._body(response), now=_now(),
                                duration=self._durations.get(task_id))
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str) -> bool | None:
         """True only when Runway shows the task stopped before it ran: it was PENDING or THROTTLED,
         took the DELETE, and reads back CANCELLED at no cost. A running or finished task is left
         alone (False): a DELETE would stop a running one without a refund, and delete a finished
         one's output.
 
         A queued task may start between the look and the DELETE, and Runway then keeps the
-        credits (docs/providers/runway.md, 3.4). When the task reads back gone (404, what Runway
-        answered in a live capture) or charged, this says False: the row keeps its task, the next
-        run finds it cancelled or gone and fails the row, and only the user's ``retry`` pays again.
+        credits (docs/providers/runway.md, 3.4). A task read back gone (404, what Runway answered
+        in a live capture) or CANCELLED with a cost is stopped but perhaps charged (None): its row
+        fails, and only the user's ``retry`` pays again. Read back still open, the DELETE did not
+        take (False: left to end on its own).
         """
         path = f"/v1/tasks/{quote(task_id, safe='')}"
         data = self._body(await self._send("GET", path))
@@ -171,10 +172,13 @@ class RunwayProvider(Provider):
             return False
         try:
             await self._send("DELETE", path)
+        except NotFoundError:
+            return False  # gone meanwhile: nothing of ours was stopped
+        try:
             after = self._body(await self._send("GET", path))
         except NotFoundError:
-            return False  # gone: whether it was charged, Runway does not say
-        return wire.cancelled_unpaid(after)
+            return None  # stopped and gone: whether it was charged, Runway does not say
+        return wire.cancel_outcome(after)
 
     def too_fast(self, response: httpx.Response) -> float | None:
         return wire.too_fast(response)  # a create's 429 is the daily cap, not a rate

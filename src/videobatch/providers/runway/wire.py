@@ -43,7 +43,7 @@ __all__ = [
     "SECRET_ENV",
     "TEXT_TO_VIDEO",
     "VERSION",
-    "cancelled_unpaid",
+    "cancel_outcome",
     "map_error",
     "parse_created",
     "parse_task",
@@ -154,13 +154,19 @@ def parse_created(response: httpx.Response) -> str:
     return task_id
 
 
-def cancelled_unpaid(data: Any) -> bool:
-    """Whether a task read back after its DELETE shows it stopped at no cost."""
-    if not isinstance(data, dict) or data.get("status") != "CANCELLED":
+def cancel_outcome(data: Any) -> bool | None:
+    """What a task read back after its DELETE says (``Provider.cancel``'s answer): True when it
+    shows the task stopped at no cost; None when stopped (or ended) with a cost, or a cost it does
+    not show; False when the task is still open (the DELETE did not take)."""
+    status = data.get("status") if isinstance(data, dict) else None
+    if status in ("PENDING", "THROTTLED", "RUNNING"):
         return False
+    if status != "CANCELLED":
+        return None
     cost = data.get("cost")
     credits = cost.get("credits") if isinstance(cost, dict) else None
-    return isinstance(credits, int | float) and not isinstance(credits, bool) and credits == 0
+    unpaid = isinstance(credits, int | float) and not isinstance(credits, bool) and credits == 0
+    return True if unpaid else None
 
 
 def _seconds(stamp: Any) -> float | None:
