@@ -406,9 +406,8 @@ class Cancellable(ScriptedProvider):
         return "[queued]" in self.tasks[task_id]["prompt"]
 
 
-def test_a_task_stopped_but_perhaps_charged_fails_its_row_and_is_never_sent_again_on_its_own():
-    provider = Cancellable(max_parallel=2, latency=10.0)
-    jobs = make_jobs(["clip 0 [charged]", "clip 1 [queued]"])
+def cancel_once_two_are_open(jobs, provider):
+    """Run ``jobs`` and cancel the run once the provider has accepted two tasks."""
     runner = Runner(jobs, provider, Store(), RunSettings())
 
     async def scenario():
@@ -418,7 +417,13 @@ def test_a_task_stopped_but_perhaps_charged_fails_its_row_and_is_never_sent_agai
         runner.cancel()
         return await asyncio.wait_for(task, 5)
 
-    assert asyncio.run(scenario()).cancelled
+    return asyncio.run(scenario())
+
+
+def test_a_task_stopped_but_perhaps_charged_fails_its_row_and_is_never_sent_again_on_its_own():
+    provider = Cancellable(max_parallel=2, latency=10.0)
+    jobs = make_jobs(["clip 0 [charged]", "clip 1 [queued]"])
+    assert cancel_once_two_are_open(jobs, provider).cancelled
     assert [j.state for j in jobs] == [State.FAILED, State.CANCELLED]
     assert jobs[0].error_kind == "cancelled" and "may have charged" in (jobs[0].error or "")
     assert jobs[0].may_have_paid()  # counted as spent
@@ -433,16 +438,7 @@ def test_cancel_stops_queued_tasks_at_the_provider_and_leaves_running_ones_in_fl
     provider = Cancellable(max_parallel=2, latency=10.0)
     assert provider.capabilities.cancel  # credited: it implements cancel
     jobs = make_jobs(["clip 0 [queued]", "clip 1", "clip 2", "clip 3"])
-    runner = Runner(jobs, provider, Store(), RunSettings())
-
-    async def scenario():
-        task = asyncio.create_task(runner.run())
-        while sum(provider.accepted.values()) < 2:
-            await asyncio.sleep(0.01)
-        runner.cancel()
-        return await asyncio.wait_for(task, 5)
-
-    assert asyncio.run(scenario()).cancelled
+    assert cancel_once_two_are_open(jobs, provider).cancelled
     assert len(provider.cancel_calls) == 2  # both open tasks asked
     assert [j.state for j in jobs] == [State.CANCELLED, State.GENERATING, State.CANCELLED, State.CANCELLED]
     assert "new, separately paid request" in jobs[0].error
