@@ -56,7 +56,6 @@ TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 # Nothing more happens to these rows in this run: ended, or unknown (checked again next run only).
 SETTLED = TERMINAL | {State.UNKNOWN}
 IN_FLIGHT = frozenset({State.SUBMITTING, State.GENERATING})
-_TEXT = {state: state.value for state in State}  # (``.value`` is a Python-level property call)
 
 _LEGAL: dict[State, frozenset[State]] = {
     # -> pending: not sent, and why (the budget would be exceeded): error_kind/error say it.
@@ -360,7 +359,8 @@ class Job:
         self.state = new
         self.__dict__.update(fields)  # (plain fields, checked above: as setattr, at C speed)
         self.updated_at = time.time()
-        return {"k": self.key, "s": _TEXT[new], "t": self.updated_at, **fields}
+        # (``_value_``: the plain attribute behind ``.value``, a Python-level property call)
+        return {"k": self.key, "s": new._value_, "t": self.updated_at, **fields}
 
     def annotate(self, **extras: Any) -> dict[str, Any]:
         """Set extra result columns (no state change); returns the journal record."""

@@ -78,7 +78,6 @@ def line(record: dict[str, Any]) -> bytes:
         return (dumps(record) + "\n").encode()
 
 
-
 def segment_path(path: Path, seq: int) -> Path:
     return path.with_name(f"{path.name}.journal.{seq}")
 

@@ -110,8 +110,7 @@ class Poller:
         if watch.asking:  # the answer on its way may predate the end: ask once more after it
             watch.renudge = True
             return True
-        heapq.heappush(self._heap, _Entry(now, next(self._seq), task_id))
-        self._wake.set()
+        self._due_at(now, task_id)
         return True
 
     async def wait(self, task_id: str, accepted_at: float, kind: Hashable = None,
@@ -135,17 +134,22 @@ class Poller:
             self._watches.pop(task_id, None)
 
     def _push(self, watch: _Watch) -> None:
+        """Schedule ``watch``'s next poll: at once after a nudge that came while it was asked
+        about, else when its schedule says."""
         if watch.renudge:
             watch.renudge = False
-            heapq.heappush(self._heap, _Entry(time.monotonic(), next(self._seq), watch.task_id))
-            self._wake.set()
-            return
-        age = time.time() - watch.accepted_at
-        if self.provider.batch_polling:
-            delay = self.schedule.backstop_delay(age, watch.polls, watch.kind)
+            delay = 0.0
         else:
-            delay = self.schedule.next_delay(age, watch.polls, watch.kind)
-        heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), watch.task_id))
+            age = time.time() - watch.accepted_at
+            if self.provider.batch_polling:
+                delay = self.schedule.backstop_delay(age, watch.polls, watch.kind)
+            else:
+                delay = self.schedule.next_delay(age, watch.polls, watch.kind)
+        self._due_at(time.monotonic() + delay, watch.task_id)
+
+    def _due_at(self, due: float, task_id: str) -> None:
+        """Poll ``task_id`` at monotonic time ``due`` (the serve loop is woken to see it)."""
+        heapq.heappush(self._heap, _Entry(due, next(self._seq), task_id))
         self._wake.set()
 
     def _expected_ends(self) -> tuple[float, _Watch] | None:
@@ -314,10 +318,8 @@ class Poller:
             return
         if isinstance(answer, TransientError):
             watch.failures += 1
-            delay = self.retry.delay(watch.failures, answer.retry_after)
-            heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq),
-                                              watch.task_id))
-            self._wake.set()
+            self._due_at(time.monotonic() + self.retry.delay(watch.failures, answer.retry_after),
+                         watch.task_id)
             return
         if isinstance(answer, AuthError):
             self.on_fatal(answer)

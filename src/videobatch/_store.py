@@ -226,7 +226,7 @@ class Checkpoint(Store):
         fd = os.open(self._segment_path(self._seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if os.fstat(fd).st_size == 0:
-                os.write(fd, (_dumps(header_record(self.meta, self._seq, jobs)) + "\n").encode())
+                os.write(fd, _line(header_record(self.meta, self._seq, jobs)))
                 os.fsync(fd)
         finally:
             os.close(fd)
