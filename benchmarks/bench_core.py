@@ -5,7 +5,8 @@ and a 200k-row CSV from process start to the first paid request (and its resume)
     python benchmarks/bench_core.py efficiency # or: overhead, checkpoint, scale (scale + resume)
 
 Every run first prints a reference loop's time: this VM's speed varies by up to 1.6x over a day, so
-figures are compared between runs with like reference times.
+figures are compared between runs with like reference times. ``compare_overhead.py REV`` measures
+the overhead figure of this tree and of an earlier revision at the same moments, for their ratio.
 
 Targets (issue 3): efficiency >= 0.95 (200 rows, concurrency 10, known latency); checkpoint write
 and load < 1 s and peak memory < 500 MB for 100,000 rows.
