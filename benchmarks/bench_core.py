@@ -268,14 +268,14 @@ def _cli_until_first_call(prompts: Path, path: Path) -> str:
             f"peak RSS {usage.ru_maxrss / 1024:.0f} MB, CPU {usage.ru_utime + usage.ru_stime:.2f}s")
 
 
-def _compile_package() -> None:
-    """Compile videobatch's bytecode (into its ``__pycache__`` folders, as Python does), so the
-    command line is timed as an installed package runs: pip compiles it at install, and an editable
-    install writes it at its first import. A machine with PYTHONDONTWRITEBYTECODE set (this one)
-    would otherwise compile the whole package from source in every process: 0.3-0.4 s that no
-    user's second run pays."""
+def _compile_package(package: Path | None = None) -> None:
+    """Compile videobatch's bytecode (or that of the package folder ``package``) into its
+    ``__pycache__`` folders, as Python does, so the command line is timed as an installed package
+    runs: pip compiles it at install, and an editable install writes it at its first import. A
+    machine with PYTHONDONTWRITEBYTECODE set (this one) would otherwise compile the whole package
+    from source in every process: 0.3-0.4 s that no user's second run pays."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(videobatch.__file__).parent)],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package or Path(videobatch.__file__).parent)],
                    env=env, check=True, stdout=subprocess.DEVNULL)
 
 

@@ -18,7 +18,6 @@ It must be importable with this environment's packages.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -55,18 +54,14 @@ def _extract(rev: str, into: Path) -> Path:
     return into
 
 
-def _compile(tree: Path) -> None:
-    """Bytecode compiled first, as an installed package runs (see ``bench_core._compile_package``)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "src")], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def compare(rev: str, rounds: int, rows: int) -> None:
+    # (imported here, not at the top: a run's child process must import its own tree's code)
+    from bench_core import _compile_package  # bytecode compiled, as an installed package runs
+
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"this tree": ROOT, rev: _extract(rev, Path(tmp))}
         for tree in trees.values():
-            _compile(tree)
+            _compile_package(tree / "src" / "videobatch")
         rates: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
         names = list(trees)
         for n in range(rounds):
