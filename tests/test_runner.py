@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -454,3 +455,47 @@ def test_cancel_stops_queued_tasks_at_the_provider_and_leaves_running_ones_in_fl
     assert all(j.state is State.COMPLETED for j in jobs)
     assert jobs[0].generation == 1 and jobs[0].idempotency_key("run") != first_key
     assert sum(provider.accepted.values()) == 5  # 4 rows, one of them paid again on the user's word
+
+
+class FreezeWatching(ScriptedProvider):
+    """Notes, at each submit, how many objects the cycle collector is told not to walk."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.frozen: list[int] = []
+
+    async def submit(self, request, idempotency_key):
+        self.frozen.append(gc.get_freeze_count())
+        return await super().submit(request, idempotency_key)
+
+
+def test_the_rows_are_kept_from_the_cycle_collectors_walks_while_runs_go_on():
+    # A full collection walks every object alive; the rows live all run long. They are frozen
+    # (gc.freeze) while runs go on, and given back when the last run of the process ends.
+    if gc.get_freeze_count():
+        gc.unfreeze()
+    first, second = FreezeWatching(latency=0.01), FreezeWatching(latency=0.05, max_parallel=1)
+
+    async def both():
+        one = Runner(make_jobs(["a"]), first, Store(), RunSettings())
+        other = Runner(make_jobs([f"clip {i}" for i in range(4)]), second, Store(), RunSettings())
+        return await asyncio.gather(one.run(), other.run())
+
+    outcomes = asyncio.run(both())
+    assert [o.counts[State.COMPLETED] for o in outcomes] == [1, 4]
+    rows_alive = 4 + 1  # the jobs, at the least
+    assert min(first.frozen) >= rows_alive
+    # the second run's last submit came after the first run had ended: still frozen
+    assert len(second.frozen) == 4 and min(second.frozen) >= rows_alive
+    assert gc.get_freeze_count() == 0  # given back with the last run
+
+
+def test_a_freeze_somebody_else_made_outlives_the_run():
+    # The command line freezes its whole process before its run: the run leaves that as it is.
+    gc.freeze()
+    try:
+        made = gc.get_freeze_count()
+        go(make_jobs(["a", "b"]), ScriptedProvider())
+        assert gc.get_freeze_count() == made
+    finally:
+        gc.unfreeze()

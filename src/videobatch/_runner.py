@@ -34,6 +34,7 @@ from typing import Any
 from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext, Tally
 from ._fleet import PoolKey, Providers
 from ._gate import OPEN, Gate
+from ._gc import frozen_for_runs
 from ._jobs import TERMINAL, Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
@@ -132,6 +133,10 @@ class Runner:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> RunOutcome:
+        with frozen_for_runs():  # the rows, alive all run long, are not walked by every collection
+            return await self._run()
+
+    async def _run(self) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
         self._started_wall = time.time()
         self._stop = stop = Stop()
