@@ -268,19 +268,11 @@ class Job:
         now, new, jobs = time.time(), object.__new__, []
         for index, key in enumerate(keys):
             job = new(cls)
-            # (``_requests`` is no field: only ``__getattr__`` reads it)
+            # (``_requests`` is no field: only ``_FromRowRequests`` reads it)
             job.key, job.index, job._requests, job.updated_at, job.extras = (  # type: ignore[attr-defined]
                 key, index, requests, now, {})
             jobs.append(job)
         return jobs
-
-    if not TYPE_CHECKING:  # (for type checkers ``request`` is the plain field it acts as)
-        def __getattr__(self, name: str) -> Any:  # called only for an attribute not set:
-            # a ``fresh`` job's request, taken from its rows' requests when first asked, then kept
-            if name == "request" and "_requests" in self.__dict__:
-                request = self.request = self.__dict__["_requests"][self.index]
-                return request
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def idempotency_key(self, run_id: str) -> str:
         return idempotency_key(run_id, self.key, self.generation)
@@ -386,3 +378,23 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job(key={self.key!r}, state={self.state.value}, attempts={self.attempts})"
+
+
+class _FromRowRequests:
+    """``Job.request`` of a job ``Job.fresh`` made: taken from its rows' requests when first asked
+    for, then kept in the job as if set. A descriptor, not a ``__getattr__`` on ``Job``: with one,
+    Python reads every attribute of every job the slow way (a run reads them many times a row)."""
+
+    def __get__(self, job: Job | None, owner: type | None = None) -> Any:
+        if job is None:
+            return self
+        try:
+            requests = job.__dict__["_requests"]
+        except KeyError:
+            raise AttributeError(f"{type(job).__name__!r} object has no attribute 'request'") from None
+        request = job.__dict__["request"] = requests[job.index]
+        return request
+
+
+if not TYPE_CHECKING:  # (for type checkers ``request`` is the plain field it acts as)
+    Job.request = _FromRowRequests()
