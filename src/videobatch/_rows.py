@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._gate import OPEN, Gate
-from ._jobs import Job, State
+from ._jobs import CANCELLED, COMPLETED, FAILED, GENERATING, PENDING, SUBMITTING, UNKNOWN, Job, State
 from ._pacing import SlotPool
 from ._poll_schedule import kind_of
 from ._polling import Poller
@@ -82,9 +82,9 @@ class Rows:
         """The runner's ``move`` (journal first, then observers), noting the tasks it opens."""
         was = job.state
         self._move(job, new, **fields)
-        if new is State.GENERATING and was is not State.GENERATING:
+        if new is GENERATING and was is not GENERATING:
             self._opened[job.key] = job
-        elif was is State.GENERATING and new is not State.GENERATING:
+        elif was is GENERATING and new is not GENERATING:
             while self._freed:
                 waiter = self._freed.popleft()
                 if not waiter.done():
@@ -120,7 +120,7 @@ class Rows:
                 continue
             edges.append((job.submitted_at, 1))
             ended = job.completed_at if job.completed_at is not None else (
-                job.updated_at if job.state is not State.GENERATING else None)
+                job.updated_at if job.state is not GENERATING else None)
             if ended is not None:
                 edges.append((max(ended, job.submitted_at), -1))  # ends sort before starts
         most = now = 0
@@ -143,7 +143,7 @@ class Rows:
         model = self.provider.model_id(request) or ""
         pool = (provider, model)
         cost = self.provider.estimate_cost(request)
-        while job.state is State.PENDING:
+        while job.state is PENDING:
             if stop.closed(provider) or pool in stop.blocked:
                 return True
             if stop.fatal or stop.cancelled:
@@ -151,15 +151,15 @@ class Rows:
             # Reserve, then record the intent, in one step (no await between): atomic with
             # respect to every other worker. A refusal that created nothing releases it.
             if not self.ledger.admits(cost):
-                self.move(job, State.PENDING, error_kind=BUDGET,
+                self.move(job, PENDING, error_kind=BUDGET,
                           error=self.ledger.refusal(cost, f"{provider} {model}".strip()))
                 return False
-            self.move(job, State.SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
+            self.move(job, SUBMITTING, attempts=job.attempts + 1, provider_used=provider,
                       model_used=model or None, cost_estimated=cost)
             await self.durable()  # fsync'ed before the request leaves (shared with other rows)
             refused = await self.gate.refusal(job, request)
             if refused:  # nothing leaves: the row fails, unpaid
-                self.move(job, State.FAILED, error_kind=RejectedError.kind, error=refused)
+                self.move(job, FAILED, error_kind=RejectedError.kind, error=refused)
                 return False
             sent_at = job.updated_at
             self.submits += 1
@@ -167,7 +167,7 @@ class Rows:
                 status = await self.provider.submit(request, key)
             except (RateLimited, SlotsBusy) as exc:
                 exc.for_row(job.key)
-                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                self.move(job, PENDING, error_kind=exc.kind, error=str(exc))
                 if isinstance(exc, SlotsBusy):
                     await self.slots.shrink()
                 # (a "too fast" answer already slowed the run's limiter on the wire: _http)
@@ -188,29 +188,29 @@ class Rows:
                     return False  # adopted, or unknown
                 wait = transient.failed(exc.retry_after)
                 if wait is None:
-                    self.move(job, State.FAILED, error_kind=exc.kind,
+                    self.move(job, FAILED, error_kind=exc.kind,
                                error=f"gave up after {transient.failures} attempts: {exc}")
                     return False
-                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc))
+                self.move(job, PENDING, error_kind=exc.kind, error=str(exc))
                 self.emit("retry", job, error=exc, delay=wait)
                 await transient.sleep(wait, stop.event)
                 continue
             except ModelRefused as exc:
                 # Not this row's fault and nothing was created: it waits, unpaid, for a resumed run
                 # once the model is fixed; enough of these in a row and the model is not tried again.
-                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
+                self.move(job, PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
                 stop.refused(provider, exc.model or model, exc)
                 return True
             except AccountError as exc:
                 # Nothing was created; the row waits for a resumed run once the account is fixed.
-                self.move(job, State.PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
+                self.move(job, PENDING, error_kind=exc.kind, error=str(exc.for_row(job.key)))
                 stop.close(provider, exc)
                 return True
             except AuthError:
-                self.move(job, State.PENDING)
+                self.move(job, PENDING)
                 raise
             except ProviderError as exc:  # rejected: this row, for good
-                self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+                self.move(job, FAILED, error_kind=exc.kind, error=exc.message)
                 return False
             stop.refusals.pop(pool, None)  # accepted: its earlier refusals were not in a row
             self.adopt(job, status)
@@ -242,7 +242,7 @@ class Rows:
                  cause: ProviderError | None) -> None:
         request_id = verdict.request_id or (cause.request_id if cause is not None else None)
         said = f" after: {cause.message}" if cause is not None else ""
-        self.move(job, State.UNKNOWN, submitted_at=sent_at, error_kind="outcome_unknown",
+        self.move(job, UNKNOWN, submitted_at=sent_at, error_kind="outcome_unknown",
                    error=f"a paid request may exist{said}; {verdict.reason}. It is checked again "
                          f"on every resume and never sent again on its own. Check idempotency key "
                          f"{key}" + (f" (provider request id {request_id})" if request_id else "")
@@ -256,7 +256,7 @@ class Rows:
         # When it was sent: kept in submitted_at for an unknown row. For a row left submitting by a
         # crash, its record's time if it was replayed from the journal (or a service's job hash),
         # but a snapshot keeps no send time: never later than the run's beginning, to be safe.
-        sent_at = (job.submitted_at if job.state is State.UNKNOWN else None) \
+        sent_at = (job.submitted_at if job.state is UNKNOWN else None) \
             or min(job.updated_at, self.run_began)
 
         def on_retry(failures: int, exc: Exception, delay: float) -> None:
@@ -268,14 +268,14 @@ class Rows:
         if isinstance(verdict, Found):
             self.adopt(job, verdict.status)
         elif isinstance(verdict, Free):
-            self.move(job, State.PENDING, error_kind=None, error=None)
-        elif job.state is State.SUBMITTING:
+            self.move(job, PENDING, error_kind=None, error=None)
+        elif job.state is SUBMITTING:
             self._unknown(job, key, sent_at, verdict, None)
 
     def adopt(self, job: Job, status: TaskStatus) -> None:
         accepted = status.created_at or time.time()
-        if job.state is not State.GENERATING:
-            self.move(job, State.GENERATING, task_id=status.task_id, submitted_at=accepted,
+        if job.state is not GENERATING:
+            self.move(job, GENERATING, task_id=status.task_id, submitted_at=accepted,
                        error_kind=None, error=None)
         if status.state.done:
             self._finish_job(job, status)
@@ -294,18 +294,18 @@ class Rows:
                 raise TimeoutError  # as wait_for(..., 0): out of time before waiting at all
             status = await self.poller.wait(job.task_id, accepted, kind_of(job.request), remaining)
         except TimeoutError:
-            self.move(job, State.FAILED, error_kind="timeout",
+            self.move(job, FAILED, error_kind="timeout",
                        error=f"no result {timeout:.0f}s after the provider accepted task "
                              f"{job.task_id}; it may still finish at the provider")
             return
         except NotFoundError as exc:
-            self.move(job, State.FAILED, error_kind=exc.kind,
+            self.move(job, FAILED, error_kind=exc.kind,
                        error=f"the provider no longer knows task {job.task_id}: {exc.message}")
             return
         except AuthError:
             raise
         except ProviderError as exc:
-            self.move(job, State.FAILED, error_kind=exc.kind, error=exc.message)
+            self.move(job, FAILED, error_kind=exc.kind, error=exc.message)
             return
         self._finish_job(job, status)
 
@@ -316,15 +316,15 @@ class Rows:
                                                 ("cost_units", status.cost_units)) if value is not None}
         if status.state is TaskState.SUCCEEDED and status.videos:
             video = status.videos[0]
-            self.move(job, State.COMPLETED, completed_at=done_at, video_url=video.url,
+            self.move(job, COMPLETED, completed_at=done_at, video_url=video.url,
                        video_id=video.id, video_duration=video.duration,
                        expires_at=status.expires_at, error_kind=None, error=None, **cost)
             self._grow_slots()
         elif status.state is TaskState.SUCCEEDED:
-            self.move(job, State.FAILED, completed_at=done_at, error_kind="no_video",
+            self.move(job, FAILED, completed_at=done_at, error_kind="no_video",
                        error=f"task {status.task_id} succeeded without a video", **cost)
         else:
-            self.move(job, State.FAILED, completed_at=done_at, error_kind="generation_failed",
+            self.move(job, FAILED, completed_at=done_at, error_kind="generation_failed",
                        error=status.message or "the provider reports the task failed", **cost)
 
     def _grow_slots(self) -> None:
@@ -339,7 +339,7 @@ class Rows:
         ``deadline``."""
         if not self.provider.capabilities.cancel:
             return
-        open_tasks = [j for j in jobs if j.state is State.GENERATING and j.task_id]
+        open_tasks = [j for j in jobs if j.state is GENERATING and j.task_id]
 
         async def one(job: Job) -> None:
             assert job.task_id is not None
@@ -349,14 +349,14 @@ class Rows:
                 log.warning("row %s: could not cancel task %s at %s: %s", job.key, job.task_id,
                             self.provider.name, exc)
                 return
-            if stopped is False or job.state is not State.GENERATING:
+            if stopped is False or job.state is not GENERATING:
                 return
             if stopped:
-                self.move(job, State.CANCELLED, error_kind="cancelled",
+                self.move(job, CANCELLED, error_kind="cancelled",
                           error=f"cancelled at {self.provider.name} before it ran; running it "
                                 "again is a new, separately paid request")
             else:  # stopped, but the provider does not show it unpaid: never sent again on its own
-                self.move(job, State.FAILED, error_kind="cancelled",
+                self.move(job, FAILED, error_kind="cancelled",
                           error=f"cancelled at {self.provider.name} (task {job.task_id}), which "
                                 "may have charged for it; retry sends it again as a new, "
                                 "separately paid request")

@@ -35,7 +35,7 @@ from ._events import Event, EventKind, Notifier, Observer, Progress, RunContext,
 from ._fleet import PoolKey, Providers
 from ._gate import OPEN, Gate
 from ._gc import frozen_for_runs
-from ._jobs import TERMINAL, Job, RowSnapshot, State, annotation
+from ._jobs import GENERATING, PENDING, SUBMITTING, TERMINAL, UNKNOWN, Job, RowSnapshot, State, annotation
 from ._loops import call_in_loop
 from ._pacing import SlotPool
 from ._plan import starting
@@ -317,7 +317,7 @@ class Runner:
             if job is None:
                 return
             try:
-                if job.state is State.PENDING and stop.closed(name):
+                if job.state is PENDING and stop.closed(name):
                     self._fail_over(job)
                     continue
                 await slots.acquire(job)
@@ -334,11 +334,11 @@ class Runner:
 
     async def _drive(self, pool: Pool, job: Job) -> None:
         rows, request = pool.rows, self.providers.request_of(job)
-        if job.state in (State.SUBMITTING, State.UNKNOWN):
+        if job.state in (SUBMITTING, UNKNOWN):
             await rows.reconcile(job, request)
-        if job.state is State.PENDING and await rows.submit(job, request):
+        if job.state is PENDING and await rows.submit(job, request):
             self._fail_over(job)  # refused, unpaid: on to its fallback, if it has one
-        if job.state is State.GENERATING:
+        if job.state is GENERATING:
             await rows.await_result(job)
 
     def _fail_over(self, job: Job) -> bool:

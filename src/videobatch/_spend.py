@@ -40,7 +40,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ._jobs import Job, RowSnapshot, State, may_have_paid
+from ._jobs import PENDING, SUBMITTING, Job, RowSnapshot, may_have_paid
 from .request import VideoRequest
 
 __all__ = ["BUDGET", "Actuals", "Figures", "Ledger", "charge", "micro", "money", "usd"]
@@ -73,12 +73,12 @@ def charge(job: Job | RowSnapshot, estimate: Estimate | None = None) -> tuple[in
     ``estimate`` prices a row sent by a videobatch that did not record ``cost_estimated`` yet."""
     own = job.cost_actual if job.cost_actual is not None else job.cost_estimated
     paid = may_have_paid(job.state, job.task_id)  # (asked once: this runs twice per transition)
-    if own is None and estimate is not None and (paid or job.state is State.SUBMITTING):
+    if own is None and estimate is not None and (paid or job.state is SUBMITTING):
         own = estimate(job.request)
     spent = micro(job.cost_earlier)
     if paid:
         return spent + micro(own), 0
-    return spent, micro(own) if job.state is State.SUBMITTING else 0
+    return spent, micro(own) if job.state is SUBMITTING else 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Ledger:
         self.budget = None if budget is None else micro(budget)
         self.spent = micro(dropped)
         self.reserved = 0
-        pending = State.PENDING
+        pending = PENDING
         for job in jobs:
             if job.state is pending and job.cost_earlier is None:
                 continue  # holds nothing (most rows of a new run: skipped cheaply)

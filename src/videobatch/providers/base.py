@@ -44,7 +44,10 @@ class TaskState(enum.StrEnum):
 
     @property
     def done(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+        return self in _DONE  # (a module constant: see State's constants in videobatch._jobs)
+
+
+_DONE = (TaskState.SUCCEEDED, TaskState.FAILED)
 
 
 @dataclass(frozen=True)
