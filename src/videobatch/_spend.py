@@ -75,7 +75,10 @@ def charge(job: Job | RowSnapshot, estimate: Estimate | None = None) -> tuple[in
     paid = may_have_paid(job.state, job.task_id)  # (asked once: this runs twice per transition)
     if own is None and estimate is not None and (paid or job.state is SUBMITTING):
         own = estimate(job.request)
-    spent = micro(job.cost_earlier)
+    earlier = job.cost_earlier  # (None, the usual case, skips a call: this runs 6 times a row)
+    spent = 0 if earlier is None else micro(earlier)
+    if own is None:
+        return spent, 0
     if paid:
         return spent + micro(own), 0
     return spent, micro(own) if job.state is SUBMITTING else 0
