@@ -9,11 +9,12 @@ its next journal line or snapshot. The shared vocabulary (``TaskStatus``, ``Vide
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar, cast
 
-__all__ = ["make_storable", "plain", "storable"]
+__all__ = ["make_storable", "plain", "storable", "storable_if_text"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_T = TypeVar("_T")
 
 
 def storable(text: str) -> str:
@@ -22,6 +23,12 @@ def storable(text: str) -> str:
     if text.isascii():
         return text
     return _SURROGATE.sub("\ufffd", text)
+
+
+def storable_if_text(value: _T) -> _T:
+    """``value`` through ``storable`` when it is text; anything else (a provider's code may be a
+    number, an id may be missing) as it is."""
+    return cast(_T, storable(value)) if isinstance(value, str) else value
 
 
 def plain(*texts: object) -> bool:
@@ -37,6 +44,4 @@ def make_storable(frozen: Any, *names: str) -> None:
     """Pass the text attributes ``names`` of a just-made frozen dataclass through ``storable``
     (for its ``__post_init__``, once ``plain`` has said some need it)."""
     for name in names:
-        value = getattr(frozen, name)
-        if isinstance(value, str) and not value.isascii():
-            object.__setattr__(frozen, name, storable(value))
+        object.__setattr__(frozen, name, storable_if_text(getattr(frozen, name)))

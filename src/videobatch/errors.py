@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._text import storable
+from ._text import storable_if_text
 
 __all__ = [
     "AccountError",
@@ -167,12 +167,12 @@ class ProviderError(VideobatchError):
         request_id: str | None = None,
     ) -> None:
         # (the provider's words are journaled: made storable, see videobatch._text)
-        self.message = storable(message) if isinstance(message, str) else message
+        self.message = storable_if_text(message)
         self.row_key = row_key
-        self.provider_code = storable(provider_code) if isinstance(provider_code, str) else provider_code
+        self.provider_code = storable_if_text(provider_code)
         self.status_code = status_code
         # the provider's id of the HTTP request, to quote to its support
-        self.request_id = storable(request_id) if isinstance(request_id, str) else request_id
+        self.request_id = storable_if_text(request_id)
         super().__init__(self._render())
 
     def _render(self) -> str:
