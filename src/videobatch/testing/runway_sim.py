@@ -268,8 +268,9 @@ class Account:
         task = self.get(task_id)
         now = time.monotonic()
         self.counters.deletes += 1
-        if task.status(now) in ("PENDING", "THROTTLED", "RUNNING"):
-            if task.status(now) != "RUNNING":  # it never ran: refunded, so a new task is no duplicate
+        state = task.status(now)
+        if state in ("PENDING", "THROTTLED", "RUNNING"):
+            if state != "RUNNING":  # it never ran: refunded, so a new task is no duplicate
                 self._bodies.discard(task.content)
             task.cancelled_at = now
             self.counters.cancelled += 1
