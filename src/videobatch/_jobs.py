@@ -58,7 +58,6 @@ PENDING, SUBMITTING, GENERATING, COMPLETED, FAILED, CANCELLED, UNKNOWN = (
     State.PENDING, State.SUBMITTING, State.GENERATING, State.COMPLETED, State.FAILED, State.CANCELLED,
     State.UNKNOWN)
 
-
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 # Nothing more happens to these rows in this run: ended, or unknown (checked again next run only).
 SETTLED = TERMINAL | {UNKNOWN}
@@ -141,6 +140,8 @@ def may_have_paid(state: State, task_id: str | None) -> bool:
     """Whether a row in ``state`` with ``task_id`` may have paid for its latest submission: the
     provider accepted it (a task exists and was not stopped before it ran), or nobody can say."""
     return state is UNKNOWN or (task_id is not None and state is not CANCELLED)
+
+
 _CORE_NAMES = frozenset(RESULT_COLUMNS) | _RESULT_FIELD_SET
 
 
@@ -388,10 +389,9 @@ class _FromRowRequests:
     def __get__(self, job: Job | None, owner: type | None = None) -> Any:
         if job is None:
             return self
-        try:
-            requests = job.__dict__["_requests"]
-        except KeyError:
-            raise AttributeError(f"{type(job).__name__!r} object has no attribute 'request'") from None
+        requests = job.__dict__.get("_requests")
+        if requests is None:
+            raise AttributeError(f"{type(job).__name__!r} object has no attribute 'request'")
         request = job.__dict__["request"] = requests[job.index]
         return request
 
