@@ -48,8 +48,10 @@ def _once(tree: str, rows: int) -> None:
 
 def _extract(rev: str, into: Path) -> Path:
     """``rev``'s ``src`` and ``benchmarks`` folders, written under ``into``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "benchmarks"],
-                             check=True, capture_output=True).stdout
+    got = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "benchmarks"], capture_output=True)
+    if got.returncode:  # no such revision, or one without a src/ and benchmarks/ folder
+        raise SystemExit(f"cannot read revision {rev!r}: {got.stderr.decode(errors='replace').strip()}")
+    archive = got.stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
